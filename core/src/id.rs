@@ -71,9 +71,9 @@ impl fmt::Display for InvalidId {
                 f,
                 "node id is {n} bytes; use 1 to {MAX_NODE_ID_LEN} bytes (a pod name fits)"
             ),
-            InvalidId::Character => {
-                f.write_str("node id contains white space or a control character; use a pod or host name")
-            }
+            InvalidId::Character => f.write_str(
+                "node id contains white space or a control character; use a pod or host name",
+            ),
         }
     }
 }

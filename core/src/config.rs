@@ -1,0 +1,239 @@
+//! Node configuration and its presets. Every timing the protocol uses lives
+//! here so that a simulator run and a production node differ only in data.
+
+use alloc::string::String;
+use core::fmt;
+use core::time::Duration;
+
+/// The default largest frame, 4 MiB.
+pub const DEFAULT_MAX_FRAME_LEN: u32 = 4 * 1024 * 1024;
+
+/// How a node behaves. Build one from a preset and adjust fields.
+///
+/// ```
+/// use core::time::Duration;
+/// use hedgerow_core::Config;
+/// let mut cfg = Config::lan("orders");
+/// cfg.lease_duration = Duration::from_secs(15);
+/// assert!(cfg.validate().is_ok());
+/// assert_eq!(cfg.renew_interval(), Duration::from_secs(5));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Cluster id; peers with another id are refused at the handshake, and
+    /// the lease row is keyed by it.
+    pub cluster: String,
+    /// How long a lease lasts after each renew (default 10 s). Renewed every
+    /// third of it.
+    pub lease_duration: Duration,
+    /// How often a member heartbeats the leader (default 1 s).
+    pub heartbeat_interval: Duration,
+    /// Silence after which the leader drops a member, and a member thinks
+    /// its leader unreachable (default 3 s).
+    pub failure_timeout: Duration,
+    /// Membership changes within this window go out as one delta (20 ms).
+    pub batch_window: Duration,
+    /// Whether this node may ever write the lease (default true).
+    pub candidate: bool,
+    /// Whether a clock whose bound is operator-given
+    /// ([`crate::ClockSource::Assumed`]) may hold the lease. Off by default:
+    /// only ClockBound-measured bounds lead unless an operator opts in.
+    pub lead_on_assumed_clock: bool,
+    /// A leader that had members and hears from none of them for
+    /// `unreachable_factor × failure_timeout` releases the lease (default 3).
+    pub unreachable_factor: u32,
+    /// Largest member metadata accepted, in bytes (default 512).
+    pub max_meta_len: usize,
+    /// Largest frame sent or accepted, in bytes (default 4 MiB).
+    pub max_frame_len: u32,
+    /// How long a `send` keeps trying before it fails (default 5 s).
+    pub request_timeout: Duration,
+    /// How long to wait for a reply before re-sending a request (default
+    /// 500 ms; a new leader is tried at once on a redirect).
+    pub request_retry_interval: Duration,
+    /// How long a broadcast waits for each member (default 5 s).
+    pub broadcast_timeout: Duration,
+    /// How long the leader remembers a handled request id. Must be at least
+    /// `request_timeout` so a retry is never handled twice by one leader
+    /// (default 10 s).
+    pub dedupe_window: Duration,
+    /// Most request ids remembered at once; beyond it new requests are
+    /// refused with "overloaded" rather than risk handling one twice
+    /// (default 100 000).
+    pub max_dedupe_entries: usize,
+    /// Most requests and broadcasts this node has outstanding at once
+    /// (default 10 000).
+    pub max_outstanding: usize,
+    /// Bytes a stream receiver grants ahead of what the application has
+    /// consumed (default 1 MiB).
+    pub stream_window: u32,
+    /// Bytes a stream sender buffers before `stream_write` pushes back
+    /// (default 1 MiB).
+    pub stream_send_buffer: usize,
+    /// Largest data chunk in one stream frame (default 64 KiB).
+    pub stream_chunk: usize,
+    /// Most open streams, both directions together (default 1024).
+    pub max_streams: usize,
+    /// Candidates spread their takeover attempts by rank in the view: rank
+    /// `r` waits `r × takeover_stagger` (default 5 ms) plus jitter.
+    pub takeover_stagger: Duration,
+    /// Upper bound of the random jitter added to takeover attempts and to
+    /// confirmation reads (default 20 ms).
+    pub takeover_jitter: Duration,
+    /// Delay before retrying a failed store operation (default 500 ms).
+    pub store_retry_interval: Duration,
+}
+
+impl Config {
+    /// Defaults for one data centre: lease 10 s, heartbeat 1 s, failure
+    /// timeout 3 s.
+    pub fn lan(cluster: impl Into<String>) -> Self {
+        Config {
+            cluster: cluster.into(),
+            lease_duration: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(1),
+            failure_timeout: Duration::from_secs(3),
+            batch_window: Duration::from_millis(20),
+            candidate: true,
+            lead_on_assumed_clock: false,
+            unreachable_factor: 3,
+            max_meta_len: 512,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            request_timeout: Duration::from_secs(5),
+            request_retry_interval: Duration::from_millis(500),
+            broadcast_timeout: Duration::from_secs(5),
+            dedupe_window: Duration::from_secs(10),
+            max_dedupe_entries: 100_000,
+            max_outstanding: 10_000,
+            stream_window: 1024 * 1024,
+            stream_send_buffer: 1024 * 1024,
+            stream_chunk: 64 * 1024,
+            max_streams: 1024,
+            takeover_stagger: Duration::from_millis(5),
+            takeover_jitter: Duration::from_millis(20),
+            store_retry_interval: Duration::from_millis(500),
+        }
+    }
+
+    /// Fast timings for one machine (tests, demos): lease 2 s, heartbeat
+    /// 200 ms, failure timeout 600 ms.
+    pub fn local(cluster: impl Into<String>) -> Self {
+        Config {
+            lease_duration: Duration::from_secs(2),
+            heartbeat_interval: Duration::from_millis(200),
+            failure_timeout: Duration::from_millis(600),
+            batch_window: Duration::from_millis(5),
+            request_timeout: Duration::from_secs(3),
+            request_retry_interval: Duration::from_millis(200),
+            broadcast_timeout: Duration::from_secs(2),
+            dedupe_window: Duration::from_secs(6),
+            takeover_stagger: Duration::from_millis(2),
+            takeover_jitter: Duration::from_millis(5),
+            store_retry_interval: Duration::from_millis(100),
+            ..Config::lan(cluster)
+        }
+    }
+
+    /// Slow links: lease 30 s (hedge's default), heartbeat 3 s, failure
+    /// timeout 10 s.
+    pub fn wan(cluster: impl Into<String>) -> Self {
+        Config {
+            lease_duration: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(3),
+            failure_timeout: Duration::from_secs(10),
+            batch_window: Duration::from_millis(100),
+            request_timeout: Duration::from_secs(15),
+            request_retry_interval: Duration::from_secs(2),
+            broadcast_timeout: Duration::from_secs(15),
+            dedupe_window: Duration::from_secs(30),
+            takeover_stagger: Duration::from_millis(20),
+            takeover_jitter: Duration::from_millis(100),
+            store_retry_interval: Duration::from_secs(1),
+            ..Config::lan(cluster)
+        }
+    }
+
+    /// How often the leader renews: a third of the lease.
+    pub fn renew_interval(&self) -> Duration {
+        self.lease_duration / 3
+    }
+
+    /// Checks the relations the protocol relies on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |what: &'static str| Err(ConfigError(what));
+        if self.cluster.is_empty() || self.cluster.len() > crate::MAX_NODE_ID_LEN {
+            return fail("cluster id must be 1 to 128 bytes");
+        }
+        if self.lease_duration < Duration::from_millis(30) {
+            return fail("lease_duration must be at least 30 ms");
+        }
+        if self.heartbeat_interval.is_zero() {
+            return fail("heartbeat_interval must be positive");
+        }
+        if self.failure_timeout <= self.heartbeat_interval {
+            return fail("failure_timeout must exceed heartbeat_interval (3x is usual)");
+        }
+        if self.dedupe_window < self.request_timeout {
+            return fail(
+                "dedupe_window must be at least request_timeout, or retries could be handled twice",
+            );
+        }
+        if self.unreachable_factor < 2 {
+            return fail("unreachable_factor must be at least 2");
+        }
+        if self.max_frame_len < 1024 {
+            return fail("max_frame_len must be at least 1024 bytes");
+        }
+        if self.stream_chunk == 0 || self.stream_chunk + 256 > self.max_frame_len as usize {
+            return fail("stream_chunk must be positive and fit a frame with room for the header");
+        }
+        if self.stream_window < crate::wire::INITIAL_STREAM_CREDIT {
+            return fail("stream_window must be at least the initial stream credit (64 KiB)");
+        }
+        if self.max_meta_len > 64 * 1024 {
+            return fail("max_meta_len must be at most 64 KiB");
+        }
+        Ok(())
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::lan("default")
+    }
+}
+
+/// A configuration that breaks a relation the protocol relies on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(pub &'static str);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}", self.0)
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_valid() {
+        for cfg in [Config::lan("a"), Config::local("a"), Config::wan("a")] {
+            assert_eq!(cfg.validate(), Ok(()));
+        }
+    }
+
+    #[test]
+    fn bad_relations_are_named() {
+        let mut cfg = Config::lan("a");
+        cfg.dedupe_window = Duration::from_secs(1);
+        assert!(cfg.validate().is_err());
+        let mut cfg = Config::lan("a");
+        cfg.failure_timeout = cfg.heartbeat_interval;
+        assert!(cfg.validate().is_err());
+    }
+}

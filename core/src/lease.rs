@@ -1,0 +1,699 @@
+//! Lease decisions: when to read the lease row, renew, take over or
+//! release, and whether this node leads right now. The TrueTime rule:
+//!
+//! * renew (holder is me, same nonce, `now.latest < expires`):
+//!   `expires = now.latest + lease`, token kept;
+//! * take over (anything else) only once `now.earliest > expires`, with
+//!   `token + 1`;
+//! * release: no holder, `expires = now.latest`, token kept;
+//! * I lead exactly while `now.latest < expires` of my last successful
+//!   write and my clock may lead.
+//!
+//! True time is at most my `latest` and at least a taker's `earliest`, so two
+//! leaderships never overlap in true time. This room decides; it never
+//! touches a store (it emits [`LeaseOp`]s) and never reads a clock.
+
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use crate::id::Term;
+use crate::store::{
+    CasOutcome, Holder, LeaseOp, LeaseReply, LeaseRow, LeaseWrite, OpId, StoreError,
+};
+use crate::time::{duration_nanos, ClockReading, ClockSource, MonoTime, Now};
+
+/// Why a node stopped leading.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StepDownReason {
+    /// The lease ran out before a renew succeeded (store slow or down, or
+    /// the process was paused).
+    Expired,
+    /// The clock stopped being trustworthy (Unknown, Disrupted, malformed).
+    ClockUntrusted,
+    /// A compare-and-set lost: someone else wrote the row.
+    LostRace,
+    /// The node released the lease on purpose.
+    Resigned,
+    /// The leader heard from none of its members for too long.
+    Unreachable,
+}
+
+/// Why this node does not lead at the moment, for operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NotLeadingReason {
+    /// Configured with `candidate = false`.
+    NotCandidate,
+    /// The clock's status is not Synchronized or FreeRunning.
+    ClockUntrusted,
+    /// The clock's bound is operator-assumed and the configuration does not
+    /// allow leading on it.
+    AssumedClockNotAllowed,
+    /// Recently resigned; waiting before competing again.
+    Resigned,
+    /// Someone else holds a lease that has not expired in this node's clock.
+    HeldElsewhere,
+    /// The lease row is not known yet, or a store operation is pending.
+    Waiting,
+}
+
+/// What the lease room tells the node after a step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum LeaseNote {
+    /// This node now leads under `term` (a new leadership, or the same term
+    /// re-acquired after a gap).
+    Elected(Term),
+    /// This node stopped leading.
+    SteppedDown(Term, StepDownReason),
+    /// A row was learned from the store.
+    Row(LeaseRow),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    Read,
+    Acquire,
+    Renew,
+    Release,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Held {
+    term: Term,
+    expires_ns: u64,
+    version: u64,
+    renew_at: MonoTime,
+}
+
+#[derive(Debug)]
+pub(crate) struct Lease {
+    me: Holder,
+    lease_ns: u64,
+    renew_every: Duration,
+    retry: Duration,
+    lead_on_assumed: bool,
+    candidate: bool,
+    /// Last row known from the store, or from the leader's acks.
+    row: Option<LeaseRow>,
+    /// The store said there is no row yet.
+    row_absent: bool,
+    held: Option<Held>,
+    in_flight: Option<(OpId, Purpose)>,
+    next_op: u64,
+    need_read: bool,
+    read_at: MonoTime,
+    /// A write's outcome is unknown: read before writing again.
+    unsure: bool,
+    release_wanted: bool,
+    cooldown_until: MonoTime,
+    stagger_ns: u64,
+}
+
+impl Lease {
+    pub(crate) fn new(me: Holder, cfg: &crate::Config) -> Self {
+        Lease {
+            me,
+            lease_ns: duration_nanos(cfg.lease_duration),
+            renew_every: cfg.renew_interval(),
+            retry: cfg.store_retry_interval,
+            lead_on_assumed: cfg.lead_on_assumed_clock,
+            candidate: cfg.candidate,
+            row: None,
+            row_absent: false,
+            held: None,
+            in_flight: None,
+            next_op: 0,
+            need_read: true,
+            read_at: MonoTime::ZERO,
+            unsure: false,
+            release_wanted: false,
+            cooldown_until: MonoTime::ZERO,
+            stagger_ns: 0,
+        }
+    }
+
+    /// Whether a reading may be used to hold the lease.
+    pub(crate) fn clock_may_lead(&self, c: &ClockReading) -> bool {
+        c.interval.is_valid()
+            && c.status.may_lead()
+            && (matches!(c.source, ClockSource::ClockBound) || self.lead_on_assumed)
+    }
+
+    /// Whether this node leads at `now`: answered from the reading, never
+    /// from a cached flag.
+    pub(crate) fn is_leader(&self, now: &Now) -> bool {
+        self.held.as_ref().is_some_and(|h| {
+            self.clock_may_lead(&now.clock) && now.clock.interval.latest < h.expires_ns
+        })
+    }
+
+    /// The term and expiry of this node's current claim, if any (it may
+    /// already have lapsed; [`Lease::is_leader`] says).
+    pub(crate) fn claim(&self) -> Option<(Term, u64)> {
+        self.held.as_ref().map(|h| (h.term, h.expires_ns))
+    }
+
+    /// The row version after this node's last write while it holds.
+    pub(crate) fn held_version(&self) -> Option<u64> {
+        self.held.as_ref().map(|h| h.version)
+    }
+
+    pub(crate) fn row(&self) -> Option<&LeaseRow> {
+        self.row.as_ref()
+    }
+
+    pub(crate) fn set_candidate(&mut self, candidate: bool) {
+        self.candidate = candidate;
+    }
+
+    pub(crate) fn is_candidate(&self) -> bool {
+        self.candidate
+    }
+
+    /// Spreads takeover attempts: this node waits `stagger` past expiry.
+    pub(crate) fn set_stagger(&mut self, stagger: Duration) {
+        self.stagger_ns = duration_nanos(stagger);
+    }
+
+    /// Asks for a store read no earlier than `at` (e.g. to confirm a claim,
+    /// or to find the leader after losing it).
+    pub(crate) fn want_read(&mut self, at: MonoTime) {
+        if !self.need_read {
+            self.need_read = true;
+            self.read_at = at;
+        } else {
+            self.read_at = self.read_at.min(at);
+        }
+    }
+
+    pub(crate) fn read_pending(&self) -> bool {
+        self.need_read || matches!(self.in_flight, Some((_, Purpose::Read)))
+    }
+
+    /// Gives the lease up at the next step and stays out of the race for
+    /// `cooldown`.
+    pub(crate) fn resign(&mut self, now: &Now, cooldown: Duration) {
+        self.release_wanted = self.held.is_some();
+        self.cooldown_until = now.mono + cooldown;
+    }
+
+    /// Learns a row from a leader's heartbeat ack; kept only if newer than
+    /// what is known (row versions only grow).
+    pub(crate) fn learn_from_leader(&mut self, row: LeaseRow) {
+        if self.held.is_some() {
+            return;
+        }
+        if self.row.as_ref().is_none_or(|r| row.version > r.version) {
+            self.row = Some(row);
+            self.row_absent = false;
+        }
+    }
+
+    /// Why this node does not lead at `now`, if it does not.
+    pub(crate) fn not_leading_reason(&self, now: &Now) -> Option<NotLeadingReason> {
+        if self.is_leader(now) {
+            return None;
+        }
+        let c = &now.clock;
+        Some(if !self.candidate {
+            NotLeadingReason::NotCandidate
+        } else if !c.interval.is_valid() || !c.status.may_lead() {
+            NotLeadingReason::ClockUntrusted
+        } else if !self.clock_may_lead(c) {
+            NotLeadingReason::AssumedClockNotAllowed
+        } else if now.mono < self.cooldown_until {
+            NotLeadingReason::Resigned
+        } else if self
+            .row
+            .as_ref()
+            .is_some_and(|r| r.holder.is_some() && c.interval.earliest <= r.expires_ns)
+        {
+            NotLeadingReason::HeldElsewhere
+        } else {
+            NotLeadingReason::Waiting
+        })
+    }
+
+    /// When this room next wants to be called.
+    pub(crate) fn next_wake(&self, now: &Now) -> MonoTime {
+        let mut wake = MonoTime::MAX;
+        if self.in_flight.is_some() {
+            // Only the step-down deadline matters while we wait.
+            if let Some(h) = &self.held {
+                wake = wake.min(self.stepdown_at(now, h));
+            }
+            return wake;
+        }
+        if self.need_read || self.unsure {
+            wake = wake.min(self.read_at);
+        }
+        if let Some(h) = &self.held {
+            return wake.min(h.renew_at).min(self.stepdown_at(now, h));
+        }
+        if self.candidate && !self.need_read {
+            wake = wake.min(self.cooldown_until.max(self.takeover_at(now)));
+        }
+        wake
+    }
+
+    fn stepdown_at(&self, now: &Now, h: &Held) -> MonoTime {
+        let left = h.expires_ns.saturating_sub(now.clock.interval.latest);
+        now.mono + Duration::from_nanos(left)
+    }
+
+    /// Monotonic instant at which a takeover may be attempted.
+    fn takeover_at(&self, now: &Now) -> MonoTime {
+        match &self.row {
+            None if self.row_absent => now.mono,
+            None => MonoTime::MAX,
+            Some(r) if self.is_mine(r) => now.mono,
+            Some(r) => {
+                let target = r
+                    .expires_ns
+                    .saturating_add(self.stagger_ns)
+                    .saturating_add(1);
+                now.mono + Duration::from_nanos(target.saturating_sub(now.clock.interval.earliest))
+            }
+        }
+    }
+
+    fn is_mine(&self, r: &LeaseRow) -> bool {
+        r.holder
+            .as_ref()
+            .is_some_and(|h| h.id == self.me.id && h.nonce == self.me.nonce)
+    }
+
+    fn issue(&mut self, purpose: Purpose, op: impl FnOnce(OpId) -> LeaseOp) -> LeaseOp {
+        self.next_op += 1;
+        let id = OpId(self.next_op);
+        self.in_flight = Some((id, purpose));
+        op(id)
+    }
+
+    fn write(&self, now: &Now, token: Term) -> LeaseWrite {
+        LeaseWrite {
+            holder: Some(self.me.clone()),
+            token,
+            expires_ns: now.clock.interval.latest.saturating_add(self.lease_ns),
+        }
+    }
+
+    /// Checks leadership against the reading and decides the next store
+    /// operation, if any.
+    pub(crate) fn step(&mut self, now: &Now, notes: &mut Vec<LeaseNote>) -> Option<LeaseOp> {
+        if let Some(h) = &self.held {
+            let reason = if !self.clock_may_lead(&now.clock) {
+                Some(StepDownReason::ClockUntrusted)
+            } else if now.clock.interval.latest >= h.expires_ns {
+                Some(StepDownReason::Expired)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                notes.push(LeaseNote::SteppedDown(h.term, reason));
+                self.held = None;
+            }
+        }
+        if self.in_flight.is_some() {
+            return None;
+        }
+        if let Some(h) = self.held.clone() {
+            if self.release_wanted {
+                self.release_wanted = false;
+                self.held = None;
+                notes.push(LeaseNote::SteppedDown(h.term, StepDownReason::Resigned));
+                let write = LeaseWrite {
+                    holder: None,
+                    token: h.term,
+                    expires_ns: now.clock.interval.latest,
+                };
+                return Some(self.issue(Purpose::Release, |op| LeaseOp::CompareAndSet {
+                    op,
+                    expected_version: Some(h.version),
+                    write,
+                }));
+            }
+            if self.unsure || self.need_read {
+                if now.mono >= self.read_at {
+                    return Some(self.issue(Purpose::Read, |op| LeaseOp::Read { op }));
+                }
+                if self.unsure {
+                    return None;
+                }
+            }
+            if now.mono >= h.renew_at {
+                let write = self.write(now, h.term);
+                return Some(self.issue(Purpose::Renew, |op| LeaseOp::CompareAndSet {
+                    op,
+                    expected_version: Some(h.version),
+                    write,
+                }));
+            }
+            return None;
+        }
+        self.release_wanted = false;
+        if (self.need_read || self.unsure) && now.mono >= self.read_at {
+            return Some(self.issue(Purpose::Read, |op| LeaseOp::Read { op }));
+        }
+        if !self.candidate
+            || self.need_read
+            || self.unsure
+            || now.mono < self.cooldown_until
+            || !self.clock_may_lead(&now.clock)
+        {
+            return None;
+        }
+        let c = now.clock.interval;
+        match self.row.clone() {
+            None if self.row_absent => {
+                let write = self.write(now, Term(1));
+                Some(self.issue(Purpose::Acquire, |op| LeaseOp::CompareAndSet {
+                    op,
+                    expected_version: None,
+                    write,
+                }))
+            }
+            None => {
+                self.want_read(now.mono);
+                None
+            }
+            Some(r) if self.is_mine(&r) && c.latest < r.expires_ns => {
+                // Our own write, applied after we stopped counting on it:
+                // nobody else can have held since. Renew it under its token.
+                let write = self.write(now, r.token);
+                Some(self.issue(Purpose::Acquire, |op| LeaseOp::CompareAndSet {
+                    op,
+                    expected_version: Some(r.version),
+                    write,
+                }))
+            }
+            Some(r) if c.earliest > r.expires_ns.saturating_add(self.stagger_ns) => {
+                let write = self.write(now, Term(r.token.0.saturating_add(1)));
+                Some(self.issue(Purpose::Acquire, |op| LeaseOp::CompareAndSet {
+                    op,
+                    expected_version: Some(r.version),
+                    write,
+                }))
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// Takes the store's answer to an operation. A result for an operation
+    /// that is not the one in flight is ignored.
+    pub(crate) fn on_result(
+        &mut self,
+        now: &Now,
+        op: OpId,
+        result: Result<LeaseReply, StoreError>,
+        notes: &mut Vec<LeaseNote>,
+    ) {
+        let Some((id, purpose)) = self.in_flight else {
+            return;
+        };
+        if id != op {
+            return;
+        }
+        self.in_flight = None;
+        match result {
+            Ok(LeaseReply::Read(row)) => {
+                self.need_read = false;
+                self.unsure = false;
+                self.row_absent = row.is_none();
+                if let Some(h) = &mut self.held {
+                    match &row {
+                        Some(r)
+                            if r.holder.as_ref().is_some_and(|x| {
+                                x.id == self.me.id && x.nonce == self.me.nonce
+                            }) =>
+                        {
+                            h.version = r.version;
+                        }
+                        _ => {
+                            notes.push(LeaseNote::SteppedDown(h.term, StepDownReason::LostRace));
+                            self.held = None;
+                        }
+                    }
+                }
+                self.learn_row(row, notes);
+            }
+            Ok(LeaseReply::Cas(CasOutcome::Applied(row))) => {
+                self.unsure = false;
+                self.row_absent = false;
+                let valid =
+                    self.clock_may_lead(&now.clock) && now.clock.interval.latest < row.expires_ns;
+                let mine = self.is_mine(&row);
+                match purpose {
+                    Purpose::Acquire | Purpose::Renew if mine && valid => {
+                        let held = Held {
+                            term: row.token,
+                            expires_ns: row.expires_ns,
+                            version: row.version,
+                            renew_at: now.mono + self.renew_every,
+                        };
+                        if self.held.is_none() {
+                            notes.push(LeaseNote::Elected(row.token));
+                        }
+                        self.held = Some(held);
+                    }
+                    Purpose::Renew => {
+                        // Renewed, but the reading no longer allows leading
+                        // (the clock went bad while the write was out).
+                        if let Some(h) = self.held.take() {
+                            notes.push(LeaseNote::SteppedDown(
+                                h.term,
+                                StepDownReason::ClockUntrusted,
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+                self.learn_row(Some(row), notes);
+            }
+            Ok(LeaseReply::Cas(CasOutcome::Conflict(current))) => {
+                if let Some(h) = self.held.take() {
+                    notes.push(LeaseNote::SteppedDown(h.term, StepDownReason::LostRace));
+                }
+                if current.is_none() {
+                    self.want_read(now.mono);
+                }
+                self.row_absent = false;
+                if let Some(row) = current {
+                    self.learn_row(Some(row), notes);
+                }
+            }
+            Err(_) => match purpose {
+                Purpose::Renew => {
+                    // Keep leading until expiry; the write may or may not
+                    // have landed, so read before the next write.
+                    self.unsure = true;
+                    self.read_at = now.mono + self.retry;
+                }
+                Purpose::Acquire => {
+                    self.unsure = true;
+                    self.read_at = now.mono + self.retry;
+                }
+                Purpose::Read => {
+                    self.need_read = true;
+                    self.read_at = now.mono + self.retry;
+                }
+                Purpose::Release => {}
+            },
+        }
+    }
+
+    fn learn_row(&mut self, row: Option<LeaseRow>, notes: &mut Vec<LeaseNote>) {
+        if let Some(r) = &row {
+            notes.push(LeaseNote::Row(r.clone()));
+        }
+        match (&self.row, row) {
+            (Some(old), Some(new)) if new.version < old.version => {}
+            (_, new) => self.row = new,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ClockStatus, Config, NodeId};
+
+    const MS: u64 = 1_000_000;
+
+    fn holder(id: &str, nonce: u64) -> Holder {
+        Holder {
+            id: NodeId::new(id).unwrap(),
+            nonce,
+            addr: "x:1".into(),
+        }
+    }
+
+    fn now(mono_ms: u64, t_ms: u64, bound_ms: u64) -> Now {
+        Now {
+            mono: MonoTime::from_nanos(mono_ms * MS),
+            clock: ClockReading::synchronized(t_ms * MS, bound_ms * MS),
+        }
+    }
+
+    fn lease(id: &str, nonce: u64) -> Lease {
+        Lease::new(holder(id, nonce), &Config::lan("c"))
+    }
+
+    fn answer(
+        l: &mut Lease,
+        n: &Now,
+        op: &LeaseOp,
+        store: &mut Option<LeaseRow>,
+    ) -> Vec<LeaseNote> {
+        let reply = match op {
+            LeaseOp::Read { .. } => LeaseReply::Read(store.clone()),
+            LeaseOp::CompareAndSet {
+                expected_version,
+                write,
+                ..
+            } => {
+                let cur = store.as_ref().map(|r| r.version);
+                if cur == *expected_version {
+                    let row = write.clone().into_row(cur.unwrap_or(0) + 1);
+                    *store = Some(row.clone());
+                    LeaseReply::Cas(CasOutcome::Applied(row))
+                } else {
+                    LeaseReply::Cas(CasOutcome::Conflict(store.clone()))
+                }
+            }
+        };
+        let mut notes = Vec::new();
+        l.on_result(n, op.id(), Ok(reply), &mut notes);
+        notes
+    }
+
+    fn run(l: &mut Lease, n: &Now, store: &mut Option<LeaseRow>) -> Vec<LeaseNote> {
+        let mut notes = Vec::new();
+        while let Some(op) = l.step(n, &mut notes) {
+            notes.extend(answer(l, n, &op, store));
+        }
+        notes
+    }
+
+    #[test]
+    fn first_node_inserts_with_token_one() {
+        let mut store = None;
+        let mut a = lease("a", 1);
+        let n = now(0, 1_000_000, 5);
+        let notes = run(&mut a, &n, &mut store);
+        assert!(notes.contains(&LeaseNote::Elected(Term(1))));
+        assert!(a.is_leader(&n));
+        assert_eq!(store.as_ref().map(|r| r.token), Some(Term(1)));
+    }
+
+    #[test]
+    fn takeover_waits_for_earliest_past_expiry_and_bumps_token() {
+        let mut store = None;
+        let mut a = lease("a", 1);
+        run(&mut a, &now(0, 1_000_000, 5), &mut store);
+        let expires = store.as_ref().unwrap().expires_ns;
+        let mut b = lease("b", 2);
+        // b's earliest is still before expiry: no write.
+        let t_ms = expires / MS + 4; // earliest = t - 5 ms < expires
+        let n = now(t_ms - 1_000_000, t_ms, 5);
+        let notes = run(&mut b, &n, &mut store);
+        assert!(!notes.iter().any(|x| matches!(x, LeaseNote::Elected(_))));
+        assert!(!b.is_leader(&n));
+        let t_ms = expires / MS + 6;
+        let n = now(t_ms - 1_000_000, t_ms, 5);
+        let notes = run(&mut b, &n, &mut store);
+        assert!(notes.contains(&LeaseNote::Elected(Term(2))));
+    }
+
+    #[test]
+    fn leader_answers_no_once_latest_reaches_expiry() {
+        let mut store = None;
+        let mut a = lease("a", 1);
+        run(&mut a, &now(0, 1_000_000, 5), &mut store);
+        let expires = store.as_ref().unwrap().expires_ns;
+        let late = now(20_000, expires / MS - 5, 5);
+        assert!(
+            !a.is_leader(&late),
+            "paused past its lease: first answer is no"
+        );
+    }
+
+    #[test]
+    fn unknown_clock_steps_down_at_once() {
+        let mut store = None;
+        let mut a = lease("a", 1);
+        run(&mut a, &now(0, 1_000_000, 5), &mut store);
+        let mut n = now(10, 1_000_010, 5);
+        n.clock.status = ClockStatus::Unknown;
+        assert!(!a.is_leader(&n));
+        let notes = run(&mut a, &n, &mut store);
+        assert!(notes.contains(&LeaseNote::SteppedDown(
+            Term(1),
+            StepDownReason::ClockUntrusted
+        )));
+    }
+
+    #[test]
+    fn restarted_holder_does_not_renew_old_lease() {
+        let mut store = None;
+        let mut a = lease("a", 1);
+        run(&mut a, &now(0, 1_000_000, 5), &mut store);
+        let expires = store.as_ref().unwrap().expires_ns;
+        let mut a2 = lease("a", 99);
+        let n = now(0, 1_000_100, 5);
+        let notes = run(&mut a2, &n, &mut store);
+        assert!(notes.iter().all(|x| !matches!(x, LeaseNote::Elected(_))));
+        let t = expires / MS + 6;
+        let notes = run(&mut a2, &now(t - 1_000_000, t, 5), &mut store);
+        assert!(notes.contains(&LeaseNote::Elected(Term(2))));
+    }
+
+    #[test]
+    fn assumed_clock_leads_only_when_allowed() {
+        let mut store = None;
+        let mut a = lease("a", 1);
+        let mut n = now(0, 1_000_000, 5);
+        n.clock.source = ClockSource::Assumed { bound_ns: 5 * MS };
+        run(&mut a, &n, &mut store);
+        assert!(!a.is_leader(&n));
+        assert_eq!(
+            a.not_leading_reason(&n),
+            Some(NotLeadingReason::AssumedClockNotAllowed)
+        );
+        let mut cfg = Config::lan("c");
+        cfg.lead_on_assumed_clock = true;
+        let mut b = Lease::new(holder("b", 2), &cfg);
+        run(&mut b, &n, &mut store);
+        assert!(b.is_leader(&n));
+    }
+
+    #[test]
+    fn store_error_keeps_leading_until_expiry() {
+        let mut store = None;
+        let mut a = lease("a", 1);
+        run(&mut a, &now(0, 1_000_000, 5), &mut store);
+        let n = now(4_000, 1_004_000, 5);
+        let mut notes = Vec::new();
+        let op = a.step(&n, &mut notes).expect("renew due");
+        a.on_result(&n, op.id(), Err(StoreError::Timeout), &mut notes);
+        assert!(a.is_leader(&n));
+        let expires = a.claim().unwrap().1;
+        let late = now(11_000, expires / MS, 5);
+        a.step(&late, &mut notes);
+        assert!(notes.contains(&LeaseNote::SteppedDown(Term(1), StepDownReason::Expired)));
+    }
+
+    #[test]
+    fn release_bumps_next_token() {
+        let mut store = None;
+        let mut a = lease("a", 1);
+        run(&mut a, &now(0, 1_000_000, 5), &mut store);
+        a.resign(&now(1, 1_000_001, 5), Duration::from_secs(10));
+        run(&mut a, &now(1, 1_000_001, 5), &mut store);
+        assert!(store.as_ref().unwrap().holder.is_none());
+        let mut b = lease("b", 2);
+        let notes = run(&mut b, &now(100, 1_000_100, 5), &mut store);
+        assert!(notes.contains(&LeaseNote::Elected(Term(2))));
+    }
+}

@@ -1,0 +1,322 @@
+//! Who is a member: the leader's roster (liveness, joins, graceful leaves,
+//! failures, batching into deltas) and a member's assembly of snapshot
+//! chunks. Only the lease holder authors membership; this room never
+//! decides leadership and never sends (the node does).
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use crate::id::{NodeId, Term, MAX_ADDR_LEN, MAX_NODE_ID_LEN};
+use crate::payload::Payload;
+use crate::time::MonoTime;
+use crate::view::{Change, LeaveReason, Member, MemberChange, View};
+use crate::wire::{Heartbeat, ViewDelta, ViewSnapshot};
+
+#[derive(Debug)]
+struct Live {
+    incarnation: u64,
+    last_heard: MonoTime,
+    meta_version: u64,
+}
+
+/// The leader's book of members (itself excluded).
+#[derive(Debug)]
+pub(crate) struct Roster {
+    term: Term,
+    live: BTreeMap<NodeId, Live>,
+    pending: Vec<Change>,
+    flush_at: MonoTime,
+    next_scan: MonoTime,
+    tombstones: BTreeMap<NodeId, (u64, MonoTime)>,
+    pub(crate) last_contact: MonoTime,
+    pub(crate) expect_contact: bool,
+}
+
+impl Roster {
+    /// A roster for a new term, seeded from the last known view: every
+    /// member gets one failure timeout to heartbeat, except the previous
+    /// holder, which is dropped at the first scan unless it heartbeats.
+    pub(crate) fn new(
+        term: Term,
+        view: &View,
+        me: &NodeId,
+        previous: Option<&NodeId>,
+        now: MonoTime,
+        ft: Duration,
+    ) -> Self {
+        let mut live = BTreeMap::new();
+        for m in view.members().filter(|m| &m.id != me) {
+            let last_heard = if Some(&m.id) == previous {
+                now - ft - Duration::from_nanos(1)
+            } else {
+                now
+            };
+            live.insert(
+                m.id.clone(),
+                Live {
+                    incarnation: m.incarnation,
+                    last_heard,
+                    meta_version: m.meta_version,
+                },
+            );
+        }
+        Roster {
+            term,
+            expect_contact: !live.is_empty(),
+            live,
+            pending: Vec::new(),
+            flush_at: MonoTime::MAX,
+            next_scan: now,
+            tombstones: BTreeMap::new(),
+            last_contact: now,
+        }
+    }
+
+    pub(crate) fn term(&self) -> Term {
+        self.term
+    }
+
+    fn change(&mut self, c: Change, now: MonoTime, batch: Duration) {
+        if self.pending.is_empty() {
+            self.flush_at = now + batch;
+        }
+        self.pending.push(c);
+    }
+
+    /// A heartbeat from `from`. Returns the metadata version the leader
+    /// holds for it (for the ack), or `None` if the heartbeat was ignored
+    /// (a stale incarnation that already left).
+    pub(crate) fn heard(
+        &mut self,
+        from: &NodeId,
+        hb: &Heartbeat,
+        now: MonoTime,
+        batch: Duration,
+        max_meta: usize,
+    ) -> Option<Option<u64>> {
+        if let Some((inc, until)) = self.tombstones.get(from) {
+            if *inc == hb.incarnation && now < *until {
+                return None;
+            }
+        }
+        self.last_contact = now;
+        self.expect_contact = true;
+        let meta_ok = hb.meta.as_ref().filter(|m| m.len() <= max_meta);
+        let member = |meta_version: u64, meta: Payload| Member {
+            id: from.clone(),
+            incarnation: hb.incarnation,
+            addr: hb.addr.clone(),
+            meta_version,
+            meta,
+        };
+        match self.live.get_mut(from) {
+            Some(l) if l.incarnation == hb.incarnation => {
+                l.last_heard = now;
+                match meta_ok {
+                    Some(meta) if hb.meta_version > l.meta_version => {
+                        l.meta_version = hb.meta_version;
+                        let m = member(hb.meta_version, meta.clone());
+                        self.change(Change::Upsert(m), now, batch);
+                    }
+                    _ => {}
+                }
+                Some(Some(self.live[from].meta_version))
+            }
+            other => {
+                if let Some(old) = other {
+                    let old_inc = old.incarnation;
+                    self.tombstones
+                        .insert(from.clone(), (old_inc, now + batch * 100));
+                    self.change(
+                        Change::Remove {
+                            id: from.clone(),
+                            incarnation: old_inc,
+                            reason: LeaveReason::Replaced,
+                        },
+                        now,
+                        batch,
+                    );
+                }
+                let (version, meta) = match meta_ok {
+                    Some(meta) => (hb.meta_version, meta.clone()),
+                    None => (0, Payload::default()),
+                };
+                self.live.insert(
+                    from.clone(),
+                    Live {
+                        incarnation: hb.incarnation,
+                        last_heard: now,
+                        meta_version: version,
+                    },
+                );
+                self.change(Change::Upsert(member(version, meta)), now, batch);
+                Some(Some(version))
+            }
+        }
+    }
+
+    /// A graceful leave.
+    pub(crate) fn left(
+        &mut self,
+        from: &NodeId,
+        incarnation: u64,
+        now: MonoTime,
+        batch: Duration,
+        ft: Duration,
+    ) {
+        if self
+            .live
+            .get(from)
+            .is_some_and(|l| l.incarnation == incarnation)
+        {
+            self.live.remove(from);
+            self.tombstones
+                .insert(from.clone(), (incarnation, now + ft * 2));
+            self.change(
+                Change::Remove {
+                    id: from.clone(),
+                    incarnation,
+                    reason: LeaveReason::Left,
+                },
+                now,
+                batch,
+            );
+            if self.live.is_empty() {
+                self.expect_contact = false;
+            }
+        }
+    }
+
+    /// Drops members silent for longer than `ft`.
+    pub(crate) fn scan(&mut self, now: MonoTime, ft: Duration, batch: Duration) {
+        if now < self.next_scan {
+            return;
+        }
+        let failed: Vec<(NodeId, u64)> = self
+            .live
+            .iter()
+            .filter(|(_, l)| now.saturating_since(l.last_heard) > ft)
+            .map(|(id, l)| (id.clone(), l.incarnation))
+            .collect();
+        for (id, incarnation) in failed {
+            self.live.remove(&id);
+            self.change(
+                Change::Remove {
+                    id,
+                    incarnation,
+                    reason: LeaveReason::Failed,
+                },
+                now,
+                batch,
+            );
+        }
+        self.tombstones.retain(|_, (_, until)| *until > now);
+        let oldest = self.live.values().map(|l| l.last_heard).min();
+        self.next_scan = match oldest {
+            Some(t) => (t + ft + Duration::from_nanos(1)).max(now + ft / 8),
+            None => now + ft,
+        };
+    }
+
+    pub(crate) fn next_due(&self) -> MonoTime {
+        self.flush_at.min(self.next_scan)
+    }
+
+    /// Applies the batched changes to `view` once the batch window has
+    /// passed, returning the delta to push and what changed.
+    pub(crate) fn flush(
+        &mut self,
+        now: MonoTime,
+        view: &mut View,
+    ) -> Option<(ViewDelta, Vec<MemberChange>)> {
+        if self.pending.is_empty() || now < self.flush_at {
+            return None;
+        }
+        self.flush_at = MonoTime::MAX;
+        let base = view.version();
+        let changes = core::mem::take(&mut self.pending);
+        let mut effects = Vec::new();
+        for c in changes.iter().cloned() {
+            if let Some(e) = view.apply(c) {
+                effects.push(e);
+            }
+        }
+        view.set_stamp(self.term, base + 1);
+        Some((
+            ViewDelta {
+                term: self.term,
+                base_version: base,
+                version: base + 1,
+                digest: view.digest(),
+                changes,
+            },
+            effects,
+        ))
+    }
+}
+
+/// How many members fit one snapshot chunk with room to spare in a frame,
+/// whatever the member count.
+pub(crate) fn members_per_chunk(max_frame_len: u32, max_meta_len: usize) -> usize {
+    let per_member = MAX_NODE_ID_LEN + MAX_ADDR_LEN + max_meta_len + 48;
+    ((max_frame_len as usize / 2) / per_member).max(1)
+}
+
+/// Splits a view into snapshot chunks.
+pub(crate) fn snapshot_chunks(view: &View, per_chunk: usize) -> Vec<ViewSnapshot> {
+    let members: Vec<Member> = view.members().cloned().collect();
+    let total = members.len() as u32;
+    let chunks = members.len().div_ceil(per_chunk).max(1);
+    let mut out = Vec::with_capacity(chunks);
+    let mut iter = members.into_iter();
+    for chunk in 0..chunks {
+        out.push(ViewSnapshot {
+            term: view.term(),
+            version: view.version(),
+            digest: view.digest(),
+            chunk: chunk as u32,
+            chunks: chunks as u32,
+            total,
+            members: iter.by_ref().take(per_chunk).collect(),
+        });
+    }
+    out
+}
+
+/// A member's collection of snapshot chunks for one `(term, version)`.
+#[derive(Debug, Default)]
+pub(crate) struct Assembly {
+    stamp: Option<(Term, u64, u64)>,
+    chunks: u32,
+    got: BTreeMap<u32, Vec<Member>>,
+}
+
+impl Assembly {
+    /// Adds a chunk; returns the whole member list once complete.
+    pub(crate) fn add(
+        &mut self,
+        s: ViewSnapshot,
+        max_members: usize,
+    ) -> Option<(Term, u64, u64, Vec<Member>)> {
+        let stamp = (s.term, s.version, s.digest);
+        if self.stamp != Some(stamp) || self.chunks != s.chunks {
+            self.stamp = Some(stamp);
+            self.chunks = s.chunks;
+            self.got.clear();
+        }
+        if s.total as usize > max_members {
+            return None;
+        }
+        self.got.insert(s.chunk, s.members);
+        if self.got.len() as u32 != self.chunks {
+            return None;
+        }
+        let members: Vec<Member> = core::mem::take(&mut self.got)
+            .into_values()
+            .flatten()
+            .collect();
+        self.stamp = None;
+        Some((stamp.0, stamp.1, stamp.2, members))
+    }
+}

@@ -1,0 +1,347 @@
+//! One-shot messaging bookkeeping: requests this node sent to the leader
+//! (retries, deadlines, redirects), the leader's at-most-once table of
+//! handled request ids, and broadcasts this node sent (per-member results
+//! and timeouts). This room keeps state and says what is due; the node
+//! decides where messages go.
+
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use core::time::Duration;
+
+use crate::id::{NodeId, Term};
+use crate::payload::Payload;
+use crate::time::MonoTime;
+
+/// Identifies a `send` of this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(pub u64);
+
+/// Identifies a `broadcast` of this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BroadcastId(pub u64);
+
+/// The leader's answer to a `send`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SendReply {
+    /// The leader that handled it.
+    pub leader: NodeId,
+    /// The term it was handled under (its fencing token).
+    pub term: Term,
+    /// The handler's reply.
+    pub payload: Payload,
+}
+
+/// Why a `send` failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// No leader answered before the deadline. The request may or may not
+    /// have been handled (a reply may have been lost).
+    Timeout,
+    /// No leader was known for the whole deadline.
+    NoLeader,
+    /// The leader's handler failed, or the leader refused; the text says why.
+    Failed(String),
+    /// Too many requests outstanding at this node.
+    Overloaded,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Timeout => f.write_str(
+                "no reply from the leader before the deadline; the request may have been handled",
+            ),
+            SendError::NoLeader => f.write_str(
+                "no leader known before the deadline; is a candidate running with a trusted clock?",
+            ),
+            SendError::Failed(why) => write!(f, "leader failed the request: {why}"),
+            SendError::Overloaded => {
+                f.write_str("too many requests outstanding at this node; retry later")
+            }
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for SendError {}
+
+/// Why one member's part of a broadcast failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BroadcastError {
+    /// The member did not answer in time.
+    Timeout,
+    /// The member's handler failed; the text says why.
+    Failed(String),
+}
+
+impl fmt::Display for BroadcastError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BroadcastError::Timeout => {
+                f.write_str("member did not answer before the broadcast timeout")
+            }
+            BroadcastError::Failed(why) => write!(f, "member's handler failed: {why}"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for BroadcastError {}
+
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) payload: Payload,
+    pub(crate) deadline: MonoTime,
+    pub(crate) next_try: MonoTime,
+    pub(crate) ever_sent: bool,
+}
+
+/// Requests this node sent and has no final answer for.
+#[derive(Debug, Default)]
+pub(crate) struct Requests {
+    next_id: u64,
+    pub(crate) pending: BTreeMap<u64, Outgoing>,
+}
+
+impl Requests {
+    pub(crate) fn start(&mut self, payload: Payload, now: MonoTime, timeout: Duration) -> u64 {
+        self.next_id += 1;
+        self.pending.insert(
+            self.next_id,
+            Outgoing {
+                payload,
+                deadline: now + timeout,
+                next_try: now,
+                ever_sent: false,
+            },
+        );
+        self.next_id
+    }
+
+    pub(crate) fn next_due(&self) -> MonoTime {
+        self.pending
+            .values()
+            .map(|o| o.next_try.min(o.deadline))
+            .min()
+            .unwrap_or(MonoTime::MAX)
+    }
+}
+
+#[derive(Debug)]
+enum Handled {
+    InProgress,
+    Done(crate::wire::ReplyBody),
+}
+
+/// The leader's memory of handled requests: `(sender, incarnation, id)`
+/// → reply, for at least the dedupe window, bounded in entries.
+#[derive(Debug, Default)]
+pub(crate) struct Dedupe {
+    entries: BTreeMap<(NodeId, u64, u64), Handled>,
+    order: VecDeque<(MonoTime, (NodeId, u64, u64))>,
+}
+
+/// What to do with an incoming request.
+pub(crate) enum DedupeVerdict {
+    /// First time: hand it to the application.
+    New,
+    /// Being handled: do nothing, the reply will follow.
+    InProgress,
+    /// Handled already: send this reply again.
+    Replay(crate::wire::ReplyBody),
+    /// The table is full of live entries: refuse.
+    Full,
+}
+
+impl Dedupe {
+    pub(crate) fn check(
+        &mut self,
+        key: (NodeId, u64, u64),
+        now: MonoTime,
+        window: Duration,
+        max: usize,
+    ) -> DedupeVerdict {
+        self.expire(now, window);
+        match self.entries.get(&key) {
+            Some(Handled::InProgress) => DedupeVerdict::InProgress,
+            Some(Handled::Done(body)) => DedupeVerdict::Replay(body.clone()),
+            None if self.entries.len() >= max => DedupeVerdict::Full,
+            None => {
+                self.entries.insert(key.clone(), Handled::InProgress);
+                self.order.push_back((now, key));
+                DedupeVerdict::New
+            }
+        }
+    }
+
+    pub(crate) fn complete(&mut self, key: &(NodeId, u64, u64), body: crate::wire::ReplyBody) {
+        if let Some(slot) = self.entries.get_mut(key) {
+            *slot = Handled::Done(body);
+        }
+    }
+
+    fn expire(&mut self, now: MonoTime, window: Duration) {
+        while let Some((at, _)) = self.order.front() {
+            if now.saturating_since(*at) <= window {
+                break;
+            }
+            if let Some((_, key)) = self.order.pop_front() {
+                // An entry still in progress stays: its reply is owed.
+                if matches!(self.entries.get(&key), Some(Handled::Done(_))) {
+                    self.entries.remove(&key);
+                } else {
+                    self.order.push_back((now, key));
+                    break;
+                }
+            }
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct OutgoingBroadcast {
+    pub(crate) waiting: BTreeSet<NodeId>,
+    pub(crate) deadline: MonoTime,
+}
+
+/// Broadcasts this node sent and still waits on.
+#[derive(Debug, Default)]
+pub(crate) struct Broadcasts {
+    next_id: u64,
+    pub(crate) pending: BTreeMap<u64, OutgoingBroadcast>,
+}
+
+impl Broadcasts {
+    pub(crate) fn start(&mut self, targets: BTreeSet<NodeId>, deadline: MonoTime) -> u64 {
+        self.next_id += 1;
+        self.pending.insert(
+            self.next_id,
+            OutgoingBroadcast {
+                waiting: targets,
+                deadline,
+            },
+        );
+        self.next_id
+    }
+
+    pub(crate) fn next_due(&self) -> MonoTime {
+        self.pending
+            .values()
+            .map(|b| b.deadline)
+            .min()
+            .unwrap_or(MonoTime::MAX)
+    }
+}
+
+/// Receiver-side memory of broadcasts seen, so a duplicated message is
+/// handled once.
+#[derive(Debug, Default)]
+pub(crate) struct SeenBroadcasts {
+    seen: BTreeSet<(NodeId, u64, u64)>,
+    order: VecDeque<(MonoTime, (NodeId, u64, u64))>,
+}
+
+impl SeenBroadcasts {
+    /// True the first time a key is seen within the window.
+    pub(crate) fn first(
+        &mut self,
+        key: (NodeId, u64, u64),
+        now: MonoTime,
+        window: Duration,
+        max: usize,
+    ) -> bool {
+        while let Some((at, _)) = self.order.front() {
+            if now.saturating_since(*at) <= window && self.order.len() < max {
+                break;
+            }
+            if let Some((_, k)) = self.order.pop_front() {
+                self.seen.remove(&k);
+            }
+        }
+        if self.seen.insert(key.clone()) {
+            self.order.push_back((now, key));
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A helper for tests and drivers: the reply body a handler result maps to.
+pub(crate) fn reply_body(term: Term, result: Result<Payload, String>) -> crate::wire::ReplyBody {
+    match result {
+        Ok(payload) => crate::wire::ReplyBody::Ok { term, payload },
+        Err(reason) => crate::wire::ReplyBody::Failed { term, reason },
+    }
+}
+
+/// Collects into a vector, for callers that want all due ids at once.
+pub(crate) fn due<K: Copy, V>(map: &BTreeMap<K, V>, mut is_due: impl FnMut(&V) -> bool) -> Vec<K> {
+    map.iter()
+        .filter(|(_, v)| is_due(v))
+        .map(|(k, _)| *k)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u64) -> (NodeId, u64, u64) {
+        (NodeId::new("s").unwrap(), 1, n)
+    }
+
+    #[test]
+    fn dedupe_replays_within_window_and_forgets_after() {
+        let mut d = Dedupe::default();
+        let w = Duration::from_secs(10);
+        let t0 = MonoTime::from_nanos(0);
+        assert!(matches!(d.check(key(7), t0, w, 10), DedupeVerdict::New));
+        assert!(matches!(
+            d.check(key(7), t0, w, 10),
+            DedupeVerdict::InProgress
+        ));
+        d.complete(&key(7), reply_body(Term(1), Ok(Payload::from("r"))));
+        assert!(matches!(
+            d.check(key(7), t0 + Duration::from_secs(5), w, 10),
+            DedupeVerdict::Replay(_)
+        ));
+        let later = t0 + Duration::from_secs(11);
+        assert!(matches!(d.check(key(7), later, w, 10), DedupeVerdict::New));
+    }
+
+    #[test]
+    fn dedupe_refuses_when_full_instead_of_forgetting() {
+        let mut d = Dedupe::default();
+        let w = Duration::from_secs(10);
+        let t0 = MonoTime::from_nanos(0);
+        for i in 0..3 {
+            assert!(matches!(d.check(key(i), t0, w, 3), DedupeVerdict::New));
+        }
+        assert!(matches!(d.check(key(9), t0, w, 3), DedupeVerdict::Full));
+        assert_eq!(d.len(), 3);
+    }
+
+    #[test]
+    fn new_incarnation_is_a_new_request() {
+        let mut d = Dedupe::default();
+        let w = Duration::from_secs(10);
+        let t0 = MonoTime::from_nanos(0);
+        let old = (NodeId::new("s").unwrap(), 1, 7);
+        let new = (NodeId::new("s").unwrap(), 2, 7);
+        assert!(matches!(
+            d.check(old.clone(), t0, w, 10),
+            DedupeVerdict::New
+        ));
+        d.complete(&old, reply_body(Term(1), Ok(Payload::from("old"))));
+        assert!(matches!(d.check(new, t0, w, 10), DedupeVerdict::New));
+    }
+}

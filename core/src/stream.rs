@@ -1,0 +1,392 @@
+//! Streams: ordered byte flows between two nodes with credit-based flow
+//! control. A receiver grants credit up to what its application has
+//! consumed plus a window, so a slow receiver slows the sender and both
+//! sides' memory stays bounded (sender: its send buffer; receiver: one
+//! window). Streams ride on the ordered per-peer connection; a gap or a
+//! write past the credit resets the stream rather than deliver out of
+//! order. This room keeps the books; the node sends the frames.
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::id::NodeId;
+use crate::payload::Payload;
+use crate::wire::{Message, StreamKind, INITIAL_STREAM_CREDIT};
+
+/// Identifies a stream this node opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId(pub u64);
+
+/// Why a stream operation failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// No leader is known to open a stream to.
+    NoLeader,
+    /// The stream does not exist (finished, reset, or never opened).
+    Unknown,
+    /// Too many streams are open.
+    TooMany,
+    /// The stream was finished; no more writes.
+    Finished,
+    /// The stream was reset; the text says why.
+    Reset(String),
+}
+
+impl fmt::Display for StreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamError::NoLeader => f.write_str("no leader known to open a stream to"),
+            StreamError::Unknown => f.write_str("no such stream (finished, reset or never opened)"),
+            StreamError::TooMany => {
+                f.write_str("too many open streams; finish some or raise max_streams")
+            }
+            StreamError::Finished => f.write_str("stream already finished"),
+            StreamError::Reset(why) => write!(f, "stream was reset: {why}"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for StreamError {}
+
+#[derive(Debug)]
+pub(crate) struct SendStream {
+    pub(crate) peer: NodeId,
+    pub(crate) addr: Option<String>,
+    buffer: VecDeque<u8>,
+    sent: u64,
+    limit: u64,
+    finishing: bool,
+    blocked: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct RecvStream {
+    expected: u64,
+    consumed: u64,
+    granted: u64,
+    end: Option<u64>,
+}
+
+/// All streams of a node.
+#[derive(Debug, Default)]
+pub(crate) struct Streams {
+    next_sid: u64,
+    pub(crate) sending: BTreeMap<u64, SendStream>,
+    pub(crate) receiving: BTreeMap<(NodeId, u64), RecvStream>,
+}
+
+/// What a receive step means for the application.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Incoming {
+    Data { offset: u64, data: Payload },
+    Finished,
+    Reset(String),
+    Nothing,
+}
+
+impl Streams {
+    pub(crate) fn open_count(&self) -> usize {
+        self.sending.len() + self.receiving.len()
+    }
+
+    pub(crate) fn open(&mut self, peer: NodeId, addr: Option<String>) -> u64 {
+        self.next_sid += 1;
+        self.sending.insert(
+            self.next_sid,
+            SendStream {
+                peer,
+                addr,
+                buffer: VecDeque::new(),
+                sent: 0,
+                limit: u64::from(INITIAL_STREAM_CREDIT),
+                finishing: false,
+                blocked: false,
+            },
+        );
+        self.next_sid
+    }
+
+    /// Buffers as much of `data` as fits; returns how much was taken.
+    pub(crate) fn write(
+        &mut self,
+        sid: u64,
+        data: &[u8],
+        max_buffer: usize,
+    ) -> Result<usize, StreamError> {
+        let s = self.sending.get_mut(&sid).ok_or(StreamError::Unknown)?;
+        if s.finishing {
+            return Err(StreamError::Finished);
+        }
+        let room = max_buffer.saturating_sub(s.buffer.len());
+        let n = room.min(data.len());
+        s.buffer.extend(&data[..n]);
+        if n < data.len() {
+            s.blocked = true;
+        }
+        Ok(n)
+    }
+
+    pub(crate) fn finish(&mut self, sid: u64) -> Result<(), StreamError> {
+        let s = self.sending.get_mut(&sid).ok_or(StreamError::Unknown)?;
+        s.finishing = true;
+        Ok(())
+    }
+
+    /// Frames a sender may put on the wire now, within credit and chunk
+    /// size; returns `(peer, addr, message)` triples and the ids that became
+    /// writable again or completed.
+    pub(crate) fn flush(&mut self, sid: u64, chunk: usize, max_buffer: usize) -> Flushed {
+        let mut out = Flushed::default();
+        let Some(s) = self.sending.get_mut(&sid) else {
+            return out;
+        };
+        while !s.buffer.is_empty() && s.sent < s.limit {
+            let allowed = usize::try_from(s.limit - s.sent).unwrap_or(usize::MAX);
+            let n = allowed.min(chunk).min(s.buffer.len());
+            let data: Vec<u8> = s.buffer.drain(..n).collect();
+            out.frames.push(Message::StreamData {
+                sid,
+                offset: s.sent,
+                data: Payload(data),
+            });
+            s.sent += n as u64;
+        }
+        if s.blocked && s.buffer.len() < max_buffer / 2 {
+            s.blocked = false;
+            out.writable = true;
+        }
+        if s.finishing && s.buffer.is_empty() {
+            out.frames.push(Message::StreamEnd { sid, len: s.sent });
+            out.done = true;
+        }
+        if let Some(s) = self.sending.get(&sid) {
+            out.peer = Some((s.peer.clone(), s.addr.clone()));
+        }
+        if out.done {
+            self.sending.remove(&sid);
+        }
+        out
+    }
+
+    pub(crate) fn credit(&mut self, peer: &NodeId, sid: u64, limit: u64) -> bool {
+        match self.sending.get_mut(&sid) {
+            Some(s) if &s.peer == peer => {
+                s.limit = s.limit.max(limit);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn accept(&mut self, peer: NodeId, sid: u64) -> bool {
+        if self.receiving.contains_key(&(peer.clone(), sid)) {
+            return false;
+        }
+        self.receiving.insert(
+            (peer, sid),
+            RecvStream {
+                expected: 0,
+                consumed: 0,
+                granted: u64::from(INITIAL_STREAM_CREDIT),
+                end: None,
+            },
+        );
+        true
+    }
+
+    pub(crate) fn receive(
+        &mut self,
+        peer: &NodeId,
+        sid: u64,
+        offset: u64,
+        data: Payload,
+    ) -> Incoming {
+        let key = (peer.clone(), sid);
+        let Some(r) = self.receiving.get_mut(&key) else {
+            return Incoming::Nothing;
+        };
+        let end = offset.saturating_add(data.len() as u64);
+        if end <= r.expected {
+            return Incoming::Nothing; // a duplicate
+        }
+        if offset != r.expected {
+            let expected = r.expected;
+            self.receiving.remove(&key);
+            return Incoming::Reset(alloc::format!(
+                "gap in stream: expected offset {expected}, got {offset}"
+            ));
+        }
+        if end > r.granted {
+            self.receiving.remove(&key);
+            return Incoming::Reset(String::from("sender exceeded its credit"));
+        }
+        r.expected = end;
+        Incoming::Data { offset, data }
+    }
+
+    pub(crate) fn end(&mut self, peer: &NodeId, sid: u64, len: u64) -> Incoming {
+        let key = (peer.clone(), sid);
+        let Some(r) = self.receiving.get_mut(&key) else {
+            return Incoming::Nothing;
+        };
+        if len != r.expected {
+            let expected = r.expected;
+            self.receiving.remove(&key);
+            return Incoming::Reset(alloc::format!(
+                "stream ended at {len} but {expected} bytes arrived"
+            ));
+        }
+        r.end = Some(len);
+        if r.consumed >= len {
+            self.receiving.remove(&key);
+        }
+        Incoming::Finished
+    }
+
+    /// The application consumed `n` more bytes; returns a new credit limit
+    /// to send when the window has opened by half or more.
+    pub(crate) fn consumed(&mut self, peer: &NodeId, sid: u64, n: u64, window: u32) -> Option<u64> {
+        let key = (peer.clone(), sid);
+        let r = self.receiving.get_mut(&key)?;
+        r.consumed = r.consumed.saturating_add(n).min(r.expected);
+        if r.end.is_some_and(|e| r.consumed >= e) {
+            self.receiving.remove(&key);
+            return None;
+        }
+        let target = r.consumed + u64::from(window);
+        if target >= r.granted + u64::from(window / 2)
+            || r.granted < target && r.granted == u64::from(INITIAL_STREAM_CREDIT)
+        {
+            r.granted = target;
+            return Some(target);
+        }
+        None
+    }
+
+    /// Bytes delivered to the application and not yet consumed.
+    pub(crate) fn unconsumed(&self, peer: &NodeId, sid: u64) -> Option<u64> {
+        self.receiving
+            .get(&(peer.clone(), sid))
+            .map(|r| r.expected - r.consumed)
+    }
+
+    /// Bytes buffered at the sender.
+    pub(crate) fn buffered(&self, sid: u64) -> Option<usize> {
+        self.sending.get(&sid).map(|s| s.buffer.len())
+    }
+
+    /// Drops every stream with `peer`; returns (outbound sids, inbound sids).
+    pub(crate) fn drop_peer(&mut self, peer: &NodeId) -> (Vec<u64>, Vec<u64>) {
+        let out: Vec<u64> = self
+            .sending
+            .iter()
+            .filter(|(_, s)| &s.peer == peer)
+            .map(|(k, _)| *k)
+            .collect();
+        for sid in &out {
+            self.sending.remove(sid);
+        }
+        let inb: Vec<u64> = self
+            .receiving
+            .keys()
+            .filter(|(p, _)| p == peer)
+            .map(|(_, s)| *s)
+            .collect();
+        for sid in &inb {
+            self.receiving.remove(&(peer.clone(), *sid));
+        }
+        (out, inb)
+    }
+
+    pub(crate) fn reset_sending(&mut self, sid: u64) -> Option<SendStream> {
+        self.sending.remove(&sid)
+    }
+
+    pub(crate) fn reset_receiving(&mut self, peer: &NodeId, sid: u64) -> bool {
+        self.receiving.remove(&(peer.clone(), sid)).is_some()
+    }
+}
+
+/// What a flush produced.
+#[derive(Debug, Default)]
+pub(crate) struct Flushed {
+    pub(crate) frames: Vec<Message>,
+    pub(crate) peer: Option<(NodeId, Option<String>)>,
+    pub(crate) writable: bool,
+    pub(crate) done: bool,
+}
+
+/// Which kind a stream opened to a node has.
+pub(crate) fn kind_accepted(kind: StreamKind, is_leader: bool) -> bool {
+    match kind {
+        StreamKind::ToLeader => is_leader,
+        StreamKind::ToMember => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> NodeId {
+        NodeId::new("p").unwrap()
+    }
+
+    #[test]
+    fn sender_stops_at_credit_and_resumes_on_more() {
+        let mut s = Streams::default();
+        let sid = s.open(peer(), None);
+        let data = alloc::vec![7u8; 200 * 1024];
+        let took = s.write(sid, &data, 1 << 20).unwrap();
+        assert_eq!(took, data.len());
+        let f = s.flush(sid, 16 * 1024, 1 << 20);
+        let sent: usize = f
+            .frames
+            .iter()
+            .map(|m| match m {
+                Message::StreamData { data, .. } => data.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(sent, INITIAL_STREAM_CREDIT as usize);
+        assert!(s.credit(&peer(), sid, 128 * 1024));
+        let f = s.flush(sid, 16 * 1024, 1 << 20);
+        assert_eq!(f.frames.len(), 4);
+    }
+
+    #[test]
+    fn write_pushes_back_when_buffer_full() {
+        let mut s = Streams::default();
+        let sid = s.open(peer(), None);
+        assert_eq!(s.write(sid, &[0; 100], 60).unwrap(), 60);
+        assert_eq!(s.write(sid, &[0; 100], 60).unwrap(), 0);
+    }
+
+    #[test]
+    fn receiver_resets_on_gap_and_on_credit_overrun() {
+        let mut s = Streams::default();
+        assert!(s.accept(peer(), 1));
+        assert_eq!(
+            s.receive(&peer(), 1, 0, Payload(alloc::vec![1; 10])),
+            Incoming::Data {
+                offset: 0,
+                data: Payload(alloc::vec![1; 10])
+            }
+        );
+        assert_eq!(
+            s.receive(&peer(), 1, 0, Payload(alloc::vec![1; 10])),
+            Incoming::Nothing
+        );
+        assert!(matches!(
+            s.receive(&peer(), 1, 20, Payload(alloc::vec![1; 10])),
+            Incoming::Reset(_)
+        ));
+        assert!(s.accept(peer(), 2));
+        let big = Payload(alloc::vec![0; INITIAL_STREAM_CREDIT as usize + 1]);
+        assert!(matches!(s.receive(&peer(), 2, 0, big), Incoming::Reset(_)));
+    }
+}

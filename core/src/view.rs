@@ -1,0 +1,354 @@
+//! Membership views: the leader-authored list of members with a
+//! `(term, version)` stamp and a digest. This room applies deltas and
+//! snapshots and reports what changed; it never decides who is a member
+//! (the leader's roster does) and never sends anything.
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+use crate::id::{NodeId, Term, MAX_ADDR_LEN};
+use crate::payload::Payload;
+use crate::wire::DecodeError;
+
+/// One member as the view records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Node id.
+    pub id: NodeId,
+    /// Incarnation: a known id with a new incarnation is a leave plus a join.
+    pub incarnation: u64,
+    /// Advertised address.
+    pub addr: String,
+    /// Metadata version.
+    pub meta_version: u64,
+    /// Application metadata (bounded by the leader's `max_meta_len`).
+    pub meta: Payload,
+}
+
+impl Member {
+    pub(crate) fn check_shape(&self) -> Result<(), DecodeError> {
+        if !self.id.is_well_formed() || self.addr.len() > MAX_ADDR_LEN {
+            return Err(DecodeError::Invalid("member id or address"));
+        }
+        if self.meta.len() > 64 * 1024 {
+            return Err(DecodeError::Invalid("member metadata too large"));
+        }
+        Ok(())
+    }
+
+    fn digest(&self) -> u64 {
+        let mut h = Fnv::new();
+        h.write(self.id.as_str().as_bytes());
+        h.write(&[0xff]);
+        h.write(&self.incarnation.to_le_bytes());
+        h.write(&self.meta_version.to_le_bytes());
+        h.write(self.addr.as_bytes());
+        h.finish()
+    }
+}
+
+/// Why a member left the view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaveReason {
+    /// It said goodbye.
+    Left,
+    /// The leader stopped hearing from it.
+    Failed,
+    /// It restarted (a new incarnation replaced it).
+    Replaced,
+    /// Learned from a snapshot: gone, reason not known here.
+    Unknown,
+}
+
+/// One change inside a delta.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// Add or replace a member.
+    Upsert(Member),
+    /// Remove a member (only if its incarnation matches).
+    Remove {
+        /// Node id.
+        id: NodeId,
+        /// The incarnation removed.
+        incarnation: u64,
+        /// Why.
+        reason: LeaveReason,
+    },
+}
+
+impl Change {
+    pub(crate) fn check_shape(&self) -> Result<(), DecodeError> {
+        match self {
+            Change::Upsert(m) => m.check_shape(),
+            Change::Remove { id, .. } if !id.is_well_formed() => {
+                Err(DecodeError::Invalid("member id"))
+            }
+            Change::Remove { .. } => Ok(()),
+        }
+    }
+}
+
+/// What a view change meant for the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberChange {
+    /// A member appeared.
+    Joined(Member),
+    /// A member's metadata or address changed.
+    Updated(Member),
+    /// A member went away.
+    Left {
+        /// Its id.
+        id: NodeId,
+        /// Its incarnation.
+        incarnation: u64,
+        /// Why, where known.
+        reason: LeaveReason,
+    },
+}
+
+/// A leader-authored view.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct View {
+    term: Term,
+    version: u64,
+    members: BTreeMap<NodeId, Member>,
+    digest: u64,
+}
+
+impl View {
+    /// An empty view at `(0, 0)`.
+    pub fn new() -> Self {
+        View::default()
+    }
+
+    /// The authoring leader's term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// The version within the term.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// `(term, version)`, ordered.
+    pub fn stamp(&self) -> (Term, u64) {
+        (self.term, self.version)
+    }
+
+    /// Order-independent digest of the members (ids, incarnations,
+    /// metadata versions, addresses).
+    pub fn digest(&self) -> u64 {
+        self.digest
+    }
+
+    /// Members by id.
+    pub fn members(&self) -> impl ExactSizeIterator<Item = &Member> + Clone {
+        self.members.values()
+    }
+
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether there are no members.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// One member.
+    pub fn get(&self, id: &NodeId) -> Option<&Member> {
+        self.members.get(id)
+    }
+
+    /// Whether `id` is a member.
+    pub fn contains(&self, id: &NodeId) -> bool {
+        self.members.contains_key(id)
+    }
+
+    /// Position of `id` among the members in id order, for staggering.
+    pub fn rank_of(&self, id: &NodeId) -> Option<usize> {
+        self.members.keys().position(|k| k == id)
+    }
+
+    pub(crate) fn set_stamp(&mut self, term: Term, version: u64) {
+        self.term = term;
+        self.version = version;
+    }
+
+    /// Applies one change, returning what it meant.
+    pub(crate) fn apply(&mut self, change: Change) -> Option<MemberChange> {
+        match change {
+            Change::Upsert(m) => {
+                self.digest ^= m.digest();
+                match self.members.insert(m.id.clone(), m.clone()) {
+                    None => Some(MemberChange::Joined(m)),
+                    Some(old) => {
+                        self.digest ^= old.digest();
+                        if old.incarnation != m.incarnation {
+                            Some(MemberChange::Joined(m))
+                        } else if old != m {
+                            Some(MemberChange::Updated(m))
+                        } else {
+                            None
+                        }
+                    }
+                }
+            }
+            Change::Remove {
+                id,
+                incarnation,
+                reason,
+            } => {
+                let matches = self
+                    .members
+                    .get(&id)
+                    .is_some_and(|m| m.incarnation == incarnation);
+                if !matches {
+                    return None;
+                }
+                let old = self.members.remove(&id)?;
+                self.digest ^= old.digest();
+                Some(MemberChange::Left {
+                    id,
+                    incarnation,
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// Replaces the whole membership, returning the changes a member
+    /// would have seen. A replaced incarnation shows as a leave then a join.
+    pub(crate) fn replace(
+        &mut self,
+        term: Term,
+        version: u64,
+        members: Vec<Member>,
+    ) -> Vec<MemberChange> {
+        let mut changes = Vec::new();
+        let mut next: BTreeMap<NodeId, Member> =
+            members.into_iter().map(|m| (m.id.clone(), m)).collect();
+        for (id, old) in &self.members {
+            match next.get(id) {
+                Some(new) if new.incarnation == old.incarnation => {
+                    if new != old {
+                        changes.push(MemberChange::Updated(new.clone()));
+                    }
+                }
+                Some(_) => changes.push(MemberChange::Left {
+                    id: id.clone(),
+                    incarnation: old.incarnation,
+                    reason: LeaveReason::Replaced,
+                }),
+                None => changes.push(MemberChange::Left {
+                    id: id.clone(),
+                    incarnation: old.incarnation,
+                    reason: LeaveReason::Unknown,
+                }),
+            }
+        }
+        for (id, new) in &next {
+            if self
+                .members
+                .get(id)
+                .is_none_or(|old| old.incarnation != new.incarnation)
+            {
+                changes.push(MemberChange::Joined(new.clone()));
+            }
+        }
+        core::mem::swap(&mut self.members, &mut next);
+        self.digest = self.members.values().fold(0, |d, m| d ^ m.digest());
+        self.term = term;
+        self.version = version;
+        changes
+    }
+}
+
+/// FNV-1a, 64 bit: a stable hash for digests (no randomness, no std).
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> u64 {
+        // Mix so that XOR-combining member digests does not cancel
+        // structure shared by similar ids.
+        let mut z = self.0;
+        z = (z ^ (z >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        z ^ (z >> 33)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    fn member(id: &str, inc: u64) -> Member {
+        Member {
+            id: NodeId::new(id).unwrap(),
+            incarnation: inc,
+            addr: "a:1".into(),
+            meta_version: 0,
+            meta: Payload::default(),
+        }
+    }
+
+    #[test]
+    fn digest_is_order_independent_and_tracks_changes() {
+        let mut a = View::new();
+        a.apply(Change::Upsert(member("x", 1)));
+        a.apply(Change::Upsert(member("y", 1)));
+        let mut b = View::new();
+        b.apply(Change::Upsert(member("y", 1)));
+        b.apply(Change::Upsert(member("x", 1)));
+        assert_eq!(a.digest(), b.digest());
+        b.apply(Change::Upsert(member("x", 2)));
+        assert_ne!(a.digest(), b.digest());
+        let mut c = View::new();
+        c.replace(Term(1), 1, vec![member("x", 2), member("y", 1)]);
+        assert_eq!(b.digest(), c.digest());
+    }
+
+    #[test]
+    fn remove_needs_matching_incarnation() {
+        let mut v = View::new();
+        v.apply(Change::Upsert(member("x", 2)));
+        let stale = Change::Remove {
+            id: NodeId::new("x").unwrap(),
+            incarnation: 1,
+            reason: LeaveReason::Left,
+        };
+        assert_eq!(v.apply(stale), None);
+        assert!(v.contains(&NodeId::new("x").unwrap()));
+    }
+
+    #[test]
+    fn replace_reports_restart_as_leave_and_join() {
+        let mut v = View::new();
+        v.replace(Term(1), 1, vec![member("x", 1), member("y", 1)]);
+        let changes = v.replace(Term(2), 1, vec![member("x", 2)]);
+        assert!(changes.contains(&MemberChange::Joined(member("x", 2))));
+        assert!(changes
+            .iter()
+            .any(|c| matches!(c, MemberChange::Left { id, .. } if id.as_str() == "y")));
+        assert!(changes.iter().any(|c| matches!(
+            c,
+            MemberChange::Left {
+                reason: LeaveReason::Replaced,
+                ..
+            }
+        )));
+    }
+}

@@ -1,0 +1,584 @@
+//! What travels between nodes: the handshake, the protocol messages and the
+//! frame format (`u32` big-endian length prefix + postcard body). This room
+//! encodes, decodes and validates shapes; it decides nothing about leases
+//! or views. The decoder returns an error, never panics, on any input, and
+//! checks a frame's length against the limit before anything is allocated.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use serde::{Deserialize, Serialize};
+
+use crate::id::{NodeId, Term, MAX_ADDR_LEN};
+use crate::payload::Payload;
+use crate::view::{Change, Member};
+
+/// First bytes of every handshake: "HGRW".
+pub const MAGIC: [u8; 4] = *b"HGRW";
+/// The newest protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The oldest protocol version this build still speaks (N-1 interop).
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
+/// Bytes a stream sender may send before the receiver's first credit.
+pub const INITIAL_STREAM_CREDIT: u32 = 64 * 1024;
+/// Bytes of the length prefix.
+pub const LEN_PREFIX: usize = 4;
+
+/// The first frame on every connection, in both directions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Always [`MAGIC`].
+    pub magic: [u8; 4],
+    /// Oldest protocol version the sender speaks.
+    pub min_version: u16,
+    /// Newest protocol version the sender speaks.
+    pub max_version: u16,
+    /// The sender's cluster id.
+    pub cluster_id: String,
+    /// The sender's node id.
+    pub node_id: NodeId,
+    /// The sender's incarnation.
+    pub incarnation: u64,
+    /// The sender's advertised address.
+    pub addr: String,
+}
+
+impl Hello {
+    /// This build's hello for a node.
+    pub fn new(cluster_id: &str, node_id: NodeId, incarnation: u64, addr: &str) -> Self {
+        Hello {
+            magic: MAGIC,
+            min_version: MIN_PROTOCOL_VERSION,
+            max_version: PROTOCOL_VERSION,
+            cluster_id: cluster_id.into(),
+            node_id,
+            incarnation,
+            addr: addr.into(),
+        }
+    }
+
+    /// Checks a peer's hello against ours: same magic and cluster, a common
+    /// protocol version (the highest is returned), and not ourselves.
+    ///
+    /// ```
+    /// use hedgerow_core::{Hello, NodeId, HandshakeError};
+    /// let a = Hello::new("c1", NodeId::new("a").unwrap(), 1, "10.0.0.1:7000");
+    /// let b = Hello::new("c2", NodeId::new("b").unwrap(), 2, "10.0.0.2:7000");
+    /// assert!(matches!(a.negotiate(&b), Err(HandshakeError::ClusterMismatch { .. })));
+    /// ```
+    pub fn negotiate(&self, peer: &Hello) -> Result<u16, HandshakeError> {
+        if peer.magic != MAGIC {
+            return Err(HandshakeError::BadMagic);
+        }
+        if peer.cluster_id != self.cluster_id {
+            return Err(HandshakeError::ClusterMismatch {
+                ours: self.cluster_id.clone(),
+                theirs: peer.cluster_id.clone(),
+            });
+        }
+        let low = self.min_version.max(peer.min_version);
+        let high = self.max_version.min(peer.max_version);
+        if low > high {
+            return Err(HandshakeError::NoCommonVersion {
+                ours: (self.min_version, self.max_version),
+                theirs: (peer.min_version, peer.max_version),
+            });
+        }
+        if peer.node_id == self.node_id {
+            return Err(HandshakeError::SameId {
+                id: peer.node_id.clone(),
+            });
+        }
+        if !peer.node_id.is_well_formed() || peer.addr.len() > MAX_ADDR_LEN {
+            return Err(HandshakeError::Malformed);
+        }
+        Ok(high)
+    }
+}
+
+/// Why a handshake was refused. Sent to the peer as [`Frame::Refuse`] and
+/// logged on both sides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// The peer does not speak hedgerow (wrong magic).
+    BadMagic,
+    /// The peer belongs to another cluster.
+    ClusterMismatch {
+        /// Our cluster id.
+        ours: String,
+        /// Theirs.
+        theirs: String,
+    },
+    /// No protocol version in common.
+    NoCommonVersion {
+        /// Our supported range.
+        ours: (u16, u16),
+        /// Theirs.
+        theirs: (u16, u16),
+    },
+    /// The peer claims our own node id: two live processes with one id.
+    SameId {
+        /// The id claimed twice.
+        id: NodeId,
+    },
+    /// Ids or addresses beyond the protocol's limits.
+    Malformed,
+    /// The peer sent something other than a hello first.
+    NotHello,
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandshakeError::BadMagic => f.write_str("peer is not a hedgerow node (bad magic); check the port"),
+            HandshakeError::ClusterMismatch { ours, theirs } => write!(
+                f,
+                "peer belongs to cluster {theirs:?}, we are {ours:?}; two groups must not share ports"
+            ),
+            HandshakeError::NoCommonVersion { ours, theirs } => write!(
+                f,
+                "no common protocol version: we speak {}..={}, peer {}..={}; upgrade one step at a time",
+                ours.0, ours.1, theirs.0, theirs.1
+            ),
+            HandshakeError::SameId { id } => write!(
+                f,
+                "peer claims our own node id {id}: two live processes share one id; give each a unique id"
+            ),
+            HandshakeError::Malformed => f.write_str("peer's hello has an id or address beyond the limits"),
+            HandshakeError::NotHello => f.write_str("peer sent a message before its hello"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for HandshakeError {}
+
+/// What a leader tells about itself so a member can follow or redirect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderHint {
+    /// The leader's id.
+    pub id: NodeId,
+    /// Where to reach it.
+    pub addr: String,
+    /// Its term. A hint with a higher term than the receiver knows is a
+    /// claim, not a fact: followed only once the store confirms it.
+    pub term: Term,
+}
+
+/// Member → leader, every heartbeat interval.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The term the member believes the receiver leads.
+    pub term: Term,
+    /// The member's incarnation.
+    pub incarnation: u64,
+    /// The member's advertised address.
+    pub addr: String,
+    /// Version of the member's metadata.
+    pub meta_version: u64,
+    /// The metadata itself, only when the leader may not have this version.
+    pub meta: Option<Payload>,
+    /// The member's view numbers, so the leader can see it is behind.
+    pub view_term: Term,
+    /// The member's view version.
+    pub view_version: u64,
+}
+
+/// Leader → member, in answer to a heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatAck {
+    /// The leader's term.
+    pub term: Term,
+    /// The leader's incarnation (lease nonce).
+    pub leader_incarnation: u64,
+    /// The leader's current view version.
+    pub view_version: u64,
+    /// Digest of the leader's view: same numbers but another digest means
+    /// the member must fetch a snapshot.
+    pub digest: u64,
+    /// When the leader's lease ends (Unix ns).
+    pub lease_expires_ns: u64,
+    /// The lease row version after the leader's last write, so a candidate
+    /// can take over with one compare-and-set once the lease has expired.
+    pub lease_version: u64,
+    /// The metadata version the leader holds for this member (`None`: none),
+    /// so the member knows whether to send its metadata again.
+    pub your_meta_version: Option<u64>,
+}
+
+/// Leader → members: changes from one view version to the next.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewDelta {
+    /// The leader's term.
+    pub term: Term,
+    /// Applies only to a view at exactly `(term, base_version)`.
+    pub base_version: u64,
+    /// The version after applying.
+    pub version: u64,
+    /// Digest after applying.
+    pub digest: u64,
+    /// The changes.
+    pub changes: Vec<Change>,
+}
+
+/// Leader → member: one chunk of a full view.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewSnapshot {
+    /// The leader's term.
+    pub term: Term,
+    /// The view version.
+    pub version: u64,
+    /// Digest of the whole view.
+    pub digest: u64,
+    /// Index of this chunk.
+    pub chunk: u32,
+    /// Number of chunks.
+    pub chunks: u32,
+    /// Total members across the chunks.
+    pub total: u32,
+    /// This chunk's members.
+    pub members: Vec<Member>,
+}
+
+/// The answer to a request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplyBody {
+    /// The leader's handler answered.
+    Ok {
+        /// The term under which the request was handled.
+        term: Term,
+        /// The handler's reply.
+        payload: Payload,
+    },
+    /// The receiver is not leader; where to try instead, if it knows.
+    NotLeader {
+        /// Its idea of the leader.
+        hint: Option<LeaderHint>,
+    },
+    /// The leader's handler failed, or the leader refused (overloaded).
+    Failed {
+        /// The term under which it was handled or refused.
+        term: Term,
+        /// What happened.
+        reason: String,
+    },
+}
+
+/// A request or a stream opening is for the leader, or for whoever receives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamKind {
+    /// Only the leader accepts it.
+    ToLeader,
+    /// Any member accepts it (a leg of a broadcast stream).
+    ToMember,
+}
+
+/// Every message after the handshake. New kinds are only ever appended and
+/// only sent to peers whose negotiated version knows them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Member → leader liveness and metadata.
+    Heartbeat(Heartbeat),
+    /// Leader → member answer to a heartbeat.
+    HeartbeatAck(HeartbeatAck),
+    /// Leader → members view change.
+    ViewDelta(ViewDelta),
+    /// Leader → member full view chunk.
+    ViewSnapshot(ViewSnapshot),
+    /// Member → leader: send me a full view.
+    SnapshotRequest {
+        /// The term of the leader asked.
+        term: Term,
+    },
+    /// Member → leader: I am leaving for good.
+    Leave {
+        /// The leaving member's incarnation.
+        incarnation: u64,
+    },
+    /// Any node → leader: a one-shot request.
+    Request {
+        /// Request id, unique per sender incarnation.
+        id: u64,
+        /// The sender's incarnation (dedupe key with the id).
+        incarnation: u64,
+        /// The application's bytes.
+        payload: Payload,
+    },
+    /// Leader (or a non-leader redirecting) → sender.
+    Reply {
+        /// The request id answered.
+        id: u64,
+        /// The answer.
+        body: ReplyBody,
+    },
+    /// Any node → each member: a one-shot broadcast.
+    Broadcast {
+        /// Broadcast id, unique per sender incarnation.
+        id: u64,
+        /// The sender's incarnation.
+        incarnation: u64,
+        /// The application's bytes.
+        payload: Payload,
+    },
+    /// Member → broadcaster.
+    BroadcastReply {
+        /// The broadcast id answered.
+        id: u64,
+        /// The handler's reply or error text.
+        result: Result<Payload, String>,
+    },
+    /// Opens a stream.
+    StreamOpen {
+        /// Stream id, unique per sender incarnation.
+        sid: u64,
+        /// Who may accept it.
+        kind: StreamKind,
+        /// The term the sender believes the receiver leads (`ToLeader`).
+        term: Term,
+    },
+    /// Stream bytes starting at `offset`.
+    StreamData {
+        /// Stream id.
+        sid: u64,
+        /// Byte offset of `data` in the stream.
+        offset: u64,
+        /// The bytes.
+        data: Payload,
+    },
+    /// Receiver → sender: you may send up to this offset.
+    StreamCredit {
+        /// Stream id.
+        sid: u64,
+        /// Highest offset (exclusive) the sender may reach.
+        limit: u64,
+    },
+    /// Sender → receiver: the stream ends after `len` bytes.
+    StreamEnd {
+        /// Stream id.
+        sid: u64,
+        /// Total length.
+        len: u64,
+    },
+    /// Either side: the stream is abandoned.
+    StreamReset {
+        /// Stream id.
+        sid: u64,
+        /// Whether the stream was opened by the receiver of this reset.
+        yours: bool,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Message {
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Heartbeat(_) => "heartbeat",
+            Message::HeartbeatAck(_) => "heartbeat_ack",
+            Message::ViewDelta(_) => "view_delta",
+            Message::ViewSnapshot(_) => "view_snapshot",
+            Message::SnapshotRequest { .. } => "snapshot_request",
+            Message::Leave { .. } => "leave",
+            Message::Request { .. } => "request",
+            Message::Reply { .. } => "reply",
+            Message::Broadcast { .. } => "broadcast",
+            Message::BroadcastReply { .. } => "broadcast_reply",
+            Message::StreamOpen { .. } => "stream_open",
+            Message::StreamData { .. } => "stream_data",
+            Message::StreamCredit { .. } => "stream_credit",
+            Message::StreamEnd { .. } => "stream_end",
+            Message::StreamReset { .. } => "stream_reset",
+        }
+    }
+
+    /// Checks what the type system cannot: ids, addresses and counts within
+    /// the protocol's limits. The decoder applies it to every message.
+    fn check_shape(&self) -> Result<(), DecodeError> {
+        let bad = |what: &'static str| Err(DecodeError::Invalid(what));
+        match self {
+            Message::Heartbeat(h) if h.addr.len() > MAX_ADDR_LEN => {
+                bad("heartbeat address too long")
+            }
+            Message::ViewDelta(d) => d.changes.iter().try_for_each(Change::check_shape),
+            Message::ViewSnapshot(s) => {
+                if s.chunks == 0 || s.chunk >= s.chunks || s.members.len() > s.total as usize {
+                    return bad("snapshot chunk numbering");
+                }
+                s.members.iter().try_for_each(Member::check_shape)
+            }
+            Message::Reply {
+                body: ReplyBody::NotLeader { hint: Some(h) },
+                ..
+            } if !h.id.is_well_formed() || h.addr.len() > MAX_ADDR_LEN => bad("leader hint"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// One frame on a connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Frame {
+    /// The handshake, first in each direction.
+    Hello(Hello),
+    /// The handshake was refused; the text says why. The connection closes.
+    Refuse(String),
+    /// A protocol message.
+    Msg(Message),
+}
+
+/// Why bytes could not become a frame. Any of these closes the connection
+/// (with a logged reason); the node keeps running.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The length prefix exceeds the configured maximum.
+    TooLarge {
+        /// Announced length.
+        len: u64,
+        /// The limit.
+        max: u32,
+    },
+    /// A zero-length frame.
+    Empty,
+    /// The body is not a valid frame (garbage, truncated, unknown kind).
+    Malformed,
+    /// The body decoded but breaks a protocol limit.
+    Invalid(&'static str),
+    /// The body decoded with bytes left over.
+    TrailingBytes,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::TooLarge { len, max } => write!(
+                f,
+                "frame of {len} bytes exceeds the limit of {max}; raise max_frame_len on both sides if this is legitimate"
+            ),
+            DecodeError::Empty => f.write_str("empty frame"),
+            DecodeError::Malformed => f.write_str("malformed frame (not hedgerow, or a newer message kind)"),
+            DecodeError::Invalid(what) => write!(f, "frame breaks a protocol limit: {what}"),
+            DecodeError::TrailingBytes => f.write_str("frame has trailing bytes"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for DecodeError {}
+
+/// Why a frame could not be encoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The encoded frame would exceed the configured maximum.
+    TooLarge {
+        /// Encoded length.
+        len: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// The serializer failed (should not happen for well-formed values).
+    Serialize,
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EncodeError::TooLarge { len, max } => write!(
+                f,
+                "message of {len} bytes exceeds max_frame_len {max}; send large data as a stream"
+            ),
+            EncodeError::Serialize => f.write_str("message could not be serialized"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for EncodeError {}
+
+/// Encodes a frame with its length prefix, appending to `out`. On error
+/// `out` is left as it was.
+pub fn encode_frame(frame: &Frame, max_len: u32, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let body = postcard::to_allocvec(frame).map_err(|_| EncodeError::Serialize)?;
+    if body.len() > max_len as usize {
+        return Err(EncodeError::TooLarge {
+            len: body.len(),
+            max: max_len,
+        });
+    }
+    out.reserve(LEN_PREFIX + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(())
+}
+
+/// Reads the length prefix at the start of `buf`: `Ok(None)` if fewer than
+/// 4 bytes are there, the body length otherwise. Refuses lengths above
+/// `max_len` before any allocation, so a driver calls this first and reads
+/// the body only when it is acceptable.
+pub fn peek_frame_len(buf: &[u8], max_len: u32) -> Result<Option<usize>, DecodeError> {
+    let Some(prefix) = buf.get(..LEN_PREFIX) else {
+        return Ok(None);
+    };
+    let mut b = [0u8; LEN_PREFIX];
+    b.copy_from_slice(prefix);
+    let len = u32::from_be_bytes(b);
+    if len == 0 {
+        return Err(DecodeError::Empty);
+    }
+    if len > max_len {
+        return Err(DecodeError::TooLarge {
+            len: u64::from(len),
+            max: max_len,
+        });
+    }
+    Ok(Some(len as usize))
+}
+
+/// Decodes one frame body (without the length prefix).
+pub fn decode_body(body: &[u8]) -> Result<Frame, DecodeError> {
+    let (frame, rest) =
+        postcard::take_from_bytes::<Frame>(body).map_err(|_| DecodeError::Malformed)?;
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes);
+    }
+    match &frame {
+        Frame::Msg(m) => m.check_shape()?,
+        Frame::Hello(h) if !h.node_id.is_well_formed() || h.addr.len() > MAX_ADDR_LEN => {
+            return Err(DecodeError::Invalid("hello id or address"))
+        }
+        _ => {}
+    }
+    Ok(frame)
+}
+
+/// Decodes the first complete frame in `buf`: `Ok(None)` if more bytes are
+/// needed, else the frame and how many bytes it used.
+///
+/// ```
+/// use hedgerow_core::wire::{decode_frame, encode_frame, Frame};
+/// let mut buf = Vec::new();
+/// encode_frame(&Frame::Refuse("no".into()), 1024, &mut buf).unwrap();
+/// let (frame, used) = decode_frame(&buf, 1024).unwrap().unwrap();
+/// assert_eq!(frame, Frame::Refuse("no".into()));
+/// assert_eq!(used, buf.len());
+/// assert!(decode_frame(&buf[..3], 1024).unwrap().is_none());
+/// ```
+pub fn decode_frame(buf: &[u8], max_len: u32) -> Result<Option<(Frame, usize)>, DecodeError> {
+    let Some(len) = peek_frame_len(buf, max_len)? else {
+        return Ok(None);
+    };
+    let Some(body) = buf.get(LEN_PREFIX..LEN_PREFIX + len) else {
+        return Ok(None);
+    };
+    Ok(Some((decode_body(body)?, LEN_PREFIX + len)))
+}
+
+/// The encoded size of a message body, for budgeting chunks.
+pub fn encoded_len(msg: &Message) -> usize {
+    postcard::to_allocvec(msg)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX)
+}

@@ -1,0 +1,1086 @@
+//! The in-process cluster: many [`hedgerow_core::Node`]s driven over a
+//! simulated network, store and clocks from one seed. It plays the driver
+//! for every node (executes outputs, feeds results back, fires timers) and
+//! a simple application (answers requests and broadcasts, consumes
+//! streams), and feeds every checker as it goes.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::time::Duration;
+
+use hedgerow_core::{
+    BroadcastHandle, BroadcastId, ClockStatus, Config, Event, Identity, Input, LeaseOp, LeaseReply,
+    Message, Node, NodeId, OpId, Output, Payload, RequestHandle, RequestId, Rng, SendError,
+    SendReply, StoreError, StreamId, StreamTarget,
+};
+
+use crate::check::convergence::{self, NodeReport};
+use crate::check::leadership::Leadership;
+use crate::check::requests::{Handling, Requests};
+use crate::check::streams::{pattern_byte, StreamOrder};
+use crate::check::views::ViewOrder;
+use crate::check::{tokens, Violation};
+use crate::clock::SimClock;
+use crate::net::{Net, NetConfig};
+use crate::store::{SimStore, StoreConfig};
+
+/// How a run is set up.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// The one seed everything derives from.
+    pub seed: u64,
+    /// The node configuration every node starts from.
+    pub node: Config,
+    /// Each clock's error bound.
+    pub bound: Duration,
+    /// Clock offsets are drawn uniformly in `±offset_fraction × bound`
+    /// (1.0: anywhere inside the bound).
+    pub offset_fraction: f64,
+    /// The network.
+    pub net: NetConfig,
+    /// The store.
+    pub store: StoreConfig,
+    /// How long the application takes to answer a request or broadcast.
+    pub reply_delay: Duration,
+    /// Delay before the application consumes each stream chunk (a slow
+    /// receiver when large).
+    pub consume_delay: Duration,
+    /// Lines of event trace kept for violation reports.
+    pub trace_len: usize,
+}
+
+impl ClusterConfig {
+    /// Defaults: `Config::lan`, 50 ms clock bounds with offsets anywhere
+    /// inside them, sub-ms to 2 ms network, 0.5 to 3 ms store.
+    pub fn new(seed: u64) -> Self {
+        ClusterConfig {
+            seed,
+            node: Config::lan("sim"),
+            bound: Duration::from_millis(50),
+            offset_fraction: 1.0,
+            net: NetConfig::default(),
+            store: StoreConfig::default(),
+            reply_delay: Duration::ZERO,
+            consume_delay: Duration::ZERO,
+            trace_len: 48,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Ev {
+    Deliver {
+        to: usize,
+        inc: u64,
+        from: NodeId,
+        msg: Message,
+    },
+    StoreArrive {
+        slot: usize,
+        inc: u64,
+        op: LeaseOp,
+        refused: bool,
+    },
+    StoreReply {
+        slot: usize,
+        inc: u64,
+        op: OpId,
+        result: Result<LeaseReply, StoreError>,
+    },
+    StoreTimeout {
+        slot: usize,
+        inc: u64,
+        op: OpId,
+    },
+    AppReply {
+        slot: usize,
+        inc: u64,
+        handle: RequestHandle,
+    },
+    AppBroadcastReply {
+        slot: usize,
+        inc: u64,
+        handle: BroadcastHandle,
+    },
+    Consume {
+        slot: usize,
+        inc: u64,
+        from: NodeId,
+        sid: u64,
+        n: usize,
+    },
+}
+
+struct Scheduled {
+    at: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// One member's answer to a broadcast.
+pub type BroadcastResult = Result<Payload, hedgerow_core::BroadcastError>;
+
+/// What the simulated application saw at one node.
+#[derive(Debug, Default)]
+pub struct AppLog {
+    /// Results of this node's sends, by request id.
+    pub sends: BTreeMap<RequestId, Result<SendReply, SendError>>,
+    /// Per-member broadcast results, by broadcast id.
+    pub broadcasts: BTreeMap<BroadcastId, Vec<(NodeId, BroadcastResult)>>,
+    /// Broadcasts that completed.
+    pub broadcasts_done: BTreeSet<BroadcastId>,
+    /// Streams this node sent in full.
+    pub streams_sent: BTreeSet<StreamId>,
+    /// Streams of ours that failed, with why.
+    pub streams_failed: BTreeMap<StreamId, String>,
+    /// Inbound streams finished: (from, sid).
+    pub streams_finished: BTreeSet<(NodeId, u64)>,
+    /// Largest unconsumed inbound bytes seen on any stream.
+    pub peak_unconsumed: u64,
+    /// Largest buffered outbound bytes seen on any stream.
+    pub peak_buffered: usize,
+    /// Leaders this node was told about.
+    pub leader_changes: u64,
+}
+
+struct Writer {
+    slot: usize,
+    sid: StreamId,
+    total: u64,
+    written: u64,
+    finished: bool,
+}
+
+/// One simulated process.
+pub struct SimNode {
+    /// The state machine.
+    pub node: Node,
+    /// Its clock.
+    pub clock: SimClock,
+    /// Whether the process runs.
+    pub alive: bool,
+    /// The application's log.
+    pub app: AppLog,
+    gen: u64,
+    pending_store: Option<OpId>,
+}
+
+/// A deterministic in-process cluster.
+pub struct Cluster {
+    cfg: ClusterConfig,
+    t: u64,
+    seq: u64,
+    rng: Rng,
+    nodes: Vec<SimNode>,
+    index: HashMap<NodeId, usize>,
+    queue: BinaryHeap<Scheduled>,
+    timers: BinaryHeap<Reverse<(u64, usize, u64)>>,
+    net: Net,
+    store: SimStore,
+    store_cut: BTreeSet<usize>,
+    writers: Vec<Writer>,
+    pending_pumps: Vec<usize>,
+    leadership: Leadership,
+    views: ViewOrder,
+    requests: Requests,
+    streams: StreamOrder,
+    violations: Vec<Violation>,
+    trace: VecDeque<String>,
+    hash: DefaultHasher,
+    first_leader_at: Option<u64>,
+    events: u64,
+}
+
+impl Cluster {
+    /// An empty cluster; add nodes with [`Cluster::add_node`].
+    pub fn new(cfg: ClusterConfig) -> Self {
+        let rng = Rng::new(cfg.seed);
+        Cluster {
+            net: Net::new(cfg.net.clone()),
+            store: SimStore::new(cfg.store.clone()),
+            cfg,
+            t: 0,
+            seq: 0,
+            rng,
+            nodes: Vec::new(),
+            index: HashMap::new(),
+            queue: BinaryHeap::new(),
+            timers: BinaryHeap::new(),
+            store_cut: BTreeSet::new(),
+            writers: Vec::new(),
+            pending_pumps: Vec::new(),
+            leadership: Leadership::default(),
+            views: ViewOrder::default(),
+            requests: Requests::default(),
+            streams: StreamOrder::default(),
+            violations: Vec::new(),
+            trace: VecDeque::new(),
+            hash: DefaultHasher::new(),
+            first_leader_at: None,
+            events: 0,
+        }
+    }
+
+    /// A cluster with `n` nodes started at time zero.
+    pub fn with_nodes(cfg: ClusterConfig, n: usize) -> Self {
+        let mut c = Cluster::new(cfg);
+        for _ in 0..n {
+            c.add_node();
+        }
+        c
+    }
+
+    // ---- scenario controls -------------------------------------------------
+
+    /// Starts a new node (id `n<slot>`) now; returns its slot.
+    pub fn add_node(&mut self) -> usize {
+        let cfg = self.cfg.node.clone();
+        self.add_node_with(cfg)
+    }
+
+    /// Starts a new node with its own configuration.
+    pub fn add_node_with(&mut self, config: Config) -> usize {
+        let slot = self.nodes.len();
+        let id =
+            NodeId::new(format!("n{slot:04}")).unwrap_or_else(|_| unreachable!("ids are short"));
+        let bound = self.cfg.bound.as_nanos() as u64;
+        let spread = (bound as f64 * self.cfg.offset_fraction) as u64;
+        let offset = self.rng.below(2 * spread + 1) as i64 - spread as i64;
+        let clock = SimClock {
+            offset_ns: offset,
+            bound_ns: bound,
+            status: ClockStatus::Synchronized,
+        };
+        let node = self.make_node(&id, config);
+        self.index.insert(id, slot);
+        self.nodes.push(SimNode {
+            node,
+            clock,
+            alive: true,
+            app: AppLog::default(),
+            gen: 0,
+            pending_store: None,
+        });
+        self.note(format!("start {slot}"));
+        self.input(slot, Input::Tick);
+        slot
+    }
+
+    fn make_node(&mut self, id: &NodeId, config: Config) -> Node {
+        let incarnation = self.rng.next_u64();
+        let identity = Identity {
+            id: id.clone(),
+            addr: format!("{id}:7946"),
+            incarnation,
+        };
+        let seed = self.rng.next_u64();
+        Node::new(config, identity, seed)
+            .unwrap_or_else(|e| panic!("simulation config invalid: {e}"))
+    }
+
+    /// Kills a process without a goodbye.
+    pub fn crash(&mut self, slot: usize) {
+        let t = self.t;
+        let n = &mut self.nodes[slot];
+        if !n.alive {
+            return;
+        }
+        n.alive = false;
+        if n.pending_store.take().is_some() {
+            self.store.in_flight = self.store.in_flight.saturating_sub(1);
+        }
+        self.leadership.end(slot, t);
+        self.net.forget_links_of(slot);
+        self.note(format!("crash {slot}"));
+    }
+
+    /// Starts a crashed or left process again with a new incarnation.
+    pub fn restart(&mut self, slot: usize) {
+        self.crash(slot);
+        let id = self.nodes[slot].node.identity().id.clone();
+        let cfg = self.nodes[slot].node.config().clone();
+        let node = self.make_node(&id, cfg);
+        let n = &mut self.nodes[slot];
+        n.node = node;
+        n.alive = true;
+        n.gen += 1;
+        self.note(format!("restart {slot}"));
+        self.input(slot, Input::Tick);
+    }
+
+    /// A graceful leave: the node releases the lease if it holds it, tells
+    /// the leader, and its process exits.
+    pub fn leave(&mut self, slot: usize) {
+        if !self.nodes[slot].alive {
+            return;
+        }
+        let now = self.now_of(slot);
+        self.nodes[slot].node.leave(now);
+        self.after(slot);
+        self.note(format!("leave {slot}"));
+        // The release (if any) is already on its way to the store.
+        let t = self.t;
+        self.nodes[slot].alive = false;
+        self.nodes[slot].pending_store = None;
+        self.leadership.end(slot, t);
+    }
+
+    /// Cuts the links between two nodes both ways.
+    pub fn partition(&mut self, a: usize, b: usize) {
+        self.net.cut(a, b);
+        self.note(format!("partition {a} <-> {b}"));
+    }
+
+    /// Cuts messages from `from` to `to` only.
+    pub fn partition_one_way(&mut self, from: usize, to: usize) {
+        self.net.cut_one_way(from, to);
+    }
+
+    /// Cuts a node from every other node (not from the store).
+    pub fn isolate(&mut self, slot: usize) {
+        for other in 0..self.nodes.len() {
+            if other != slot {
+                self.net.cut(slot, other);
+            }
+        }
+        self.note(format!("isolate {slot}"));
+    }
+
+    /// Splits the cluster into two sides that cannot talk to each other.
+    pub fn split(&mut self, side_a: &[usize]) {
+        let a: BTreeSet<usize> = side_a.iter().copied().collect();
+        for x in 0..self.nodes.len() {
+            for y in 0..self.nodes.len() {
+                if a.contains(&x) && !a.contains(&y) {
+                    self.net.cut(x, y);
+                }
+            }
+        }
+        self.note(format!("split {side_a:?}"));
+    }
+
+    /// Restores every node-to-node link.
+    pub fn heal(&mut self) {
+        self.net.heal();
+        self.note("heal".into());
+    }
+
+    /// Restores one node's links.
+    pub fn heal_node(&mut self, slot: usize) {
+        self.net.heal_node(slot);
+    }
+
+    /// Cuts or restores a node's path to the store.
+    pub fn cut_store(&mut self, slot: usize, cut: bool) {
+        if cut {
+            self.store_cut.insert(slot);
+        } else {
+            self.store_cut.remove(&slot);
+        }
+        self.note(format!("store cut {slot}: {cut}"));
+    }
+
+    /// Takes the store down or brings it back.
+    pub fn store_down(&mut self, down: bool) {
+        self.store.down = down;
+        self.note(format!("store down: {down}"));
+    }
+
+    /// Adds extra one-way latency to every store operation (a spike).
+    pub fn store_spike(&mut self, extra: Duration) {
+        self.store.spike = extra;
+    }
+
+    /// Replaces a node's clock (offset, bound, status) from now on.
+    pub fn set_clock(&mut self, slot: usize, clock: SimClock) {
+        self.nodes[slot].clock = clock;
+        if !clock.status.may_lead() {
+            let t = self.t;
+            self.leadership.end(slot, t);
+        }
+        self.note(format!("clock {slot}: {clock:?}"));
+        self.input(slot, Input::Tick);
+    }
+
+    /// Sends from a node to the leader; the result lands in its [`AppLog`].
+    pub fn send(&mut self, slot: usize, payload: &[u8]) -> RequestId {
+        let now = self.now_of(slot);
+        let id = self.nodes[slot].node.send(now, payload);
+        self.after(slot);
+        id
+    }
+
+    /// Broadcasts from a node; results land in its [`AppLog`].
+    pub fn broadcast(&mut self, slot: usize, payload: &[u8]) -> BroadcastId {
+        let now = self.now_of(slot);
+        let id = self.nodes[slot].node.broadcast(now, payload);
+        self.after(slot);
+        id
+    }
+
+    /// Opens a stream from `slot` and writes `total` pattern bytes into it
+    /// as fast as flow control allows, then finishes it.
+    pub fn stream(
+        &mut self,
+        slot: usize,
+        target: StreamTarget,
+        total: u64,
+    ) -> Result<StreamId, hedgerow_core::StreamError> {
+        let now = self.now_of(slot);
+        let sid = self.nodes[slot].node.open_stream(now, target)?;
+        self.writers.push(Writer {
+            slot,
+            sid,
+            total,
+            written: 0,
+            finished: false,
+        });
+        self.after(slot);
+        self.pump_writer(self.writers.len() - 1);
+        Ok(sid)
+    }
+
+    // ---- running ------------------------------------------------------------
+
+    /// Runs until true time `t_end` (ns since start).
+    pub fn run_until(&mut self, t_end: u64) {
+        loop {
+            let next_ev = self.queue.peek().map(|s| s.at).unwrap_or(u64::MAX);
+            let next_timer = self.timers.peek().map(|r| r.0 .0).unwrap_or(u64::MAX);
+            let next = next_ev.min(next_timer);
+            if next > t_end {
+                self.t = self.t.max(t_end);
+                return;
+            }
+            self.t = self.t.max(next);
+            if next_ev <= next_timer {
+                if let Some(s) = self.queue.pop() {
+                    self.dispatch(s.ev);
+                }
+            } else if let Some(Reverse((_, slot, gen))) = self.timers.pop() {
+                if self.nodes[slot].alive && self.nodes[slot].gen == gen {
+                    self.input(slot, Input::Tick);
+                }
+            }
+            while let Some(w) = self.pending_pumps.pop() {
+                self.pump_writer(w);
+            }
+        }
+    }
+
+    /// Runs for `d` more simulated time.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.t + d.as_nanos() as u64;
+        self.run_until(end);
+    }
+
+    /// Runs in steps of `step` until `done` holds or `limit` passes; returns
+    /// the time it first held.
+    pub fn run_until_true(
+        &mut self,
+        limit: Duration,
+        step: Duration,
+        mut done: impl FnMut(&Cluster) -> bool,
+    ) -> Option<u64> {
+        let end = self.t + limit.as_nanos() as u64;
+        loop {
+            if done(self) {
+                return Some(self.t);
+            }
+            if self.t >= end {
+                return None;
+            }
+            let next = (self.t + step.as_nanos() as u64).min(end);
+            self.run_until(next);
+        }
+    }
+
+    /// Runs until the cluster converges (see [`Cluster::divergence`]),
+    /// checking every `step`; returns the time it did.
+    pub fn run_until_converged(&mut self, limit: Duration) -> Option<u64> {
+        self.run_until_true(limit, Duration::from_millis(10), |c| {
+            c.divergence().is_none()
+        })
+    }
+
+    // ---- observations -----------------------------------------------------------
+
+    /// True time now, ns since start.
+    pub fn now_ns(&self) -> u64 {
+        self.t
+    }
+
+    /// The nodes.
+    pub fn nodes(&self) -> &[SimNode] {
+        &self.nodes
+    }
+
+    /// One node.
+    pub fn node(&self, slot: usize) -> &SimNode {
+        &self.nodes[slot]
+    }
+
+    /// The store.
+    pub fn store(&self) -> &SimStore {
+        &self.store
+    }
+
+    /// Live slots.
+    pub fn live(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|s| self.nodes[*s].alive)
+            .collect()
+    }
+
+    /// The slot that leads now by its own clock, if exactly one does.
+    pub fn leader(&self) -> Option<usize> {
+        let leaders = self.leaders();
+        (leaders.len() == 1).then(|| leaders[0])
+    }
+
+    /// Every live slot whose node says it leads now.
+    pub fn leaders(&self) -> Vec<usize> {
+        self.live()
+            .into_iter()
+            .filter(|s| {
+                let n = &self.nodes[*s];
+                n.node.is_leader(&n.clock.now(self.t))
+            })
+            .collect()
+    }
+
+    /// The reading a node's clock gives now.
+    pub fn now_of(&self, slot: usize) -> hedgerow_core::Now {
+        self.nodes[slot].clock.now(self.t)
+    }
+
+    /// When the first leader was elected (ns).
+    pub fn first_leader_at(&self) -> Option<u64> {
+        self.first_leader_at
+    }
+
+    /// Invariant violations so far, plus the interval checks run now.
+    pub fn violations(&self) -> Vec<Violation> {
+        let mut v = self.violations.clone();
+        let intervals = self.leadership.intervals(self.t);
+        v.extend(self.leadership.check(self.t).map(|x| self.with_trace(x)));
+        v.extend(tokens::check(&intervals).map(|x| self.with_trace(x)));
+        v
+    }
+
+    /// Panics with every violation, the seed and a replay hint if any.
+    pub fn assert_no_violations(&self) {
+        let v = self.violations();
+        if !v.is_empty() {
+            let mut msg = format!(
+                "seed {} broke {} invariant(s); replay with HEDGEROW_SEED={}\n",
+                self.cfg.seed,
+                v.len(),
+                self.cfg.seed
+            );
+            for x in v.iter().take(3) {
+                msg.push_str(&x.to_string());
+            }
+            panic!("{msg}");
+        }
+    }
+
+    /// Every leadership interval so far.
+    pub fn leadership_intervals(&self) -> Vec<crate::check::leadership::Interval> {
+        self.leadership.intervals(self.t)
+    }
+
+    /// Requests handled by leaders so far.
+    pub fn handlings(&self) -> u64 {
+        self.requests.handlings
+    }
+
+    /// Bytes of stream data checked in order.
+    pub fn stream_bytes_checked(&self) -> u64 {
+        self.streams.bytes
+    }
+
+    /// Events processed.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// A hash of everything the nodes did, for determinism checks.
+    pub fn trace_hash(&self) -> u64 {
+        self.hash.finish()
+    }
+
+    /// Reports of every live node for the convergence checkers.
+    pub fn reports(&self) -> Vec<NodeReport> {
+        let leader = self.leader();
+        self.live()
+            .into_iter()
+            .map(|s| {
+                let n = &self.nodes[s];
+                let now = n.clock.now(self.t);
+                let reachable = match leader {
+                    Some(l) => l == s || (!self.net.is_cut(s, l) && !self.net.is_cut(l, s)),
+                    None => true,
+                };
+                NodeReport {
+                    slot: s,
+                    me: (n.node.identity().id.clone(), n.node.identity().incarnation),
+                    reachable,
+                    leads: n.node.is_leader(&now),
+                    leader: n.node.leader().map(|l| (l.id.clone(), l.term)),
+                    stamp: n.node.view().stamp(),
+                    members: n
+                        .node
+                        .view()
+                        .members()
+                        .map(|m| (m.id.clone(), m.incarnation))
+                        .collect(),
+                    stale: n.node.view_is_stale(),
+                }
+            })
+            .collect()
+    }
+
+    /// Why the cluster has not converged, or `None` once it has
+    /// (invariants 4 and 5).
+    pub fn divergence(&self) -> Option<String> {
+        convergence::diverged(&self.reports())
+    }
+
+    // ---- the driver -----------------------------------------------------------
+
+    fn note(&mut self, line: String) {
+        if self.cfg.trace_len == 0 {
+            return;
+        }
+        if self.trace.len() >= self.cfg.trace_len {
+            self.trace.pop_front();
+        }
+        self.trace
+            .push_back(format!("t={:.6}s {line}", self.t as f64 / 1e9));
+    }
+
+    fn with_trace(&self, mut v: Violation) -> Violation {
+        v.trace = self.trace.iter().cloned().collect();
+        v
+    }
+
+    fn violation(&mut self, v: Option<Violation>) {
+        if let Some(v) = v {
+            if self.violations.len() < 16 {
+                let v = self.with_trace(v);
+                self.violations.push(v);
+            }
+        }
+    }
+
+    fn schedule(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Scheduled {
+            at,
+            seq: self.seq,
+            ev,
+        });
+    }
+
+    fn input(&mut self, slot: usize, input: Input) {
+        if !self.nodes[slot].alive {
+            return;
+        }
+        let now = self.now_of(slot);
+        self.nodes[slot].node.handle(now, input);
+        self.after(slot);
+    }
+
+    fn dispatch(&mut self, ev: Ev) {
+        self.events += 1;
+        match ev {
+            Ev::Deliver { to, inc, from, msg } => {
+                if self.incarnation(to) == Some(inc) {
+                    self.input(to, Input::Message { from, msg });
+                }
+            }
+            Ev::StoreArrive {
+                slot,
+                inc,
+                op,
+                refused,
+            } => {
+                let result = if refused {
+                    Err(StoreError::Unavailable("too many connections".into()))
+                } else {
+                    let r = self.store.execute(&op);
+                    if let (
+                        Ok(LeaseReply::Cas(hedgerow_core::CasOutcome::Applied(row))),
+                        LeaseOp::CompareAndSet { .. },
+                    ) = (&r, &op)
+                    {
+                        row.token.hash(&mut self.hash);
+                        row.version.hash(&mut self.hash);
+                        let who = row
+                            .holder
+                            .as_ref()
+                            .map(|h| h.id.to_string())
+                            .unwrap_or_else(|| "none".into());
+                        self.note(format!(
+                            "store write by {slot}: holder {who} token {} v{}",
+                            row.token, row.version
+                        ));
+                    }
+                    r
+                };
+                let lat = self.store_latency();
+                self.schedule(
+                    self.t + lat,
+                    Ev::StoreReply {
+                        slot,
+                        inc,
+                        op: op.id(),
+                        result,
+                    },
+                );
+            }
+            Ev::StoreReply {
+                slot,
+                inc,
+                op,
+                result,
+            } => self.store_answer(slot, inc, op, result),
+            Ev::StoreTimeout { slot, inc, op } => {
+                self.store_answer(slot, inc, op, Err(StoreError::Timeout))
+            }
+            Ev::AppReply { slot, inc, handle } => {
+                if self.incarnation(slot) == Some(inc) {
+                    let now = self.now_of(slot);
+                    let body = format!(
+                        "handled by {} term {}",
+                        self.nodes[slot].node.identity().id,
+                        handle.term
+                    );
+                    self.nodes[slot]
+                        .node
+                        .reply(now, handle, Ok(Payload::from(body.as_str())));
+                    self.after(slot);
+                }
+            }
+            Ev::AppBroadcastReply { slot, inc, handle } => {
+                if self.incarnation(slot) == Some(inc) {
+                    let now = self.now_of(slot);
+                    let body = self.nodes[slot].node.identity().id.to_string();
+                    self.nodes[slot].node.reply_broadcast(
+                        now,
+                        handle,
+                        Ok(Payload::from(body.as_str())),
+                    );
+                    self.after(slot);
+                }
+            }
+            Ev::Consume {
+                slot,
+                inc,
+                from,
+                sid,
+                n,
+            } => {
+                if self.incarnation(slot) == Some(inc) {
+                    let now = self.now_of(slot);
+                    self.nodes[slot].node.stream_consumed(now, &from, sid, n);
+                    self.after(slot);
+                }
+            }
+        }
+    }
+
+    fn store_answer(
+        &mut self,
+        slot: usize,
+        inc: u64,
+        op: OpId,
+        result: Result<LeaseReply, StoreError>,
+    ) {
+        if self.incarnation(slot) != Some(inc) || self.nodes[slot].pending_store != Some(op) {
+            return; // a late answer the driver already gave up on
+        }
+        self.nodes[slot].pending_store = None;
+        self.store.in_flight = self.store.in_flight.saturating_sub(1);
+        self.input(slot, Input::Lease { op, result });
+    }
+
+    fn incarnation(&self, slot: usize) -> Option<u64> {
+        let n = &self.nodes[slot];
+        n.alive.then(|| n.node.identity().incarnation)
+    }
+
+    fn store_latency(&mut self) -> u64 {
+        let lo = self.cfg.store.latency_min.as_nanos() as u64;
+        let hi = (self.cfg.store.latency_max.as_nanos() as u64).max(lo);
+        lo + self.rng.below(hi - lo + 1) + self.store.spike.as_nanos() as u64
+    }
+
+    /// Drains a node's outputs, carries them out, runs the checkers and
+    /// re-arms its timer.
+    fn after(&mut self, slot: usize) {
+        let t = self.t;
+        let inc = self.nodes[slot].node.identity().incarnation;
+        while let Some(out) = self.nodes[slot].node.poll() {
+            match out {
+                Output::Transmit { to, msg, .. } => {
+                    (t, slot, msg.kind()).hash(&mut self.hash);
+                    let Some(&dst) = self.index.get(&to) else {
+                        continue;
+                    };
+                    let Some(dst_inc) = self.incarnation(dst) else {
+                        continue;
+                    };
+                    let arrivals = self.net.arrivals(slot, dst, t, &mut self.rng);
+                    let from = self.nodes[slot].node.identity().id.clone();
+                    for at in arrivals {
+                        self.schedule(
+                            at,
+                            Ev::Deliver {
+                                to: dst,
+                                inc: dst_inc,
+                                from: from.clone(),
+                                msg: msg.clone(),
+                            },
+                        );
+                    }
+                }
+                Output::Lease(op) => {
+                    (t, slot, "lease").hash(&mut self.hash);
+                    self.nodes[slot].pending_store = Some(op.id());
+                    let timeout = self.cfg.store.op_timeout.as_nanos() as u64;
+                    self.schedule(
+                        t + timeout,
+                        Ev::StoreTimeout {
+                            slot,
+                            inc,
+                            op: op.id(),
+                        },
+                    );
+                    if self.store_cut.contains(&slot) {
+                        continue;
+                    }
+                    let refused = self.store.in_flight >= self.store.cfg.max_connections;
+                    if refused {
+                        self.store.refused += 1;
+                    } else {
+                        self.store.in_flight += 1;
+                        self.store.peak_in_flight =
+                            self.store.peak_in_flight.max(self.store.in_flight);
+                    }
+                    let lat = self.store_latency();
+                    self.schedule(
+                        t + lat,
+                        Ev::StoreArrive {
+                            slot,
+                            inc,
+                            op,
+                            refused,
+                        },
+                    );
+                }
+                Output::Event(e) => self.on_event(slot, inc, e),
+                _ => {}
+            }
+        }
+        self.check_node(slot);
+        if let Some(at) = self.nodes[slot].node.poll_timeout() {
+            let n = &mut self.nodes[slot];
+            n.gen += 1;
+            self.timers
+                .push(Reverse((at.as_nanos().max(t), slot, n.gen)));
+        }
+    }
+
+    fn check_node(&mut self, slot: usize) {
+        let t = self.t;
+        let n = &self.nodes[slot];
+        if !n.alive {
+            return;
+        }
+        let now = n.clock.now(t);
+        let inc = n.node.identity().incarnation;
+        let claim = n.node.lease_claim().filter(|_| now.clock.status.may_lead());
+        let end = claim.map_or(0, |(_, expires)| n.clock.true_time_latest_reaches(expires));
+        let leads = n.node.is_leader(&now);
+        let stamp = n.node.view().stamp();
+        self.leadership
+            .observe(slot, inc, claim.map(|c| c.0), end, t);
+        if leads && self.first_leader_at.is_none() {
+            self.first_leader_at = Some(t);
+        }
+        if leads && !self.leadership.leaders_at(t).iter().any(|o| o.slot == slot) {
+            let v = Violation {
+                invariant: "1 (the API's answer matches the leadership interval)",
+                at_ns: t,
+                what: format!("node {slot} says it leads outside its recorded interval"),
+                trace: Vec::new(),
+            };
+            self.violation(Some(v));
+        }
+        let v = self.views.observe(slot, inc, stamp, t);
+        self.violation(v);
+    }
+
+    fn on_event(&mut self, slot: usize, inc: u64, e: Event) {
+        let t = self.t;
+        match e {
+            Event::Elected { term } => {
+                self.note(format!("{slot} elected term {term}"));
+            }
+            Event::SteppedDown { term, reason } => {
+                self.note(format!("{slot} stepped down from term {term}: {reason:?}"));
+            }
+            Event::LeaderChanged { .. } => self.nodes[slot].app.leader_changes += 1,
+            Event::Request { handle, .. } => {
+                let id = self.nodes[slot].node.identity().id.clone();
+                let key = (handle.from.clone(), handle.incarnation, handle.id);
+                let leading = self
+                    .leadership
+                    .leaders_at(t)
+                    .iter()
+                    .any(|o| o.slot == slot && o.term == handle.term);
+                let h = Handling {
+                    slot,
+                    incarnation: inc,
+                    id,
+                    term: handle.term,
+                    leading,
+                };
+                let v = self.requests.handled(h, key, t);
+                self.violation(v);
+                let at = t + self.cfg.reply_delay.as_nanos() as u64;
+                self.schedule(at, Ev::AppReply { slot, inc, handle });
+            }
+            Event::SendDone { id, result } => {
+                if let Ok(r) = &result {
+                    let me = self.nodes[slot].node.identity();
+                    let key = (me.id.clone(), me.incarnation, id.0);
+                    let v = self.requests.replied_ok(&r.leader, r.term, &key, t);
+                    self.violation(v);
+                }
+                self.nodes[slot].app.sends.insert(id, result);
+            }
+            Event::Broadcast { handle, .. } => {
+                let at = t + self.cfg.reply_delay.as_nanos() as u64;
+                self.schedule(at, Ev::AppBroadcastReply { slot, inc, handle });
+            }
+            Event::BroadcastReply { id, from, result } => {
+                self.nodes[slot]
+                    .app
+                    .broadcasts
+                    .entry(id)
+                    .or_default()
+                    .push((from, result));
+            }
+            Event::BroadcastDone { id } => {
+                self.nodes[slot].app.broadcasts_done.insert(id);
+            }
+            Event::StreamData {
+                from,
+                sid,
+                offset,
+                data,
+            } => {
+                let v = self.streams.data(slot, &from, sid, offset, &data, t);
+                self.violation(v);
+                let pending = self.nodes[slot]
+                    .node
+                    .stream_unconsumed(&from, sid)
+                    .unwrap_or(0);
+                let app = &mut self.nodes[slot].app;
+                app.peak_unconsumed = app.peak_unconsumed.max(pending);
+                let at = t + self.cfg.consume_delay.as_nanos() as u64;
+                self.schedule(
+                    at,
+                    Ev::Consume {
+                        slot,
+                        inc,
+                        from,
+                        sid,
+                        n: data.len(),
+                    },
+                );
+            }
+            Event::StreamFinished { from, sid } => {
+                self.nodes[slot].app.streams_finished.insert((from, sid));
+            }
+            Event::StreamWritable { id } => {
+                if let Some(w) = self
+                    .writers
+                    .iter()
+                    .position(|w| w.slot == slot && w.sid == id)
+                {
+                    self.pump_writer_later(w);
+                }
+            }
+            Event::StreamSent { id } => {
+                self.nodes[slot].app.streams_sent.insert(id);
+            }
+            Event::StreamFailed { id, reason } => {
+                self.nodes[slot].app.streams_failed.insert(id, reason);
+            }
+            _ => {}
+        }
+    }
+
+    fn pump_writer_later(&mut self, w: usize) {
+        // Writing from inside an event drain would re-enter the node; the
+        // writer resumes once the drain is over.
+        self.pending_pumps.push(w);
+    }
+
+    fn pump_writer(&mut self, w: usize) {
+        let (slot, sid) = (self.writers[w].slot, self.writers[w].sid);
+        if !self.nodes[slot].alive || self.writers[w].finished {
+            return;
+        }
+        loop {
+            let left = self.writers[w].total - self.writers[w].written;
+            if left == 0 {
+                let now = self.now_of(slot);
+                let _ = self.nodes[slot].node.stream_finish(now, sid);
+                self.writers[w].finished = true;
+                self.after(slot);
+                return;
+            }
+            let n = left.min(64 * 1024) as usize;
+            let start = self.writers[w].written;
+            let chunk: Vec<u8> = (0..n as u64)
+                .map(|i| pattern_byte(sid.0, start + i))
+                .collect();
+            let now = self.now_of(slot);
+            let took = match self.nodes[slot].node.stream_write(now, sid, &chunk) {
+                Ok(n) => n,
+                Err(_) => return,
+            };
+            self.writers[w].written += took as u64;
+            let buffered = self.nodes[slot].node.stream_buffered(sid).unwrap_or(0);
+            let app = &mut self.nodes[slot].app;
+            app.peak_buffered = app.peak_buffered.max(buffered);
+            self.after(slot);
+            if took < n {
+                return; // wait for StreamWritable
+            }
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The simulated lease store: one row, compare-and-set applied atomically
+//! at the instant the operation arrives, its own latency, outages, a
+//! per-node cut, a connection limit, and the ability to apply a write late
+//! (after the caller gave up on it) to exercise the stale-renew race.
+
+use std::time::Duration;
+
+use hedgerow_core::{CasOutcome, LeaseOp, LeaseReply, LeaseRow, StoreError};
+
+/// Store behaviour.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreConfig {
+    /// Shortest one-way latency to the store.
+    pub latency_min: Duration,
+    /// Longest one-way latency to the store.
+    pub latency_max: Duration,
+    /// How long a driver waits for an answer before reporting a timeout.
+    pub op_timeout: Duration,
+    /// Operations in flight at once before the store refuses more (like
+    /// PostgreSQL's connection limit; default 100).
+    pub max_connections: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            latency_min: Duration::from_micros(500),
+            latency_max: Duration::from_millis(3),
+            op_timeout: Duration::from_secs(1),
+            max_connections: 100,
+        }
+    }
+}
+
+/// The store's row and counters.
+#[derive(Debug, Default)]
+pub struct SimStore {
+    pub(crate) cfg: StoreConfig,
+    pub(crate) row: Option<LeaseRow>,
+    pub(crate) down: bool,
+    pub(crate) in_flight: usize,
+    /// Most operations in flight at once.
+    pub peak_in_flight: usize,
+    /// Operations refused for the connection limit.
+    pub refused: u64,
+    /// Operations executed.
+    pub ops: u64,
+    /// Extra one-way delay added while a spike lasts.
+    pub(crate) spike: Duration,
+}
+
+impl SimStore {
+    pub(crate) fn new(cfg: StoreConfig) -> Self {
+        SimStore {
+            cfg,
+            ..SimStore::default()
+        }
+    }
+
+    /// The row as stored now.
+    pub fn row(&self) -> Option<&LeaseRow> {
+        self.row.as_ref()
+    }
+
+    /// Executes one operation atomically.
+    pub(crate) fn execute(&mut self, op: &LeaseOp) -> Result<LeaseReply, StoreError> {
+        if self.down {
+            return Err(StoreError::Unavailable("store is down".into()));
+        }
+        self.ops += 1;
+        Ok(match op {
+            LeaseOp::Read { .. } => LeaseReply::Read(self.row.clone()),
+            LeaseOp::CompareAndSet {
+                expected_version,
+                write,
+                ..
+            } => {
+                let current = self.row.as_ref().map(|r| r.version);
+                if current == *expected_version {
+                    let row = write.clone().into_row(current.unwrap_or(0) + 1);
+                    self.row = Some(row.clone());
+                    LeaseReply::Cas(CasOutcome::Applied(row))
+                } else {
+                    LeaseReply::Cas(CasOutcome::Conflict(self.row.clone()))
+                }
+            }
+        })
+    }
+}
