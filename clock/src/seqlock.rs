@@ -204,6 +204,23 @@ mod loom_model {
         }
     }
 
+    /// A reader that forgets the acquire fence between the record loads
+    /// and the second generation load.
+    struct Unfenced<'a>(&'a Segment);
+
+    impl SeqWords for Unfenced<'_> {
+        fn generation(&self, order: Ordering) -> u16 {
+            self.0.generation(order)
+        }
+        fn word(&self, index: usize) -> u64 {
+            self.0.word(index)
+        }
+        fn acquire_fence(&self) {}
+        fn relax(&self, _: u32) {
+            thread::yield_now();
+        }
+    }
+
     fn builder() -> loom::model::Builder {
         let mut b = loom::model::Builder::new();
         b.preemption_bound = Some(3);
@@ -254,6 +271,23 @@ mod loom_model {
             };
             let mut out = [0u64; WORDS];
             if read_consistent(&Unchecked(&seg), &mut out, 1).is_ok() {
+                assert_whole(&out);
+            }
+            writer.join().unwrap();
+        });
+    }
+
+    #[test]
+    #[should_panic(expected = "torn")]
+    fn model_catches_a_reader_without_the_fence() {
+        builder().check(|| {
+            let seg = Arc::new(Segment::new());
+            let writer = {
+                let seg = seg.clone();
+                thread::spawn(move || seg.write(2))
+            };
+            let mut out = [0u64; WORDS];
+            if read_consistent(&Unfenced(&seg), &mut out, 1).is_ok() {
                 assert_whole(&out);
             }
             writer.join().unwrap();
