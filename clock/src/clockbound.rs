@@ -30,8 +30,10 @@
 
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hedgerow_core::{
@@ -62,6 +64,8 @@ pub const STALE_AFTER_NS: u64 = 5_000_000_000;
 const CAUSALITY_BLUR_NS: u64 = 1_000;
 /// Read attempts before giving up on a writer that stays mid-update.
 const READ_ATTEMPTS: u32 = 2_000;
+/// How often a degraded clock looks for a replaced segment file.
+const REPLACE_CHECK_EVERY_NS: u64 = 1_000_000_000;
 /// Attempts that spin before the reader starts yielding its CPU.
 const SPIN_ATTEMPTS: u32 = 64;
 
@@ -285,37 +289,17 @@ impl SeqWords for SegmentWords<'_> {
     }
 }
 
-/// A clock that reads a ClockBound shared-memory segment.
-///
-/// ```no_run
-/// use hedgerow_clock::{Clock, ClockBoundClock};
-/// let clock = ClockBoundClock::open("/var/run/clockbound/shm0")?;
-/// let now = clock.now()?;
-/// println!("true time is in {:?} ({:?})", now.clock.interval, now.clock.status);
-/// # Ok::<(), hedgerow_clock::ClockError>(())
-/// ```
+/// One mapping of a segment file, with the identity of the file mapped.
 #[derive(Debug)]
-pub struct ClockBoundClock {
-    path: PathBuf,
+struct Segment {
     version: SegmentVersion,
     map: Mapping,
+    /// `(device, inode)` of the mapped file.
+    file_id: (u64, u64),
 }
 
-impl ClockBoundClock {
-    /// Opens the segment at `path` and detects its version from the header.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self, ClockError> {
-        Self::open_inner(path.as_ref(), None)
-    }
-
-    /// Opens the segment at `path`, refusing any version but `version`.
-    pub fn open_version(
-        path: impl AsRef<Path>,
-        version: SegmentVersion,
-    ) -> Result<Self, ClockError> {
-        Self::open_inner(path.as_ref(), Some(version))
-    }
-
-    fn open_inner(path: &Path, expect: Option<SegmentVersion>) -> Result<Self, ClockError> {
+impl Segment {
+    fn open(path: &Path, expect: Option<SegmentVersion>) -> Result<Segment, ClockError> {
         let io_err = |action, source: io::Error| ClockError::Io {
             path: path.to_owned(),
             action,
@@ -330,7 +314,8 @@ impl ClockBoundClock {
             }
             Err(e) => return Err(io_err("open", e)),
         };
-        let len = file.metadata().map_err(|e| io_err("inspect", e))?.len();
+        let meta = file.metadata().map_err(|e| io_err("inspect", e))?;
+        let len = meta.len();
         let truncated = |needed: usize| ClockError::Truncated {
             path: path.to_owned(),
             len,
@@ -384,30 +369,19 @@ impl ClockBoundClock {
                 ),
             });
         }
-        Ok(ClockBoundClock {
-            path: path.to_owned(),
+        Ok(Segment {
             version,
             map,
+            file_id: (meta.dev(), meta.ino()),
         })
     }
 
-    /// The segment's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The segment's layout version.
-    pub fn version(&self) -> SegmentVersion {
-        self.version
-    }
-
-    /// Copies the current record (one consistent write of the daemon's).
-    pub fn read_record(&self) -> Result<Record, ClockError> {
+    fn read_record(&self, path: &Path) -> Result<Record, ClockError> {
         let version_word = self.map.atomic_u16(VERSION_OFFSET);
         let generation = self.map.atomic_u16(GENERATION_OFFSET);
         let (Some(version_word), Some(generation)) = (version_word, generation) else {
             return Err(ClockError::Truncated {
-                path: self.path.clone(),
+                path: path.to_owned(),
                 len: self.map.len() as u64,
                 needed: HEADER_LEN as u64,
             });
@@ -415,12 +389,12 @@ impl ClockBoundClock {
         match version_word.load(Ordering::Acquire) {
             0 => {
                 return Err(ClockError::NotInitialized {
-                    path: self.path.clone(),
+                    path: path.to_owned(),
                 })
             }
             n if n != self.version.number() => {
                 return Err(ClockError::VersionMismatch {
-                    path: self.path.clone(),
+                    path: path.to_owned(),
                     expected: self.version.number(),
                     found: n,
                 })
@@ -435,14 +409,143 @@ impl ClockBoundClock {
         let out = &mut out[..self.version.record_len() / 8];
         seqlock::read_consistent(&words, out, READ_ATTEMPTS).map_err(|e| match e {
             SeqReadError::Uninitialized => ClockError::NotInitialized {
-                path: self.path.clone(),
+                path: path.to_owned(),
             },
             SeqReadError::Busy { attempts } => ClockError::Busy {
-                path: self.path.clone(),
+                path: path.to_owned(),
                 attempts,
             },
         })?;
-        Record::decode(self.version, out, &self.path)
+        Record::decode(self.version, out, path)
+    }
+}
+
+/// `(device, inode)` of the file now at `path`, if any.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// A clock that reads a ClockBound shared-memory segment.
+///
+/// If the record goes stale (the 5 s rule) or cannot be read, the clock
+/// checks, at most once a second, whether a *different* file now sits at
+/// the path (the daemon was restarted after its old segment was deleted)
+/// and if so maps the new one. A stale segment with no replacement keeps
+/// being read: it degrades to FreeRunning, then Unknown, as it should.
+///
+/// The official client also compares the record's disruption marker with
+/// the VMClock device when the daemon runs with disruption support; this
+/// reader relies on the daemon's own status (Disrupted) instead, which lags
+/// by up to one daemon poll (100 ms).
+///
+/// ```no_run
+/// use hedgerow_clock::{Clock, ClockBoundClock};
+/// let clock = ClockBoundClock::open("/var/run/clockbound/shm0")?;
+/// let now = clock.now()?;
+/// println!("true time is in {:?} ({:?})", now.clock.interval, now.clock.status);
+/// # Ok::<(), hedgerow_clock::ClockError>(())
+/// ```
+#[derive(Debug)]
+pub struct ClockBoundClock {
+    path: PathBuf,
+    expect: Option<SegmentVersion>,
+    segment: RwLock<Segment>,
+    /// Monotonic ns of the last look for a replaced file.
+    last_replace_check: AtomicU64,
+}
+
+impl ClockBoundClock {
+    /// Opens the segment at `path` and detects its version from the header.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, ClockError> {
+        Self::open_inner(path.as_ref(), None)
+    }
+
+    /// Opens the segment at `path`, refusing any version but `version`.
+    pub fn open_version(
+        path: impl AsRef<Path>,
+        version: SegmentVersion,
+    ) -> Result<Self, ClockError> {
+        Self::open_inner(path.as_ref(), Some(version))
+    }
+
+    fn open_inner(path: &Path, expect: Option<SegmentVersion>) -> Result<Self, ClockError> {
+        Ok(ClockBoundClock {
+            path: path.to_owned(),
+            expect,
+            segment: RwLock::new(Segment::open(path, expect)?),
+            last_replace_check: AtomicU64::new(0),
+        })
+    }
+
+    fn segment(&self) -> RwLockReadGuard<'_, Segment> {
+        // A segment is valid whatever a panicking holder did.
+        self.segment.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The segment's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The segment's layout version.
+    pub fn version(&self) -> SegmentVersion {
+        self.segment().version
+    }
+
+    /// Copies the current record (one consistent write of the daemon's).
+    pub fn read_record(&self) -> Result<Record, ClockError> {
+        self.segment().read_record(&self.path)
+    }
+
+    /// A reading, and whether its record is stale (older than 5 s).
+    fn read_now(&self) -> Result<(Now, bool), ClockError> {
+        let record = self.read_record()?;
+        // Real before monotonic, both after the copy: a late monotonic read
+        // only makes the bound more pessimistic, never breaks causality.
+        let real = realtime_ns()?;
+        let mono = shm::monotonic_ns();
+        let clock = record.reading_at(&self.path, real, mono)?;
+        let stale = mono.saturating_sub(record.as_of.as_nanos()) >= STALE_AFTER_NS;
+        let now = Now {
+            mono: MonoTime::from_nanos(mono),
+            clock,
+        };
+        Ok((now, stale))
+    }
+
+    /// Maps the file now at the path if it is not the one mapped. Returns
+    /// whether it did.
+    fn follow_replaced_file(&self) -> bool {
+        let mono = shm::monotonic_ns();
+        let last = self.last_replace_check.load(Ordering::Relaxed);
+        if mono.saturating_sub(last) < REPLACE_CHECK_EVERY_NS
+            || self
+                .last_replace_check
+                .compare_exchange(last, mono, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return false;
+        }
+        let Some(now_at_path) = file_id(&self.path) else {
+            return false;
+        };
+        if now_at_path == self.segment().file_id {
+            return false;
+        }
+        match Segment::open(&self.path, self.expect) {
+            Ok(fresh) => {
+                tracing::warn!(
+                    segment = %self.path.display(),
+                    "the ClockBound segment file was replaced (daemon restarted?); mapping the new one"
+                );
+                *self.segment.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a new file is at the ClockBound segment path but cannot be used");
+                false
+            }
+        }
     }
 }
 
@@ -456,22 +559,18 @@ pub(crate) fn realtime_ns() -> Result<u64, ClockError> {
 
 impl Clock for ClockBoundClock {
     fn now(&self) -> Result<Now, ClockError> {
-        let record = self.read_record()?;
-        // Real before monotonic, both after the copy: a late monotonic read
-        // only makes the bound more pessimistic, never breaks causality.
-        let real = realtime_ns()?;
-        let mono = shm::monotonic_ns();
-        let clock = record.reading_at(&self.path, real, mono)?;
-        Ok(Now {
-            mono: MonoTime::from_nanos(mono),
-            clock,
-        })
+        let first = self.read_now();
+        let healthy = matches!(first, Ok((_, false)));
+        if !healthy && self.follow_replaced_file() {
+            return self.read_now().map(|(now, _)| now);
+        }
+        first.map(|(now, _)| now)
     }
 
     fn describe(&self) -> String {
         format!(
             "ClockBound v{} segment at {}",
-            self.version.number(),
+            self.version().number(),
             self.path.display()
         )
     }

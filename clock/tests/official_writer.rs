@@ -260,3 +260,30 @@ fn concurrent_writer_never_yields_a_torn_record() {
         "too little overlap: {reads} reads, {k} writes"
     );
 }
+
+#[test]
+fn a_replaced_segment_file_is_followed() {
+    // The operator stops the daemon, deletes its segment, starts it again:
+    // a new file (new inode) appears at the same path.
+    let (_d, path) = segment();
+    let old = write_v2(
+        &path,
+        V2 {
+            as_of_ns: mono_ns() - 6 * SEC,
+            ..V2::fresh()
+        },
+    );
+    let clock = ClockBoundClock::open(&path).unwrap();
+    assert_eq!(clock.now().unwrap().clock.status, ClockStatus::FreeRunning);
+    drop(old);
+    std::fs::remove_file(&path).unwrap();
+    let _new = write_v2(&path, V2::fresh());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while clock.now().unwrap().clock.status != ClockStatus::Synchronized {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never followed the new file"
+        );
+        thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
