@@ -29,9 +29,15 @@
 //! # Ok::<(), hedgerow_clock::ClockError>(())
 //! ```
 //!
-//! Only `shm` (the mapping) contains `unsafe`; its seqlock protocol is
-//! checked with loom: `RUSTFLAGS="--cfg loom" cargo test -p hedgerow-clock
-//! --release --lib seqlock::loom_model`.
+//! # Testing
+//!
+//! * `cargo test -p hedgerow-clock`: the reader against segments written by
+//!   the official `clock-bound-shm` 2.0.3 writer (v2) and by hand (v1).
+//! * Only `shm` (the mapping) contains `unsafe`; the seqlock protocol is
+//!   model-checked with loom: `RUSTFLAGS="--cfg loom" cargo test -p
+//!   hedgerow-clock --release --lib seqlock::loom_model`.
+//! * `clock/scripts/clockbound-e2e.sh` (root): a real chronyd pair and
+//!   ClockBound 2.0.3 daemon on loopback, read through this crate.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 

@@ -158,6 +158,17 @@ mod loom_model {
             }
         }
 
+        /// clock-bound-shm 2.0.3's writer: a Release store of the odd
+        /// generation, no fence, words, Release store of the even one.
+        fn write_as_shipped(&self, value: u64) {
+            let g = self.generation.load(Ordering::Acquire);
+            self.generation.store(g.wrapping_add(1), Ordering::Release);
+            for w in &self.words {
+                w.store(value, Ordering::Relaxed);
+            }
+            self.generation.store(g.wrapping_add(2), Ordering::Release);
+        }
+
         /// ClockBound's writer: odd generation, fence, words, even.
         fn write(&self, value: u64) {
             let g = self.generation.load(Ordering::Relaxed);
@@ -271,6 +282,29 @@ mod loom_model {
             };
             let mut out = [0u64; WORDS];
             if read_consistent(&Unchecked(&seg), &mut out, 1).is_ok() {
+                assert_whole(&out);
+            }
+            writer.join().unwrap();
+        });
+    }
+
+    /// Not our bug, but worth knowing: the writer as shipped in
+    /// clock-bound-shm 2.0.3 stores the odd generation with `Release` and
+    /// no fence, which does not keep the record stores after it. Under the
+    /// language memory model (and on weakly ordered CPUs such as aarch64,
+    /// not on x86, whose stores stay in order) a reader following the
+    /// protocol can then copy a torn record; no reader can detect that.
+    #[test]
+    #[should_panic(expected = "torn")]
+    fn model_shows_the_shipped_writer_needs_a_fence() {
+        builder().check(|| {
+            let seg = Arc::new(Segment::new());
+            let writer = {
+                let seg = seg.clone();
+                thread::spawn(move || seg.write_as_shipped(2))
+            };
+            let mut out = [0u64; WORDS];
+            if read_consistent(&*seg, &mut out, 1).is_ok() {
                 assert_whole(&out);
             }
             writer.join().unwrap();
