@@ -225,6 +225,16 @@ impl PrivateRuntime {
             )),
         }
     }
+
+    /// `future` with a deadline. The timer must be made inside the
+    /// runtime, hence the async block.
+    fn block_on_within<F: Future>(
+        &self,
+        limit: Duration,
+        future: F,
+    ) -> Result<Result<F::Output, tokio::time::error::Elapsed>, StoreError> {
+        self.block_on(async { tokio::time::timeout(limit, future).await })
+    }
 }
 
 impl Drop for PrivateRuntime {
@@ -324,30 +334,28 @@ impl Shared {
     /// it is missing and prepares the statements, all within the connect
     /// timeout.
     fn connect(&self, op: &str) -> Result<Conn, StoreError> {
-        let opened = self
-            .runtime
-            .block_on(tokio::time::timeout(self.connect_timeout, async {
-                let (client, connection) = self.config.connect(NoTls).await?;
-                let task = tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(error = %chain(&e), "lease store connection ended");
-                    }
-                });
-                match prepare(&client, self.statement_timeout).await {
-                    Ok((read, insert, update)) => Ok(Conn {
-                        client,
-                        task,
-                        read,
-                        insert,
-                        update,
-                        last_used: Instant::now(),
-                    }),
-                    Err(e) => {
-                        task.abort();
-                        Err(e)
-                    }
+        let opened = self.runtime.block_on_within(self.connect_timeout, async {
+            let (client, connection) = self.config.connect(NoTls).await?;
+            let task = tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %chain(&e), "lease store connection ended");
                 }
-            }))?;
+            });
+            match prepare(&client, self.statement_timeout).await {
+                Ok((read, insert, update)) => Ok(Conn {
+                    client,
+                    task,
+                    read,
+                    insert,
+                    update,
+                    last_used: Instant::now(),
+                }),
+                Err(e) => {
+                    task.abort();
+                    Err(e)
+                }
+            }
+        })?;
         match opened {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(e)) => Err(self.classify(&format!("{op}, connecting"), Failure::Pg(e))),
@@ -366,22 +374,20 @@ impl Shared {
             client, mut task, ..
         } = conn;
         drop(client);
-        let _ = self.runtime.block_on(async {
-            if tokio::time::timeout(Duration::from_millis(500), &mut task)
-                .await
-                .is_err()
-            {
-                task.abort();
-            }
-        });
+        if let Ok(Err(_elapsed)) = self
+            .runtime
+            .block_on_within(Duration::from_millis(500), &mut task)
+        {
+            task.abort();
+        }
     }
 
     /// Runs `future` on the runtime within the client-side deadline.
     fn run<T>(&self, future: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
-        match self.runtime.block_on(tokio::time::timeout(
-            self.statement_timeout + CLIENT_MARGIN,
-            future,
-        ))? {
+        match self
+            .runtime
+            .block_on_within(self.statement_timeout + CLIENT_MARGIN, future)?
+        {
             Ok(result) => result,
             Err(_elapsed) => Err(Failure::TimedOut),
         }
@@ -493,7 +499,11 @@ async fn prepare(
         .try_get(0)?;
     if exists.is_none() {
         if let Err(e) = client.batch_execute(SCHEMA).await {
-            let raced = [SqlState::UNIQUE_VIOLATION, SqlState::DUPLICATE_TABLE];
+            let raced = [
+                SqlState::UNIQUE_VIOLATION,
+                SqlState::DUPLICATE_TABLE,
+                SqlState::DUPLICATE_OBJECT,
+            ];
             if !e.code().is_some_and(|code| raced.contains(code)) {
                 return Err(e);
             }
