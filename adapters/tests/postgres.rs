@@ -332,3 +332,40 @@ fn many_stores_create_the_table_at_once() {
         });
     }
 }
+
+/// Trap 8's part in the store: a server out of connection slots is
+/// reported as Unavailable with advice, and once idle connections close,
+/// a refused store gets in.
+#[test]
+fn a_full_server_is_unavailable_with_advice() {
+    let Some(pg) = PostgresServer::start_for_test_with(
+        "a_full_server_is_unavailable_with_advice",
+        &["max_connections=4", "superuser_reserved_connections=0"],
+    )
+    .map(|server| Postgres { server }) else {
+        return;
+    };
+    let idle = Duration::from_millis(500);
+    let stores: Vec<PostgresStore> = (0..5)
+        .map(|_| {
+            PostgresStore::builder(pg.server.connection_string())
+                .idle_timeout(idle)
+                .build()
+                .unwrap_or_else(|e| panic!("build: {e}"))
+        })
+        .collect();
+    let group = fresh_group("full");
+    let results: Vec<_> = stores.iter().map(|s| s.read(&group)).collect();
+    let refused: Vec<usize> = (0..results.len())
+        .filter(|&i| results[i].is_err())
+        .collect();
+    assert_eq!(refused.len(), 1, "{results:?}");
+    match &results[refused[0]] {
+        Err(StoreError::Unavailable(why)) => {
+            assert!(why.contains("max_connections"), "{why}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    std::thread::sleep(idle * 3);
+    assert_eq!(stores[refused[0]].read(&group), Ok(None));
+}
