@@ -6,6 +6,17 @@
 //! connection per member (PostgreSQL allows 100 by default). Every call is
 //! bounded in time: a dead or frozen server becomes a [`StoreError`], never
 //! a hang. This module never deletes a row.
+//!
+//! Why tokio-postgres on a private runtime rather than the blocking
+//! `postgres` crate (which wraps the same client the same way): we need a
+//! client-side deadline on every call, because a frozen server or a
+//! silently dropped network path leaves a query waiting forever, and no
+//! server-side `statement_timeout` can end that. Owning the runtime lets us
+//! put `tokio::time::timeout` around each call and drop the connection when
+//! it fires.
+//!
+//! Why one connection and not a pool: the driver keeps at most one store
+//! call in flight per node, so a second connection would only ever idle.
 
 use std::error::Error as _;
 use std::future::Future;
@@ -42,13 +53,18 @@ const CLIENT_MARGIN: Duration = Duration::from_millis(500);
 /// [`StoreError::Unavailable`]; each call then takes at most
 /// `statement_timeout` (default 5 s, also set on the server as the
 /// session's `statement_timeout`) plus half a second, else
-/// [`StoreError::Timeout`] and the connection is dropped.
+/// [`StoreError::Timeout`] and the connection is dropped. A call whose
+/// connection turns out dead (below) may add one more connect and
+/// statement to that.
 ///
 /// A compare-and-set whose connection turns out dead is retried once on a
 /// fresh connection. That is safe although the first attempt may have
 /// been applied: the retry then conflicts with a row equal to the one this
 /// write produces, which carries this writer's `(id, nonce)` and can only
-/// be its own, and is reported as applied.
+/// be its own, and is reported as applied. (A release names no holder and
+/// could in theory equal another node's release to the nanosecond; then
+/// the row is exactly what this write asked for, so "applied" is still
+/// what the caller needs to hear.)
 ///
 /// Connections use no TLS for now: keep the database on a private network.
 ///

@@ -69,16 +69,14 @@ impl PostgresServer {
     /// extra `name=value` settings.
     pub fn start(bin: &Path, settings: &[&str]) -> Result<Self, String> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
+        let as_postgres = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+        let dir = temp_base(as_postgres).join(format!(
             "hedgerow-pg-{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-        let as_postgres = std::fs::metadata("/proc/self")
-            .map(|m| m.uid() == 0)
-            .unwrap_or(false);
         let server = PostgresServer {
             bin: bin.to_path_buf(),
             dir,
@@ -329,6 +327,21 @@ fn find_binaries() -> Option<PathBuf> {
         .collect();
     versions.sort();
     versions.pop().map(|(_, dir)| dir)
+}
+
+/// Where the server's directory goes: the temp dir, unless the server runs
+/// as `postgres` and cannot reach it (a TMPDIR under a private home), in
+/// which case the system-wide /tmp.
+fn temp_base(as_postgres: bool) -> PathBuf {
+    let base = std::env::temp_dir();
+    let reachable = base
+        .ancestors()
+        .all(|dir| std::fs::metadata(dir).is_ok_and(|m| m.mode() & 0o001 != 0));
+    if as_postgres && !reachable {
+        PathBuf::from("/tmp")
+    } else {
+        base
+    }
 }
 
 fn free_port() -> Result<u16, String> {
