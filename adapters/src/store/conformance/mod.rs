@@ -30,7 +30,7 @@ use hedgerow_core::{NodeId, Term, MAX_ADDR_LEN, MAX_NODE_ID_LEN};
 
 use super::{CasOutcome, Holder, LeaseRow, LeaseStore, LeaseWrite, StoreError};
 
-mod postgres_server;
+pub mod postgres_server;
 pub use postgres_server::PostgresServer;
 
 /// How the suite reaches the store under test.
