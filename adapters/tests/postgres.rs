@@ -1,0 +1,382 @@
+//! The conformance suite against PostgreSQL, on throw-away servers these
+//! tests start themselves (skipped, saying why, where PostgreSQL is not
+//! installed, unless HEDGEROW_REQUIRE_POSTGRES=1). Also: a server stopped
+//! and restarted under a live store, a frozen server, separate processes
+//! racing, idle connections closed, and damaged rows reported.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hedgerow::store::conformance::{self, fresh_group, write_by, Harness, PostgresServer};
+use hedgerow::store::{CasOutcome, LeaseStore, PostgresStore, StoreError};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(2);
+
+struct Postgres {
+    server: PostgresServer,
+}
+
+fn open(connection_string: &str) -> PostgresStore {
+    PostgresStore::builder(connection_string)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .statement_timeout(STATEMENT_TIMEOUT)
+        .build()
+        .unwrap_or_else(|e| panic!("build store: {e}"))
+}
+
+impl Harness for Postgres {
+    type Store = PostgresStore;
+
+    fn open(&self) -> PostgresStore {
+        open(&self.server.connection_string())
+    }
+
+    fn take_down(&self) {
+        self.server
+            .stop()
+            .unwrap_or_else(|e| panic!("stop PostgreSQL: {e}"));
+    }
+
+    fn bring_back(&self) {
+        self.server
+            .start_again()
+            .unwrap_or_else(|e| panic!("restart PostgreSQL: {e}"));
+    }
+
+    fn down_deadline(&self) -> Duration {
+        // A refused connection fails at once; the bound is the worst case
+        // of a connect plus a statement.
+        CONNECT_TIMEOUT + STATEMENT_TIMEOUT + Duration::from_secs(1)
+    }
+}
+
+fn server(test: &str) -> Option<Postgres> {
+    PostgresServer::start_for_test(test).map(|server| Postgres { server })
+}
+
+#[test]
+fn conformance() {
+    let Some(pg) = server("conformance") else {
+        return;
+    };
+    conformance::run_all(&pg);
+}
+
+#[test]
+fn server_stopped_and_restarted_under_a_live_store() {
+    let Some(pg) = server("server_stopped_and_restarted_under_a_live_store") else {
+        return;
+    };
+    conformance::store_down_is_an_error_then_recovers(&pg);
+
+    // A connection left open across a restart is dead; the next call
+    // notices, reconnects and succeeds, for reads and for writes.
+    let store = pg.open();
+    let group = fresh_group("restart");
+    let first = match store.compare_and_set(&group, None, &write_by("a", 1, 1, 1)) {
+        Ok(CasOutcome::Applied(row)) => row,
+        other => panic!("seed: {other:?}"),
+    };
+    assert!(store.is_connected());
+    pg.take_down();
+    pg.bring_back();
+    assert_eq!(store.read(&group), Ok(Some(first.clone())));
+    pg.take_down();
+    pg.bring_back();
+    let next = write_by("a", 1, 1, 2);
+    assert_eq!(
+        store.compare_and_set(&group, Some(first.version), &next),
+        Ok(CasOutcome::Applied(next.clone().into_row(2)))
+    );
+}
+
+#[test]
+fn a_frozen_server_is_a_timeout_not_a_hang() {
+    let Some(pg) = server("a_frozen_server_is_a_timeout_not_a_hang") else {
+        return;
+    };
+    let store = pg.open();
+    let group = fresh_group("frozen");
+    let seeded = store.compare_and_set(&group, None, &write_by("a", 1, 1, 1));
+    assert!(matches!(seeded, Ok(CasOutcome::Applied(_))), "{seeded:?}");
+    pg.server.freeze().unwrap_or_else(|e| panic!("freeze: {e}"));
+
+    // On the open connection: the client-side deadline fires.
+    let started = Instant::now();
+    let result = store.compare_and_set(&group, Some(1), &write_by("a", 1, 1, 2));
+    let took = started.elapsed();
+    assert_eq!(result, Err(StoreError::Timeout));
+    assert!(
+        took < STATEMENT_TIMEOUT + Duration::from_secs(2),
+        "took {took:?}"
+    );
+
+    // On a new connection: the connect timeout fires.
+    let started = Instant::now();
+    let result = pg.open().read(&group);
+    let took = started.elapsed();
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(ref why)) if why.contains("could not connect")),
+        "{result:?}"
+    );
+    assert!(
+        took < CONNECT_TIMEOUT + Duration::from_secs(2),
+        "took {took:?}"
+    );
+
+    pg.server.thaw().unwrap_or_else(|e| panic!("thaw: {e}"));
+    // The timed-out write may or may not have been applied: read first.
+    let row = store
+        .read(&group)
+        .unwrap_or_else(|e| panic!("read after thaw: {e}"))
+        .unwrap_or_else(|| panic!("row gone after thaw"));
+    let next = write_by("a", 1, 1, 3);
+    assert_eq!(
+        store.compare_and_set(&group, Some(row.version), &next),
+        Ok(CasOutcome::Applied(next.clone().into_row(row.version + 1)))
+    );
+}
+
+#[test]
+fn separate_processes_never_both_win() {
+    let Some(pg) = server("separate_processes_never_both_win") else {
+        return;
+    };
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let url = pg.server.connection_string();
+    conformance::race_in_processes(
+        &pg.open(),
+        "race_child",
+        &[("HEDGEROW_TEST_POSTGRES", &url)],
+        4,
+        300,
+        scratch.path(),
+    );
+}
+
+/// A child process of `separate_processes_never_both_win`; does nothing
+/// when run on its own.
+#[test]
+#[ignore = "started by separate_processes_never_both_win"]
+fn race_child() {
+    conformance::race_child(|| {
+        let url = std::env::var("HEDGEROW_TEST_POSTGRES")
+            .unwrap_or_else(|_| panic!("HEDGEROW_TEST_POSTGRES is not set"));
+        open(&url)
+    });
+}
+
+/// Trap 8's part in the store: members that touch the store now and then
+/// do not keep a connection each. The connection opens on the first call
+/// and closes after the idle timeout; the server sees it go.
+#[test]
+fn idle_connections_are_closed() {
+    let Some(pg) = server("idle_connections_are_closed") else {
+        return;
+    };
+    let store = PostgresStore::builder(pg.server.connection_string())
+        .idle_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap_or_else(|e| panic!("build: {e}"));
+    let count = || {
+        pg.server
+            .psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'hedgerow'")
+            .unwrap_or_else(|e| panic!("psql: {e}"))
+            .trim()
+            .to_owned()
+    };
+    assert!(!store.is_connected(), "connected before the first call");
+    assert_eq!(count(), "0");
+    assert_eq!(store.read(&fresh_group("idle")), Ok(None));
+    assert!(store.is_connected());
+    assert_eq!(count(), "1");
+    eventually("the idle connection closes", || !store.is_connected());
+    eventually("the server sees the idle connection go", || count() == "0");
+    // And it comes back on demand.
+    assert_eq!(store.read(&fresh_group("idle")), Ok(None));
+    assert_eq!(count(), "1");
+    drop(store);
+    eventually("a dropped store closes its connection", || count() == "0");
+}
+
+/// Waits up to 10 s for `done`, a generous bound for a loaded machine.
+fn eventually(what: &str, done: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "timed out waiting: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Rows the store cannot understand are reported as `Corrupt` with a
+/// message saying what to do, never a panic, and are not overwritten.
+#[test]
+fn damaged_rows_and_tables_are_reported() {
+    let Some(pg) = server("damaged_rows_and_tables_are_reported") else {
+        return;
+    };
+    let store = pg.open();
+    let group = fresh_group("damaged");
+    let seeded = store.compare_and_set(&group, None, &write_by("a", 1, 1, 1));
+    assert!(matches!(seeded, Ok(CasOutcome::Applied(_))), "{seeded:?}");
+    let sql = |sql: &str| pg.server.psql(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+
+    sql(&format!(
+        "UPDATE hedgerow_lease SET schema_version = 2 WHERE name = '{group}'"
+    ));
+    match store.read(&group) {
+        Err(StoreError::Corrupt(why)) => assert!(why.contains("schema version 2"), "{why}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert!(matches!(
+        store.compare_and_set(&group, Some(1), &write_by("b", 2, 2, 2)),
+        Err(StoreError::Corrupt(_))
+    ));
+    sql(&format!(
+        "UPDATE hedgerow_lease SET schema_version = 1, holder_id = '' WHERE name = '{group}'"
+    ));
+    assert!(matches!(store.read(&group), Err(StoreError::Corrupt(_))));
+
+    // Versions around the sign bit of BIGINT, set behind the store's back.
+    sql(&format!(
+        "UPDATE hedgerow_lease SET holder_id = 'a', version = {} WHERE name = '{group}'",
+        i64::MAX
+    ));
+    let next = write_by("a", 1, 1, 5);
+    assert_eq!(
+        store.compare_and_set(&group, Some(i64::MAX as u64), &next),
+        Ok(CasOutcome::Applied(next.clone().into_row(1 << 63)))
+    );
+    assert_eq!(
+        sql(&format!(
+            "SELECT version FROM hedgerow_lease WHERE name = '{group}'"
+        ))
+        .trim(),
+        i64::MIN.to_string()
+    );
+    sql(&format!(
+        "UPDATE hedgerow_lease SET version = -1 WHERE name = '{group}'"
+    ));
+    assert!(matches!(
+        store.compare_and_set(&group, Some(u64::MAX), &next),
+        Err(StoreError::Corrupt(_))
+    ));
+
+    // A table of another layout.
+    sql("ALTER TABLE hedgerow_lease DROP COLUMN holder_addr");
+    let fresh = pg.open();
+    let result = fresh.read(&group);
+    assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
+}
+
+/// The store is called from a tokio runtime's blocking pool, as the
+/// driver will do, and dropped inside an async task without panicking.
+#[test]
+fn works_from_a_runtime_blocking_pool() {
+    let Some(pg) = server("works_from_a_runtime_blocking_pool") else {
+        return;
+    };
+    let store = Arc::new(pg.open());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    runtime.block_on(async {
+        let on_pool = Arc::clone(&store);
+        let read = tokio::task::spawn_blocking(move || on_pool.read("blocking-pool"))
+            .await
+            .unwrap_or_else(|e| panic!("join: {e}"));
+        assert_eq!(read, Ok(None));
+        drop(store);
+    });
+}
+
+#[test]
+fn an_unreachable_server_is_unavailable_quickly() {
+    // Nothing listens on port 1 of loopback: refused at once.
+    let store = open("host=127.0.0.1 port=1 user=postgres dbname=postgres");
+    let started = Instant::now();
+    let result = store.read("g");
+    assert!(started.elapsed() < CONNECT_TIMEOUT + Duration::from_secs(1));
+    match result {
+        Err(StoreError::Unavailable(why)) => assert!(why.contains("127.0.0.1:1"), "{why}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(matches!(
+        PostgresStore::builder("host=x port=notaport").build(),
+        Err(StoreError::Unavailable(_))
+    ));
+}
+
+/// Many nodes starting at once against an empty database all create the
+/// table at the same moment; PostgreSQL then fails some of the concurrent
+/// CREATE TABLE IF NOT EXISTS on its catalog. None of them may fail.
+#[test]
+fn many_stores_create_the_table_at_once() {
+    let Some(pg) = server("many_stores_create_the_table_at_once") else {
+        return;
+    };
+    for round in 0..4 {
+        let db = format!("fresh{round}");
+        pg.server
+            .psql(&format!("CREATE DATABASE {db}"))
+            .unwrap_or_else(|e| panic!("create database: {e}"));
+        let url = format!("{} dbname={db}", pg.server.connection_string());
+        let start = std::sync::Barrier::new(8);
+        std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let store = open(&url);
+                        start.wait();
+                        store.read("g")
+                    })
+                })
+                .collect();
+            for racer in racers {
+                let read = racer.join().unwrap_or_else(|_| panic!("racer panicked"));
+                assert_eq!(read, Ok(None), "round {round}");
+            }
+        });
+    }
+}
+
+/// Trap 8's part in the store: a server out of connection slots is
+/// reported as Unavailable with advice, and once idle connections close,
+/// a refused store gets in.
+#[test]
+fn a_full_server_is_unavailable_with_advice() {
+    let Some(pg) = PostgresServer::start_for_test_with(
+        "a_full_server_is_unavailable_with_advice",
+        &["max_connections=4", "superuser_reserved_connections=0"],
+    )
+    .map(|server| Postgres { server }) else {
+        return;
+    };
+    let idle = Duration::from_millis(500);
+    let stores: Vec<PostgresStore> = (0..5)
+        .map(|_| {
+            PostgresStore::builder(pg.server.connection_string())
+                .idle_timeout(idle)
+                .build()
+                .unwrap_or_else(|e| panic!("build: {e}"))
+        })
+        .collect();
+    let group = fresh_group("full");
+    let results: Vec<_> = stores.iter().map(|s| s.read(&group)).collect();
+    let refused: Vec<usize> = (0..results.len())
+        .filter(|&i| results[i].is_err())
+        .collect();
+    assert_eq!(refused.len(), 1, "{results:?}");
+    match &results[refused[0]] {
+        Err(StoreError::Unavailable(why)) => {
+            assert!(why.contains("max_connections"), "{why}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    std::thread::sleep(idle * 3);
+    assert_eq!(stores[refused[0]].read(&group), Ok(None));
+}
