@@ -187,6 +187,14 @@ impl Lease {
         }
     }
 
+    /// Moves the pending read to `at` (the first read of a process is
+    /// jittered so a fleet starting together does not hit the store at once).
+    pub(crate) fn delay_read(&mut self, at: MonoTime) {
+        if self.need_read {
+            self.read_at = at;
+        }
+    }
+
     pub(crate) fn read_pending(&self) -> bool {
         self.need_read || matches!(self.in_flight, Some((_, Purpose::Read)))
     }
@@ -249,7 +257,10 @@ impl Lease {
             wake = wake.min(self.read_at);
         }
         if let Some(h) = &self.held {
-            return wake.min(h.renew_at).min(self.stepdown_at(now, h));
+            if !self.unsure {
+                wake = wake.min(h.renew_at);
+            }
+            return wake.min(self.stepdown_at(now, h));
         }
         if self.candidate && !self.need_read {
             wake = wake.min(self.cooldown_until.max(self.takeover_at(now)));
@@ -264,10 +275,14 @@ impl Lease {
 
     /// Monotonic instant at which a takeover may be attempted.
     fn takeover_at(&self, now: &Now) -> MonoTime {
+        if !self.clock_may_lead(&now.clock) {
+            // Nothing to do until a reading that may lead comes in.
+            return MonoTime::MAX;
+        }
         match &self.row {
             None if self.row_absent => now.mono,
             None => MonoTime::MAX,
-            Some(r) if self.is_mine(r) => now.mono,
+            Some(r) if self.is_mine(r) && now.clock.interval.latest < r.expires_ns => now.mono,
             Some(r) => {
                 let target = r
                     .expires_ns

@@ -241,7 +241,8 @@ pub enum Event {
         /// Which.
         id: StreamId,
     },
-    /// One of our streams was fully sent and ended.
+    /// One of our streams was delivered in full, end included (the
+    /// receiver confirmed it).
     StreamSent {
         /// Which.
         id: StreamId,
@@ -408,7 +409,7 @@ impl Node {
     pub fn poll_timeout(&self) -> Option<MonoTime> {
         let now = self.last.as_ref()?;
         let mut t = self.lease.next_wake(now);
-        if let Some(r) = &self.roster {
+        if let Some(r) = self.roster.as_ref().filter(|_| self.lease.is_leader(now)) {
             t = t.min(r.next_due());
             if r.expect_contact {
                 t = t.min(r.last_contact + self.cfg.failure_timeout * self.cfg.unreachable_factor);
@@ -420,7 +421,7 @@ impl Node {
                 t = t.min(self.last_ack + self.cfg.failure_timeout + Duration::from_nanos(1));
             }
         }
-        if self.cut_off {
+        if self.cut_off && self.roster.is_none() && !self.left {
             t = t.min(self.next_lost_read);
         }
         t = t
@@ -751,9 +752,14 @@ impl Node {
     // ---- internals -------------------------------------------------------------
 
     fn observe(&mut self, mut now: Now) -> Now {
-        if let Some(last) = &self.last {
+        match &self.last {
             // Monotonic time never goes backwards, whatever the driver says.
-            now.mono = now.mono.max(last.mono);
+            Some(last) => now.mono = now.mono.max(last.mono),
+            None => {
+                // A fleet that starts together spreads its first reads.
+                let at = now.mono + self.jitter(self.cfg.takeover_jitter);
+                self.lease.delay_read(at);
+            }
         }
         self.last = Some(now);
         now
@@ -921,6 +927,7 @@ impl Node {
             term,
         });
         self.claim = None;
+        self.cut_off = false;
         let mut members: Vec<Member> = self
             .view
             .members()
@@ -1291,10 +1298,18 @@ impl Node {
                 }
             }
             Message::StreamEnd { sid, len } => match self.streams.end(&from, sid, len) {
-                Incoming::Finished => self.event(Event::StreamFinished { from, sid }),
+                Incoming::Finished => {
+                    self.transmit(from.clone(), None, Message::StreamDone { sid });
+                    self.event(Event::StreamFinished { from, sid });
+                }
                 Incoming::Reset(reason) => self.reset_inbound(from, sid, reason),
                 _ => {}
             },
+            Message::StreamDone { sid } => {
+                if self.streams.done(&from, sid) {
+                    self.event(Event::StreamSent { id: StreamId(sid) });
+                }
+            }
             Message::StreamCredit { sid, limit } => {
                 if self.streams.credit(&from, sid, limit) {
                     self.flush_stream(sid);
@@ -1345,9 +1360,6 @@ impl Node {
         }
         if f.writable {
             self.event(Event::StreamWritable { id: StreamId(sid) });
-        }
-        if f.done {
-            self.event(Event::StreamSent { id: StreamId(sid) });
         }
     }
 

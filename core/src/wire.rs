@@ -360,6 +360,11 @@ pub enum Message {
         /// Total length.
         len: u64,
     },
+    /// Receiver → sender: the whole stream, end included, was delivered.
+    StreamDone {
+        /// Stream id.
+        sid: u64,
+    },
     /// Either side: the stream is abandoned.
     StreamReset {
         /// Stream id.
@@ -389,6 +394,7 @@ impl Message {
             Message::StreamData { .. } => "stream_data",
             Message::StreamCredit { .. } => "stream_credit",
             Message::StreamEnd { .. } => "stream_end",
+            Message::StreamDone { .. } => "stream_done",
             Message::StreamReset { .. } => "stream_reset",
         }
     }

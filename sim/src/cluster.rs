@@ -177,6 +177,9 @@ pub struct SimNode {
     pub clock: SimClock,
     /// Whether the process runs.
     pub alive: bool,
+    /// Whether the process is frozen (SIGSTOP): it handles nothing, and
+    /// what is sent to it is lost.
+    pub paused: bool,
     /// The application's log.
     pub app: AppLog,
     gen: u64,
@@ -207,6 +210,7 @@ pub struct Cluster {
     hash: DefaultHasher,
     first_leader_at: Option<u64>,
     events: u64,
+    spin: (usize, u64, u32),
 }
 
 impl Cluster {
@@ -236,6 +240,7 @@ impl Cluster {
             hash: DefaultHasher::new(),
             first_leader_at: None,
             events: 0,
+            spin: (usize::MAX, 0, 0),
         }
     }
 
@@ -268,6 +273,7 @@ impl Cluster {
             offset_ns: offset,
             bound_ns: bound,
             status: ClockStatus::Synchronized,
+            assumed: false,
         };
         let node = self.make_node(&id, config);
         self.index.insert(id, slot);
@@ -275,6 +281,7 @@ impl Cluster {
             node,
             clock,
             alive: true,
+            paused: false,
             app: AppLog::default(),
             gen: 0,
             pending_store: None,
@@ -310,6 +317,11 @@ impl Cluster {
         self.leadership.end(slot, t);
         self.net.forget_links_of(slot);
         self.note(format!("crash {slot}"));
+        // The kernel closes a dead process's connections: peers see them drop.
+        let peer = self.nodes[slot].node.identity().id.clone();
+        for other in self.live() {
+            self.input(other, Input::PeerLost { peer: peer.clone() });
+        }
     }
 
     /// Starts a crashed or left process again with a new incarnation.
@@ -341,6 +353,33 @@ impl Cluster {
         self.nodes[slot].alive = false;
         self.nodes[slot].pending_store = None;
         self.leadership.end(slot, t);
+    }
+
+    /// Freezes a process (SIGSTOP): no timers, no messages, no store
+    /// answers until [`Cluster::resume`].
+    pub fn pause(&mut self, slot: usize) {
+        self.nodes[slot].paused = true;
+        self.note(format!("pause {slot}"));
+    }
+
+    /// Thaws a paused process. It gets no input yet: ask it something
+    /// first (as an application would), then [`Cluster::tick`] it.
+    pub fn resume(&mut self, slot: usize) {
+        self.nodes[slot].paused = false;
+        self.note(format!("resume {slot}"));
+    }
+
+    /// Wakes a node now (a timer or any input).
+    pub fn wake(&mut self, slot: usize) {
+        self.input(slot, Input::Tick);
+    }
+
+    /// Delivers a message to a node as if a peer with id `from` had sent
+    /// it (a forged or buggy peer).
+    pub fn inject(&mut self, slot: usize, from: &str, msg: Message) {
+        let from = NodeId::new(from).unwrap_or_else(|e| panic!("bad injected id: {e}"));
+        self.note(format!("inject {} from {from} to {slot}", msg.kind()));
+        self.input(slot, Input::Message { from, msg });
     }
 
     /// Cuts the links between two nodes both ways.
@@ -477,7 +516,7 @@ impl Cluster {
                 }
             } else if let Some(Reverse((_, slot, gen))) = self.timers.pop() {
                 if self.nodes[slot].alive && self.nodes[slot].gen == gen {
-                    self.input(slot, Input::Tick);
+                    self.tick(slot);
                 }
             }
             while let Some(w) = self.pending_pumps.pop() {
@@ -536,6 +575,16 @@ impl Cluster {
     /// One node.
     pub fn node(&self, slot: usize) -> &SimNode {
         &self.nodes[slot]
+    }
+
+    /// One node, to call its commands directly (then [`Cluster::flush`]).
+    pub fn node_mut(&mut self, slot: usize) -> &mut SimNode {
+        &mut self.nodes[slot]
+    }
+
+    /// Carries out a node's pending outputs after a direct command.
+    pub fn flush(&mut self, slot: usize) {
+        self.after(slot);
     }
 
     /// The store.
@@ -702,12 +751,34 @@ impl Cluster {
     }
 
     fn input(&mut self, slot: usize, input: Input) {
-        if !self.nodes[slot].alive {
+        if !self.nodes[slot].alive || self.nodes[slot].paused {
             return;
         }
         let now = self.now_of(slot);
         self.nodes[slot].node.handle(now, input);
         self.after(slot);
+    }
+
+    /// A timer fired. A node that asks to be woken at the same instant
+    /// over and over is spinning: that is a bug, reported as a violation
+    /// (and its timer dropped for that instant) instead of hanging the run.
+    fn tick(&mut self, slot: usize) {
+        if self.spin.0 == slot && self.spin.1 == self.t {
+            self.spin.2 += 1;
+            if self.spin.2 > 1000 {
+                let v = Violation {
+                    invariant: "7 (no busy loop: a timer that never advances)",
+                    at_ns: self.t,
+                    what: format!("node {slot} asked to be woken at the same instant 1000 times"),
+                    trace: Vec::new(),
+                };
+                self.violation(Some(v));
+                return;
+            }
+        } else {
+            self.spin = (slot, self.t, 0);
+        }
+        self.input(slot, Input::Tick);
     }
 
     fn dispatch(&mut self, ev: Ev) {

@@ -2,6 +2,8 @@
 //! leader crashes; after churn stops the cluster converges and no invariant breaks.
 //! Seed count: `HEDGEROW_SEEDS` (default 8), replay one with `HEDGEROW_SEED`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use hedgerow_core::Rng;
