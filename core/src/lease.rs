@@ -262,7 +262,7 @@ impl Lease {
             }
             return wake.min(self.stepdown_at(now, h));
         }
-        if self.candidate && !self.need_read {
+        if self.candidate && !self.need_read && !self.unsure {
             wake = wake.min(self.cooldown_until.max(self.takeover_at(now)));
         }
         wake
@@ -710,5 +710,52 @@ mod tests {
         let mut b = lease("b", 2);
         let notes = run(&mut b, &now(100, 1_000_100, 5), &mut store);
         assert!(notes.contains(&LeaseNote::Elected(Term(2))));
+    }
+
+    /// Trap 1: a renew the store applies late and a takeover based on the
+    /// older row are both conditioned on the same version; in either
+    /// order exactly one of them wins.
+    #[test]
+    fn late_renew_and_takeover_cannot_both_win() {
+        for renew_first in [true, false] {
+            let mut store = None;
+            let mut a = lease("a", 1);
+            run(&mut a, &now(0, 1_000_000, 5), &mut store);
+            let expires = store.as_ref().unwrap().expires_ns;
+            // a sends its renew; the store sits on it.
+            let n = now(4_000, 1_004_000, 5);
+            let mut notes = Vec::new();
+            let renew = a.step(&n, &mut notes).expect("renew due");
+            // b sees the old row expire and sends its takeover.
+            let mut b = lease("b", 2);
+            b.learn_from_leader(store.clone().unwrap());
+            b.need_read = false;
+            let t = expires / MS + 6;
+            let nb = now(t - 1_000_000, t, 5);
+            let takeover = b.step(&nb, &mut notes).expect("takeover due");
+            let (first, second) = if renew_first { (&renew, &takeover) } else { (&takeover, &renew) };
+            let mut s2 = store.clone();
+            let r1 = answer_only(first, &mut s2);
+            let r2 = answer_only(second, &mut s2);
+            let applied = [r1, r2]
+                .iter()
+                .filter(|r| matches!(r, LeaseReply::Cas(CasOutcome::Applied(_))))
+                .count();
+            assert_eq!(applied, 1, "renew_first={renew_first}");
+        }
+    }
+
+    fn answer_only(op: &LeaseOp, store: &mut Option<LeaseRow>) -> LeaseReply {
+        let LeaseOp::CompareAndSet { expected_version, write, .. } = op else {
+            return LeaseReply::Read(store.clone());
+        };
+        let cur = store.as_ref().map(|r| r.version);
+        if cur == *expected_version {
+            let row = write.clone().into_row(cur.unwrap_or(0) + 1);
+            *store = Some(row.clone());
+            LeaseReply::Cas(CasOutcome::Applied(row))
+        } else {
+            LeaseReply::Cas(CasOutcome::Conflict(store.clone()))
+        }
     }
 }

@@ -307,6 +307,9 @@ pub struct Node {
     last: Option<Now>,
     lease: Lease,
     leader: Option<LeaderInfo>,
+    /// The last leader this node followed, kept after it is gone: a new
+    /// leader drops it at once unless it heartbeats.
+    last_followed: Option<NodeId>,
     claim: Option<Term>,
     view: View,
     meta: Payload,
@@ -355,6 +358,7 @@ impl Node {
             notes: Vec::new(),
             last: None,
             leader: None,
+            last_followed: None,
             claim: None,
             view: View::new(),
             meta: Payload::default(),
@@ -896,6 +900,7 @@ impl Node {
 
     fn follow(&mut self, now: &Now, h: Holder, term: Term) {
         self.stats.leader_changes += 1;
+        self.last_followed = Some(h.id.clone());
         self.leader = Some(LeaderInfo {
             id: h.id.clone(),
             addr: h.addr.clone(),
@@ -915,11 +920,7 @@ impl Node {
 
     fn become_leader(&mut self, now: &Now, term: Term) {
         self.stats.elections_won += 1;
-        let previous = self
-            .leader
-            .as_ref()
-            .map(|l| l.id.clone())
-            .filter(|id| id != &self.me.id);
+        let previous = self.last_followed.clone().filter(|id| id != &self.me.id);
         self.leader = Some(LeaderInfo {
             id: self.me.id.clone(),
             addr: self.me.addr.clone(),
