@@ -733,7 +733,11 @@ mod tests {
             let t = expires / MS + 6;
             let nb = now(t - 1_000_000, t, 5);
             let takeover = b.step(&nb, &mut notes).expect("takeover due");
-            let (first, second) = if renew_first { (&renew, &takeover) } else { (&takeover, &renew) };
+            let (first, second) = if renew_first {
+                (&renew, &takeover)
+            } else {
+                (&takeover, &renew)
+            };
             let mut s2 = store.clone();
             let r1 = answer_only(first, &mut s2);
             let r2 = answer_only(second, &mut s2);
@@ -746,7 +750,12 @@ mod tests {
     }
 
     fn answer_only(op: &LeaseOp, store: &mut Option<LeaseRow>) -> LeaseReply {
-        let LeaseOp::CompareAndSet { expected_version, write, .. } = op else {
+        let LeaseOp::CompareAndSet {
+            expected_version,
+            write,
+            ..
+        } = op
+        else {
             return LeaseReply::Read(store.clone());
         };
         let cur = store.as_ref().map(|r| r.version);

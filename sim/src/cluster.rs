@@ -711,6 +711,25 @@ impl Cluster {
     /// Why the cluster has not converged, or `None` once it has
     /// (invariants 4 and 5).
     pub fn divergence(&self) -> Option<String> {
+        // Cheap necessary conditions first (this runs every few simulated
+        // milliseconds on large clusters); the exact check runs only when
+        // they all hold.
+        let Some(l) = self.leader() else {
+            return Some(format!("{} nodes lead", self.leaders().len()));
+        };
+        let lv = self.nodes[l].node.view();
+        let (stamp, digest) = (lv.stamp(), lv.digest());
+        let live = self.live();
+        for &s in &live {
+            let reachable = s == l || (!self.net.is_cut(s, l) && !self.net.is_cut(l, s));
+            let v = self.nodes[s].node.view();
+            if reachable && (v.stamp() != stamp || v.digest() != digest) {
+                return Some(format!(
+                    "node {s} has view {:?}, leader has {stamp:?}",
+                    v.stamp()
+                ));
+            }
+        }
         convergence::diverged(&self.reports())
     }
 

@@ -83,7 +83,14 @@ fn main() -> ExitCode {
     );
     println!(
         "{:>12} {:>12} {:>12} {:>14} {:>12} {:>12} {:>10} {:>9}",
-        "seed", "1st leader s", "failover s", "/(lease+2b)", "converge s", "50-join s", "violations", "wall s"
+        "seed",
+        "1st leader s",
+        "failover s",
+        "/(lease+2b)",
+        "converge s",
+        "50-join s",
+        "violations",
+        "wall s"
     );
     let mut failed = false;
     for seed in args.first_seed..args.first_seed + args.seeds {
@@ -105,14 +112,18 @@ fn main() -> ExitCode {
             c.crash(l);
         }
         let failover = c
-            .run_until_true(node.lease_duration * 4, Duration::from_millis(1), |c| c.leader().is_some())
+            .run_until_true(node.lease_duration * 4, Duration::from_millis(1), |c| {
+                c.leader().is_some()
+            })
             .map(|t| t - t0);
         let _ = c.run_until_converged(Duration::from_secs(120));
         let t1 = c.now_ns();
         for _ in 0..50 {
             c.add_node();
         }
-        let join = c.run_until_converged(Duration::from_secs(120)).map(|t| t - t1);
+        let join = c
+            .run_until_converged(Duration::from_secs(120))
+            .map(|t| t - t1);
         let violations = c.violations();
         let cell = |v: Option<u64>| v.map_or("never".to_string(), |x| format!("{:.3}", secs(x)));
         println!(
@@ -120,7 +131,10 @@ fn main() -> ExitCode {
             seed,
             cell(first),
             cell(failover),
-            failover.map_or("-".into(), |f| format!("{:.3}", f as f64 / budget.as_nanos() as f64)),
+            failover.map_or("-".into(), |f| format!(
+                "{:.3}",
+                f as f64 / budget.as_nanos() as f64
+            )),
             cell(converged),
             cell(join),
             violations.len(),
@@ -131,7 +145,10 @@ fn main() -> ExitCode {
             for v in violations.iter().take(3) {
                 eprintln!("{v}");
             }
-            eprintln!("replay: cargo run --release -p hedgerow-sim -- --nodes {} --seed {seed}", args.nodes);
+            eprintln!(
+                "replay: cargo run --release -p hedgerow-sim -- --nodes {} --seed {seed}",
+                args.nodes
+            );
         }
     }
     if failed {

@@ -18,7 +18,11 @@ fn converged(c: &mut Cluster, limit_s: u64) -> u64 {
 }
 
 fn term_of(c: &Cluster, slot: usize) -> Term {
-    c.node(slot).node.lease_claim().map(|x| x.0).unwrap_or_default()
+    c.node(slot)
+        .node
+        .lease_claim()
+        .map(|x| x.0)
+        .unwrap_or_default()
 }
 
 /// Trap 1: a renew the store applies late races a takeover based on the
@@ -56,14 +60,18 @@ fn trap2_restarted_leader_waits_and_takes_token_plus_one() {
     let old_term = term_of(&c, 0);
     let expires = c.store().row().unwrap().expires_ns;
     c.restart(0);
-    c.run_until_true(Duration::from_secs(30), Duration::from_millis(1), |c| c.leader().is_some())
-        .expect("leads again after expiry");
+    c.run_until_true(Duration::from_secs(30), Duration::from_millis(1), |c| {
+        c.leader().is_some()
+    })
+    .expect("leads again after expiry");
     assert_eq!(term_of(&c, 0), Term(old_term.0 + 1));
     let iv = c.leadership_intervals();
     let second = iv.last().unwrap();
     let clock = c.node(0).clock;
     // It took over only once its earliest passed the old expiry.
-    let earliest_at_start = (hedgerow_sim::EPOCH_NS + second.start).saturating_add_signed(clock.offset_ns) - clock.bound_ns;
+    let earliest_at_start = (hedgerow_sim::EPOCH_NS + second.start)
+        .saturating_add_signed(clock.offset_ns)
+        - clock.bound_ns;
     assert!(earliest_at_start > expires);
     c.assert_no_violations();
 }
@@ -78,16 +86,22 @@ fn trap3_release_or_lapse_never_reuses_a_token() {
     let now = c.now_of(0);
     c.node_mut(0).node.resign(now);
     c.flush(0);
-    c.run_until_true(Duration::from_secs(30), Duration::from_millis(5), |c| c.leader().is_some())
-        .expect("leads again after its cooldown");
+    c.run_until_true(Duration::from_secs(30), Duration::from_millis(5), |c| {
+        c.leader().is_some()
+    })
+    .expect("leads again after its cooldown");
     assert_eq!(term_of(&c, 0), Term(2), "released then retaken: token + 1");
     // Lapse: the store goes away for longer than the lease.
     c.store_down(true);
-    c.run_until_true(Duration::from_secs(30), Duration::from_millis(5), |c| c.leader().is_none())
-        .expect("steps down at expiry");
+    c.run_until_true(Duration::from_secs(30), Duration::from_millis(5), |c| {
+        c.leader().is_none()
+    })
+    .expect("steps down at expiry");
     c.store_down(false);
-    c.run_until_true(Duration::from_secs(30), Duration::from_millis(5), |c| c.leader().is_some())
-        .expect("leads again");
+    c.run_until_true(Duration::from_secs(30), Duration::from_millis(5), |c| {
+        c.leader().is_some()
+    })
+    .expect("leads again");
     assert_eq!(term_of(&c, 0), Term(3), "lapsed then retaken: token + 1");
     c.assert_no_violations();
 }
@@ -117,13 +131,25 @@ fn trap4_a_behind_new_leader_converges_the_group() {
     assert!(c.node(b).node.view().len() < c.node(a).node.view().len());
     c.heal();
     c.crash(a);
-    c.run_until_true(Duration::from_secs(30), Duration::from_millis(5), |c| c.leader() == Some(b))
-        .expect("b takes over");
+    c.run_until_true(Duration::from_secs(30), Duration::from_millis(5), |c| {
+        c.leader() == Some(b)
+    })
+    .expect("b takes over");
     converged(&mut c, 20);
-    let ids: Vec<String> = c.node(b).node.view().members().map(|x| x.id.to_string()).collect();
+    let ids: Vec<String> = c
+        .node(b)
+        .node
+        .view()
+        .members()
+        .map(|x| x.id.to_string())
+        .collect();
     assert_eq!(ids.len(), 3, "b, d and e: {ids:?}");
     for s in [d, e] {
-        assert!(c.node(s).node.view().contains(&c.node(b).node.identity().id));
+        assert!(c
+            .node(s)
+            .node
+            .view()
+            .contains(&c.node(b).node.identity().id));
     }
     c.assert_no_violations();
 }
@@ -138,14 +164,26 @@ fn trap5_restarted_member_reusing_request_ids_is_handled_anew() {
     let m = (0..3).find(|s| *s != l).unwrap();
     let first: Vec<_> = (0..7).map(|i| c.send(m, &[i])).collect();
     c.run_for(Duration::from_millis(200));
-    assert!(first.iter().all(|id| matches!(c.node(m).app.sends.get(id), Some(Ok(_)))));
+    assert!(first
+        .iter()
+        .all(|id| matches!(c.node(m).app.sends.get(id), Some(Ok(_)))));
     c.restart(m);
     converged(&mut c, 10);
     let second: Vec<_> = (0..7).map(|i| c.send(m, &[100 + i])).collect();
-    assert_eq!(first.last(), second.last(), "the restarted process reuses id 7");
+    assert_eq!(
+        first.last(),
+        second.last(),
+        "the restarted process reuses id 7"
+    );
     c.run_for(Duration::from_millis(200));
-    assert!(second.iter().all(|id| matches!(c.node(m).app.sends.get(id), Some(Ok(_)))));
-    assert_eq!(c.handlings(), 14, "the reused ids were handled, not answered from the cache");
+    assert!(second
+        .iter()
+        .all(|id| matches!(c.node(m).app.sends.get(id), Some(Ok(_)))));
+    assert_eq!(
+        c.handlings(),
+        14,
+        "the reused ids were handled, not answered from the cache"
+    );
     c.assert_no_violations();
 }
 
@@ -172,7 +210,15 @@ fn trap6_restarted_member_rejoins_at_once() {
     let t1 = converged(&mut c, 10);
     assert!(t1 - t0 < hb, "replaced in {} ns", t1 - t0);
     let inc = c.node(m).node.identity().incarnation;
-    assert_eq!(c.node(l).node.view().get(&c.node(m).node.identity().id).unwrap().incarnation, inc);
+    assert_eq!(
+        c.node(l)
+            .node
+            .view()
+            .get(&c.node(m).node.identity().id)
+            .unwrap()
+            .incarnation,
+        inc
+    );
     c.assert_no_violations();
 }
 
@@ -189,13 +235,18 @@ fn trap7_unreachable_leader_steps_down() {
     let t0 = c.now_ns();
     c.isolate(l);
     let t1 = c
-        .run_until_true(Duration::from_secs(60), Duration::from_millis(5), |c| c.leaders().iter().any(|s| *s != l))
+        .run_until_true(Duration::from_secs(60), Duration::from_millis(5), |c| {
+            c.leaders().iter().any(|s| *s != l)
+        })
         .expect("a reachable node takes over");
     assert!(t1 - t0 <= k * ft + 2_000 * MS, "took {} ns", t1 - t0);
     assert!(!c.leaders().contains(&l));
     c.run_for(Duration::from_secs(2));
     assert!(c.divergence().is_none(), "{:?}", c.divergence());
-    assert!(c.node(l).node.view_is_stale(), "the old leader knows it is cut off");
+    assert!(
+        c.node(l).node.view_is_stale(),
+        "the old leader knows it is cut off"
+    );
     c.assert_no_violations();
 }
 
@@ -211,7 +262,10 @@ fn trap8_150_members_within_100_store_connections() {
         c.crash(c.leader().unwrap());
         converged(&mut c, 40);
         let s = c.store();
-        println!("seed {seed}: peak {} store operations in flight, {} refused, {} executed", s.peak_in_flight, s.refused, s.ops);
+        println!(
+            "seed {seed}: peak {} store operations in flight, {} refused, {} executed",
+            s.peak_in_flight, s.refused, s.ops
+        );
         assert_eq!(s.refused, 0);
         assert!(s.peak_in_flight < 60, "peak {}", s.peak_in_flight);
         c.assert_no_violations();
@@ -255,7 +309,10 @@ fn trap9_unconfirmed_higher_term_is_ignored() {
         }),
     );
     c.run_for(Duration::from_secs(2));
-    assert!(c.store().ops > ops, "the claim was checked against the store");
+    assert!(
+        c.store().ops > ops,
+        "the claim was checked against the store"
+    );
     assert_eq!(c.node(m).node.leader(), Some(&before));
     assert_eq!(c.node(m).node.view().stamp(), stamp);
     assert!(c.divergence().is_none());
@@ -275,7 +332,10 @@ fn trap10_paused_leader_says_no_on_resume() {
     c.run_for(lease + Duration::from_secs(2));
     c.resume(l);
     let now = c.now_of(l);
-    assert!(!c.node(l).node.is_leader(&now), "the first answer after resuming is no");
+    assert!(
+        !c.node(l).node.is_leader(&now),
+        "the first answer after resuming is no"
+    );
     c.wake(l);
     converged(&mut c, 20);
     assert_ne!(c.leader(), Some(l));
@@ -288,28 +348,45 @@ fn trap10_paused_leader_says_no_on_resume() {
 fn trap11_untrusted_clocks_never_lead_and_say_why() {
     let mut c = Cluster::with_nodes(ClusterConfig::new(11), 3);
     for s in 0..3 {
-        let clock = SimClock { assumed: true, ..c.node(s).clock };
+        let clock = SimClock {
+            assumed: true,
+            ..c.node(s).clock
+        };
         c.set_clock(s, clock);
     }
     let unknown = c.add_node();
-    let clock = SimClock { status: ClockStatus::Unknown, ..c.node(unknown).clock };
+    let clock = SimClock {
+        status: ClockStatus::Unknown,
+        ..c.node(unknown).clock
+    };
     c.set_clock(unknown, clock);
     c.run_for(Duration::from_secs(15));
     assert!(c.leaders().is_empty());
     assert!(c.leadership_intervals().is_empty());
     for s in 0..3 {
         let now = c.now_of(s);
-        assert_eq!(c.node(s).node.not_leading_reason(&now), Some(NotLeadingReason::AssumedClockNotAllowed));
+        assert_eq!(
+            c.node(s).node.not_leading_reason(&now),
+            Some(NotLeadingReason::AssumedClockNotAllowed)
+        );
     }
     let now = c.now_of(unknown);
-    assert_eq!(c.node(unknown).node.not_leading_reason(&now), Some(NotLeadingReason::ClockUntrusted));
+    assert_eq!(
+        c.node(unknown).node.not_leading_reason(&now),
+        Some(NotLeadingReason::ClockUntrusted)
+    );
     // An operator who opts in to the assumed bound gets a leader.
     let mut cfg = Config::lan("sim");
     cfg.lead_on_assumed_clock = true;
     let ok = c.add_node_with(cfg);
-    let clock = SimClock { assumed: true, ..c.node(ok).clock };
+    let clock = SimClock {
+        assumed: true,
+        ..c.node(ok).clock
+    };
     c.set_clock(ok, clock);
-    c.run_until_true(Duration::from_secs(5), Duration::from_millis(5), |c| c.leader() == Some(ok))
-        .expect("leads with an explicit opt-in");
+    c.run_until_true(Duration::from_secs(5), Duration::from_millis(5), |c| {
+        c.leader() == Some(ok)
+    })
+    .expect("leads with an explicit opt-in");
     let _ = StepDownReason::Expired;
 }
