@@ -108,11 +108,13 @@ pub(crate) struct Lease {
     release_wanted: bool,
     cooldown_until: MonoTime,
     stagger_ns: u64,
+    rng: crate::Rng,
 }
 
 impl Lease {
-    pub(crate) fn new(me: Holder, cfg: &crate::Config) -> Self {
+    pub(crate) fn new(me: Holder, cfg: &crate::Config, seed: u64) -> Self {
         Lease {
+            rng: crate::Rng::new(seed),
             me,
             lease_ns: duration_nanos(cfg.lease_duration),
             renew_every: cfg.renew_interval(),
@@ -266,6 +268,14 @@ impl Lease {
             wake = wake.min(self.cooldown_until.max(self.takeover_at(now)));
         }
         wake
+    }
+
+    /// The retry delay after a failed store operation: the configured
+    /// interval, jittered between half and one and a half of it, so nodes
+    /// refused together (connection limit, outage) do not retry together.
+    fn backoff(&mut self) -> Duration {
+        let base = duration_nanos(self.retry);
+        Duration::from_nanos(base / 2 + self.rng.below(base.max(1)))
     }
 
     fn stepdown_at(&self, now: &Now, h: &Held) -> MonoTime {
@@ -503,15 +513,15 @@ impl Lease {
                     // Keep leading until expiry; the write may or may not
                     // have landed, so read before the next write.
                     self.unsure = true;
-                    self.read_at = now.mono + self.retry;
+                    self.read_at = now.mono + self.backoff();
                 }
                 Purpose::Acquire => {
                     self.unsure = true;
-                    self.read_at = now.mono + self.retry;
+                    self.read_at = now.mono + self.backoff();
                 }
                 Purpose::Read => {
                     self.need_read = true;
-                    self.read_at = now.mono + self.retry;
+                    self.read_at = now.mono + self.backoff();
                 }
                 Purpose::Release => {}
             },
@@ -552,7 +562,7 @@ mod tests {
     }
 
     fn lease(id: &str, nonce: u64) -> Lease {
-        Lease::new(holder(id, nonce), &Config::lan("c"))
+        Lease::new(holder(id, nonce), &Config::lan("c"), nonce)
     }
 
     fn answer(
@@ -678,7 +688,7 @@ mod tests {
         );
         let mut cfg = Config::lan("c");
         cfg.lead_on_assumed_clock = true;
-        let mut b = Lease::new(holder("b", 2), &cfg);
+        let mut b = Lease::new(holder("b", 2), &cfg, 2);
         run(&mut b, &n, &mut store);
         assert!(b.is_leader(&n));
     }

@@ -348,11 +348,12 @@ impl Node {
             nonce: identity.incarnation,
             addr: identity.addr.clone(),
         };
+        let mut rng = Rng::new(seed);
         Ok(Node {
-            lease: Lease::new(holder, &config),
+            lease: Lease::new(holder, &config, rng.next_u64()),
             cfg: config,
             me: identity,
-            rng: Rng::new(seed),
+            rng,
             out: VecDeque::new(),
             loopback: VecDeque::new(),
             notes: Vec::new(),
