@@ -48,6 +48,8 @@ pub struct ClusterConfig {
     pub consume_delay: Duration,
     /// Lines of event trace kept for violation reports.
     pub trace_len: usize,
+    /// Count encoded bytes of every message sent (costs an encode each).
+    pub measure_bytes: bool,
 }
 
 impl ClusterConfig {
@@ -64,6 +66,7 @@ impl ClusterConfig {
             reply_delay: Duration::ZERO,
             consume_delay: Duration::ZERO,
             trace_len: 48,
+            measure_bytes: false,
         }
     }
 }
@@ -159,6 +162,13 @@ pub struct AppLog {
     pub peak_buffered: usize,
     /// Leaders this node was told about.
     pub leader_changes: u64,
+    /// Messages this node sent.
+    pub sent_msgs: u64,
+    /// Bytes this node sent, frame prefix included (with
+    /// [`ClusterConfig::measure_bytes`]).
+    pub sent_bytes: u64,
+    /// Messages this node received.
+    pub recv_msgs: u64,
 }
 
 struct Writer {
@@ -805,6 +815,7 @@ impl Cluster {
         match ev {
             Ev::Deliver { to, inc, from, msg } => {
                 if self.incarnation(to) == Some(inc) {
+                    self.nodes[to].app.recv_msgs += 1;
                     self.input(to, Input::Message { from, msg });
                 }
             }
@@ -934,6 +945,12 @@ impl Cluster {
             match out {
                 Output::Transmit { to, msg, .. } => {
                     (t, slot, msg.kind()).hash(&mut self.hash);
+                    self.nodes[slot].app.sent_msgs += 1;
+                    if self.cfg.measure_bytes {
+                        let len = hedgerow_core::wire::encoded_len(&msg)
+                            + hedgerow_core::wire::LEN_PREFIX;
+                        self.nodes[slot].app.sent_bytes += len as u64;
+                    }
                     let Some(&dst) = self.index.get(&to) else {
                         continue;
                     };

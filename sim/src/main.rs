@@ -1,7 +1,8 @@
 //! `hedgerow-sim`: runs in-process clusters and prints what a user of
 //! hedgerow cares about, per seed: time to the first leader, failover time
 //! after a leader crashes right after a renew (and its ratio to `lease + 2·bound`), convergence
-//! after a 50-node join wave, and any invariant violation.
+//! after a 50-node join wave, the leader's steady-state load (bytes and
+//! messages per second), and any invariant violation.
 //!
 //! ```text
 //! cargo run --release -p hedgerow-sim -- --nodes 150 --seeds 5 [--bound-ms 50] [--preset lan|local|wan]
@@ -82,13 +83,16 @@ fn main() -> ExitCode {
         args.nodes, args.preset, node.lease_duration, node.heartbeat_interval, node.failure_timeout, bound
     );
     println!(
-        "{:>12} {:>12} {:>12} {:>14} {:>12} {:>12} {:>10} {:>9}",
+        "{:>8} {:>12} {:>11} {:>12} {:>11} {:>10} {:>14} {:>10} {:>10} {:>10} {:>7}",
         "seed",
         "1st leader s",
         "failover s",
         "/(lease+2b)",
         "converge s",
         "50-join s",
+        "leader out/s",
+        "msgs out/s",
+        "msgs in/s",
         "violations",
         "wall s"
     );
@@ -99,9 +103,24 @@ fn main() -> ExitCode {
         cfg.node = node.clone();
         cfg.bound = bound;
         cfg.trace_len = 64;
+        cfg.measure_bytes = true;
         let mut c = Cluster::with_nodes(cfg, args.nodes);
         let converged = c.run_until_converged(Duration::from_secs(120));
         let first = c.first_leader_at();
+        // Steady-state load at the leader over ten heartbeat intervals.
+        let load = c.leader().map(|l| {
+            let a = &c.node(l).app;
+            let before = (a.sent_bytes, a.sent_msgs, a.recv_msgs);
+            let span = node.heartbeat_interval * 10;
+            c.run_for(span);
+            let a = &c.node(l).app;
+            let s = span.as_secs_f64();
+            (
+                (a.sent_bytes - before.0) as f64 / s,
+                (a.sent_msgs - before.1) as f64 / s,
+                (a.recv_msgs - before.2) as f64 / s,
+            )
+        });
         // Worst case: crash the leader right after a renew.
         let version = c.store().row().map_or(0, |r| r.version);
         c.run_until_true(node.lease_duration, Duration::from_millis(1), |c| {
@@ -127,7 +146,7 @@ fn main() -> ExitCode {
         let violations = c.violations();
         let cell = |v: Option<u64>| v.map_or("never".to_string(), |x| format!("{:.3}", secs(x)));
         println!(
-            "{:>12} {:>12} {:>12} {:>14} {:>12} {:>12} {:>10} {:>9.2}",
+            "{:>8} {:>12} {:>11} {:>12} {:>11} {:>10} {:>14} {:>10} {:>10} {:>10} {:>7.2}",
             seed,
             cell(first),
             cell(failover),
@@ -137,6 +156,9 @@ fn main() -> ExitCode {
             )),
             cell(converged),
             cell(join),
+            load.map_or("-".into(), |l| format!("{:.1} KB", l.0 / 1000.0)),
+            load.map_or("-".into(), |l| format!("{:.0}", l.1)),
+            load.map_or("-".into(), |l| format!("{:.0}", l.2)),
             violations.len(),
             wall.elapsed().as_secs_f64()
         );
