@@ -310,6 +310,9 @@ pub struct Node {
     /// The last leader this node followed, kept after it is gone: a new
     /// leader drops it at once unless it heartbeats.
     last_followed: Option<NodeId>,
+    /// The term this node is releasing; when the release lands it tells
+    /// the members.
+    releasing: Option<Term>,
     claim: Option<Term>,
     view: View,
     meta: Payload,
@@ -360,6 +363,7 @@ impl Node {
             last: None,
             leader: None,
             last_followed: None,
+            releasing: None,
             claim: None,
             view: View::new(),
             meta: Payload::default(),
@@ -854,6 +858,9 @@ impl Node {
                         reason
                     };
                     self.unreachable_resign = false;
+                    if reason == StepDownReason::Resigned || reason == StepDownReason::Unreachable {
+                        self.releasing = Some(term);
+                    }
                     self.roster = None;
                     self.event(Event::SteppedDown { term, reason });
                     if self.leader.as_ref().is_some_and(|l| l.id == self.me.id) {
@@ -882,6 +889,25 @@ impl Node {
                 }
             }
             None => {
+                if self.releasing.take() == Some(row.token) {
+                    // Our release landed: tell the members, so that a
+                    // successor takes over now rather than after noticing
+                    // the silence.
+                    let msg = Message::Resigned {
+                        term: row.token,
+                        expires_ns: row.expires_ns,
+                        version: row.version,
+                    };
+                    let targets: Vec<(NodeId, String)> = self
+                        .view
+                        .members()
+                        .filter(|m| m.id != self.me.id)
+                        .map(|m| (m.id.clone(), m.addr.clone()))
+                        .collect();
+                    for (id, addr) in targets {
+                        self.transmit(id, Some(addr), msg.clone());
+                    }
+                }
                 if self
                     .leader
                     .as_ref()
@@ -1307,6 +1333,35 @@ impl Node {
                 Incoming::Reset(reason) => self.reset_inbound(from, sid, reason),
                 _ => {}
             },
+            Message::Resigned {
+                term,
+                expires_ns,
+                version,
+            } => {
+                let ours = self
+                    .leader
+                    .as_ref()
+                    .is_some_and(|l| l.id == from && l.term == term);
+                if ours && self.roster.is_none() {
+                    self.leader = None;
+                    self.cut_off = true;
+                    self.next_lost_read = now.mono + self.cfg.failure_timeout;
+                    self.lease.learn_from_leader(LeaseRow {
+                        holder: None,
+                        token: term,
+                        expires_ns,
+                        version,
+                    });
+                    self.event(Event::LeaderChanged { leader: None, term });
+                    // Candidates race for the released row at once; the
+                    // others learn the successor from its first snapshot (a
+                    // claim they confirm) or, failing that, from a read.
+                    if !self.lease.is_candidate() {
+                        let at = now.mono + self.cfg.failure_timeout / 2 + self.read_spread();
+                        self.lease.want_read(at);
+                    }
+                }
+            }
             Message::StreamDone { sid } => {
                 if self.streams.done(&from, sid) {
                     self.event(Event::StreamSent { id: StreamId(sid) });

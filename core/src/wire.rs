@@ -365,6 +365,18 @@ pub enum Message {
         /// Stream id.
         sid: u64,
     },
+    /// Leader → members: I released the lease (graceful leave or resign);
+    /// the row now has no holder. Candidates may take over once their
+    /// `earliest` passes `expires_ns`, with one compare-and-set on
+    /// `version`, instead of waiting to notice the silence.
+    Resigned {
+        /// The term given up.
+        term: Term,
+        /// The released row's expiry (the releaser's `latest`).
+        expires_ns: u64,
+        /// The released row's version.
+        version: u64,
+    },
     /// Either side: the stream is abandoned.
     StreamReset {
         /// Stream id.
@@ -395,6 +407,7 @@ impl Message {
             Message::StreamCredit { .. } => "stream_credit",
             Message::StreamEnd { .. } => "stream_end",
             Message::StreamDone { .. } => "stream_done",
+            Message::Resigned { .. } => "resigned",
             Message::StreamReset { .. } => "stream_reset",
         }
     }

@@ -190,6 +190,9 @@ pub struct SimNode {
     /// Whether the process is frozen (SIGSTOP): it handles nothing, and
     /// what is sent to it is lost.
     pub paused: bool,
+    /// Whether the process is shutting down gracefully (waiting for its
+    /// lease release to be answered).
+    pub leaving: bool,
     /// The application's log.
     pub app: AppLog,
     gen: u64,
@@ -292,6 +295,7 @@ impl Cluster {
             clock,
             alive: true,
             paused: false,
+            leaving: false,
             app: AppLog::default(),
             gen: 0,
             pending_store: None,
@@ -343,6 +347,7 @@ impl Cluster {
         let n = &mut self.nodes[slot];
         n.node = node;
         n.alive = true;
+        n.leaving = false;
         n.gen += 1;
         self.note(format!("restart {slot}"));
         self.input(slot, Input::Tick);
@@ -351,17 +356,29 @@ impl Cluster {
     /// A graceful leave: the node releases the lease if it holds it, tells
     /// the leader, and its process exits.
     pub fn leave(&mut self, slot: usize) {
-        if !self.nodes[slot].alive {
+        if !self.nodes[slot].alive || self.nodes[slot].leaving {
             return;
         }
         let now = self.now_of(slot);
         self.nodes[slot].node.leave(now);
         self.after(slot);
         self.note(format!("leave {slot}"));
-        // The release (if any) is already on its way to the store.
+        // A graceful shutdown waits for its release (if any) to be
+        // answered, as the driver does, then the process exits.
+        if self.nodes[slot].pending_store.is_some() {
+            self.nodes[slot].leaving = true;
+        } else {
+            self.exit(slot);
+        }
+    }
+
+    fn exit(&mut self, slot: usize) {
         let t = self.t;
         self.nodes[slot].alive = false;
-        self.nodes[slot].pending_store = None;
+        self.nodes[slot].leaving = false;
+        if self.nodes[slot].pending_store.take().is_some() {
+            self.store.in_flight = self.store.in_flight.saturating_sub(1);
+        }
         self.leadership.end(slot, t);
     }
 
@@ -605,7 +622,7 @@ impl Cluster {
     /// Live slots.
     pub fn live(&self) -> Vec<usize> {
         (0..self.nodes.len())
-            .filter(|s| self.nodes[*s].alive)
+            .filter(|s| self.nodes[*s].alive && !self.nodes[*s].leaving)
             .collect()
     }
 
@@ -923,6 +940,9 @@ impl Cluster {
         self.nodes[slot].pending_store = None;
         self.store.in_flight = self.store.in_flight.saturating_sub(1);
         self.input(slot, Input::Lease { op, result });
+        if self.nodes[slot].leaving && self.nodes[slot].pending_store.is_none() {
+            self.exit(slot);
+        }
     }
 
     fn incarnation(&self, slot: usize) -> Option<u64> {

@@ -463,3 +463,38 @@ fn metadata_reaches_every_member() {
     let now = c.now_of(0);
     assert!(c.node_mut(0).node.set_meta(now, too_big).is_err());
 }
+
+#[test]
+fn a_leaving_leader_hands_over_without_waiting_for_expiry() {
+    for seed in 0..10 {
+        let cfg = ClusterConfig::new(seed);
+        let bound = cfg.bound.as_nanos() as u64;
+        let mut c = Cluster::with_nodes(cfg, 5);
+        converged(&mut c, 10);
+        c.run_for(Duration::from_millis(777 * (seed + 1)));
+        let old = leader(&c);
+        let old_term = term_of(&c, old);
+        let t0 = c.now_ns();
+        c.leave(old);
+        let t1 = c
+            .run_until_true(Duration::from_secs(30), Duration::from_millis(1), |c| {
+                c.leader().is_some()
+            })
+            .expect("a successor");
+        // Release writes the leaver's latest; a successor waits until its
+        // own earliest passes it: at most two bounds, plus stagger.
+        assert!(
+            t1 - t0 < 2 * bound + 150 * MS,
+            "seed {seed}: handover took {} ns",
+            t1 - t0
+        );
+        assert_eq!(term_of(&c, leader(&c)), Term(old_term.0 + 1));
+        let t2 = converged(&mut c, 10);
+        println!(
+            "seed {seed}: graceful handover {:.3}s, converged {:.3}s",
+            (t1 - t0) as f64 / 1e9,
+            (t2 - t0) as f64 / 1e9
+        );
+        c.assert_no_violations();
+    }
+}
