@@ -390,7 +390,7 @@ impl Cluster {
     }
 
     /// Thaws a paused process. It gets no input yet: ask it something
-    /// first (as an application would), then [`Cluster::tick`] it.
+    /// first (as an application would), then [`Cluster::wake`] it.
     pub fn resume(&mut self, slot: usize) {
         self.nodes[slot].paused = false;
         self.note(format!("resume {slot}"));
