@@ -394,6 +394,9 @@ impl Node {
         let now = self.observe(now);
         match input {
             Input::Tick => {}
+            // Our own id from outside is a misconfigured or hostile peer
+            // (the handshake refuses it); never confuse it with loopback.
+            Input::Message { from, .. } if from == self.me.id => {}
             Input::Message { from, msg } => {
                 self.stats.messages_received += 1;
                 self.on_message(&now, from, msg);

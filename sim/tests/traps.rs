@@ -390,3 +390,24 @@ fn trap11_untrusted_clocks_never_lead_and_say_why() {
     .expect("leads with an explicit opt-in");
     let _ = StepDownReason::Expired;
 }
+
+/// A message that claims to come from the receiver itself (a peer
+/// misconfigured with our id) changes nothing.
+#[test]
+fn a_message_under_our_own_id_is_ignored() {
+    let mut c = Cluster::with_nodes(ClusterConfig::new(12), 3);
+    converged(&mut c, 10);
+    let l = c.leader().unwrap();
+    let own = c.node(l).node.identity().id.to_string();
+    let stamp = c.node(l).node.view().stamp();
+    c.inject(
+        l,
+        &own,
+        Message::Leave {
+            incarnation: c.node(l).node.identity().incarnation,
+        },
+    );
+    c.run_for(Duration::from_secs(1));
+    assert_eq!(c.node(l).node.view().stamp(), stamp);
+    assert!(c.divergence().is_none());
+}
