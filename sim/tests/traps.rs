@@ -400,13 +400,16 @@ fn a_message_under_our_own_id_is_ignored() {
     let l = c.leader().unwrap();
     let own = c.node(l).node.identity().id.to_string();
     let stamp = c.node(l).node.view().stamp();
-    c.inject(
-        l,
-        &own,
-        Message::Leave {
-            incarnation: c.node(l).node.identity().incarnation,
-        },
-    );
+    let hb = hedgerow_core::wire::Heartbeat {
+        term: stamp.0,
+        incarnation: c.node(l).node.identity().incarnation + 1,
+        addr: "elsewhere:1".into(),
+        meta_version: 1,
+        meta: None,
+        view_term: stamp.0,
+        view_version: stamp.1,
+    };
+    c.inject(l, &own, Message::Heartbeat(hb));
     c.run_for(Duration::from_secs(1));
     assert_eq!(c.node(l).node.view().stamp(), stamp);
     assert!(c.divergence().is_none());
