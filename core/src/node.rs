@@ -870,6 +870,11 @@ impl Node {
                         self.leader = None;
                         self.event(Event::LeaderChanged { leader: None, term });
                     }
+                    // Without a leader this node looks in the store every
+                    // failure timeout until it finds one (a successor's
+                    // first snapshot may be lost).
+                    self.cut_off = true;
+                    self.next_lost_read = now.mono + self.cfg.failure_timeout;
                     let at = now.mono + self.read_spread();
                     self.lease.want_read(at);
                 }

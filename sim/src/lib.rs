@@ -21,6 +21,7 @@ pub mod check;
 mod clock;
 mod cluster;
 mod net;
+pub mod scenario;
 mod seeds;
 mod store;
 

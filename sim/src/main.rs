@@ -4,14 +4,20 @@
 //! after a 50-node join wave, the leader's steady-state load (bytes and
 //! messages per second), and any invariant violation.
 //!
+//! With `--scenario NAME|FILE` it runs a chaos schedule instead (see
+//! `hedgerow_sim::scenario` for the format and the built-in names) and
+//! prints, per seed, violations and the convergence time after each phase.
+//!
 //! ```text
 //! cargo run --release -p hedgerow-sim -- --nodes 150 --seeds 5 [--bound-ms 50] [--preset lan|local|wan]
+//! cargo run --release -p hedgerow-sim -- --scenario scale-2-150-2 --seeds 5
 //! ```
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use hedgerow_core::Config;
+use hedgerow_sim::scenario::{self, Scenario};
 use hedgerow_sim::{Cluster, ClusterConfig};
 
 struct Args {
@@ -20,6 +26,7 @@ struct Args {
     first_seed: u64,
     bound_ms: u64,
     preset: String,
+    scenario: Option<String>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -29,6 +36,7 @@ fn parse() -> Result<Args, String> {
         first_seed: 1,
         bound_ms: 50,
         preset: "lan".into(),
+        scenario: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -43,8 +51,10 @@ fn parse() -> Result<Args, String> {
             }
             "--bound-ms" => a.bound_ms = num(value()?)?,
             "--preset" => a.preset = value()?,
+            "--scenario" => a.scenario = Some(value()?),
             "-h" | "--help" => {
-                return Err("usage: hedgerow-sim [--nodes N] [--seeds N | --seed S] [--bound-ms B] [--preset lan|local|wan]".into())
+                return Err("usage: hedgerow-sim [--scenario NAME|FILE] [--nodes N] [--seeds N | --seed S] [--bound-ms B] [--preset lan|local|wan]\n\
+                     built-in scenarios: scale-2-150-2, partitions, lossy (see hedgerow_sim::scenario for the file format)".into())
             }
             other => return Err(format!("unknown argument {other:?}; try --help")),
         }
@@ -77,6 +87,9 @@ fn main() -> ExitCode {
         }
     };
     let bound = Duration::from_millis(args.bound_ms);
+    if let Some(name) = &args.scenario {
+        return run_scenario(name, &args, node, bound);
+    }
     let budget = node.lease_duration + bound * 2;
     println!(
         "hedgerow-sim: {} nodes, preset {} (lease {:?}, heartbeat {:?}, failure timeout {:?}), clock bound ±{:?}",
@@ -170,6 +183,62 @@ fn main() -> ExitCode {
             eprintln!(
                 "replay: cargo run --release -p hedgerow-sim -- --nodes {} --seed {seed}",
                 args.nodes
+            );
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn run_scenario(name: &str, args: &Args, node: Config, bound: Duration) -> ExitCode {
+    let scenario = match Scenario::load(name) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!(
+        "hedgerow-sim: scenario {} ({} steps), preset {}, clock bound ±{bound:?}",
+        scenario.name,
+        scenario.steps.len(),
+        args.preset
+    );
+    let mut failed = false;
+    for seed in args.first_seed..args.first_seed + args.seeds {
+        let wall = Instant::now();
+        let mut cfg = ClusterConfig::new(seed);
+        cfg.node = node.clone();
+        cfg.bound = bound;
+        cfg.trace_len = 64;
+        let out = scenario::run(&scenario, cfg);
+        let conv: Vec<String> = out
+            .converge
+            .iter()
+            .map(|c| c.map_or("never".into(), |d| format!("{:.2}", d.as_secs_f64())))
+            .collect();
+        println!(
+            "seed {seed}: {} violations, first leader {}, converged after each phase [{}] s, simulated {:.0} s, {} events, wall {:.2} s",
+            out.violations.len(),
+            out.first_leader.map_or("never".into(), |d| format!("{:.3} s", d.as_secs_f64())),
+            conv.join(", "),
+            out.end.as_secs_f64(),
+            out.events,
+            wall.elapsed().as_secs_f64()
+        );
+        if !out.passed() {
+            failed = true;
+            for v in out.violations.iter().take(3) {
+                eprintln!("{v}");
+            }
+            if let Some(d) = &out.divergence {
+                eprintln!("not converged: {d}");
+            }
+            eprintln!(
+                "replay: cargo run --release -p hedgerow-sim -- --scenario {name} --seed {seed}"
             );
         }
     }

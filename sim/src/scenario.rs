@@ -1,0 +1,473 @@
+//! Chaos schedules as data. A scenario is a small text file, one step per
+//! line (`#` starts a comment), run against a [`Cluster`] from one seed:
+//!
+//! ```text
+//! nodes 3                      # start 3 nodes
+//! run 2s                       # let simulated time pass
+//! scale-to 150 waves 10 over 20s
+//! crash leader                 # leader | random | <slot>
+//! leave random
+//! restart random
+//! isolate random               # cut a node from every other node
+//! split                        # two halves that cannot talk
+//! heal                         # restore every link
+//! store down 2s                # store outage for a while
+//! store spike 1500ms 5s        # extra store latency for a while
+//! cut-store leader 4s          # cut one node from the store for a while
+//! clock unknown leader         # that node's clock reports Unknown
+//! net drop 0.01                # drop | dup probability
+//! net latency 1ms 20ms
+//! send 10                      # sends from random nodes
+//! converge within 30s          # must converge; the time is reported
+//! ```
+//!
+//! Random choices come from the run's seed, so a scenario and a seed
+//! replay exactly.
+
+use std::time::Duration;
+
+use hedgerow_core::{ClockStatus, Rng};
+
+use crate::{Cluster, ClusterConfig, SimClock};
+
+/// One step of a scenario.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// Start this many nodes now.
+    Nodes(usize),
+    /// Let simulated time pass.
+    Run(Duration),
+    /// Grow or shrink to `n` live nodes in `waves` equal waves spread over
+    /// a duration (shrinking uses graceful leaves, one in four a crash).
+    ScaleTo {
+        /// Target live count.
+        n: usize,
+        /// Number of waves.
+        waves: usize,
+        /// Over how long.
+        over: Duration,
+    },
+    /// Crash a node.
+    Crash(Target),
+    /// Gracefully leave.
+    Leave(Target),
+    /// Restart with a new incarnation.
+    Restart(Target),
+    /// Cut a node from every other node.
+    Isolate(Target),
+    /// Split the live nodes into two halves.
+    Split,
+    /// Restore every link.
+    Heal,
+    /// Store down for a while.
+    StoreDown(Duration),
+    /// Extra store latency for a while.
+    StoreSpike(Duration, Duration),
+    /// Cut a node from the store for a while.
+    CutStore(Target, Duration),
+    /// Set a node's clock status to Unknown.
+    ClockUnknown(Target),
+    /// Drop probability.
+    NetDrop(f64),
+    /// Duplicate probability.
+    NetDup(f64),
+    /// Latency range.
+    NetLatency(Duration, Duration),
+    /// Sends from random live nodes.
+    Send(usize),
+    /// The cluster must converge within the limit.
+    Converge(Duration),
+}
+
+/// Which node a step acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The current leader (skipped when there is none).
+    Leader,
+    /// A random live node.
+    Random,
+    /// A slot.
+    Slot(usize),
+}
+
+/// A parse error with its line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub what: String,
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "scenario line {}: {}", self.line, self.what)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// A named sequence of steps.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scenario {
+    /// Its name.
+    pub name: String,
+    /// Its steps.
+    pub steps: Vec<Step>,
+}
+
+/// Built-in scenarios by name.
+pub const BUILT_IN: &[(&str, &str)] = &[
+    (
+        "scale-2-150-2",
+        "# Scale 2 -> 150 -> 2 in waves, twice, with crashes and a leader crash at full size.
+nodes 2
+converge within 10s
+scale-to 150 waves 10 over 20s
+converge within 30s
+crash leader
+converge within 30s
+scale-to 2 waves 10 over 20s
+converge within 30s
+scale-to 150 waves 5 over 5s
+crash random
+leave random
+converge within 30s
+scale-to 2 waves 5 over 5s
+converge within 30s
+",
+    ),
+    (
+        "partitions",
+        "# Isolated members, a split into halves, an isolated leader, store trouble.
+nodes 20
+converge within 10s
+isolate random
+run 5s
+heal
+converge within 20s
+split
+run 10s
+heal
+converge within 30s
+isolate leader
+run 15s
+heal
+converge within 40s
+cut-store leader 15s
+converge within 40s
+store spike 1500ms 5s
+store down 3s
+converge within 40s
+",
+    ),
+    (
+        "lossy",
+        "# A lossy, reordering network with sends and leader crashes.
+net latency 1ms 30ms
+net drop 0.05
+net dup 0.05
+nodes 30
+converge within 30s
+send 50
+crash leader
+send 50
+converge within 40s
+restart random
+clock unknown leader
+converge within 40s
+",
+    ),
+];
+
+fn duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?} (e.g. 500ms, 2s)"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" => v * 60.0,
+        _ => return Err(format!("bad duration unit in {s:?}: use ms, s or m")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn target(s: Option<&str>) -> Result<Target, String> {
+    match s {
+        Some("leader") => Ok(Target::Leader),
+        Some("random") => Ok(Target::Random),
+        Some(n) => n
+            .parse()
+            .map(Target::Slot)
+            .map_err(|_| format!("bad target {n:?}: leader, random or a slot")),
+        None => Err("missing target: leader, random or a slot".into()),
+    }
+}
+
+impl Scenario {
+    /// A built-in scenario by name, or a file's contents.
+    pub fn load(name_or_path: &str) -> Result<Scenario, String> {
+        if let Some((name, text)) = BUILT_IN.iter().find(|(n, _)| *n == name_or_path) {
+            return Scenario::parse(name, text).map_err(|e| e.to_string());
+        }
+        let text = std::fs::read_to_string(name_or_path).map_err(|e| {
+            let names: Vec<&str> = BUILT_IN.iter().map(|(n, _)| *n).collect();
+            format!(
+                "{name_or_path:?} is neither a built-in scenario ({}) nor a readable file: {e}",
+                names.join(", ")
+            )
+        })?;
+        Scenario::parse(name_or_path, &text).map_err(|e| e.to_string())
+    }
+
+    /// Parses the text format.
+    pub fn parse(name: &str, text: &str) -> Result<Scenario, ParseError> {
+        let mut steps = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let err = |what: String| ParseError { line: i + 1, what };
+            let w: Vec<&str> = line.split_whitespace().collect();
+            let num = |s: Option<&&str>| -> Result<usize, ParseError> {
+                s.and_then(|x| x.parse().ok())
+                    .ok_or_else(|| err(format!("expected a number in {line:?}")))
+            };
+            let dur = |s: Option<&&str>| -> Result<Duration, ParseError> {
+                duration(s.copied().unwrap_or("")).map_err(err)
+            };
+            let prob = |s: Option<&&str>| -> Result<f64, ParseError> {
+                s.and_then(|x| x.parse::<f64>().ok())
+                    .filter(|p| (0.0..=1.0).contains(p))
+                    .ok_or_else(|| err(format!("expected a probability 0..1 in {line:?}")))
+            };
+            let step = match (w[0], w.get(1).copied()) {
+                ("nodes", _) => Step::Nodes(num(w.get(1))?),
+                ("run", _) => Step::Run(dur(w.get(1))?),
+                ("scale-to", _) => {
+                    if w.get(2) != Some(&"waves") || w.get(4) != Some(&"over") {
+                        return Err(err("use: scale-to N waves W over DURATION".into()));
+                    }
+                    Step::ScaleTo {
+                        n: num(w.get(1))?,
+                        waves: num(w.get(3))?.max(1),
+                        over: dur(w.get(5))?,
+                    }
+                }
+                ("crash", t) => Step::Crash(target(t).map_err(err)?),
+                ("leave", t) => Step::Leave(target(t).map_err(err)?),
+                ("restart", t) => Step::Restart(target(t).map_err(err)?),
+                ("isolate", t) => Step::Isolate(target(t).map_err(err)?),
+                ("split", _) => Step::Split,
+                ("heal", _) => Step::Heal,
+                ("store", Some("down")) => Step::StoreDown(dur(w.get(2))?),
+                ("store", Some("spike")) => Step::StoreSpike(dur(w.get(2))?, dur(w.get(3))?),
+                ("cut-store", t) => Step::CutStore(target(t).map_err(err)?, dur(w.get(2))?),
+                ("clock", Some("unknown")) => {
+                    Step::ClockUnknown(target(w.get(2).copied()).map_err(err)?)
+                }
+                ("net", Some("drop")) => Step::NetDrop(prob(w.get(2))?),
+                ("net", Some("dup")) => Step::NetDup(prob(w.get(2))?),
+                ("net", Some("latency")) => Step::NetLatency(dur(w.get(2))?, dur(w.get(3))?),
+                ("send", _) => Step::Send(num(w.get(1))?),
+                ("converge", Some("within")) => Step::Converge(dur(w.get(2))?),
+                _ => return Err(err(format!("unknown step {line:?}"))),
+            };
+            steps.push(step);
+        }
+        Ok(Scenario {
+            name: name.into(),
+            steps,
+        })
+    }
+}
+
+/// What one run of a scenario measured.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Time to each `converge` step's convergence (None: it did not).
+    pub converge: Vec<Option<Duration>>,
+    /// Violations found.
+    pub violations: Vec<crate::check::Violation>,
+    /// When the first leader appeared.
+    pub first_leader: Option<Duration>,
+    /// Simulated time at the end.
+    pub end: Duration,
+    /// Events processed.
+    pub events: u64,
+    /// Why the first phase that did not converge had not, when it gave up.
+    pub divergence: Option<String>,
+}
+
+impl Outcome {
+    /// Whether every `converge` step converged and nothing broke.
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty() && self.converge.iter().all(Option::is_some)
+    }
+}
+
+/// Runs a scenario from `cfg` (its network settings may be changed by
+/// `net` steps).
+pub fn run(scenario: &Scenario, cfg: ClusterConfig) -> Outcome {
+    run_with(scenario, cfg).0
+}
+
+/// Runs a scenario and hands back the cluster too, to inspect it.
+pub fn run_with(scenario: &Scenario, mut cfg: ClusterConfig) -> (Outcome, Cluster) {
+    let mut rng = Rng::new(cfg.seed ^ 0x5CE7_A210);
+    // `net` steps before the first node shape the network from the start.
+    for step in &scenario.steps {
+        match step {
+            Step::NetDrop(p) => cfg.net.drop = *p,
+            Step::NetDup(p) => cfg.net.duplicate = *p,
+            Step::NetLatency(a, b) => {
+                cfg.net.latency_min = *a;
+                cfg.net.latency_max = *b;
+            }
+            _ => {}
+        }
+    }
+    if cfg.net.drop > 0.0 || cfg.net.duplicate > 0.0 {
+        cfg.net.fifo = false;
+    }
+    let mut c = Cluster::new(cfg);
+    let mut out = Outcome::default();
+    let pick = |c: &Cluster, rng: &mut Rng, t: Target| -> Option<usize> {
+        let live = c.live();
+        match t {
+            Target::Leader => c.leader(),
+            Target::Random if live.is_empty() => None,
+            Target::Random => Some(live[rng.below(live.len() as u64) as usize]),
+            Target::Slot(s) => live.contains(&s).then_some(s),
+        }
+    };
+    for step in &scenario.steps {
+        match step {
+            Step::Nodes(n) => {
+                for _ in 0..*n {
+                    c.add_node();
+                }
+            }
+            Step::Run(d) => c.run_for(*d),
+            Step::ScaleTo { n, waves, over } => {
+                let pause = *over / *waves as u32;
+                for w in 0..*waves {
+                    let live = c.live().len();
+                    let left = *waves - w;
+                    if live < *n {
+                        for _ in 0..(*n - live).div_ceil(left) {
+                            c.add_node();
+                        }
+                    } else {
+                        for _ in 0..(live - *n).div_ceil(left) {
+                            let l = c.live();
+                            let s = l[rng.below(l.len() as u64) as usize];
+                            if rng.below(4) == 0 {
+                                c.crash(s);
+                            } else {
+                                c.leave(s);
+                            }
+                        }
+                    }
+                    c.run_for(pause);
+                }
+            }
+            Step::Crash(t) => {
+                if let Some(s) = pick(&c, &mut rng, *t) {
+                    c.crash(s);
+                }
+            }
+            Step::Leave(t) => {
+                if let Some(s) = pick(&c, &mut rng, *t) {
+                    c.leave(s);
+                }
+            }
+            Step::Restart(t) => {
+                if let Some(s) = pick(&c, &mut rng, *t) {
+                    c.restart(s);
+                }
+            }
+            Step::Isolate(t) => {
+                if let Some(s) = pick(&c, &mut rng, *t) {
+                    c.isolate(s);
+                }
+            }
+            Step::Split => {
+                let live = c.live();
+                c.split(&live[..live.len() / 2]);
+            }
+            Step::Heal => c.heal(),
+            Step::StoreDown(d) => {
+                c.store_down(true);
+                c.run_for(*d);
+                c.store_down(false);
+            }
+            Step::StoreSpike(extra, d) => {
+                c.store_spike(*extra);
+                c.run_for(*d);
+                c.store_spike(Duration::ZERO);
+            }
+            Step::CutStore(t, d) => {
+                if let Some(s) = pick(&c, &mut rng, *t) {
+                    c.cut_store(s, true);
+                    c.run_for(*d);
+                    c.cut_store(s, false);
+                }
+            }
+            Step::ClockUnknown(t) => {
+                if let Some(s) = pick(&c, &mut rng, *t) {
+                    let clock = SimClock {
+                        status: ClockStatus::Unknown,
+                        ..c.node(s).clock
+                    };
+                    c.set_clock(s, clock);
+                }
+            }
+            Step::NetDrop(_) | Step::NetDup(_) | Step::NetLatency(..) => {}
+            Step::Send(k) => {
+                for _ in 0..*k {
+                    if let Some(s) = pick(&c, &mut rng, Target::Random) {
+                        c.send(s, b"scenario");
+                    }
+                }
+            }
+            Step::Converge(limit) => {
+                let t0 = c.now_ns();
+                let done = c
+                    .run_until_converged(*limit)
+                    .map(|t| Duration::from_nanos(t - t0));
+                if done.is_none() && out.divergence.is_none() {
+                    out.divergence = c.divergence();
+                }
+                out.converge.push(done);
+            }
+        }
+    }
+    out.violations = c.violations();
+    out.first_leader = c.first_leader_at().map(Duration::from_nanos);
+    out.end = Duration::from_nanos(c.now_ns());
+    out.events = c.events();
+    (out, c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_ins_parse_and_errors_name_the_line() {
+        for (name, _) in BUILT_IN {
+            assert!(Scenario::load(name).is_ok(), "{name}");
+        }
+        let e = Scenario::parse("x", "nodes 3\nfly away\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(Scenario::parse("x", "run 3parsecs").is_err());
+        assert!(Scenario::parse("x", "net drop 2").is_err());
+    }
+}
