@@ -343,7 +343,12 @@ impl Lease {
                 }
             }
             if now.mono >= h.renew_at {
-                let write = self.write(now, h.term);
+                // Never shorten the lease: a reading's `latest` can go back
+                // (the bound shrinks, the clock steps), and if this write
+                // lands but its answer is lost we keep leading until the
+                // old expiry, so the row must not end before it.
+                let mut write = self.write(now, h.term);
+                write.expires_ns = write.expires_ns.max(h.expires_ns);
                 return Some(self.issue(Purpose::Renew, |op| LeaseOp::CompareAndSet {
                     op,
                     expected_version: Some(h.version),
@@ -682,6 +687,35 @@ mod tests {
         let late = now(11_000, expires / MS, 5);
         a.step(&late, &mut notes);
         assert!(notes.contains(&LeaseNote::SteppedDown(Term(1), StepDownReason::Expired)));
+    }
+
+    #[test]
+    fn renew_never_shortens_the_lease_when_latest_goes_back() {
+        // Found by the node fuzz target: the bound shrank, so the renew was
+        // written with an earlier expiry than the one the leader held; the
+        // write landed, its answer was lost, the leader kept its old expiry
+        // and another node took over from the row's earlier one.
+        let mut store = None;
+        let mut a = lease("a", 1);
+        run(&mut a, &now(0, 1_000_000, 5_000), &mut store);
+        let held = a.claim().unwrap().1;
+        let n = now(4_000, 1_004_000, 0);
+        let mut notes = Vec::new();
+        let op = a.step(&n, &mut notes).expect("renew due");
+        let LeaseOp::CompareAndSet { write, .. } = &op else {
+            panic!("expected a renew, got {op:?}");
+        };
+        assert!(write.expires_ns >= held, "renew shortened the lease");
+        // The write lands but the driver reports a timeout.
+        let version = store.as_ref().unwrap().version + 1;
+        store = Some(write.clone().into_row(version));
+        a.on_result(&n, op.id(), Err(StoreError::Timeout), &mut notes);
+        assert!(a.is_leader(&n));
+        let row = store.as_ref().unwrap();
+        assert!(
+            row.expires_ns >= a.claim().unwrap().1,
+            "the store's row ends before the lease this node still claims"
+        );
     }
 
     #[test]
