@@ -451,6 +451,12 @@ impl Lease {
                 let mine = self.is_mine(&row);
                 match purpose {
                     Purpose::Acquire | Purpose::Renew if mine && valid => {
+                        // A store that answers a renew with another token
+                        // broke its contract; still, the application hears
+                        // of every change of term: the old one ends first.
+                        if let Some(h) = self.held.take_if(|h| h.term != row.token) {
+                            notes.push(LeaseNote::SteppedDown(h.term, StepDownReason::LostRace));
+                        }
                         let held = Held {
                             term: row.token,
                             expires_ns: row.expires_ns,
@@ -716,6 +722,37 @@ mod tests {
             row.expires_ns >= a.claim().unwrap().1,
             "the store's row ends before the lease this node still claims"
         );
+    }
+
+    #[test]
+    fn a_renew_answered_under_another_token_ends_the_old_term_first() {
+        // Found by the node fuzz target (a store that contradicts itself):
+        // the term changed under the application without an event.
+        let mut store = None;
+        let mut a = lease("a", 1);
+        run(&mut a, &now(0, 1_000_000, 5), &mut store);
+        let n = now(4_000, 1_004_000, 5);
+        let mut notes = Vec::new();
+        let op = a.step(&n, &mut notes).expect("renew due");
+        let LeaseOp::CompareAndSet { write, .. } = &op else {
+            panic!("expected a renew, got {op:?}");
+        };
+        let mut row = write.clone().into_row(2);
+        row.token = Term(7);
+        a.on_result(
+            &n,
+            op.id(),
+            Ok(LeaseReply::Cas(CasOutcome::Applied(row))),
+            &mut notes,
+        );
+        assert_eq!(
+            notes[..2],
+            [
+                LeaseNote::SteppedDown(Term(1), StepDownReason::LostRace),
+                LeaseNote::Elected(Term(7)),
+            ]
+        );
+        assert_eq!(a.claim().map(|c| c.0), Some(Term(7)));
     }
 
     #[test]
