@@ -368,7 +368,12 @@ impl Lease {
                 }
             }
             if now.mono >= h.renew_at {
-                let write = self.write(now, h.term);
+                // Never shorten the lease: a reading's `latest` can go back
+                // (the bound shrinks, the clock steps), and if this write
+                // lands but its answer is lost we keep leading until the
+                // old expiry, so the row must not end before it.
+                let mut write = self.write(now, h.term);
+                write.expires_ns = write.expires_ns.max(h.expires_ns);
                 return Some(self.issue(Purpose::Renew, |op| LeaseOp::CompareAndSet {
                     op,
                     expected_version: Some(h.version),
@@ -471,6 +476,12 @@ impl Lease {
                 let mine = self.is_mine(&row);
                 match purpose {
                     Purpose::Acquire | Purpose::Renew if mine && valid => {
+                        // A store that answers a renew with another token
+                        // broke its contract; still, the application hears
+                        // of every change of term: the old one ends first.
+                        if let Some(h) = self.held.take_if(|h| h.term != row.token) {
+                            notes.push(LeaseNote::SteppedDown(h.term, StepDownReason::LostRace));
+                        }
                         let held = Held {
                             term: row.token,
                             expires_ns: row.expires_ns,
@@ -707,6 +718,66 @@ mod tests {
         let late = now(11_000, expires / MS, 5);
         a.step(&late, &mut notes);
         assert!(notes.contains(&LeaseNote::SteppedDown(Term(1), StepDownReason::Expired)));
+    }
+
+    #[test]
+    fn renew_never_shortens_the_lease_when_latest_goes_back() {
+        // Found by the node fuzz target: the bound shrank, so the renew was
+        // written with an earlier expiry than the one the leader held; the
+        // write landed, its answer was lost, the leader kept its old expiry
+        // and another node took over from the row's earlier one.
+        let mut store = None;
+        let mut a = lease("a", 1);
+        run(&mut a, &now(0, 1_000_000, 5_000), &mut store);
+        let held = a.claim().unwrap().1;
+        let n = now(4_000, 1_004_000, 0);
+        let mut notes = Vec::new();
+        let op = a.step(&n, &mut notes).expect("renew due");
+        let LeaseOp::CompareAndSet { write, .. } = &op else {
+            panic!("expected a renew, got {op:?}");
+        };
+        assert!(write.expires_ns >= held, "renew shortened the lease");
+        // The write lands but the driver reports a timeout.
+        let version = store.as_ref().unwrap().version + 1;
+        store = Some(write.clone().into_row(version));
+        a.on_result(&n, op.id(), Err(StoreError::Timeout), &mut notes);
+        assert!(a.is_leader(&n));
+        let row = store.as_ref().unwrap();
+        assert!(
+            row.expires_ns >= a.claim().unwrap().1,
+            "the store's row ends before the lease this node still claims"
+        );
+    }
+
+    #[test]
+    fn a_renew_answered_under_another_token_ends_the_old_term_first() {
+        // Found by the node fuzz target (a store that contradicts itself):
+        // the term changed under the application without an event.
+        let mut store = None;
+        let mut a = lease("a", 1);
+        run(&mut a, &now(0, 1_000_000, 5), &mut store);
+        let n = now(4_000, 1_004_000, 5);
+        let mut notes = Vec::new();
+        let op = a.step(&n, &mut notes).expect("renew due");
+        let LeaseOp::CompareAndSet { write, .. } = &op else {
+            panic!("expected a renew, got {op:?}");
+        };
+        let mut row = write.clone().into_row(2);
+        row.token = Term(7);
+        a.on_result(
+            &n,
+            op.id(),
+            Ok(LeaseReply::Cas(CasOutcome::Applied(row))),
+            &mut notes,
+        );
+        assert_eq!(
+            notes[..2],
+            [
+                LeaseNote::SteppedDown(Term(1), StepDownReason::LostRace),
+                LeaseNote::Elected(Term(7)),
+            ]
+        );
+        assert_eq!(a.claim().map(|c| c.0), Some(Term(7)));
     }
 
     #[test]

@@ -222,6 +222,12 @@ impl Streams {
         if end <= r.expected {
             return Incoming::Nothing; // a duplicate
         }
+        if r.end.is_some() {
+            // The application was told the stream finished: nothing may
+            // follow, whatever the peer sends.
+            self.receiving.remove(&key);
+            return Incoming::Reset(String::from("data after the end of the stream"));
+        }
         if offset != r.expected {
             let expected = r.expected;
             self.receiving.remove(&key);
@@ -372,6 +378,22 @@ mod tests {
         let sid = s.open(peer(), None);
         assert_eq!(s.write(sid, &[0; 100], 60).unwrap(), 60);
         assert_eq!(s.write(sid, &[0; 100], 60).unwrap(), 0);
+    }
+
+    #[test]
+    fn data_after_the_end_resets_instead_of_being_delivered() {
+        // Found by the node fuzz target: a peer that sent StreamEnd and then
+        // more bytes had them delivered after StreamFinished.
+        let mut s = Streams::default();
+        assert!(s.accept(peer(), 1));
+        let ten = Payload(alloc::vec![1; 10]);
+        assert!(matches!(
+            s.receive(&peer(), 1, 0, ten.clone()),
+            Incoming::Data { .. }
+        ));
+        assert_eq!(s.end(&peer(), 1, 10), Incoming::Finished);
+        assert!(matches!(s.receive(&peer(), 1, 10, ten), Incoming::Reset(_)));
+        assert_eq!(s.unconsumed(&peer(), 1), None, "the stream is gone");
     }
 
     #[test]

@@ -1,0 +1,407 @@
+//! Bad input at the core's edges, one test per kind, each asserting what
+//! happens: the handshake refuses strangers, the frame decoder refuses bad
+//! bytes before allocating, a peer cannot claim a term, a flood of fake
+//! members cannot grow a leader without bound, oversize metadata is refused.
+
+// Helpers outside #[test] functions unwrap too: a failure is a test failure.
+#![allow(clippy::unwrap_used)]
+
+use hedgerow_core::wire::{
+    decode_body, decode_frame, encode_frame, peek_frame_len, Frame, Heartbeat, HeartbeatAck,
+    ViewSnapshot, LEN_PREFIX, MAGIC,
+};
+use hedgerow_core::{
+    CasOutcome, ClockReading, Config, DecodeError, HandshakeError, Hello, Identity, Input, LeaseOp,
+    LeaseReply, LeaseRow, Member, Message, MonoTime, Node, NodeId, Now, Output, Payload, Term,
+    DEFAULT_MAX_FRAME_LEN,
+};
+
+const MS: u64 = 1_000_000;
+const T0: u64 = 1_767_225_600_000_000_000;
+
+fn id(s: &str) -> NodeId {
+    NodeId::new(s).unwrap()
+}
+
+fn at(ms: u64) -> Now {
+    Now {
+        mono: MonoTime::from_nanos(ms * MS),
+        clock: ClockReading::synchronized(T0 + ms * MS, 5 * MS),
+    }
+}
+
+fn node(name: &str, cfg: Config) -> Node {
+    let me = Identity {
+        id: id(name),
+        addr: format!("{name}:7000"),
+        incarnation: 1,
+    };
+    Node::new(cfg, me, 7).unwrap()
+}
+
+/// Drains outputs, answering lease operations from `store` honestly (when
+/// `answer` says so); returns everything else.
+fn drive(n: &mut Node, now: Now, store: &mut Option<LeaseRow>, answer: bool) -> Vec<Output> {
+    let mut rest = Vec::new();
+    let mut ops = Vec::new();
+    loop {
+        while let Some(o) = n.poll() {
+            match o {
+                Output::Lease(op) if answer => ops.push(op),
+                o => rest.push(o),
+            }
+        }
+        let Some(op) = ops.pop() else {
+            return rest;
+        };
+        let reply = match &op {
+            LeaseOp::Read { .. } => LeaseReply::Read(store.clone()),
+            LeaseOp::CompareAndSet {
+                expected_version,
+                write,
+                ..
+            } => {
+                let cur = store.as_ref().map(|r| r.version);
+                if cur == *expected_version {
+                    let row = write.clone().into_row(cur.unwrap_or(0) + 1);
+                    *store = Some(row.clone());
+                    LeaseReply::Cas(CasOutcome::Applied(row))
+                } else {
+                    LeaseReply::Cas(CasOutcome::Conflict(store.clone()))
+                }
+            }
+        };
+        n.handle(
+            now,
+            Input::Lease {
+                op: op.id(),
+                result: Ok(reply),
+            },
+        );
+    }
+}
+
+/// Runs `n` on timers until `until_ms`, answering the store.
+fn run(n: &mut Node, from_ms: u64, until_ms: u64, store: &mut Option<LeaseRow>) -> Vec<Output> {
+    let mut out = Vec::new();
+    let mut t = from_ms;
+    n.handle(at(t), Input::Tick);
+    out.extend(drive(n, at(t), store, true));
+    while let Some(next) = n.poll_timeout() {
+        let next_ms = next.as_nanos().div_ceil(MS).max(t);
+        if next_ms > until_ms {
+            break;
+        }
+        t = if next_ms == t { t + 1 } else { next_ms };
+        n.handle(at(t), Input::Tick);
+        out.extend(drive(n, at(t), store, true));
+    }
+    out
+}
+
+fn leader(cfg: Config) -> (Node, Option<LeaseRow>) {
+    let mut store = None;
+    let mut a = node("a", cfg);
+    run(&mut a, 0, 100, &mut store);
+    assert!(a.is_leader(&at(100)), "the only candidate leads");
+    (a, store)
+}
+
+fn hb(incarnation: u64, meta: Option<Payload>, term: Term) -> Message {
+    Message::Heartbeat(Heartbeat {
+        term,
+        incarnation,
+        addr: "x:1".into(),
+        meta_version: u64::from(meta.is_some()),
+        meta,
+        view_term: Term(0),
+        view_version: 0,
+    })
+}
+
+// ---- the handshake ------------------------------------------------------------
+
+#[test]
+fn a_hello_from_another_cluster_is_refused_with_both_names() {
+    let ours = Hello::new("prod", id("a"), 1, "10.0.0.1:7000");
+    let theirs = Hello::new("staging", id("b"), 2, "10.0.0.2:7000");
+    let err = ours.negotiate(&theirs).unwrap_err();
+    assert!(matches!(err, HandshakeError::ClusterMismatch { .. }));
+    let text = err.to_string();
+    assert!(text.contains("prod") && text.contains("staging"), "{text}");
+    // Also after a trip through the codec, as it arrives from a socket.
+    let mut buf = Vec::new();
+    encode_frame(&Frame::Hello(theirs), DEFAULT_MAX_FRAME_LEN, &mut buf).unwrap();
+    let Some((Frame::Hello(h), _)) = decode_frame(&buf, DEFAULT_MAX_FRAME_LEN).unwrap() else {
+        panic!("a hello decodes as a hello");
+    };
+    assert!(matches!(
+        ours.negotiate(&h),
+        Err(HandshakeError::ClusterMismatch { .. })
+    ));
+}
+
+#[test]
+fn an_old_or_disjoint_protocol_version_is_refused_and_an_overlap_agrees() {
+    let ours = Hello::new("c", id("a"), 1, "a:1");
+    let with = |min, max| Hello {
+        min_version: min,
+        max_version: max,
+        ..Hello::new("c", id("b"), 2, "b:1")
+    };
+    for (min, max) in [(0, 0), (2, 3), (1, 0), (u16::MAX, u16::MAX)] {
+        assert!(
+            matches!(
+                ours.negotiate(&with(min, max)),
+                Err(HandshakeError::NoCommonVersion { .. })
+            ),
+            "{min}..={max}"
+        );
+    }
+    // N-1 and N+1 peers overlapping ours agree on the highest common one.
+    assert_eq!(ours.negotiate(&with(0, 1)), Ok(1));
+    assert_eq!(ours.negotiate(&with(1, 9)), Ok(1));
+}
+
+#[test]
+fn a_hello_with_bad_magic_or_our_own_id_is_refused() {
+    let ours = Hello::new("c", id("a"), 1, "a:1");
+    let mut bad = Hello::new("c", id("b"), 2, "b:1");
+    bad.magic = *b"HTTP";
+    assert_eq!(ours.negotiate(&bad), Err(HandshakeError::BadMagic));
+    let twin = Hello::new("c", id("a"), 99, "a2:1");
+    assert!(matches!(
+        ours.negotiate(&twin),
+        Err(HandshakeError::SameId { .. })
+    ));
+    assert_eq!(MAGIC, *b"HGRW");
+}
+
+// ---- frames -------------------------------------------------------------------
+
+#[test]
+fn an_oversize_length_prefix_is_refused_from_the_prefix_alone() {
+    // Only the four prefix bytes exist: the refusal cannot have read (or
+    // allocated for) a body.
+    let prefix = u32::MAX.to_be_bytes();
+    let err = peek_frame_len(&prefix, DEFAULT_MAX_FRAME_LEN).unwrap_err();
+    assert_eq!(
+        err,
+        DecodeError::TooLarge {
+            len: u64::from(u32::MAX),
+            max: DEFAULT_MAX_FRAME_LEN
+        }
+    );
+    assert_eq!(decode_frame(&prefix, DEFAULT_MAX_FRAME_LEN), Err(err));
+    // One byte over a small limit.
+    let just_over = 1025u32.to_be_bytes();
+    assert!(matches!(
+        decode_frame(&just_over, 1024),
+        Err(DecodeError::TooLarge { len: 1025, .. })
+    ));
+    // And an encoder never produces one.
+    let big = Frame::Refuse("x".repeat(2000));
+    let mut buf = Vec::new();
+    assert!(encode_frame(&big, 1024, &mut buf).is_err());
+    assert!(buf.is_empty());
+}
+
+#[test]
+fn a_truncated_frame_waits_for_more_bytes_and_a_truncated_body_is_malformed() {
+    let msg = Message::Request {
+        id: 7,
+        incarnation: 1,
+        payload: Payload::from("hello"),
+    };
+    let mut buf = Vec::new();
+    encode_frame(&Frame::Msg(msg), 1024, &mut buf).unwrap();
+    for cut in 0..buf.len() {
+        assert_eq!(decode_frame(&buf[..cut], 1024), Ok(None), "{cut} bytes");
+    }
+    let body = &buf[LEN_PREFIX..];
+    assert_eq!(
+        decode_body(&body[..body.len() - 1]),
+        Err(DecodeError::Malformed)
+    );
+}
+
+#[test]
+fn a_zero_length_frame_is_refused() {
+    assert_eq!(decode_frame(&[0, 0, 0, 0], 1024), Err(DecodeError::Empty));
+    assert_eq!(
+        peek_frame_len(&[0, 0, 0, 0, 1, 2], 1024),
+        Err(DecodeError::Empty)
+    );
+}
+
+#[test]
+fn garbage_bytes_are_refused_without_panicking() {
+    let garbage: [&[u8]; 5] = [
+        &[0xff; 16],
+        &[0x02, 0x7f, 0xff, 0xff, 0xff, 0xff, 0x0f],
+        b"GET / HTTP/1.1\r\n\r\n",
+        &[0x00],
+        &[
+            0x02, 0x06, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ],
+    ];
+    for g in garbage {
+        assert!(decode_body(g).is_err(), "{g:?}");
+        let mut framed = (g.len() as u32).to_be_bytes().to_vec();
+        framed.extend_from_slice(g);
+        assert!(decode_frame(&framed, 1024).is_err(), "{g:?}");
+    }
+    // A valid frame with a byte left over is refused too.
+    let mut buf = Vec::new();
+    encode_frame(&Frame::Refuse("no".into()), 1024, &mut buf).unwrap();
+    buf.push(0);
+    let len = (buf.len() - LEN_PREFIX) as u32;
+    buf[..LEN_PREFIX].copy_from_slice(&len.to_be_bytes());
+    assert_eq!(decode_frame(&buf, 1024), Err(DecodeError::TrailingBytes));
+}
+
+#[test]
+fn a_snapshot_member_with_oversize_metadata_is_refused_by_the_decoder() {
+    let member = Member {
+        id: id("m"),
+        incarnation: 1,
+        addr: "m:1".into(),
+        meta_version: 1,
+        meta: Payload(vec![0; 64 * 1024 + 1]),
+    };
+    let snap = Message::ViewSnapshot(ViewSnapshot {
+        term: Term(1),
+        version: 1,
+        digest: 0,
+        chunk: 0,
+        chunks: 1,
+        total: 1,
+        members: vec![member],
+    });
+    let mut buf = Vec::new();
+    encode_frame(&Frame::Msg(snap), DEFAULT_MAX_FRAME_LEN, &mut buf).unwrap();
+    assert!(matches!(
+        decode_frame(&buf, DEFAULT_MAX_FRAME_LEN),
+        Err(DecodeError::Invalid(_))
+    ));
+}
+
+// ---- terms ---------------------------------------------------------------------
+
+#[test]
+fn a_higher_term_from_a_non_leader_is_checked_in_the_store_and_not_followed() {
+    let mut store = None;
+    let (mut a, s) = leader(Config::lan("c"));
+    store = s.or(store);
+    drop(a.poll());
+    // b follows a at term 1.
+    let mut b = node("b", Config::lan("c"));
+    run(&mut b, 0, 50, &mut store);
+    assert_eq!(
+        b.leader().map(|l| (l.id.as_str(), l.term)),
+        Some(("a", Term(1)))
+    );
+    let view_before = b.view().stamp();
+    // c, not the leader, claims term 5 with an ack and a snapshot.
+    let claim = HeartbeatAck {
+        term: Term(5),
+        leader_incarnation: 9,
+        view_version: 3,
+        digest: 1,
+        lease_expires_ns: u64::MAX,
+        lease_version: 99,
+        your_meta_version: None,
+    };
+    let t = 60;
+    b.handle(
+        at(t),
+        Input::Message {
+            from: id("c"),
+            msg: Message::HeartbeatAck(claim),
+        },
+    );
+    b.handle(
+        at(t),
+        Input::Message {
+            from: id("c"),
+            msg: Message::ViewSnapshot(ViewSnapshot {
+                term: Term(5),
+                version: 3,
+                digest: 1,
+                chunk: 0,
+                chunks: 1,
+                total: 1,
+                members: vec![],
+            }),
+        },
+    );
+    let mut outs = drive(&mut b, at(t), &mut store, false);
+    // The claim makes b read the store (after a short jitter), nothing more.
+    let mut read = None;
+    let mut now_ms = t;
+    for _ in 0..100 {
+        read = outs.iter().find_map(|o| match o {
+            Output::Lease(op @ LeaseOp::Read { .. }) => Some(op.clone()),
+            _ => None,
+        });
+        assert!(
+            !outs
+                .iter()
+                .any(|o| matches!(o, Output::Lease(LeaseOp::CompareAndSet { .. }))),
+            "a claim never makes a member write the lease"
+        );
+        if read.is_some() {
+            break;
+        }
+        now_ms = b
+            .poll_timeout()
+            .map_or(now_ms + 1, |d| d.as_nanos().div_ceil(MS).max(now_ms + 1));
+        b.handle(at(now_ms), Input::Tick);
+        outs = drive(&mut b, at(now_ms), &mut store, false);
+    }
+    let read = read.expect("a higher term makes the node read the store");
+    // The store still names a at term 1: b stays with a.
+    b.handle(
+        at(now_ms),
+        Input::Lease {
+            op: read.id(),
+            result: Ok(LeaseReply::Read(store.clone())),
+        },
+    );
+    drive(&mut b, at(now_ms), &mut store, true);
+    assert_eq!(
+        b.leader().map(|l| (l.id.as_str(), l.term)),
+        Some(("a", Term(1)))
+    );
+    assert!(b.view().stamp() <= (Term(1), u64::MAX) && b.view().stamp() >= view_before);
+    assert_eq!(
+        b.term(),
+        Term(1),
+        "an unconfirmed claim does not raise the term"
+    );
+}
+
+// ---- membership ------------------------------------------------------------------
+
+#[test]
+fn oversize_metadata_is_refused_locally_and_dropped_from_a_heartbeat() {
+    let cfg = Config::lan("c");
+    let max = cfg.max_meta_len;
+    let (mut a, mut store) = leader(cfg);
+    let err = a.set_meta(at(150), vec![0u8; max + 1]).unwrap_err();
+    assert_eq!((err.len, err.max), (max + 1, max));
+    assert!(a.set_meta(at(150), vec![0u8; max]).is_ok());
+    // A member's heartbeat with oversize metadata joins it without the bytes.
+    a.handle(
+        at(160),
+        Input::Message {
+            from: id("m"),
+            msg: hb(1, Some(Payload(vec![1; max + 1])), Term(1)),
+        },
+    );
+    drive(&mut a, at(160), &mut store, true);
+    a.handle(at(200), Input::Tick);
+    drive(&mut a, at(200), &mut store, true);
+    let m = a.view().get(&id("m")).expect("the member joined");
+    assert!(m.meta.is_empty(), "oversize metadata is not stored");
+}
