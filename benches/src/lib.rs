@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use hedgerow_core::wire::Heartbeat;
 use hedgerow_core::{
-    CasOutcome, ClockReading, Config, Identity, Input, LeaseOp, LeaseReply, Message, MonoTime,
-    Node, NodeId, Now, Output, Payload, Term,
+    ClockReading, Config, Identity, Input, LeaseOp, Message, MonoTime, Node, NodeId, Now, Output,
+    Payload, Term,
 };
 
 /// Unix ns of the benchmark's time zero.
@@ -22,6 +22,7 @@ pub struct LeaderBench {
     next: usize,
     /// Outputs drained so far.
     pub outputs: u64,
+    row: Option<hedgerow_core::LeaseRow>,
 }
 
 fn now(t: u64) -> Now {
@@ -49,6 +50,7 @@ impl LeaderBench {
             ids,
             next: 0,
             outputs: 0,
+            row: None,
         };
         b.elect();
         for _ in 0..members {
@@ -78,16 +80,8 @@ impl LeaderBench {
     }
 
     fn answer(&mut self, op: LeaseOp) {
-        let reply = match &op {
-            LeaseOp::Read { .. } => LeaseReply::Read(None),
-            LeaseOp::CompareAndSet {
-                expected_version,
-                write,
-                ..
-            } => LeaseReply::Cas(CasOutcome::Applied(
-                write.clone().into_row(expected_version.unwrap_or(0) + 1),
-            )),
-        };
+        // A fresh leader with no rival: every write applies.
+        let reply = hedgerow_core::execute_on_row(&mut self.row, &op);
         self.node.handle(
             now(self.t),
             Input::Lease {

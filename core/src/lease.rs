@@ -582,23 +582,7 @@ mod tests {
         op: &LeaseOp,
         store: &mut Option<LeaseRow>,
     ) -> Vec<LeaseNote> {
-        let reply = match op {
-            LeaseOp::Read { .. } => LeaseReply::Read(store.clone()),
-            LeaseOp::CompareAndSet {
-                expected_version,
-                write,
-                ..
-            } => {
-                let cur = store.as_ref().map(|r| r.version);
-                if cur == *expected_version {
-                    let row = write.clone().into_row(cur.unwrap_or(0) + 1);
-                    *store = Some(row.clone());
-                    LeaseReply::Cas(CasOutcome::Applied(row))
-                } else {
-                    LeaseReply::Cas(CasOutcome::Conflict(store.clone()))
-                }
-            }
-        };
+        let reply = crate::store::execute_on_row(store, op);
         let mut notes = Vec::new();
         l.on_result(n, op.id(), Ok(reply), &mut notes);
         notes
@@ -820,32 +804,13 @@ mod tests {
                 (&takeover, &renew)
             };
             let mut s2 = store.clone();
-            let r1 = answer_only(first, &mut s2);
-            let r2 = answer_only(second, &mut s2);
+            let r1 = crate::store::execute_on_row(&mut s2, first);
+            let r2 = crate::store::execute_on_row(&mut s2, second);
             let applied = [r1, r2]
                 .iter()
                 .filter(|r| matches!(r, LeaseReply::Cas(CasOutcome::Applied(_))))
                 .count();
             assert_eq!(applied, 1, "renew_first={renew_first}");
-        }
-    }
-
-    fn answer_only(op: &LeaseOp, store: &mut Option<LeaseRow>) -> LeaseReply {
-        let LeaseOp::CompareAndSet {
-            expected_version,
-            write,
-            ..
-        } = op
-        else {
-            return LeaseReply::Read(store.clone());
-        };
-        let cur = store.as_ref().map(|r| r.version);
-        if cur == *expected_version {
-            let row = write.clone().into_row(cur.unwrap_or(0) + 1);
-            *store = Some(row.clone());
-            LeaseReply::Cas(CasOutcome::Applied(row))
-        } else {
-            LeaseReply::Cas(CasOutcome::Conflict(store.clone()))
         }
     }
 }

@@ -48,8 +48,8 @@ pub use node::{
 pub use payload::Payload;
 pub use rng::Rng;
 pub use store::{
-    CasOutcome, Holder, LeaseOp, LeaseReply, LeaseRow, LeaseWrite, OpId, StoreError,
-    LEASE_SCHEMA_VERSION,
+    execute_on_row, CasOutcome, Holder, LeaseOp, LeaseReply, LeaseRow, LeaseWrite, OpId,
+    StoreError, LEASE_SCHEMA_VERSION,
 };
 pub use stream::{StreamError, StreamId};
 pub use time::{

@@ -906,15 +906,7 @@ impl Node {
                         expires_ns: row.expires_ns,
                         version: row.version,
                     };
-                    let targets: Vec<(NodeId, String)> = self
-                        .view
-                        .members()
-                        .filter(|m| m.id != self.me.id)
-                        .map(|m| (m.id.clone(), m.addr.clone()))
-                        .collect();
-                    for (id, addr) in targets {
-                        self.transmit(id, Some(addr), msg.clone());
-                    }
+                    self.send_to_members(&msg);
                 }
                 if self
                     .leader
@@ -1044,6 +1036,11 @@ impl Node {
     }
 
     fn push_delta(&mut self, delta: ViewDelta) {
+        self.send_to_members(&Message::ViewDelta(delta));
+    }
+
+    /// Sends `msg` to every other member of the view.
+    fn send_to_members(&mut self, msg: &Message) {
         let targets: Vec<(NodeId, String)> = self
             .view
             .members()
@@ -1051,7 +1048,7 @@ impl Node {
             .map(|m| (m.id.clone(), m.addr.clone()))
             .collect();
         for (id, addr) in targets {
-            self.transmit(id, Some(addr), Message::ViewDelta(delta.clone()));
+            self.transmit(id, Some(addr), msg.clone());
         }
     }
 

@@ -124,6 +124,38 @@ pub enum LeaseReply {
     Cas(CasOutcome),
 }
 
+/// The store primitive's semantics on an in-memory row: what every store
+/// must do, atomically. Used by in-memory stores, simulators and tests, so
+/// there is one definition of compare-and-set.
+///
+/// ```
+/// use hedgerow_core::{execute_on_row, CasOutcome, LeaseOp, LeaseReply, LeaseWrite, OpId, Term};
+/// let mut row = None;
+/// let write = LeaseWrite { holder: None, token: Term(1), expires_ns: 5 };
+/// let insert = LeaseOp::CompareAndSet { op: OpId(1), expected_version: None, write };
+/// assert!(matches!(execute_on_row(&mut row, &insert), LeaseReply::Cas(CasOutcome::Applied(_))));
+/// assert!(matches!(execute_on_row(&mut row, &insert), LeaseReply::Cas(CasOutcome::Conflict(Some(_)))));
+/// ```
+pub fn execute_on_row(row: &mut Option<LeaseRow>, op: &LeaseOp) -> LeaseReply {
+    match op {
+        LeaseOp::Read { .. } => LeaseReply::Read(row.clone()),
+        LeaseOp::CompareAndSet {
+            expected_version,
+            write,
+            ..
+        } => {
+            let current = row.as_ref().map(|r| r.version);
+            if current == *expected_version {
+                let new = write.clone().into_row(current.unwrap_or(0) + 1);
+                *row = Some(new.clone());
+                LeaseReply::Cas(CasOutcome::Applied(new))
+            } else {
+                LeaseReply::Cas(CasOutcome::Conflict(row.clone()))
+            }
+        }
+    }
+}
+
 /// A store failure. The core keeps leading until its lease expires and
 /// retries; it never guesses whether an unanswered write was applied.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use hedgerow_core::{CasOutcome, LeaseOp, LeaseReply, LeaseRow, StoreError};
+use hedgerow_core::{LeaseOp, LeaseReply, LeaseRow, StoreError};
 
 /// Store behaviour.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,22 +68,6 @@ impl SimStore {
             return Err(StoreError::Unavailable("store is down".into()));
         }
         self.ops += 1;
-        Ok(match op {
-            LeaseOp::Read { .. } => LeaseReply::Read(self.row.clone()),
-            LeaseOp::CompareAndSet {
-                expected_version,
-                write,
-                ..
-            } => {
-                let current = self.row.as_ref().map(|r| r.version);
-                if current == *expected_version {
-                    let row = write.clone().into_row(current.unwrap_or(0) + 1);
-                    self.row = Some(row.clone());
-                    LeaseReply::Cas(CasOutcome::Applied(row))
-                } else {
-                    LeaseReply::Cas(CasOutcome::Conflict(self.row.clone()))
-                }
-            }
-        })
+        Ok(hedgerow_core::execute_on_row(&mut self.row, op))
     }
 }
