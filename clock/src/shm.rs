@@ -73,7 +73,7 @@ impl Mapping {
     /// mapping and `offset` is aligned to `size`.
     fn slot(&self, offset: usize, size: usize) -> Option<NonNull<u8>> {
         let end = offset.checked_add(size)?;
-        if end > self.len || offset % size != 0 {
+        if end > self.len || !offset.is_multiple_of(size) {
             return None;
         }
         // SAFETY: `offset + size <= len`, so the result stays inside the
