@@ -307,6 +307,82 @@ async fn refuses_other_cluster<R: Runtime>(rt: R) {
     }
 }
 
+async fn leave_hands_over<R: Runtime>(rt: R) {
+    let (mut nodes, _) = start_cluster(&rt, "facade-leave", 3).await;
+    assert!(wait_until(&rt, Duration::from_secs(10), || converged(&nodes).is_some()).await);
+    let old = converged(&nodes).unwrap();
+    let i = nodes.iter().position(|n| n.id() == &old).unwrap();
+    let gone = nodes.remove(i);
+    gone.leave().await.expect("the release is stored");
+    let t0 = Instant::now();
+    // A released lease is free once the taker's earliest passes the
+    // releaser's latest: a few bounds, far less than a lease.
+    let cfg = Config::local("x");
+    assert!(
+        wait_until(&rt, cfg.lease_duration / 2, || nodes
+            .iter()
+            .any(|n| n.is_leader()))
+        .await,
+        "no takeover soon after a graceful leave"
+    );
+    eprintln!("leave: new leader after {:?}", t0.elapsed());
+    assert!(wait_until(&rt, Duration::from_secs(5), || converged(&nodes).is_some()).await);
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+/// A system clock that can be made to fail.
+struct FlakyClock {
+    inner: SystemClock,
+    broken: Arc<AtomicBool>,
+}
+
+impl hedgerow_clock::Clock for FlakyClock {
+    fn now(&self) -> Result<hedgerow_core::Now, hedgerow_clock::ClockError> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(hedgerow_clock::ClockError::SegmentMissing {
+                path: "/nonexistent/clockbound".into(),
+            });
+        }
+        self.inner.now()
+    }
+}
+
+async fn clock_and_store_failures<R: Runtime>(rt: R) {
+    let store = MemoryStore::new();
+    store.set_unavailable(true);
+    let broken = Arc::new(AtomicBool::new(true));
+    let node = Builder::<R>::new("facade-faults", "solo", "127.0.0.1:0")
+        .runtime(rt.clone())
+        .store(store.clone())
+        .clock(FlakyClock {
+            inner: SystemClock::new(BOUND),
+            broken: broken.clone(),
+        })
+        .config(local)
+        .start()
+        .await
+        .unwrap();
+    rt.sleep(Duration::from_millis(300)).await;
+    assert!(!node.is_leader());
+    assert!(matches!(
+        node.try_is_leader(),
+        Err(hedgerow::Error::Clock(_))
+    ));
+    // A readable clock but no store: still no leader, and no panic.
+    broken.store(false, Ordering::SeqCst);
+    rt.sleep(Duration::from_millis(300)).await;
+    assert!(!node.is_leader());
+    // The store comes back: the node takes the lease.
+    store.set_unavailable(false);
+    assert!(wait_until(&rt, Duration::from_secs(5), || node.is_leader()).await);
+    // The clock fails again: the very next answer is "not leader".
+    broken.store(true, Ordering::SeqCst);
+    assert!(!node.is_leader());
+    node.shutdown().await;
+}
+
 #[cfg(feature = "tokio")]
 fn on_tokio<F, Fut>(test: F)
 where
@@ -324,23 +400,42 @@ where
     });
 }
 
+/// The tests measure failover against the lease bound: running several
+/// 5-node clusters at once on a small machine (smol's global executor has
+/// one thread by default) starves them and measures the machine instead.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 macro_rules! per_runtime {
     ($($test:ident),* $(,)?) => {
         #[cfg(feature = "tokio")]
         mod tokio_runtime {
-            $(#[test] fn $test() { super::on_tokio(super::$test) })*
+            $(#[test] fn $test() { let _s = super::serial(); super::on_tokio(super::$test) })*
         }
         #[cfg(feature = "smol")]
         mod smol_runtime {
-            $(#[test] fn $test() { smol::block_on(super::$test(hedgerow::runtime::SmolRuntime)) })*
+            $(#[test] fn $test() {
+                let _s = super::serial();
+                smol::block_on(super::$test(hedgerow::runtime::SmolRuntime))
+            })*
         }
         #[cfg(feature = "async-std")]
         mod async_std_runtime {
             $(#[test] fn $test() {
+                let _s = super::serial();
                 async_std::task::block_on(super::$test(hedgerow::runtime::AsyncStdRuntime))
             })*
         }
     };
 }
 
-per_runtime!(elect_send_broadcast_stream, failover, refuses_other_cluster);
+per_runtime!(
+    elect_send_broadcast_stream,
+    failover,
+    leave_hands_over,
+    clock_and_store_failures,
+    refuses_other_cluster,
+);
