@@ -424,6 +424,10 @@ impl Stream for BroadcastReplies {
 /// A running hedgerow node: membership, leader election and messaging
 /// among the instances of one service.
 ///
+/// Clones are handles to the same node. It runs until [`Hedgerow::leave`]
+/// or [`Hedgerow::shutdown`], or until every handle (and every open
+/// [`SendStream`]) is dropped.
+///
 /// ```
 /// # #[cfg(feature = "tokio")]
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -553,7 +557,8 @@ impl Hedgerow {
     }
 
     /// Sends `payload` to every member of the current view (this node
-    /// included) and collects one result per member.
+    /// included) and collects one result per member (empty if the node was
+    /// shut down).
     pub async fn broadcast(
         &self,
         payload: impl Into<Vec<u8>>,
@@ -666,6 +671,7 @@ pub struct Builder<R: Runtime> {
     handlers: Handlers,
     runtime: Option<R>,
     seed: Option<u64>,
+    incarnation: Option<u64>,
     store_timeout: Option<Duration>,
     handshake_timeout: Duration,
     max_handshakes: usize,
@@ -706,6 +712,7 @@ impl<R: Runtime> Builder<R> {
             },
             runtime: None,
             seed: None,
+            incarnation: None,
             store_timeout: None,
             handshake_timeout: Duration::from_secs(5),
             max_handshakes: 64,
@@ -726,6 +733,7 @@ impl<R: Runtime> Builder<R> {
             handlers: self.handlers,
             runtime: Some(runtime),
             seed: self.seed,
+            incarnation: self.incarnation,
             store_timeout: self.store_timeout,
             handshake_timeout: self.handshake_timeout,
             max_handshakes: self.max_handshakes,
@@ -831,6 +839,14 @@ impl<R: Runtime> Builder<R> {
         self
     }
 
+    /// Sets the incarnation instead of drawing a random one. Only for
+    /// simulations that replay a run: two processes with one id and one
+    /// incarnation are indistinguishable to the cluster.
+    pub fn incarnation(mut self, incarnation: u64) -> Self {
+        self.incarnation = Some(incarnation);
+        self
+    }
+
     /// Binds the listener and starts the node's driver.
     pub async fn start(self) -> Result<Hedgerow, Error> {
         let rt = self
@@ -867,7 +883,7 @@ impl<R: Runtime> Builder<R> {
             Some((host, "0")) => format!("{host}:{}", local_addr.port()),
             _ => self.advertise,
         };
-        let incarnation = random_u64();
+        let incarnation = self.incarnation.unwrap_or_else(random_u64);
         let seed = self.seed.unwrap_or_else(random_u64);
         let identity = Identity {
             id: id.clone(),
