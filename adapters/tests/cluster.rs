@@ -36,6 +36,8 @@ struct Received {
     bytes: AtomicU64,
     finished: AtomicBool,
     corrupt: Mutex<Option<String>>,
+    /// Legs of broadcast streams: (receiver, sender, bytes, intact and ended).
+    legs: Mutex<Vec<(String, String, u64, bool)>>,
 }
 
 fn pattern(offset: u64) -> u8 {
@@ -51,6 +53,7 @@ async fn start<R: Runtime>(
 ) -> Hedgerow {
     let name = format!("n{i}");
     let me = name.clone();
+    let me2 = name.clone();
     Builder::<R>::new(cluster, name.clone(), "127.0.0.1:0")
         .runtime(rt.clone())
         .store(store.clone())
@@ -74,7 +77,29 @@ async fn start<R: Runtime>(
         })
         .stream_handler(move |mut s| {
             let received = received.clone();
+            let me = me2.clone();
             async move {
+                if !s.to_leader() {
+                    let from = s.from().to_string();
+                    let (mut n, mut intact) = (0u64, true);
+                    while let Some(chunk) = s.next().await {
+                        match chunk {
+                            Ok(c) => {
+                                intact &= c
+                                    .iter()
+                                    .enumerate()
+                                    .all(|(i, b)| *b == pattern(n + i as u64));
+                                n += c.len() as u64;
+                            }
+                            Err(_) => {
+                                intact = false;
+                                break;
+                            }
+                        }
+                    }
+                    received.legs.lock().unwrap().push((me, from, n, intact));
+                    return;
+                }
                 let mut offset = 0u64;
                 while let Some(chunk) = s.next().await {
                     let chunk = match chunk {
@@ -231,6 +256,36 @@ async fn elect_send_broadcast_stream<R: Runtime>(rt: R) {
         "stream: {mib} MiB in {secs:.2} s ({:.0} MiB/s), sender at most {peak} bytes ahead",
         mib as f64 / secs
     );
+
+    // A broadcast stream reaches every member, the sender included.
+    let leg_len = 256 * 1024u64;
+    let mut b = nodes[2]
+        .broadcast_stream()
+        .await
+        .expect("open broadcast stream");
+    assert_eq!(b.members().count(), 5);
+    let data: Vec<u8> = (0..leg_len).map(pattern).collect();
+    b.write_all(&data).await.expect("broadcast stream write");
+    for (id, r) in b.finish().await {
+        r.unwrap_or_else(|e| panic!("leg to {id}: {e}"));
+    }
+    assert!(
+        wait_until(&rt, Duration::from_secs(10), || received
+            .legs
+            .lock()
+            .unwrap()
+            .len()
+            == 5)
+        .await
+    );
+    let mut legs = received.legs.lock().unwrap().clone();
+    legs.sort();
+    for (i, (to, from, n, intact)) in legs.into_iter().enumerate() {
+        assert_eq!(to, format!("n{i}"));
+        assert_eq!(from, "n2");
+        assert_eq!(n, leg_len);
+        assert!(intact, "leg to {to} arrived out of order or incomplete");
+    }
     for n in nodes {
         n.shutdown().await;
     }
