@@ -325,28 +325,53 @@ async fn failover<R: Runtime>(rt: R) {
     }
 }
 
-async fn refuses_other_cluster<R: Runtime>(rt: R) {
-    let (nodes, _) = start_cluster(&rt, "facade-refuse", 1).await;
-    let addr = nodes[0].local_addr();
-    // A raw client speaking for another cluster, on the blocking pool so
-    // the node keeps running meanwhile.
+/// Connects a raw client, sends `hello` then `after`, and reads until the
+/// node closes the connection (on the blocking pool, so the node keeps
+/// running meanwhile).
+async fn raw_exchange<R: Runtime>(
+    rt: &R,
+    addr: std::net::SocketAddr,
+    hello: Hello,
+    after: Vec<u8>,
+) -> Vec<u8> {
     let (tx, rx) = futures::channel::oneshot::channel();
     rt.spawn_blocking(Box::new(move || {
         use std::io::{Read, Write};
-        let run = || -> std::io::Result<(Vec<u8>, usize)> {
+        let run = || -> std::io::Result<Vec<u8>> {
             let mut s = std::net::TcpStream::connect(addr)?;
             s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            let hello = Hello::new("someone-else", NodeId::new("stranger").unwrap(), 9, "x:1");
             let mut buf = Vec::new();
             encode_frame(&Frame::Hello(hello), 1 << 20, &mut buf).unwrap();
+            buf.extend_from_slice(&after);
             s.write_all(&buf)?;
             let mut got = Vec::new();
             s.read_to_end(&mut got)?;
-            Ok((got, 0))
+            Ok(got)
         };
         let _ = tx.send(run());
     }));
-    let (got, _) = rx.await.unwrap().expect("the node answers, then closes");
+    rx.await
+        .unwrap()
+        .expect("the node answers, then closes the connection")
+}
+
+async fn refuses_other_cluster<R: Runtime>(rt: R) {
+    let (nodes, _) = start_cluster(&rt, "facade-refuse", 1).await;
+    let addr = nodes[0].local_addr();
+    assert!(wait_until(&rt, Duration::from_secs(5), || nodes[0].is_leader()).await);
+
+    // After a good hello, a frame announcing more than the limit closes
+    // the connection before anything is allocated; the node runs on.
+    let hello = Hello::new("facade-refuse", NodeId::new("raw").unwrap(), 9, "x:1");
+    let got = raw_exchange(&rt, addr, hello, u32::MAX.to_be_bytes().to_vec()).await;
+    let (frame, used) = decode_frame(&got, 1 << 20).unwrap().expect("its hello");
+    assert!(matches!(frame, Frame::Hello(h) if h.node_id.as_str() == "n0"));
+    assert_eq!(used, got.len(), "closed after an oversize frame");
+    assert!(nodes[0].is_leader(), "the node keeps running");
+
+    // Another cluster is refused with a reason, then closed.
+    let hello = Hello::new("someone-else", NodeId::new("stranger").unwrap(), 9, "x:1");
+    let got = raw_exchange(&rt, addr, hello, Vec::new()).await;
     let (frame, used) = decode_frame(&got, 1 << 20).unwrap().expect("one frame");
     match frame {
         Frame::Refuse(why) => assert!(why.contains("cluster"), "{why}"),
