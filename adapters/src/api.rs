@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::channel::{mpsc, oneshot};
+use futures::future::Shared;
 use futures::Stream;
 use hedgerow_clock::Clock;
 use hedgerow_core::wire::StreamKind;
@@ -97,8 +98,74 @@ pub struct Reply {
     pub payload: Vec<u8>,
 }
 
+/// Leadership under one term, as a handler or caller holds it: work
+/// started as leader checks [`LeaderGuard::is_current`] before acting, or
+/// stops when [`LeaderGuard::lost`] completes (the node stepped down, or
+/// shut down). Clones share the same signal.
+#[derive(Clone)]
+pub struct LeaderGuard {
+    term: Term,
+    node: Arc<Mutex<Node>>,
+    clock: Arc<dyn Clock>,
+    lost: Shared<oneshot::Receiver<()>>,
+}
+
+impl fmt::Debug for LeaderGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeaderGuard")
+            .field("term", &self.term)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LeaderGuard {
+    pub(crate) fn new(
+        term: Term,
+        node: Arc<Mutex<Node>>,
+        clock: Arc<dyn Clock>,
+        lost: Shared<oneshot::Receiver<()>>,
+    ) -> Self {
+        LeaderGuard {
+            term,
+            node,
+            clock,
+            lost,
+        }
+    }
+
+    /// The term this guard is for: the fencing token to pass downstream.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// Whether this node still leads under this term, from a fresh clock
+    /// reading (`false` if the clock cannot be read).
+    pub fn is_current(&self) -> bool {
+        let Ok(now) = self.clock.now() else {
+            return false;
+        };
+        let node = lock(&self.node);
+        node.is_leader(&now) && node.lease_claim().map(|c| c.0) == Some(self.term)
+    }
+
+    /// Unix time (ns, ClockBound time) until which the lease under this
+    /// term is held as of the last renewal, if it still is.
+    pub fn valid_until_ns(&self) -> Option<u64> {
+        lock(&self.node)
+            .lease_claim()
+            .filter(|c| c.0 == self.term)
+            .map(|c| c.1)
+    }
+
+    /// Completes when leadership under this term ends (at once if it
+    /// already has).
+    pub async fn lost(&self) {
+        let _ = self.lost.clone().await;
+    }
+}
+
 /// A request delivered to the leader's handler.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Request {
     /// The sender.
     pub from: NodeId,
@@ -113,6 +180,9 @@ pub struct Request {
     pub term: Term,
     /// The request's bytes.
     pub payload: Vec<u8>,
+    /// Leadership under [`Request::term`]: a long handler can stop when it
+    /// ends.
+    pub guard: LeaderGuard,
 }
 
 /// A broadcast delivered to a member's handler.
@@ -530,6 +600,14 @@ impl Hedgerow {
     pub fn try_is_leader(&self) -> Result<bool, Error> {
         let now = self.clock.now().map_err(|e| Error::Clock(e.to_string()))?;
         Ok(lock(&self.node).is_leader(&now))
+    }
+
+    /// A guard on this node's leadership if it leads now (see
+    /// [`LeaderGuard`]); `None` otherwise.
+    pub async fn leader_guard(&self) -> Option<LeaderGuard> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Guard { reply }).ok()?;
+        rx.await.ok().flatten()
     }
 
     /// The highest term confirmed to this node: the leader's fencing token.

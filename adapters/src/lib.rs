@@ -83,6 +83,6 @@ mod transport;
 
 pub use api::{
     BroadcastReplies, BroadcastRequest, BroadcastStream, Builder, Error, Hedgerow, IncomingStream,
-    Reply, Request, SendStream, Watch, WatchEvent,
+    LeaderGuard, Reply, Request, SendStream, Watch, WatchEvent,
 };
 pub use hedgerow_core::{Config, LeaderInfo, Member, NodeId, Term};

@@ -62,6 +62,9 @@ async fn start<R: Runtime>(
         .leader_handler(move |req| {
             let me = me.clone();
             async move {
+                if req.guard.term() != req.term || !req.guard.is_current() {
+                    return Err("handled without a live leader guard".into());
+                }
                 let mut out = format!("{me} term {}: ", req.term).into_bytes();
                 out.extend_from_slice(&req.payload);
                 Ok(out)
@@ -152,6 +155,15 @@ async fn wait_until<R: Runtime>(rt: &R, limit: Duration, mut done: impl FnMut() 
         }
         rt.sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Whether `fut` completes within `limit`.
+async fn timeout_of<R: Runtime>(rt: &R, limit: Duration, fut: impl std::future::Future) -> bool {
+    let fut = std::pin::pin!(fut);
+    matches!(
+        futures::future::select(fut, rt.sleep(limit)).await,
+        futures::future::Either::Left(_)
+    )
 }
 
 /// The one leader every node agrees on, with every node in every view.
@@ -393,7 +405,19 @@ async fn leave_hands_over<R: Runtime>(rt: R) {
     let old = converged(&nodes).unwrap();
     let i = nodes.iter().position(|n| n.id() == &old).unwrap();
     let gone = nodes.remove(i);
+    let guard = gone.leader_guard().await.expect("the leader gets a guard");
+    assert!(guard.is_current());
+    assert!(guard.valid_until_ns().is_some());
+    assert!(
+        nodes[0].leader_guard().await.is_none(),
+        "a member gets none"
+    );
     gone.leave().await.expect("the release is stored");
+    assert!(!guard.is_current());
+    assert!(
+        timeout_of(&rt, Duration::from_secs(1), guard.lost()).await,
+        "the guard fires when leadership ends"
+    );
     let t0 = Instant::now();
     // A released lease is free once the taker's earliest passes the
     // releaser's latest: a few bounds, far less than a lease.
