@@ -2,10 +2,87 @@
 //!
 //! Membership and leader election for the instances of one service, built
 //! on a lease in a shared store that stays safe under bounded clock
-//! uncertainty. This crate is the facade over the sans-IO
-//! [`hedgerow_core`]: for now it holds the lease stores ([`store`]); the
-//! driver that runs a node over an async runtime, the transport and the
-//! public API arrive in later releases.
+//! uncertainty, plus send-to-leader, broadcast and streams between them.
+//! This crate is the facade over the sans-IO [`hedgerow_core`]: one driver
+//! ([`Hedgerow`]) runs a node over an async runtime ([`runtime`]) with a
+//! TCP transport, and the lease lives in a [`store`].
+//!
+//! * Runtimes are features: `tokio` (default), `smol`, `async-std`
+//!   (discontinued upstream; smol and async-std share the async-io path).
+//! * Stores: [`store::MemoryStore`] (tests, one process), SQLite (default)
+//!   and PostgreSQL.
+//! * The cluster port must sit on a private network: there is no
+//!   encryption or authentication yet (a handshake refuses other clusters
+//!   and protocol versions, nothing more).
+//!
+//! ```no_run
+//! # #[cfg(all(feature = "tokio", feature = "sqlite"))]
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use hedgerow::Hedgerow;
+//! use hedgerow::store::SqliteStore;
+//! use futures::StreamExt;
+//!
+//! let node = Hedgerow::builder("orders", "web-1", "10.0.0.5:7946")
+//!     .listen("0.0.0.0:7946")
+//!     .store(SqliteStore::open("/var/lib/orders/lease.db")?)
+//!     .leader_handler(|req| async move { Ok(format!("handled under term {}", req.term).into_bytes()) })
+//!     .broadcast_handler(|b| async move { Ok(b.payload) })
+//!     .start()
+//!     .await?;
+//! let mut changes = node.watch();
+//! if node.is_leader() { /* do leader work, fenced by node.term() */ }
+//! let reply = node.send(b"work".to_vec()).await?;
+//! let replies = node.broadcast(b"reload".to_vec()).await;
+//! while let Some(change) = changes.next().await { println!("{change:?}"); }
+//! node.leave().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # How a node runs
+//!
+//! One driver task owns the core node. Before every call into it the
+//! driver reads the clock (a failed read becomes a reading with status
+//! Unknown, so the node steps down rather than guess); it feeds the node
+//! network messages, timers, store answers and your commands, and carries
+//! out what the node asks for. Store calls run on the runtime's blocking
+//! pool with a timeout ([`Builder::store_timeout`]); a failure or timeout
+//! reaches the node as a store error, never a panic.
+//!
+//! Handlers run on their own tasks, at most [`Builder::max_handlers`] at
+//! once (more wait their turn), so a slow handler never delays heartbeats
+//! or lease renewals. Stream handlers are bounded by the core's
+//! `max_streams` and by credit flow control instead.
+//!
+//! # Transport
+//!
+//! * One persistent TCP connection per peer pair, dialed on the first
+//!   message to a peer and reused for its replies. If two nodes dial each
+//!   other at once both connections stay: each side sends on the first one
+//!   it had and receives on both, which keeps every direction in order.
+//! * A hello in each direction first: another cluster, no common protocol
+//!   version or our own id is refused with a reason (logged on both sides)
+//!   and the connection closed. Handshakes time out
+//!   ([`Builder::handshake_timeout`]) and at most
+//!   [`Builder::max_handshakes`] run at once.
+//! * Frames are a `u32` length prefix and a postcard body; the length is
+//!   checked against `max_frame_len` before anything is allocated, and a
+//!   bad frame closes only that connection. Queued frames are coalesced
+//!   into one write; TCP_NODELAY is set.
+//! * Each connection has a bounded send queue ([`Builder::send_queue`]):
+//!   when a stuck peer fills it, new messages to it are dropped and logged
+//!   (the protocol retries what matters). A failed dial backs off
+//!   exponentially with jitter (50 ms to 5 s). A lost connection resets
+//!   the streams with that peer.
 #![deny(missing_docs)]
 
+mod api;
+mod driver;
+pub mod runtime;
 pub mod store;
+mod transport;
+
+pub use api::{
+    BroadcastReplies, BroadcastRequest, BroadcastStream, Builder, Error, Hedgerow, IncomingStream,
+    LeaderGuard, Reply, Request, SendStream, Watch, WatchEvent,
+};
+pub use hedgerow_core::{Config, LeaderInfo, Member, NodeId, Term};

@@ -1,0 +1,1026 @@
+//! The public API: [`Hedgerow`], its [`Builder`], the handler types and the
+//! one [`Error`] enum. Everything here talks to the driver task through
+//! channels, except the read-only queries, which ask the node directly
+//! (under a short lock) with a fresh clock reading.
+
+use std::fmt;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::channel::{mpsc, oneshot};
+use futures::future::Shared;
+use futures::Stream;
+use hedgerow_clock::Clock;
+use hedgerow_core::wire::StreamKind;
+use hedgerow_core::{
+    Config, Hello, Identity, LeaderInfo, LeaveReason, Member, MemberChange, Node, NodeId,
+    StepDownReason, StoreError, StreamId, Term,
+};
+
+use crate::driver::{self, lock, BroadcastItem, Chunk, Command, Consumed, Driver};
+use crate::runtime::{BoxFuture, Runtime};
+use crate::store::LeaseStore;
+use crate::transport::{self, NetCtx};
+
+/// What can go wrong, each variant saying what to do about it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// No leader was known before the deadline: check that a candidate runs
+    /// with a clock that may lead and can reach the store.
+    NoLeader,
+    /// No answer before the deadline; a request may still have been
+    /// handled (dedupe on [`Request::id`] if that matters).
+    Timeout,
+    /// The leader (or a member) refused or its handler failed; the text is
+    /// the handler's error or the refusal.
+    Refused(String),
+    /// Too many requests, handler calls or streams outstanding; retry later.
+    Overloaded,
+    /// The lease store failed (e.g. releasing the lease on `leave`).
+    Store(StoreError),
+    /// The clock could not be read; the node does not lead meanwhile.
+    Clock(String),
+    /// A stream was abandoned by the peer or the connection; the text says why.
+    StreamReset(String),
+    /// The node was shut down (or its driver stopped).
+    Closed,
+    /// A socket could not be bound or used.
+    Io(std::io::Error),
+    /// The configuration, id or address is invalid; the text says which.
+    Config(String),
+    /// No async runtime was found: call `start()` from inside one, or pass
+    /// one with [`Builder::runtime`].
+    NoRuntime,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NoLeader => f.write_str("no leader known; is a candidate running with a clock that may lead, and can it reach the store?"),
+            Error::Timeout => f.write_str("no answer before the deadline; the request may still have been handled"),
+            Error::Refused(why) => write!(f, "refused: {why}"),
+            Error::Overloaded => f.write_str("too much outstanding work; retry later"),
+            Error::Store(e) => write!(f, "lease store: {e}"),
+            Error::Clock(why) => write!(f, "clock: {why}"),
+            Error::StreamReset(why) => write!(f, "stream reset: {why}"),
+            Error::Closed => f.write_str("the node was shut down"),
+            Error::Io(e) => write!(f, "socket: {e}"),
+            Error::Config(why) => write!(f, "invalid configuration: {why}"),
+            Error::NoRuntime => f.write_str("no async runtime found: start the node from inside one, or pass it with Builder::runtime"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            Error::Store(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// The leader's answer to a [`Hedgerow::send`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// Who answered.
+    pub leader: NodeId,
+    /// The term under which it answered (its fencing token).
+    pub term: Term,
+    /// The handler's reply.
+    pub payload: Vec<u8>,
+}
+
+/// Leadership under one term, as a handler or caller holds it: work
+/// started as leader checks [`LeaderGuard::is_current`] before acting, or
+/// stops when [`LeaderGuard::lost`] completes (the node stepped down, or
+/// shut down). Clones share the same signal.
+#[derive(Clone)]
+pub struct LeaderGuard {
+    term: Term,
+    node: Arc<Mutex<Node>>,
+    clock: Arc<dyn Clock>,
+    lost: Shared<oneshot::Receiver<()>>,
+}
+
+impl fmt::Debug for LeaderGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeaderGuard")
+            .field("term", &self.term)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LeaderGuard {
+    pub(crate) fn new(
+        term: Term,
+        node: Arc<Mutex<Node>>,
+        clock: Arc<dyn Clock>,
+        lost: Shared<oneshot::Receiver<()>>,
+    ) -> Self {
+        LeaderGuard {
+            term,
+            node,
+            clock,
+            lost,
+        }
+    }
+
+    /// The term this guard is for: the fencing token to pass downstream.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// Whether this node still leads under this term, from a fresh clock
+    /// reading (`false` if the clock cannot be read).
+    pub fn is_current(&self) -> bool {
+        let Ok(now) = self.clock.now() else {
+            return false;
+        };
+        let node = lock(&self.node);
+        node.is_leader(&now) && node.lease_claim().map(|c| c.0) == Some(self.term)
+    }
+
+    /// Unix time (ns, ClockBound time) until which the lease under this
+    /// term is held as of the last renewal, if it still is.
+    pub fn valid_until_ns(&self) -> Option<u64> {
+        lock(&self.node)
+            .lease_claim()
+            .filter(|c| c.0 == self.term)
+            .map(|c| c.1)
+    }
+
+    /// Completes when leadership under this term ends (at once if it
+    /// already has).
+    pub async fn lost(&self) {
+        let _ = self.lost.clone().await;
+    }
+}
+
+/// A request delivered to the leader's handler.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// The sender.
+    pub from: NodeId,
+    /// The sender's incarnation.
+    pub incarnation: u64,
+    /// The sender's request id. Across a failover a retried request can
+    /// reach a new leader after the old one handled it; applications that
+    /// must not act twice dedupe on `(from, incarnation, id)`.
+    pub id: u64,
+    /// The term under which this leader handles it: pass it to downstream
+    /// systems as a fencing token.
+    pub term: Term,
+    /// The request's bytes.
+    pub payload: Vec<u8>,
+    /// Leadership under [`Request::term`]: a long handler can stop when it
+    /// ends.
+    pub guard: LeaderGuard,
+}
+
+/// A broadcast delivered to a member's handler.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BroadcastRequest {
+    /// The sender.
+    pub from: NodeId,
+    /// The sender's broadcast id.
+    pub id: u64,
+    /// The broadcast's bytes.
+    pub payload: Vec<u8>,
+}
+
+/// A change in membership or leadership, from [`Hedgerow::watch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WatchEvent {
+    /// A member joined the view.
+    Joined(Member),
+    /// A member's address or metadata changed.
+    Updated(Member),
+    /// A member left the view.
+    Left {
+        /// Its id.
+        id: NodeId,
+        /// Its incarnation.
+        incarnation: u64,
+        /// Why, where known.
+        reason: LeaveReason,
+    },
+    /// The leader this node follows changed (`None`: none known).
+    LeaderChanged {
+        /// The new leader.
+        leader: Option<NodeId>,
+        /// Its term.
+        term: Term,
+    },
+    /// This node became leader.
+    Elected {
+        /// Its term (fencing token).
+        term: Term,
+    },
+    /// This node stopped leading.
+    SteppedDown {
+        /// The term it led.
+        term: Term,
+        /// Why.
+        reason: StepDownReason,
+    },
+    /// The view reached a new version.
+    ViewChanged {
+        /// The authoring leader's term.
+        term: Term,
+        /// The version.
+        version: u64,
+        /// Number of members.
+        size: usize,
+    },
+}
+
+impl From<MemberChange> for WatchEvent {
+    fn from(c: MemberChange) -> Self {
+        match c {
+            MemberChange::Joined(m) => WatchEvent::Joined(m),
+            MemberChange::Updated(m) => WatchEvent::Updated(m),
+            MemberChange::Left {
+                id,
+                incarnation,
+                reason,
+            } => WatchEvent::Left {
+                id,
+                incarnation,
+                reason,
+            },
+        }
+    }
+}
+
+pub(crate) type LeaderFn =
+    Arc<dyn Fn(Request) -> BoxFuture<'static, Result<Vec<u8>, String>> + Send + Sync>;
+pub(crate) type BroadcastFn =
+    Arc<dyn Fn(BroadcastRequest) -> BoxFuture<'static, Result<Vec<u8>, String>> + Send + Sync>;
+pub(crate) type StreamFn = Arc<dyn Fn(IncomingStream) -> BoxFuture<'static, ()> + Send + Sync>;
+
+#[derive(Clone)]
+pub(crate) struct Handlers {
+    pub(crate) leader: Option<LeaderFn>,
+    pub(crate) broadcast: Option<BroadcastFn>,
+    pub(crate) stream: Option<StreamFn>,
+    pub(crate) max_in_flight: usize,
+}
+
+/// A stream opened to this node: to the leader ([`Hedgerow::send_stream`])
+/// or to every member ([`Hedgerow::broadcast_stream`]). Read it as a
+/// [`Stream`] of chunks, in order; each chunk read grants the sender more
+/// credit, so a slow reader slows the sender and memory stays bounded by
+/// the stream window. It ends after the last chunk, or with an
+/// [`Error::StreamReset`] item if the sender gave up.
+#[derive(Debug)]
+pub struct IncomingStream {
+    from: NodeId,
+    sid: u64,
+    kind: StreamKind,
+    rx: mpsc::UnboundedReceiver<Chunk>,
+    consumed: mpsc::UnboundedSender<Consumed>,
+}
+
+impl IncomingStream {
+    pub(crate) fn new(
+        from: NodeId,
+        sid: u64,
+        kind: StreamKind,
+        rx: mpsc::UnboundedReceiver<Chunk>,
+        consumed: mpsc::UnboundedSender<Consumed>,
+    ) -> Self {
+        IncomingStream {
+            from,
+            sid,
+            kind,
+            rx,
+            consumed,
+        }
+    }
+
+    /// The sender.
+    pub fn from(&self) -> &NodeId {
+        &self.from
+    }
+
+    /// The sender's stream id.
+    pub fn id(&self) -> u64 {
+        self.sid
+    }
+
+    /// Whether it was sent to the leader (`true`) or to every member.
+    pub fn to_leader(&self) -> bool {
+        self.kind == StreamKind::ToLeader
+    }
+}
+
+impl Stream for IncomingStream {
+    type Item = Result<Vec<u8>, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match Pin::new(&mut self.rx).poll_next(cx) {
+            Poll::Ready(Some(Ok(data))) => {
+                let c = Consumed {
+                    from: self.from.clone(),
+                    sid: self.sid,
+                    n: data.len(),
+                };
+                let _ = self.consumed.unbounded_send(c);
+                Poll::Ready(Some(Ok(data)))
+            }
+            Poll::Ready(Some(Err(why))) => Poll::Ready(Some(Err(Error::StreamReset(why)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// A stream this node sends: to the leader ([`Hedgerow::send_stream`]) or
+/// one leg of [`Hedgerow::broadcast_stream`]. Bytes arrive in order;
+/// [`SendStream::write_all`] waits while the receiver is behind (credit flow
+/// control), and [`SendStream::finish`] completes once everything was sent.
+/// Dropping it unfinished resets the stream.
+#[derive(Debug)]
+pub struct SendStream {
+    id: StreamId,
+    to: Option<NodeId>,
+    commands: mpsc::UnboundedSender<Command>,
+    done: bool,
+}
+
+impl SendStream {
+    /// Queues `data`, waiting while the send buffer is full.
+    pub async fn write_all(&mut self, data: impl Into<Vec<u8>>) -> Result<(), Error> {
+        let (done, rx) = oneshot::channel();
+        let cmd = Command::Write {
+            id: self.id,
+            data: data.into(),
+            done,
+        };
+        self.commands
+            .unbounded_send(cmd)
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Ends the stream and waits until every byte and the end were sent.
+    pub async fn finish(mut self) -> Result<(), Error> {
+        self.done = true;
+        let (done, rx) = oneshot::channel();
+        self.commands
+            .unbounded_send(Command::Finish { id: self.id, done })
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Abandons the stream; the receiver sees [`Error::StreamReset`].
+    pub fn reset(mut self, reason: &str) {
+        self.done = true;
+        let _ = self.commands.unbounded_send(Command::Reset {
+            id: self.id,
+            reason: reason.into(),
+        });
+    }
+
+    /// The member this leg goes to (`None` for a stream to the leader).
+    pub fn to(&self) -> Option<&NodeId> {
+        self.to.as_ref()
+    }
+}
+
+impl Drop for SendStream {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.commands.unbounded_send(Command::Reset {
+                id: self.id,
+                reason: "the sender dropped the stream unfinished".into(),
+            });
+        }
+    }
+}
+
+/// A stream to every member of the view (this node included): one
+/// [`SendStream`] leg per member, written together.
+#[derive(Debug)]
+pub struct BroadcastStream {
+    legs: Vec<SendStream>,
+    failed: Vec<(NodeId, Error)>,
+}
+
+impl BroadcastStream {
+    /// Writes `data` to every leg still alive, at the pace of the slowest;
+    /// a leg that fails is dropped and reported by [`BroadcastStream::finish`].
+    pub async fn write_all(&mut self, data: &[u8]) -> Result<(), Error> {
+        let results =
+            futures::future::join_all(self.legs.iter_mut().map(|l| l.write_all(data.to_vec())))
+                .await;
+        let mut keep = Vec::new();
+        for (leg, r) in std::mem::take(&mut self.legs).into_iter().zip(results) {
+            match r {
+                Ok(()) => keep.push(leg),
+                Err(Error::Closed) => return Err(Error::Closed),
+                Err(e) => {
+                    let id = leg.to().cloned();
+                    leg.reset("write failed");
+                    if let Some(id) = id {
+                        self.failed.push((id, e));
+                    }
+                }
+            }
+        }
+        self.legs = keep;
+        Ok(())
+    }
+
+    /// Ends every leg; one result per member.
+    pub async fn finish(self) -> Vec<(NodeId, Result<(), Error>)> {
+        let mut out: Vec<(NodeId, Result<(), Error>)> = self
+            .failed
+            .into_iter()
+            .map(|(id, e)| (id, Err(e)))
+            .collect();
+        let finishing = self.legs.into_iter().map(|l| {
+            let id = l.to().cloned();
+            async move { (id, l.finish().await) }
+        });
+        for (id, r) in futures::future::join_all(finishing).await {
+            if let Some(id) = id {
+                out.push((id, r));
+            }
+        }
+        out
+    }
+
+    /// The members this stream goes to.
+    pub fn members(&self) -> impl Iterator<Item = &NodeId> {
+        self.legs.iter().filter_map(|l| l.to())
+    }
+}
+
+/// Membership and leadership changes as they happen (see [`WatchEvent`]).
+/// Events are dropped (with a warning) while this stream is not read and
+/// its buffer of 1024 is full.
+#[derive(Debug)]
+pub struct Watch(mpsc::Receiver<WatchEvent>);
+
+impl Stream for Watch {
+    type Item = WatchEvent;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<WatchEvent>> {
+        Pin::new(&mut self.0).poll_next(cx)
+    }
+}
+
+/// The replies to a broadcast as they arrive, one per member (a timeout is
+/// an [`Error::Timeout`] item); ends when every member answered or timed out.
+#[derive(Debug)]
+pub struct BroadcastReplies(mpsc::UnboundedReceiver<BroadcastItem>);
+
+impl Stream for BroadcastReplies {
+    type Item = (NodeId, Result<Vec<u8>, Error>);
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.0).poll_next(cx)
+    }
+}
+
+/// A running hedgerow node: membership, leader election and messaging
+/// among the instances of one service.
+///
+/// Clones are handles to the same node. It runs until [`Hedgerow::leave`]
+/// or [`Hedgerow::shutdown`], or until every handle (and every open
+/// [`SendStream`]) is dropped.
+///
+/// ```
+/// # #[cfg(feature = "tokio")]
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::time::Duration;
+/// use hedgerow::{Hedgerow, store::MemoryStore};
+/// use hedgerow_clock::SystemClock;
+///
+/// let node = Hedgerow::builder("orders", "web-1", "127.0.0.1:0")
+///     .store(MemoryStore::new())
+///     .clock(SystemClock::new(Duration::from_millis(1)))
+///     .config(|c| {
+///         *c = hedgerow_core::Config::local(c.cluster.clone());
+///         c.lead_on_assumed_clock = true; // a system clock is not ClockBound
+///     })
+///     .leader_handler(|req| async move { Ok(req.payload) }) // echo
+///     .start()
+///     .await?;
+/// while !node.is_leader() {
+///     tokio::time::sleep(Duration::from_millis(10)).await;
+/// }
+/// let reply = node.send(b"ping".to_vec()).await?;
+/// assert_eq!(reply.payload, b"ping");
+/// node.shutdown().await;
+/// # Ok::<(), hedgerow::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Hedgerow {
+    node: Arc<Mutex<Node>>,
+    clock: Arc<dyn Clock>,
+    commands: mpsc::UnboundedSender<Command>,
+    id: NodeId,
+    addr: String,
+    local_addr: SocketAddr,
+}
+
+impl fmt::Debug for Hedgerow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hedgerow")
+            .field("id", &self.id)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hedgerow {
+    /// Starts building a node of `cluster` named `id` (unique among live
+    /// instances, e.g. the pod name) that peers reach at `advertise_addr`
+    /// (`host:port`; port 0 means "the port the listener gets").
+    #[cfg(any(feature = "tokio", feature = "smol", feature = "async-std"))]
+    pub fn builder(
+        cluster: impl Into<String>,
+        id: impl Into<String>,
+        advertise_addr: impl Into<String>,
+    ) -> Builder<crate::runtime::DefaultRuntime> {
+        Builder::new(cluster, id, advertise_addr)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// The address peers reach this node at.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The members of the current view (this node included once it has
+    /// joined a leader's view).
+    pub fn members(&self) -> Vec<Member> {
+        lock(&self.node).view().members().cloned().collect()
+    }
+
+    /// Whether the view may be out of date (no leader known, or the leader
+    /// has not answered for a failure timeout).
+    pub fn view_is_stale(&self) -> bool {
+        lock(&self.node).view_is_stale()
+    }
+
+    /// The leader this node follows (itself when leading), if known.
+    pub fn leader(&self) -> Option<LeaderInfo> {
+        lock(&self.node).leader().cloned()
+    }
+
+    /// Whether this node leads right now, from a fresh clock reading
+    /// against its stored lease expiry: a process paused past its lease
+    /// answers `false` the moment it resumes. `false` when the clock cannot
+    /// be read.
+    pub fn is_leader(&self) -> bool {
+        self.try_is_leader().unwrap_or(false)
+    }
+
+    /// As [`Hedgerow::is_leader`], saying when the clock cannot be read.
+    pub fn try_is_leader(&self) -> Result<bool, Error> {
+        let now = self.clock.now().map_err(|e| Error::Clock(e.to_string()))?;
+        Ok(lock(&self.node).is_leader(&now))
+    }
+
+    /// A guard on this node's leadership if it leads now (see
+    /// [`LeaderGuard`]); `None` otherwise.
+    pub async fn leader_guard(&self) -> Option<LeaderGuard> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Guard { reply }).ok()?;
+        rx.await.ok().flatten()
+    }
+
+    /// The highest term confirmed to this node: the leader's fencing token.
+    pub fn term(&self) -> Term {
+        lock(&self.node).term()
+    }
+
+    /// Membership and leadership changes from now on.
+    pub fn watch(&self) -> Watch {
+        let (tx, rx) = mpsc::channel(1024);
+        let _ = self.commands.unbounded_send(Command::Watch(tx));
+        Watch(rx)
+    }
+
+    /// Sends `payload` to the leader and waits for its handler's reply,
+    /// retrying (same request id) across redirects and failovers until the
+    /// configured `request_timeout`.
+    pub async fn send(&self, payload: impl Into<Vec<u8>>) -> Result<Reply, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Send {
+            payload: payload.into(),
+            reply,
+        })?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Sends `payload` to every member of the current view (this node
+    /// included) and collects one result per member (empty if the node was
+    /// shut down).
+    pub async fn broadcast(
+        &self,
+        payload: impl Into<Vec<u8>>,
+    ) -> Vec<(NodeId, Result<Vec<u8>, Error>)> {
+        use futures::StreamExt;
+        match self.broadcast_each(payload) {
+            Ok(replies) => replies.collect().await,
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// As [`Hedgerow::broadcast`], handing out each reply as it arrives.
+    pub fn broadcast_each(&self, payload: impl Into<Vec<u8>>) -> Result<BroadcastReplies, Error> {
+        let (replies, rx) = mpsc::unbounded();
+        self.command(Command::Broadcast {
+            payload: payload.into(),
+            replies,
+        })?;
+        Ok(BroadcastReplies(rx))
+    }
+
+    /// Opens a stream to the leader (its stream handler reads it).
+    pub async fn send_stream(&self) -> Result<SendStream, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::OpenStream { reply })?;
+        let id = rx.await.map_err(|_| Error::Closed)??;
+        Ok(SendStream {
+            id,
+            to: None,
+            commands: self.commands.clone(),
+            done: false,
+        })
+    }
+
+    /// Opens a stream to every member of the current view, this node
+    /// included (each member's stream handler reads its leg).
+    pub async fn broadcast_stream(&self) -> Result<BroadcastStream, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::OpenBroadcastStream { reply })?;
+        let mut legs = Vec::new();
+        let mut failed = Vec::new();
+        for (to, r) in rx.await.map_err(|_| Error::Closed)? {
+            match r {
+                Ok(id) => legs.push(SendStream {
+                    id,
+                    to: Some(to),
+                    commands: self.commands.clone(),
+                    done: false,
+                }),
+                Err(e) => failed.push((to, e)),
+            }
+        }
+        Ok(BroadcastStream { legs, failed })
+    }
+
+    /// Sets this node's metadata (at most `max_meta_len` bytes); members
+    /// see it in the view after the next heartbeat.
+    pub async fn set_meta(&self, meta: impl Into<Vec<u8>>) -> Result<(), Error> {
+        let (done, rx) = oneshot::channel();
+        self.command(Command::SetMeta {
+            meta: meta.into(),
+            done,
+        })?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Releases the lease now if held (e.g. before a rolling deploy
+    /// replaces this instance) and stays out of the race for one lease
+    /// duration.
+    pub fn resign(&self) -> Result<(), Error> {
+        self.command(Command::Resign)
+    }
+
+    /// Leaves the group gracefully: releases the lease if held, tells the
+    /// leader, waits for the release to be stored, then stops. An
+    /// [`Error::Store`] says the release could not be confirmed (the lease
+    /// then lapses on its own).
+    pub async fn leave(&self) -> Result<(), Error> {
+        let (done, rx) = oneshot::channel();
+        self.command(Command::Leave { done })?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Stops at once, without a goodbye: connections close and a held
+    /// lease is left to lapse (another node takes over after it expires).
+    /// Prefer [`Hedgerow::leave`] for a planned stop.
+    pub async fn shutdown(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.command(Command::Shutdown { done }).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    fn command(&self, c: Command) -> Result<(), Error> {
+        self.commands.unbounded_send(c).map_err(|_| Error::Closed)
+    }
+}
+
+type ConfigTweak = Box<dyn FnOnce(&mut Config) + Send>;
+
+/// Sets up a [`Hedgerow`] node; see [`Hedgerow::builder`].
+pub struct Builder<R: Runtime> {
+    cluster: String,
+    id: String,
+    advertise: String,
+    listen: Option<String>,
+    store: Option<Arc<dyn LeaseStore>>,
+    clock: Option<Arc<dyn Clock>>,
+    tweak: Option<ConfigTweak>,
+    handlers: Handlers,
+    runtime: Option<R>,
+    seed: Option<u64>,
+    incarnation: Option<u64>,
+    store_timeout: Option<Duration>,
+    handshake_timeout: Duration,
+    max_handshakes: usize,
+    send_queue: usize,
+}
+
+impl<R: Runtime> fmt::Debug for Builder<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("cluster", &self.cluster)
+            .field("id", &self.id)
+            .field("advertise", &self.advertise)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> Builder<R> {
+    /// A builder for runtime `R` (found from the calling context unless
+    /// given with [`Builder::runtime`]).
+    pub fn new(
+        cluster: impl Into<String>,
+        id: impl Into<String>,
+        advertise_addr: impl Into<String>,
+    ) -> Self {
+        Builder {
+            cluster: cluster.into(),
+            id: id.into(),
+            advertise: advertise_addr.into(),
+            listen: None,
+            store: None,
+            clock: None,
+            tweak: None,
+            handlers: Handlers {
+                leader: None,
+                broadcast: None,
+                stream: None,
+                max_in_flight: 64,
+            },
+            runtime: None,
+            seed: None,
+            incarnation: None,
+            store_timeout: None,
+            handshake_timeout: Duration::from_secs(5),
+            max_handshakes: 64,
+            send_queue: 256,
+        }
+    }
+
+    /// Runs on `runtime` instead of the default one.
+    pub fn runtime<R2: Runtime>(self, runtime: R2) -> Builder<R2> {
+        Builder {
+            cluster: self.cluster,
+            id: self.id,
+            advertise: self.advertise,
+            listen: self.listen,
+            store: self.store,
+            clock: self.clock,
+            tweak: self.tweak,
+            handlers: self.handlers,
+            runtime: Some(runtime),
+            seed: self.seed,
+            incarnation: self.incarnation,
+            store_timeout: self.store_timeout,
+            handshake_timeout: self.handshake_timeout,
+            max_handshakes: self.max_handshakes,
+            send_queue: self.send_queue,
+        }
+    }
+
+    /// Where to listen (`host:port`); default: the advertised address.
+    pub fn listen(mut self, addr: impl Into<String>) -> Self {
+        self.listen = Some(addr.into());
+        self
+    }
+
+    /// The lease store every node of the cluster shares (required).
+    pub fn store(mut self, store: impl LeaseStore + 'static) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// The clock (default: ClockBound if its segment exists, else a clock
+    /// that never leads; see `hedgerow_clock::ClockConfig`).
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Adjusts the node configuration (starts from `Config::lan(cluster)`;
+    /// the cluster id itself cannot be changed here).
+    pub fn config(mut self, tweak: impl FnOnce(&mut Config) + Send + 'static) -> Self {
+        self.tweak = Some(Box::new(tweak));
+        self
+    }
+
+    /// Answers [`Hedgerow::send`]s while this node leads. `Err` goes back
+    /// to the sender as [`Error::Refused`].
+    pub fn leader_handler<F, Fut>(mut self, handler: F) -> Self
+    where
+        F: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<u8>, String>> + Send + 'static,
+    {
+        self.handlers.leader = Some(Arc::new(move |r| Box::pin(handler(r))));
+        self
+    }
+
+    /// Answers broadcasts (this node's own included).
+    pub fn broadcast_handler<F, Fut>(mut self, handler: F) -> Self
+    where
+        F: Fn(BroadcastRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<u8>, String>> + Send + 'static,
+    {
+        self.handlers.broadcast = Some(Arc::new(move |r| Box::pin(handler(r))));
+        self
+    }
+
+    /// Reads streams sent to this node. Without one, their bytes are
+    /// discarded (and a warning logged).
+    pub fn stream_handler<F, Fut>(mut self, handler: F) -> Self
+    where
+        F: Fn(IncomingStream) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.handlers.stream = Some(Arc::new(move |s| Box::pin(handler(s))));
+        self
+    }
+
+    /// Most request and broadcast handler calls running at once (default
+    /// 64); more wait their turn. Stream handlers are bounded by the
+    /// core's `max_streams` instead.
+    pub fn max_handlers(mut self, n: usize) -> Self {
+        self.handlers.max_in_flight = n.max(1);
+        self
+    }
+
+    /// How long a store call may take before the node treats it as failed
+    /// (default: the renew interval, a third of the lease).
+    pub fn store_timeout(mut self, limit: Duration) -> Self {
+        self.store_timeout = Some(limit);
+        self
+    }
+
+    /// How long a connect plus handshake may take (default 5 s).
+    pub fn handshake_timeout(mut self, limit: Duration) -> Self {
+        self.handshake_timeout = limit;
+        self
+    }
+
+    /// Most inbound handshakes in progress at once (default 64).
+    pub fn max_handshakes(mut self, n: usize) -> Self {
+        self.max_handshakes = n.max(1);
+        self
+    }
+
+    /// Messages queued per peer connection before new ones are dropped
+    /// (default 256; the protocol retries what matters).
+    pub fn send_queue(mut self, n: usize) -> Self {
+        self.send_queue = n.max(1);
+        self
+    }
+
+    /// Seeds the node's randomness (jitter), for reproducible runs.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Sets the incarnation instead of drawing a random one. Only for
+    /// simulations that replay a run: two processes with one id and one
+    /// incarnation are indistinguishable to the cluster.
+    pub fn incarnation(mut self, incarnation: u64) -> Self {
+        self.incarnation = Some(incarnation);
+        self
+    }
+
+    /// Binds the listener and starts the node's driver.
+    pub async fn start(self) -> Result<Hedgerow, Error> {
+        let rt = self
+            .runtime
+            .or_else(R::from_context)
+            .ok_or(Error::NoRuntime)?;
+        let id = NodeId::new(self.id).map_err(|e| Error::Config(e.to_string()))?;
+        let store = self.store.ok_or_else(|| {
+            Error::Config(
+                "no lease store: call Builder::store (every node of the cluster must share one)"
+                    .into(),
+            )
+        })?;
+        let clock: Arc<dyn Clock> = match self.clock {
+            Some(c) => c,
+            None => Arc::from(
+                hedgerow_clock::ClockConfig::Auto { bound: None }
+                    .open()
+                    .map_err(|e| Error::Clock(e.to_string()))?,
+            ),
+        };
+        let mut config = Config::lan(self.cluster.clone());
+        if let Some(tweak) = self.tweak {
+            tweak(&mut config);
+        }
+        config.cluster = self.cluster;
+        config
+            .validate()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let listen = self.listen.unwrap_or_else(|| self.advertise.clone());
+        let listener = rt.bind(listen).await.map_err(Error::Io)?;
+        let local_addr = R::local_addr(&listener).map_err(Error::Io)?;
+        let addr = match self.advertise.rsplit_once(':') {
+            Some((host, "0")) => format!("{host}:{}", local_addr.port()),
+            _ => self.advertise,
+        };
+        let incarnation = self.incarnation.unwrap_or_else(random_u64);
+        let seed = self.seed.unwrap_or_else(random_u64);
+        let identity = Identity {
+            id: id.clone(),
+            addr: addr.clone(),
+            incarnation,
+        };
+        let store_timeout = self.store_timeout.unwrap_or(config.renew_interval());
+        let hello = Hello::new(&config.cluster, id.clone(), incarnation, &addr);
+        let max_frame_len = config.max_frame_len;
+        let node = Node::new(config, identity, seed).map_err(|e| Error::Config(e.to_string()))?;
+        let node = Arc::new(Mutex::new(node));
+        let (net_tx, net_rx) = mpsc::channel(1024);
+        let net = Arc::new(NetCtx::new(
+            hello,
+            max_frame_len,
+            self.handshake_timeout,
+            self.max_handshakes,
+            self.send_queue,
+            net_tx,
+        ));
+        let listener = transport::spawn_listener(&rt, net.clone(), listener);
+        let (cmd_tx, cmd_rx) = mpsc::unbounded();
+        let (consumed_tx, consumed_rx) = mpsc::unbounded();
+        let driver = Driver::new(driver::Parts {
+            rt: rt.clone(),
+            node: node.clone(),
+            clock: clock.clone(),
+            store,
+            store_timeout,
+            net,
+            listener,
+            handlers: self.handlers,
+            consumed: consumed_tx,
+            seed: seed ^ 0x9e37_79b9_7f4a_7c15,
+        });
+        let inbox = driver::Inbox {
+            commands: cmd_rx,
+            net: net_rx,
+            consumed: consumed_rx,
+        };
+        rt.spawn(Box::pin(driver.run(inbox)));
+        Ok(Hedgerow {
+            node,
+            clock,
+            commands: cmd_tx,
+            id,
+            addr,
+            local_addr,
+        })
+    }
+}
+
+/// A random number from the standard library's per-process hash keys and
+/// the time, for incarnations and seeds (no extra dependency needed).
+fn random_u64() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    h.write_u128(t);
+    h.finish()
+}

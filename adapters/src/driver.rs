@@ -1,0 +1,1039 @@
+//! The driver: one task that owns a [`hedgerow_core::Node`], reads the clock
+//! before every call into it, feeds it transport events, timers, lease
+//! results and user commands, and carries out every output. It holds no
+//! protocol logic: what to send, when to write the lease and who leads is
+//! the core's call. The loop selects with a fixed priority
+//! (`select_biased!`) so a simulated runtime replays it deterministically.
+//!
+//! Handlers run on their own tasks, at most `max_handlers` at once; the
+//! driver never awaits application code, so a slow handler cannot stall
+//! heartbeats or the lease.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures::channel::{mpsc, oneshot};
+use futures::future::{AbortHandle, Shared};
+use futures::{FutureExt, StreamExt};
+use hedgerow_clock::Clock;
+use hedgerow_core::{
+    duration_nanos, BroadcastError, BroadcastHandle, ClockReading, ClockStatus, Event, Input,
+    LeaseOp, LeaseReply, Message, MonoTime, Node, NodeId, Now, OpId, Output, Payload,
+    RequestHandle, Rng, SendError, StoreError, StreamError, StreamId, StreamTarget, Term,
+    TimeInterval,
+};
+
+use crate::api::{
+    BroadcastRequest, Error, Handlers, IncomingStream, LeaderGuard, Reply, Request, WatchEvent,
+};
+use crate::runtime::{timeout, Runtime};
+use crate::store::LeaseStore;
+use crate::transport::{self, ConnId, NetCtx, NetEvent};
+
+/// Requests and broadcasts waiting for a free handler slot beyond this are
+/// refused at once ("overloaded") instead of queued.
+const MAX_QUEUED_JOBS: usize = 10_000;
+/// Longest the loop sleeps without looking at the clock again.
+const MAX_SLEEP: Duration = Duration::from_secs(1);
+
+/// A broadcast reply as the API hands it out.
+pub(crate) type BroadcastItem = (NodeId, Result<Vec<u8>, Error>);
+
+/// What the public handle asks the driver to do.
+pub(crate) enum Command {
+    Send {
+        payload: Vec<u8>,
+        reply: oneshot::Sender<Result<Reply, Error>>,
+    },
+    Broadcast {
+        payload: Vec<u8>,
+        replies: mpsc::UnboundedSender<BroadcastItem>,
+    },
+    OpenStream {
+        reply: oneshot::Sender<Result<StreamId, Error>>,
+    },
+    OpenBroadcastStream {
+        reply: oneshot::Sender<Vec<(NodeId, Result<StreamId, Error>)>>,
+    },
+    Write {
+        id: StreamId,
+        data: Vec<u8>,
+        done: oneshot::Sender<Result<(), Error>>,
+    },
+    Finish {
+        id: StreamId,
+        done: oneshot::Sender<Result<(), Error>>,
+    },
+    Reset {
+        id: StreamId,
+        reason: String,
+    },
+    SetMeta {
+        meta: Vec<u8>,
+        done: oneshot::Sender<Result<(), Error>>,
+    },
+    Watch(mpsc::Sender<WatchEvent>),
+    Guard {
+        reply: oneshot::Sender<Option<LeaderGuard>>,
+    },
+    Resign,
+    Leave {
+        done: oneshot::Sender<Result<(), Error>>,
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// An inbound stream's bytes as the application reads them; `Err` carries a
+/// reset reason.
+pub(crate) type Chunk = Result<Vec<u8>, String>;
+
+/// An inbound stream chunk the application has read: credit goes back.
+pub(crate) struct Consumed {
+    pub(crate) from: NodeId,
+    pub(crate) sid: u64,
+    pub(crate) n: usize,
+}
+
+enum Job {
+    Request(RequestHandle, Payload),
+    Broadcast(BroadcastHandle, Payload),
+}
+
+enum Done {
+    Request(RequestHandle, Result<Vec<u8>, String>),
+    Broadcast(BroadcastHandle, Result<Vec<u8>, String>),
+}
+
+struct Conn {
+    id: ConnId,
+    tx: mpsc::Sender<Message>,
+    abort: AbortHandle,
+    /// `None` while a dialed connection is not up yet.
+    incarnation: Option<u64>,
+}
+
+struct Backoff {
+    failures: u32,
+    until: Instant,
+}
+
+/// Answers a stream write or finish.
+type Ack = oneshot::Sender<Result<(), Error>>;
+
+#[derive(Default)]
+struct OutStream {
+    /// A write the send buffer could not take whole: the bytes, how many
+    /// were taken so far, and whom to tell once all are.
+    pending: Option<(Vec<u8>, usize, Ack)>,
+    finish: Option<oneshot::Sender<Result<(), Error>>>,
+    failed: Option<String>,
+}
+
+struct Leaving {
+    deadline: Instant,
+    done: oneshot::Sender<Result<(), Error>>,
+    error: Option<StoreError>,
+}
+
+/// The receiving ends the driver's loop selects over.
+pub(crate) struct Inbox {
+    pub(crate) commands: mpsc::UnboundedReceiver<Command>,
+    pub(crate) net: mpsc::Receiver<NetEvent>,
+    pub(crate) consumed: mpsc::UnboundedReceiver<Consumed>,
+}
+
+/// Everything the driver is built from.
+pub(crate) struct Parts<R: Runtime> {
+    pub(crate) rt: R,
+    pub(crate) node: Arc<Mutex<Node>>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) store: Arc<dyn LeaseStore>,
+    pub(crate) store_timeout: Duration,
+    pub(crate) net: Arc<NetCtx>,
+    pub(crate) listener: AbortHandle,
+    pub(crate) handlers: Handlers,
+    pub(crate) consumed: mpsc::UnboundedSender<Consumed>,
+    pub(crate) seed: u64,
+}
+
+pub(crate) struct Driver<R: Runtime> {
+    rt: R,
+    node: Arc<Mutex<Node>>,
+    clock: Arc<dyn Clock>,
+    store: Arc<dyn LeaseStore>,
+    group: String,
+    store_timeout: Duration,
+    net: Arc<NetCtx>,
+    listener: AbortHandle,
+    peers: BTreeMap<NodeId, Vec<Conn>>,
+    backoff: BTreeMap<NodeId, Backoff>,
+    rng: Rng,
+    last: Option<(Now, Instant)>,
+    started: Instant,
+    clock_failing: bool,
+    lease_tx: mpsc::UnboundedSender<(OpId, Result<LeaseReply, StoreError>)>,
+    lease_rx: Option<mpsc::UnboundedReceiver<(OpId, Result<LeaseReply, StoreError>)>>,
+    lease_pending: Option<OpId>,
+    handlers: Handlers,
+    app_tx: mpsc::UnboundedSender<Done>,
+    app_rx: Option<mpsc::UnboundedReceiver<Done>>,
+    in_flight: usize,
+    queued: VecDeque<Job>,
+    consumed_tx: mpsc::UnboundedSender<Consumed>,
+    sends: HashMap<u64, oneshot::Sender<Result<Reply, Error>>>,
+    broadcasts: HashMap<u64, mpsc::UnboundedSender<BroadcastItem>>,
+    out_streams: HashMap<u64, OutStream>,
+    in_streams: HashMap<(NodeId, u64), Option<mpsc::UnboundedSender<Chunk>>>,
+    watchers: Vec<mpsc::Sender<WatchEvent>>,
+    /// The signal every [`LeaderGuard`] of the current term shares; fired
+    /// (by dropping the sender) when the node steps down or stops.
+    guard: Option<(Term, oneshot::Sender<()>, Shared<oneshot::Receiver<()>>)>,
+    leaving: Option<Leaving>,
+    shutdown: Option<oneshot::Sender<()>>,
+    stop: bool,
+}
+
+enum Wake {
+    Lease(Option<(OpId, Result<LeaseReply, StoreError>)>),
+    App(Option<Done>),
+    Net(Option<NetEvent>),
+    Consumed(Option<Consumed>),
+    Command(Option<Command>),
+    Tick,
+}
+
+impl<R: Runtime> Driver<R> {
+    pub(crate) fn new(p: Parts<R>) -> Self {
+        let (lease_tx, lease_rx) = mpsc::unbounded();
+        let (app_tx, app_rx) = mpsc::unbounded();
+        let group = lock(&p.node).config().cluster.clone();
+        let started = p.rt.now();
+        Driver {
+            rt: p.rt,
+            node: p.node,
+            clock: p.clock,
+            store: p.store,
+            group,
+            store_timeout: p.store_timeout,
+            net: p.net,
+            listener: p.listener,
+            peers: BTreeMap::new(),
+            backoff: BTreeMap::new(),
+            rng: Rng::new(p.seed),
+            last: None,
+            started,
+            clock_failing: false,
+            lease_tx,
+            lease_rx: Some(lease_rx),
+            lease_pending: None,
+            handlers: p.handlers,
+            app_tx,
+            app_rx: Some(app_rx),
+            in_flight: 0,
+            queued: VecDeque::new(),
+            consumed_tx: p.consumed,
+            sends: HashMap::new(),
+            broadcasts: HashMap::new(),
+            out_streams: HashMap::new(),
+            in_streams: HashMap::new(),
+            watchers: Vec::new(),
+            guard: None,
+            leaving: None,
+            shutdown: None,
+            stop: false,
+        }
+    }
+
+    /// Runs until shut down, left, or every handle is dropped.
+    pub(crate) async fn run(mut self, inbox: Inbox) {
+        let Inbox {
+            mut commands,
+            mut net,
+            mut consumed,
+        } = inbox;
+        let (Some(mut lease_rx), Some(mut app_rx)) = (self.lease_rx.take(), self.app_rx.take())
+        else {
+            return;
+        };
+        let me = lock(&self.node).identity().id.clone();
+        let span = tracing::info_span!("hedgerow", node = %me);
+        let _enter = span.enter();
+        tracing::info!(clock = %self.clock.describe(), "node started");
+        self.input(Input::Tick);
+        while !self.stop {
+            if self.leave_finished() {
+                break;
+            }
+            let wait = self.wait();
+            let mut sleep = self.rt.sleep(wait).fuse();
+            // Fixed priority: store answers, then finished handlers, then the
+            // network, then the application; timers last (every input also
+            // lets the node act on whatever is due).
+            let wake = futures::select_biased! {
+                r = lease_rx.next() => Wake::Lease(r),
+                d = app_rx.next() => Wake::App(d),
+                e = net.next() => Wake::Net(e),
+                c = consumed.next() => Wake::Consumed(c),
+                c = commands.next() => Wake::Command(c),
+                () = sleep => Wake::Tick,
+            };
+            match wake {
+                Wake::Lease(Some((op, result))) => self.on_lease(op, result),
+                Wake::App(Some(done)) => self.on_done(done),
+                Wake::Net(Some(e)) => self.on_net(e),
+                Wake::Consumed(Some(c)) => {
+                    let now = self.now();
+                    lock(&self.node).stream_consumed(now, &c.from, c.sid, c.n);
+                    self.drain();
+                }
+                Wake::Command(Some(c)) => self.on_command(c),
+                Wake::Command(None) => {
+                    tracing::info!("every handle was dropped; stopping");
+                    self.stop = true;
+                }
+                Wake::Tick => self.input(Input::Tick),
+                Wake::Lease(None) | Wake::App(None) | Wake::Net(None) | Wake::Consumed(None) => {
+                    self.stop = true;
+                }
+            }
+        }
+        self.close();
+        tracing::info!("node stopped");
+    }
+
+    fn close(&mut self) {
+        self.listener.abort();
+        self.guard = None;
+        // Dropping the queues lets each connection flush what is queued
+        // (a goodbye, a release notice) and close.
+        self.peers.clear();
+        if let Some(done) = self.shutdown.take() {
+            let _ = done.send(());
+        }
+    }
+
+    /// True once a graceful leave has released the lease (or given up).
+    fn leave_finished(&mut self) -> bool {
+        let Some(l) = &self.leaving else {
+            return false;
+        };
+        let timed_out = self.rt.now() >= l.deadline;
+        if self.lease_pending.is_some() && !timed_out {
+            return false;
+        }
+        if let Some(l) = self.leaving.take() {
+            let result = match (l.error, timed_out && self.lease_pending.is_some()) {
+                (Some(e), _) => Err(Error::Store(e)),
+                (None, true) => Err(Error::Store(StoreError::Timeout)),
+                (None, false) => Ok(()),
+            };
+            let _ = l.done.send(result);
+        }
+        true
+    }
+
+    fn wait(&mut self) -> Duration {
+        let deadline = lock(&self.node).poll_timeout();
+        let mut d = match (deadline, &self.last) {
+            (Some(t), Some((last, at))) => t
+                .saturating_since(last.mono)
+                .saturating_sub(self.rt.now().saturating_duration_since(*at)),
+            (Some(_), None) => Duration::ZERO,
+            (None, _) => MAX_SLEEP,
+        };
+        d = d.min(MAX_SLEEP);
+        if let Some(l) = &self.leaving {
+            d = d.min(l.deadline.saturating_duration_since(self.rt.now()));
+        }
+        d
+    }
+
+    /// A fresh reading; when the clock fails, a reading with status Unknown
+    /// (the node steps down and does not lead) extrapolated from the last
+    /// good one.
+    fn now(&mut self) -> Now {
+        match self.clock.now() {
+            Ok(now) => {
+                if self.clock_failing {
+                    tracing::info!("clock readable again");
+                    self.clock_failing = false;
+                }
+                self.last = Some((now, self.rt.now()));
+                now
+            }
+            Err(e) => {
+                if !self.clock_failing {
+                    tracing::warn!(error = %e, "cannot read the clock; this node will not lead until it can");
+                    self.clock_failing = true;
+                }
+                let now = self.rt.now();
+                let (mono, interval, source) = match &self.last {
+                    Some((last, at)) => {
+                        let el = duration_nanos(now.saturating_duration_since(*at));
+                        let i = last.clock.interval;
+                        (
+                            last.mono + Duration::from_nanos(el),
+                            TimeInterval {
+                                earliest: i.earliest.saturating_add(el),
+                                latest: i.latest.saturating_add(el),
+                            },
+                            last.clock.source,
+                        )
+                    }
+                    None => (
+                        MonoTime::from_nanos(duration_nanos(
+                            now.saturating_duration_since(self.started),
+                        )),
+                        TimeInterval {
+                            earliest: 0,
+                            latest: 0,
+                        },
+                        hedgerow_core::ClockSource::ClockBound,
+                    ),
+                };
+                Now {
+                    mono,
+                    clock: ClockReading {
+                        interval,
+                        status: ClockStatus::Unknown,
+                        source,
+                    },
+                }
+            }
+        }
+    }
+
+    fn input(&mut self, input: Input) {
+        let now = self.now();
+        lock(&self.node).handle(now, input);
+        self.drain();
+    }
+
+    /// Carries out outputs until the node has none left. Carrying one out
+    /// may call the node again (a reply, a write); those outputs are
+    /// collected on the next round rather than by recursion.
+    fn drain(&mut self) {
+        loop {
+            let outs: Vec<Output> = {
+                let mut node = lock(&self.node);
+                std::iter::from_fn(|| node.poll()).collect()
+            };
+            if outs.is_empty() {
+                return;
+            }
+            for out in outs {
+                match out {
+                    Output::Transmit { to, addr, msg } => self.transmit(to, addr, msg),
+                    Output::Lease(op) => self.lease(op),
+                    Output::Event(e) => self.on_event(e),
+                    other => {
+                        tracing::debug!(?other, "ignoring an output this driver does not know")
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- transport --------------------------------------------------------------
+
+    fn transmit(&mut self, to: NodeId, addr: Option<String>, msg: Message) {
+        if let Some(conn) = self.peers.get_mut(&to).and_then(|c| c.first_mut()) {
+            if let Err(e) = conn.tx.try_send(msg) {
+                if e.is_full() {
+                    let kind = e.into_inner().kind();
+                    tracing::warn!(peer = %to, kind, "send queue to peer is full; dropping the message");
+                }
+                // Disconnected: the connection is going down; its Down event follows.
+            }
+            return;
+        }
+        let Some(addr) = addr else {
+            tracing::debug!(peer = %to, kind = msg.kind(), "no connection to answer on; dropping");
+            return;
+        };
+        let now = self.rt.now();
+        if self.backoff.get(&to).is_some_and(|b| now < b.until) {
+            tracing::trace!(peer = %to, "peer in reconnect backoff; dropping");
+            return;
+        }
+        let (mut tx, rx) = mpsc::channel(self.net.send_queue);
+        let _ = tx.try_send(msg);
+        let id = self.net.next_conn();
+        tracing::debug!(peer = %to, %addr, "dialing");
+        let abort = transport::spawn_dial(&self.rt, self.net.clone(), id, to.clone(), addr, rx);
+        self.peers.entry(to).or_default().push(Conn {
+            id,
+            tx,
+            abort,
+            incarnation: None,
+        });
+    }
+
+    fn on_net(&mut self, e: NetEvent) {
+        match e {
+            NetEvent::Up {
+                conn,
+                peer,
+                incarnation,
+                inbound,
+            } => {
+                let conns = self.peers.entry(peer.clone()).or_default();
+                // Another incarnation means the peer restarted: whatever is
+                // left of the old process's connections is dead.
+                let before = conns.len();
+                conns.retain(|c| {
+                    let stale = c.incarnation.is_some_and(|i| i != incarnation);
+                    if stale {
+                        c.abort.abort();
+                    }
+                    !stale
+                });
+                let lost = conns.len() != before;
+                match inbound {
+                    Some((tx, abort)) => conns.push(Conn {
+                        id: conn,
+                        tx,
+                        abort,
+                        incarnation: Some(incarnation),
+                    }),
+                    None => {
+                        if let Some(c) = conns.iter_mut().find(|c| c.id == conn) {
+                            c.incarnation = Some(incarnation);
+                        }
+                        self.backoff.remove(&peer);
+                    }
+                }
+                tracing::debug!(%peer, conn, "connection up");
+                if lost {
+                    self.input(Input::PeerLost { peer });
+                }
+            }
+            NetEvent::Msg { conn, peer, msg } => {
+                let known = self
+                    .peers
+                    .get(&peer)
+                    .is_some_and(|c| c.iter().any(|c| c.id == conn));
+                if known {
+                    self.input(Input::Message { from: peer, msg });
+                }
+            }
+            NetEvent::Down {
+                conn,
+                peer,
+                was_up,
+                reason,
+            } => {
+                let mut removed = false;
+                if let Some(conns) = self.peers.get_mut(&peer) {
+                    let before = conns.len();
+                    conns.retain(|c| c.id != conn);
+                    removed = conns.len() != before;
+                    if conns.is_empty() {
+                        self.peers.remove(&peer);
+                    }
+                }
+                if !removed {
+                    return;
+                }
+                if !was_up {
+                    self.back_off(&peer);
+                }
+                tracing::debug!(%peer, conn, %reason, "connection down");
+                self.input(Input::PeerLost { peer });
+            }
+        }
+    }
+
+    /// Exponential backoff with jitter before the next dial to `peer`:
+    /// 50 ms doubling to 5 s, times a random factor in [0.5, 1.5).
+    fn back_off(&mut self, peer: &NodeId) {
+        let failures = self.backoff.get(peer).map_or(0, |b| b.failures) + 1;
+        let base = Duration::from_millis(50)
+            .saturating_mul(1 << failures.min(7))
+            .min(Duration::from_secs(5));
+        let factor = 500 + self.rng.below(1000);
+        let delay = base * u32::try_from(factor).unwrap_or(1000) / 1000;
+        let until = self.rt.now() + delay;
+        self.backoff
+            .insert(peer.clone(), Backoff { failures, until });
+    }
+
+    // ---- store ------------------------------------------------------------------
+
+    fn lease(&mut self, op: LeaseOp) {
+        let id = op.id();
+        self.lease_pending = Some(id);
+        let (tx, rx) = oneshot::channel();
+        let store = self.store.clone();
+        let group = self.group.clone();
+        self.rt.spawn_blocking(Box::new(move || {
+            let result = match &op {
+                LeaseOp::Read { .. } => store.read(&group).map(LeaseReply::Read),
+                LeaseOp::CompareAndSet {
+                    expected_version,
+                    write,
+                    ..
+                } => store
+                    .compare_and_set(&group, *expected_version, write)
+                    .map(LeaseReply::Cas),
+            };
+            let _ = tx.send(result);
+        }));
+        let rt = self.rt.clone();
+        let limit = self.store_timeout;
+        let answers = self.lease_tx.clone();
+        self.rt.spawn(Box::pin(async move {
+            let result = match timeout(&rt, limit, rx).await {
+                Some(Ok(r)) => r,
+                Some(Err(_)) => Err(StoreError::Unavailable(
+                    "the store call panicked; see the log".into(),
+                )),
+                None => Err(StoreError::Timeout),
+            };
+            let _ = answers.unbounded_send((id, result));
+        }));
+    }
+
+    fn on_lease(&mut self, op: OpId, result: Result<LeaseReply, StoreError>) {
+        if self.lease_pending == Some(op) {
+            self.lease_pending = None;
+        }
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "lease store operation failed");
+            if let Some(l) = &mut self.leaving {
+                l.error = Some(e.clone());
+            }
+        }
+        self.input(Input::Lease { op, result });
+    }
+
+    // ---- application ------------------------------------------------------------
+
+    fn notify(&mut self, ev: WatchEvent) {
+        self.watchers.retain_mut(|w| match w.try_send(ev.clone()) {
+            Ok(()) => true,
+            Err(e) if e.is_full() => {
+                tracing::warn!("a watch() stream is not read; dropping an event for it");
+                true
+            }
+            Err(_) => false,
+        });
+    }
+
+    fn on_event(&mut self, e: Event) {
+        match e {
+            Event::Elected { term } => {
+                tracing::info!(%term, "elected leader");
+                self.notify(WatchEvent::Elected { term });
+            }
+            Event::SteppedDown { term, reason } => {
+                tracing::info!(%term, ?reason, "stepped down");
+                if self.guard.as_ref().is_some_and(|g| g.0 <= term) {
+                    self.guard = None;
+                }
+                self.notify(WatchEvent::SteppedDown { term, reason });
+            }
+            Event::LeaderChanged { leader, term } => {
+                tracing::info!(leader = ?leader.as_ref().map(|l| l.as_str()), %term, "leader changed");
+                self.notify(WatchEvent::LeaderChanged { leader, term });
+            }
+            Event::Member(c) => self.notify(WatchEvent::from(c)),
+            Event::ViewChanged {
+                term,
+                version,
+                size,
+            } => self.notify(WatchEvent::ViewChanged {
+                term,
+                version,
+                size,
+            }),
+            Event::Request { handle, payload } => self.job(Job::Request(handle, payload)),
+            Event::SendDone { id, result } => {
+                if let Some(tx) = self.sends.remove(&id.0) {
+                    let r = result
+                        .map(|r| Reply {
+                            leader: r.leader,
+                            term: r.term,
+                            payload: r.payload.into_vec(),
+                        })
+                        .map_err(|e| match e {
+                            SendError::Timeout => Error::Timeout,
+                            SendError::NoLeader => Error::NoLeader,
+                            SendError::Failed(why) => Error::Refused(why),
+                            SendError::Overloaded => Error::Overloaded,
+                            other => Error::Refused(other.to_string()),
+                        });
+                    let _ = tx.send(r);
+                }
+            }
+            Event::Broadcast { handle, payload } => self.job(Job::Broadcast(handle, payload)),
+            Event::BroadcastReply { id, from, result } => {
+                if let Some(tx) = self.broadcasts.get(&id.0) {
+                    let r = result.map(Payload::into_vec).map_err(|e| match e {
+                        BroadcastError::Timeout => Error::Timeout,
+                        BroadcastError::Failed(why) => Error::Refused(why),
+                        other => Error::Refused(other.to_string()),
+                    });
+                    let _ = tx.unbounded_send((from, r));
+                }
+            }
+            Event::BroadcastDone { id } => {
+                self.broadcasts.remove(&id.0);
+            }
+            Event::StreamOpened { from, sid, kind } => {
+                let tx = match &self.handlers.stream {
+                    Some(h) => {
+                        let (tx, rx) = mpsc::unbounded();
+                        let s = IncomingStream::new(
+                            from.clone(),
+                            sid,
+                            kind,
+                            rx,
+                            self.consumed_tx.clone(),
+                        );
+                        let fut = h(s);
+                        self.rt.spawn(Box::pin(async move {
+                            if AssertUnwindSafe(fut).catch_unwind().await.is_err() {
+                                tracing::error!("a stream handler panicked");
+                            }
+                        }));
+                        Some(tx)
+                    }
+                    None => {
+                        tracing::warn!(%from, sid, "stream opened but no stream handler is set; discarding its bytes");
+                        None
+                    }
+                };
+                self.in_streams.insert((from, sid), tx);
+            }
+            Event::StreamData {
+                from, sid, data, ..
+            } => {
+                let key = (from, sid);
+                let n = data.len();
+                let delivered = match self.in_streams.get_mut(&key) {
+                    Some(Some(tx)) => {
+                        if tx.unbounded_send(Ok(data.into_vec())).is_ok() {
+                            true
+                        } else {
+                            // The handler dropped the stream: discard the rest.
+                            self.in_streams.insert(key.clone(), None);
+                            false
+                        }
+                    }
+                    _ => false,
+                };
+                if !delivered {
+                    let now = self.now();
+                    lock(&self.node).stream_consumed(now, &key.0, key.1, n);
+                }
+            }
+            Event::StreamFinished { from, sid } => {
+                self.in_streams.remove(&(from, sid));
+            }
+            Event::StreamReset { from, sid, reason } => {
+                if let Some(Some(tx)) = self.in_streams.remove(&(from, sid)) {
+                    let _ = tx.unbounded_send(Err(reason));
+                }
+            }
+            Event::StreamWritable { id } => {
+                let pending = self
+                    .out_streams
+                    .get_mut(&id.0)
+                    .and_then(|s| s.pending.take());
+                if let Some((data, off, done)) = pending {
+                    self.write(id, data, off, done);
+                }
+            }
+            Event::StreamSent { id } => {
+                if let Some(s) = self.out_streams.remove(&id.0) {
+                    if let Some(done) = s.finish {
+                        let _ = done.send(Ok(()));
+                    }
+                }
+            }
+            Event::StreamFailed { id, reason } => {
+                if let Some(s) = self.out_streams.get_mut(&id.0) {
+                    if let Some((_, _, done)) = s.pending.take() {
+                        let _ = done.send(Err(Error::StreamReset(reason.clone())));
+                    }
+                    if let Some(done) = s.finish.take() {
+                        let _ = done.send(Err(Error::StreamReset(reason.clone())));
+                    }
+                    s.failed = Some(reason);
+                }
+            }
+            other => tracing::debug!(?other, "ignoring an event this driver does not know"),
+        }
+    }
+
+    fn job(&mut self, job: Job) {
+        if self.in_flight < self.handlers.max_in_flight {
+            self.start_job(job);
+        } else if self.queued.len() < MAX_QUEUED_JOBS {
+            self.queued.push_back(job);
+        } else {
+            let why = "overloaded: too many handler calls waiting".to_string();
+            self.finish_job(match job {
+                Job::Request(h, _) => Done::Request(h, Err(why)),
+                Job::Broadcast(h, _) => Done::Broadcast(h, Err(why)),
+            });
+        }
+    }
+
+    fn start_job(&mut self, job: Job) {
+        let fut = match job {
+            Job::Request(handle, payload) => match self.handlers.leader.clone() {
+                Some(h) => {
+                    let req = Request {
+                        from: handle.from.clone(),
+                        incarnation: handle.incarnation,
+                        id: handle.id,
+                        term: handle.term,
+                        payload: payload.into_vec(),
+                        guard: self.guard_for(handle.term),
+                    };
+                    let call = std::panic::catch_unwind(AssertUnwindSafe(|| h(req)));
+                    run_handler(call, move |r| Done::Request(handle, r))
+                }
+                None => {
+                    let why = "no leader handler is set on the leader".to_string();
+                    return self.finish_job(Done::Request(handle, Err(why)));
+                }
+            },
+            Job::Broadcast(handle, payload) => match self.handlers.broadcast.clone() {
+                Some(h) => {
+                    let req = BroadcastRequest {
+                        from: handle.from.clone(),
+                        id: handle.id,
+                        payload: payload.into_vec(),
+                    };
+                    let call = std::panic::catch_unwind(AssertUnwindSafe(|| h(req)));
+                    run_handler(call, move |r| Done::Broadcast(handle, r))
+                }
+                None => {
+                    let why = "no broadcast handler is set on this member".to_string();
+                    return self.finish_job(Done::Broadcast(handle, Err(why)));
+                }
+            },
+        };
+        self.in_flight += 1;
+        let tx = self.app_tx.clone();
+        self.rt.spawn(Box::pin(async move {
+            let done = fut.await;
+            let _ = tx.unbounded_send(done);
+        }));
+    }
+
+    /// A guard on leadership under `term`: live if this node leads under
+    /// it now, already lost otherwise.
+    fn guard_for(&mut self, term: Term) -> LeaderGuard {
+        let now = self.now();
+        let leads = {
+            let node = lock(&self.node);
+            node.is_leader(&now) && node.lease_claim().map(|c| c.0) == Some(term)
+        };
+        let lost = if leads {
+            match &self.guard {
+                Some((t, _, rx)) if *t == term => rx.clone(),
+                _ => {
+                    let (tx, rx) = oneshot::channel();
+                    let rx = rx.shared();
+                    self.guard = Some((term, tx, rx.clone()));
+                    rx
+                }
+            }
+        } else {
+            oneshot::channel::<()>().1.shared()
+        };
+        LeaderGuard::new(term, self.node.clone(), self.clock.clone(), lost)
+    }
+
+    fn finish_job(&mut self, done: Done) {
+        let now = self.now();
+        let mut node = lock(&self.node);
+        match done {
+            Done::Request(h, r) => node.reply(now, h, r.map(Payload::from)),
+            Done::Broadcast(h, r) => node.reply_broadcast(now, h, r.map(Payload::from)),
+        }
+    }
+
+    fn on_done(&mut self, done: Done) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.finish_job(done);
+        while self.in_flight < self.handlers.max_in_flight {
+            let Some(job) = self.queued.pop_front() else {
+                break;
+            };
+            self.start_job(job);
+        }
+        self.drain();
+    }
+
+    fn write(
+        &mut self,
+        id: StreamId,
+        data: Vec<u8>,
+        mut off: usize,
+        done: oneshot::Sender<Result<(), Error>>,
+    ) {
+        let now = self.now();
+        let r = lock(&self.node).stream_write(now, id, &data[off..]);
+        match r {
+            Ok(n) => {
+                off += n;
+                if off >= data.len() {
+                    let _ = done.send(Ok(()));
+                } else if let Some(s) = self.out_streams.get_mut(&id.0) {
+                    s.pending = Some((data, off, done));
+                }
+            }
+            Err(e) => {
+                let _ = done.send(Err(stream_error(e)));
+            }
+        }
+    }
+
+    fn on_command(&mut self, c: Command) {
+        let now = self.now();
+        match c {
+            Command::Send { payload, reply } => {
+                let id = lock(&self.node).send(now, payload);
+                self.sends.insert(id.0, reply);
+            }
+            Command::Broadcast { payload, replies } => {
+                let id = lock(&self.node).broadcast(now, payload);
+                self.broadcasts.insert(id.0, replies);
+            }
+            Command::OpenStream { reply } => {
+                let r = lock(&self.node).open_stream(now, StreamTarget::Leader);
+                if let Ok(id) = r {
+                    self.out_streams.insert(id.0, OutStream::default());
+                }
+                let _ = reply.send(r.map_err(stream_error));
+            }
+            Command::OpenBroadcastStream { reply } => {
+                let mut targets: Vec<NodeId> = {
+                    let node = lock(&self.node);
+                    node.view().members().map(|m| m.id.clone()).collect()
+                };
+                let me = lock(&self.node).identity().id.clone();
+                if !targets.contains(&me) {
+                    targets.push(me);
+                }
+                let mut legs = Vec::new();
+                for id in targets {
+                    let r = lock(&self.node).open_stream(now, StreamTarget::Member(id.clone()));
+                    if let Ok(sid) = r {
+                        self.out_streams.insert(sid.0, OutStream::default());
+                    }
+                    legs.push((id, r.map_err(stream_error)));
+                }
+                let _ = reply.send(legs);
+            }
+            Command::Write { id, data, done } => {
+                match self.out_streams.get(&id.0).map(|s| s.failed.clone()) {
+                    None => {
+                        let _ = done.send(Err(stream_error(StreamError::Unknown)));
+                    }
+                    Some(Some(why)) => {
+                        let _ = done.send(Err(Error::StreamReset(why)));
+                    }
+                    Some(None) => self.write(id, data, 0, done),
+                }
+            }
+            Command::Finish { id, done } => {
+                match self.out_streams.get(&id.0).map(|s| s.failed.clone()) {
+                    None => {
+                        let _ = done.send(Err(stream_error(StreamError::Unknown)));
+                    }
+                    Some(Some(why)) => {
+                        self.out_streams.remove(&id.0);
+                        let _ = done.send(Err(Error::StreamReset(why)));
+                    }
+                    Some(None) => {
+                        let r = lock(&self.node).stream_finish(now, id);
+                        match r {
+                            Ok(()) => {
+                                if let Some(s) = self.out_streams.get_mut(&id.0) {
+                                    s.finish = Some(done);
+                                }
+                            }
+                            Err(e) => {
+                                let _ = done.send(Err(stream_error(e)));
+                            }
+                        }
+                    }
+                }
+            }
+            Command::Reset { id, reason } => {
+                if self.out_streams.remove(&id.0).is_some() {
+                    lock(&self.node).stream_reset(now, id, &reason);
+                }
+            }
+            Command::SetMeta { meta, done } => {
+                let r = lock(&self.node).set_meta(now, meta);
+                let _ = done.send(r.map_err(|e| Error::Config(e.to_string())));
+            }
+            Command::Watch(tx) => self.watchers.push(tx),
+            Command::Guard { reply } => {
+                let claim = {
+                    let node = lock(&self.node);
+                    node.lease_claim().filter(|_| node.is_leader(&now))
+                };
+                let guard = claim.map(|(term, _)| self.guard_for(term));
+                let _ = reply.send(guard);
+            }
+            Command::Resign => lock(&self.node).resign(now),
+            Command::Leave { done } => {
+                lock(&self.node).leave(now);
+                let deadline = self.rt.now() + self.store_timeout + Duration::from_millis(100);
+                self.leaving = Some(Leaving {
+                    deadline,
+                    done,
+                    error: None,
+                });
+            }
+            Command::Shutdown { done } => {
+                self.shutdown = Some(done);
+                self.stop = true;
+            }
+        }
+        self.drain();
+    }
+}
+
+fn run_handler(
+    call: std::thread::Result<crate::runtime::BoxFuture<'static, Result<Vec<u8>, String>>>,
+    wrap: impl FnOnce(Result<Vec<u8>, String>) -> Done + Send + 'static,
+) -> crate::runtime::BoxFuture<'static, Done> {
+    Box::pin(async move {
+        let r = match call {
+            Ok(fut) => match AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(r) => r,
+                Err(_) => Err("the handler panicked".to_string()),
+            },
+            Err(_) => Err("the handler panicked".to_string()),
+        };
+        wrap(r)
+    })
+}
+
+fn stream_error(e: StreamError) -> Error {
+    match e {
+        StreamError::NoLeader => Error::NoLeader,
+        StreamError::TooMany => Error::Overloaded,
+        StreamError::Reset(why) => Error::StreamReset(why),
+        other => Error::StreamReset(other.to_string()),
+    }
+}
+
+/// Locks the node; a panic while it was held cannot leave it half-updated
+/// in a way a lock could repair, so a poisoned lock is used as is.
+pub(crate) fn lock(node: &Mutex<Node>) -> MutexGuard<'_, Node> {
+    node.lock().unwrap_or_else(|p| p.into_inner())
+}
