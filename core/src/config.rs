@@ -74,6 +74,12 @@ pub struct Config {
     pub stream_chunk: usize,
     /// Most open streams, both directions together (default 1024).
     pub max_streams: usize,
+    /// Most members a leader admits to its view besides itself (default
+    /// 10 000). A heartbeat from a new id beyond it is ignored (no ack, no
+    /// join) until someone leaves, so a flood of fake ids cannot grow the
+    /// leader's memory or every member's view without bound; known members
+    /// go on heartbeating, and a restarted one (new incarnation) rejoins.
+    pub max_members: usize,
     /// Candidates spread their takeover attempts by rank in the view: rank
     /// `r` waits `r × takeover_stagger` (default 5 ms) plus jitter.
     pub takeover_stagger: Duration,
@@ -109,6 +115,7 @@ impl Config {
             stream_send_buffer: 1024 * 1024,
             stream_chunk: 64 * 1024,
             max_streams: 1024,
+            max_members: 10_000,
             takeover_stagger: Duration::from_millis(5),
             takeover_jitter: Duration::from_millis(20),
             store_retry_interval: Duration::from_millis(500),
@@ -189,6 +196,9 @@ impl Config {
         }
         if self.stream_window < crate::wire::INITIAL_STREAM_CREDIT {
             return fail("stream_window must be at least the initial stream credit (64 KiB)");
+        }
+        if self.max_members == 0 {
+            return fail("max_members must be at least 1");
         }
         if self.max_meta_len > 64 * 1024 {
             return fail("max_meta_len must be at most 64 KiB");

@@ -89,7 +89,8 @@ impl Roster {
 
     /// A heartbeat from `from`. Returns the metadata version the leader
     /// holds for it (for the ack), or `None` if the heartbeat was ignored
-    /// (a stale incarnation that already left).
+    /// (a stale incarnation that already left, or a new id while the roster
+    /// holds `max_members`).
     pub(crate) fn heard(
         &mut self,
         from: &NodeId,
@@ -97,11 +98,15 @@ impl Roster {
         now: MonoTime,
         batch: Duration,
         max_meta: usize,
+        max_members: usize,
     ) -> Option<Option<u64>> {
         if let Some((inc, until)) = self.tombstones.get(from) {
             if *inc == hb.incarnation && now < *until {
                 return None;
             }
+        }
+        if !self.live.contains_key(from) && self.live.len() >= max_members {
+            return None;
         }
         self.last_contact = now;
         self.expect_contact = true;

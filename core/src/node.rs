@@ -1455,6 +1455,7 @@ impl Node {
             now.mono,
             self.cfg.batch_window,
             self.cfg.max_meta_len,
+            self.cfg.max_members,
         ) else {
             return;
         };

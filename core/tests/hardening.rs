@@ -6,6 +6,8 @@
 // Helpers outside #[test] functions unwrap too: a failure is a test failure.
 #![allow(clippy::unwrap_used)]
 
+use std::time::Duration;
+
 use hedgerow_core::wire::{
     decode_body, decode_frame, encode_frame, peek_frame_len, Frame, Heartbeat, HeartbeatAck,
     ViewSnapshot, LEN_PREFIX, MAGIC,
@@ -382,6 +384,67 @@ fn a_higher_term_from_a_non_leader_is_checked_in_the_store_and_not_followed() {
 }
 
 // ---- membership ------------------------------------------------------------------
+
+#[test]
+fn a_flood_of_fake_members_stops_at_max_members() {
+    let mut cfg = Config::lan("c");
+    cfg.max_members = 1000;
+    let (mut a, mut store) = leader(cfg);
+    let t = 200;
+    let mut acked = 0;
+    for i in 0..10_000 {
+        a.handle(
+            at(t),
+            Input::Message {
+                from: id(&format!("fake{i}")),
+                msg: hb(1, None, Term(1)),
+            },
+        );
+        acked += drive(&mut a, at(t), &mut store, true)
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Output::Transmit {
+                        msg: Message::HeartbeatAck(_),
+                        ..
+                    }
+                )
+            })
+            .count();
+    }
+    assert_eq!(acked, 1000, "only members within the cap get an answer");
+    let t = t + 100; // past the batch window: the joins are applied
+    a.handle(at(t), Input::Tick);
+    drive(&mut a, at(t), &mut store, true);
+    assert!(a.is_leader(&at(t)));
+    assert_eq!(a.view().len(), 1001, "the leader plus max_members");
+    // A member inside the cap keeps being answered; a restart rejoins.
+    a.handle(
+        at(t),
+        Input::Message {
+            from: id("fake1"),
+            msg: hb(2, None, Term(1)),
+        },
+    );
+    let outs = drive(&mut a, at(t), &mut store, true);
+    assert!(outs.iter().any(|o| matches!(
+        o,
+        Output::Transmit {
+            msg: Message::HeartbeatAck(_),
+            ..
+        }
+    )));
+    // Once they fail, the room is free again.
+    let later = t + Duration::from_secs(5).as_millis() as u64;
+    run(&mut a, t, later, &mut store);
+    assert!(a.is_leader(&at(later)));
+    assert_eq!(
+        a.view().len(),
+        1,
+        "silent fakes are dropped after the failure timeout"
+    );
+}
 
 #[test]
 fn oversize_metadata_is_refused_locally_and_dropped_from_a_heartbeat() {
