@@ -109,12 +109,15 @@ pub(crate) struct Lease {
     cooldown_until: MonoTime,
     stagger_ns: u64,
     rng: crate::Rng,
+    /// The highest token seen confirmed; takeovers go above it.
+    floor: Term,
 }
 
 impl Lease {
     pub(crate) fn new(me: Holder, cfg: &crate::Config, seed: u64) -> Self {
         Lease {
             rng: crate::Rng::new(seed),
+            floor: Term(0),
             me,
             lease_ns: duration_nanos(cfg.lease_duration),
             renew_every: cfg.renew_interval(),
@@ -397,7 +400,9 @@ impl Lease {
         let c = now.clock.interval;
         match self.row.clone() {
             None if self.row_absent => {
-                let write = self.write(now, Term(1));
+                // A missing row after tokens were seen means the table was
+                // recreated: carry on above the highest token seen.
+                let write = self.write(now, Term(self.floor.0.saturating_add(1)));
                 Some(self.issue(Purpose::Acquire, |op| LeaseOp::CompareAndSet {
                     op,
                     expected_version: None,
@@ -419,7 +424,7 @@ impl Lease {
                 }))
             }
             Some(r) if c.earliest > r.expires_ns.saturating_add(self.stagger_ns) => {
-                let write = self.write(now, Term(r.token.0.saturating_add(1)));
+                let write = self.write(now, Term(r.token.max(self.floor).0.saturating_add(1)));
                 Some(self.issue(Purpose::Acquire, |op| LeaseOp::CompareAndSet {
                     op,
                     expected_version: Some(r.version),
@@ -539,7 +544,17 @@ impl Lease {
         }
     }
 
+    /// Raises the lowest token this node will ever take over with: tokens
+    /// it has seen confirmed (rows, views) are never reused, even if the
+    /// store loses its row (a recreated table).
+    pub(crate) fn raise_floor(&mut self, seen: Term) {
+        self.floor = self.floor.max(seen);
+    }
+
     fn learn_row(&mut self, row: Option<LeaseRow>, notes: &mut Vec<LeaseNote>) {
+        if let Some(r) = &row {
+            self.floor = self.floor.max(r.token);
+        }
         if let Some(r) = &row {
             notes.push(LeaseNote::Row(r.clone()));
         }

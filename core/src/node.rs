@@ -1020,6 +1020,7 @@ impl Node {
     }
 
     fn emit_view_changes(&mut self, changes: Vec<MemberChange>) {
+        self.lease.raise_floor(self.view.term());
         for c in changes {
             self.event(Event::Member(c));
         }

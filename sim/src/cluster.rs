@@ -470,6 +470,12 @@ impl Cluster {
         self.note(format!("store down: {down}"));
     }
 
+    /// Loses the lease row, as an operator who recreates the table would.
+    pub fn store_wipe(&mut self) {
+        self.store.row = None;
+        self.note("store row wiped".into());
+    }
+
     /// Adds extra one-way latency to every store operation (a spike).
     pub fn store_spike(&mut self, extra: Duration) {
         self.store.spike = extra;

@@ -414,3 +414,23 @@ fn a_message_under_our_own_id_is_ignored() {
     assert_eq!(c.node(l).node.view().stamp(), stamp);
     assert!(c.divergence().is_none());
 }
+
+/// A recreated lease table (the row lost) does not make tokens restart:
+/// takeovers go above the highest token the nodes have seen.
+#[test]
+fn a_recreated_table_does_not_reuse_tokens() {
+    let mut c = Cluster::with_nodes(ClusterConfig::new(13), 4);
+    converged(&mut c, 10);
+    for _ in 0..3 {
+        c.restart(c.leader().unwrap());
+        converged(&mut c, 30);
+    }
+    let before = term_of(&c, c.leader().unwrap());
+    assert!(before >= Term(4));
+    c.store_wipe();
+    c.crash(c.leader().unwrap());
+    converged(&mut c, 30);
+    let after = term_of(&c, c.leader().unwrap());
+    assert!(after > before, "token {after} after {before}");
+    c.assert_no_violations();
+}
