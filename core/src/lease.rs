@@ -108,11 +108,13 @@ pub(crate) struct Lease {
     release_wanted: bool,
     cooldown_until: MonoTime,
     stagger_ns: u64,
+    rng: crate::Rng,
 }
 
 impl Lease {
-    pub(crate) fn new(me: Holder, cfg: &crate::Config) -> Self {
+    pub(crate) fn new(me: Holder, cfg: &crate::Config, seed: u64) -> Self {
         Lease {
+            rng: crate::Rng::new(seed),
             me,
             lease_ns: duration_nanos(cfg.lease_duration),
             renew_every: cfg.renew_interval(),
@@ -187,6 +189,14 @@ impl Lease {
         }
     }
 
+    /// Moves the pending read to `at` (the first read of a process is
+    /// jittered so a fleet starting together does not hit the store at once).
+    pub(crate) fn delay_read(&mut self, at: MonoTime) {
+        if self.need_read {
+            self.read_at = at;
+        }
+    }
+
     pub(crate) fn read_pending(&self) -> bool {
         self.need_read || matches!(self.in_flight, Some((_, Purpose::Read)))
     }
@@ -249,12 +259,23 @@ impl Lease {
             wake = wake.min(self.read_at);
         }
         if let Some(h) = &self.held {
-            return wake.min(h.renew_at).min(self.stepdown_at(now, h));
+            if !self.unsure {
+                wake = wake.min(h.renew_at);
+            }
+            return wake.min(self.stepdown_at(now, h));
         }
-        if self.candidate && !self.need_read {
+        if self.candidate && !self.need_read && !self.unsure {
             wake = wake.min(self.cooldown_until.max(self.takeover_at(now)));
         }
         wake
+    }
+
+    /// The retry delay after a failed store operation: the configured
+    /// interval, jittered between half and one and a half of it, so nodes
+    /// refused together (connection limit, outage) do not retry together.
+    fn backoff(&mut self) -> Duration {
+        let base = duration_nanos(self.retry);
+        Duration::from_nanos(base / 2 + self.rng.below(base.max(1)))
     }
 
     fn stepdown_at(&self, now: &Now, h: &Held) -> MonoTime {
@@ -264,10 +285,14 @@ impl Lease {
 
     /// Monotonic instant at which a takeover may be attempted.
     fn takeover_at(&self, now: &Now) -> MonoTime {
+        if !self.clock_may_lead(&now.clock) {
+            // Nothing to do until a reading that may lead comes in.
+            return MonoTime::MAX;
+        }
         match &self.row {
             None if self.row_absent => now.mono,
             None => MonoTime::MAX,
-            Some(r) if self.is_mine(r) => now.mono,
+            Some(r) if self.is_mine(r) && now.clock.interval.latest < r.expires_ns => now.mono,
             Some(r) => {
                 let target = r
                     .expires_ns
@@ -488,15 +513,15 @@ impl Lease {
                     // Keep leading until expiry; the write may or may not
                     // have landed, so read before the next write.
                     self.unsure = true;
-                    self.read_at = now.mono + self.retry;
+                    self.read_at = now.mono + self.backoff();
                 }
                 Purpose::Acquire => {
                     self.unsure = true;
-                    self.read_at = now.mono + self.retry;
+                    self.read_at = now.mono + self.backoff();
                 }
                 Purpose::Read => {
                     self.need_read = true;
-                    self.read_at = now.mono + self.retry;
+                    self.read_at = now.mono + self.backoff();
                 }
                 Purpose::Release => {}
             },
@@ -537,7 +562,7 @@ mod tests {
     }
 
     fn lease(id: &str, nonce: u64) -> Lease {
-        Lease::new(holder(id, nonce), &Config::lan("c"))
+        Lease::new(holder(id, nonce), &Config::lan("c"), nonce)
     }
 
     fn answer(
@@ -663,7 +688,7 @@ mod tests {
         );
         let mut cfg = Config::lan("c");
         cfg.lead_on_assumed_clock = true;
-        let mut b = Lease::new(holder("b", 2), &cfg);
+        let mut b = Lease::new(holder("b", 2), &cfg, 2);
         run(&mut b, &n, &mut store);
         assert!(b.is_leader(&n));
     }
@@ -695,5 +720,61 @@ mod tests {
         let mut b = lease("b", 2);
         let notes = run(&mut b, &now(100, 1_000_100, 5), &mut store);
         assert!(notes.contains(&LeaseNote::Elected(Term(2))));
+    }
+
+    /// Trap 1: a renew the store applies late and a takeover based on the
+    /// older row are both conditioned on the same version; in either
+    /// order exactly one of them wins.
+    #[test]
+    fn late_renew_and_takeover_cannot_both_win() {
+        for renew_first in [true, false] {
+            let mut store = None;
+            let mut a = lease("a", 1);
+            run(&mut a, &now(0, 1_000_000, 5), &mut store);
+            let expires = store.as_ref().unwrap().expires_ns;
+            // a sends its renew; the store sits on it.
+            let n = now(4_000, 1_004_000, 5);
+            let mut notes = Vec::new();
+            let renew = a.step(&n, &mut notes).expect("renew due");
+            // b sees the old row expire and sends its takeover.
+            let mut b = lease("b", 2);
+            b.learn_from_leader(store.clone().unwrap());
+            b.need_read = false;
+            let t = expires / MS + 6;
+            let nb = now(t - 1_000_000, t, 5);
+            let takeover = b.step(&nb, &mut notes).expect("takeover due");
+            let (first, second) = if renew_first {
+                (&renew, &takeover)
+            } else {
+                (&takeover, &renew)
+            };
+            let mut s2 = store.clone();
+            let r1 = answer_only(first, &mut s2);
+            let r2 = answer_only(second, &mut s2);
+            let applied = [r1, r2]
+                .iter()
+                .filter(|r| matches!(r, LeaseReply::Cas(CasOutcome::Applied(_))))
+                .count();
+            assert_eq!(applied, 1, "renew_first={renew_first}");
+        }
+    }
+
+    fn answer_only(op: &LeaseOp, store: &mut Option<LeaseRow>) -> LeaseReply {
+        let LeaseOp::CompareAndSet {
+            expected_version,
+            write,
+            ..
+        } = op
+        else {
+            return LeaseReply::Read(store.clone());
+        };
+        let cur = store.as_ref().map(|r| r.version);
+        if cur == *expected_version {
+            let row = write.clone().into_row(cur.unwrap_or(0) + 1);
+            *store = Some(row.clone());
+            LeaseReply::Cas(CasOutcome::Applied(row))
+        } else {
+            LeaseReply::Cas(CasOutcome::Conflict(store.clone()))
+        }
     }
 }

@@ -13,7 +13,9 @@
 //! let mut node = Node::new(Config::local("demo"), me, 42).unwrap();
 //! let now = Now { mono: MonoTime::from_nanos(0), clock: ClockReading::synchronized(1_700_000_000_000_000_000, 1_000_000) };
 //! node.handle(now, Input::Tick);
-//! // The node first reads the lease row.
+//! // The node first reads the lease row, after a small start-up jitter.
+//! let wake = node.poll_timeout().unwrap();
+//! node.handle(Now { mono: wake, ..now }, Input::Tick);
 //! assert!(matches!(node.poll(), Some(Output::Lease(LeaseOp::Read { .. }))));
 //! ```
 #![cfg_attr(not(feature = "std"), no_std)]

@@ -16,7 +16,8 @@ use crate::wire::{Heartbeat, ViewDelta, ViewSnapshot};
 #[derive(Debug)]
 struct Live {
     incarnation: u64,
-    last_heard: MonoTime,
+    /// Dropped as failed once time reaches this without a heartbeat.
+    deadline: MonoTime,
     meta_version: u64,
 }
 
@@ -31,6 +32,7 @@ pub(crate) struct Roster {
     tombstones: BTreeMap<NodeId, (u64, MonoTime)>,
     pub(crate) last_contact: MonoTime,
     pub(crate) expect_contact: bool,
+    ft: Duration,
 }
 
 impl Roster {
@@ -47,16 +49,16 @@ impl Roster {
     ) -> Self {
         let mut live = BTreeMap::new();
         for m in view.members().filter(|m| &m.id != me) {
-            let last_heard = if Some(&m.id) == previous {
-                now - ft - Duration::from_nanos(1)
-            } else {
+            let deadline = if Some(&m.id) == previous {
                 now
+            } else {
+                now + ft
             };
             live.insert(
                 m.id.clone(),
                 Live {
                     incarnation: m.incarnation,
-                    last_heard,
+                    deadline,
                     meta_version: m.meta_version,
                 },
             );
@@ -70,6 +72,7 @@ impl Roster {
             next_scan: now,
             tombstones: BTreeMap::new(),
             last_contact: now,
+            ft,
         }
     }
 
@@ -112,7 +115,7 @@ impl Roster {
         };
         match self.live.get_mut(from) {
             Some(l) if l.incarnation == hb.incarnation => {
-                l.last_heard = now;
+                l.deadline = now + self.ft;
                 match meta_ok {
                     Some(meta) if hb.meta_version > l.meta_version => {
                         l.meta_version = hb.meta_version;
@@ -146,7 +149,7 @@ impl Roster {
                     from.clone(),
                     Live {
                         incarnation: hb.incarnation,
-                        last_heard: now,
+                        deadline: now + self.ft,
                         meta_version: version,
                     },
                 );
@@ -196,7 +199,7 @@ impl Roster {
         let failed: Vec<(NodeId, u64)> = self
             .live
             .iter()
-            .filter(|(_, l)| now.saturating_since(l.last_heard) > ft)
+            .filter(|(_, l)| now >= l.deadline)
             .map(|(id, l)| (id.clone(), l.incarnation))
             .collect();
         for (id, incarnation) in failed {
@@ -212,9 +215,11 @@ impl Roster {
             );
         }
         self.tombstones.retain(|_, (_, until)| *until > now);
-        let oldest = self.live.values().map(|l| l.last_heard).min();
-        self.next_scan = match oldest {
-            Some(t) => (t + ft + Duration::from_nanos(1)).max(now + ft / 8),
+        let first = self.live.values().map(|l| l.deadline).min();
+        self.next_scan = match first {
+            // Not more often than every ft/8: scans are O(members), and
+            // heartbeats keep pushing the earliest deadline out.
+            Some(t) => t.max(now + ft / 8),
             None => now + ft,
         };
     }

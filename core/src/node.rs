@@ -241,7 +241,8 @@ pub enum Event {
         /// Which.
         id: StreamId,
     },
-    /// One of our streams was fully sent and ended.
+    /// One of our streams was delivered in full, end included (the
+    /// receiver confirmed it).
     StreamSent {
         /// Which.
         id: StreamId,
@@ -306,6 +307,12 @@ pub struct Node {
     last: Option<Now>,
     lease: Lease,
     leader: Option<LeaderInfo>,
+    /// The last leader this node followed, kept after it is gone: a new
+    /// leader drops it at once unless it heartbeats.
+    last_followed: Option<NodeId>,
+    /// The term this node is releasing; when the release lands it tells
+    /// the members.
+    releasing: Option<Term>,
     claim: Option<Term>,
     view: View,
     meta: Payload,
@@ -344,16 +351,19 @@ impl Node {
             nonce: identity.incarnation,
             addr: identity.addr.clone(),
         };
+        let mut rng = Rng::new(seed);
         Ok(Node {
-            lease: Lease::new(holder, &config),
+            lease: Lease::new(holder, &config, rng.next_u64()),
             cfg: config,
             me: identity,
-            rng: Rng::new(seed),
+            rng,
             out: VecDeque::new(),
             loopback: VecDeque::new(),
             notes: Vec::new(),
             last: None,
             leader: None,
+            last_followed: None,
+            releasing: None,
             claim: None,
             view: View::new(),
             meta: Payload::default(),
@@ -408,7 +418,7 @@ impl Node {
     pub fn poll_timeout(&self) -> Option<MonoTime> {
         let now = self.last.as_ref()?;
         let mut t = self.lease.next_wake(now);
-        if let Some(r) = &self.roster {
+        if let Some(r) = self.roster.as_ref().filter(|_| self.lease.is_leader(now)) {
             t = t.min(r.next_due());
             if r.expect_contact {
                 t = t.min(r.last_contact + self.cfg.failure_timeout * self.cfg.unreachable_factor);
@@ -420,7 +430,7 @@ impl Node {
                 t = t.min(self.last_ack + self.cfg.failure_timeout + Duration::from_nanos(1));
             }
         }
-        if self.cut_off {
+        if self.cut_off && self.roster.is_none() && !self.left {
             t = t.min(self.next_lost_read);
         }
         t = t
@@ -751,9 +761,14 @@ impl Node {
     // ---- internals -------------------------------------------------------------
 
     fn observe(&mut self, mut now: Now) -> Now {
-        if let Some(last) = &self.last {
+        match &self.last {
             // Monotonic time never goes backwards, whatever the driver says.
-            now.mono = now.mono.max(last.mono);
+            Some(last) => now.mono = now.mono.max(last.mono),
+            None => {
+                // A fleet that starts together spreads its first reads.
+                let at = now.mono + self.jitter(self.cfg.takeover_jitter);
+                self.lease.delay_read(at);
+            }
         }
         self.last = Some(now);
         now
@@ -843,6 +858,9 @@ impl Node {
                         reason
                     };
                     self.unreachable_resign = false;
+                    if reason == StepDownReason::Resigned || reason == StepDownReason::Unreachable {
+                        self.releasing = Some(term);
+                    }
                     self.roster = None;
                     self.event(Event::SteppedDown { term, reason });
                     if self.leader.as_ref().is_some_and(|l| l.id == self.me.id) {
@@ -871,6 +889,25 @@ impl Node {
                 }
             }
             None => {
+                if self.releasing.take() == Some(row.token) {
+                    // Our release landed: tell the members, so that a
+                    // successor takes over now rather than after noticing
+                    // the silence.
+                    let msg = Message::Resigned {
+                        term: row.token,
+                        expires_ns: row.expires_ns,
+                        version: row.version,
+                    };
+                    let targets: Vec<(NodeId, String)> = self
+                        .view
+                        .members()
+                        .filter(|m| m.id != self.me.id)
+                        .map(|m| (m.id.clone(), m.addr.clone()))
+                        .collect();
+                    for (id, addr) in targets {
+                        self.transmit(id, Some(addr), msg.clone());
+                    }
+                }
                 if self
                     .leader
                     .as_ref()
@@ -890,6 +927,7 @@ impl Node {
 
     fn follow(&mut self, now: &Now, h: Holder, term: Term) {
         self.stats.leader_changes += 1;
+        self.last_followed = Some(h.id.clone());
         self.leader = Some(LeaderInfo {
             id: h.id.clone(),
             addr: h.addr.clone(),
@@ -909,11 +947,7 @@ impl Node {
 
     fn become_leader(&mut self, now: &Now, term: Term) {
         self.stats.elections_won += 1;
-        let previous = self
-            .leader
-            .as_ref()
-            .map(|l| l.id.clone())
-            .filter(|id| id != &self.me.id);
+        let previous = self.last_followed.clone().filter(|id| id != &self.me.id);
         self.leader = Some(LeaderInfo {
             id: self.me.id.clone(),
             addr: self.me.addr.clone(),
@@ -921,6 +955,7 @@ impl Node {
             term,
         });
         self.claim = None;
+        self.cut_off = false;
         let mut members: Vec<Member> = self
             .view
             .members()
@@ -1291,10 +1326,47 @@ impl Node {
                 }
             }
             Message::StreamEnd { sid, len } => match self.streams.end(&from, sid, len) {
-                Incoming::Finished => self.event(Event::StreamFinished { from, sid }),
+                Incoming::Finished => {
+                    self.transmit(from.clone(), None, Message::StreamDone { sid });
+                    self.event(Event::StreamFinished { from, sid });
+                }
                 Incoming::Reset(reason) => self.reset_inbound(from, sid, reason),
                 _ => {}
             },
+            Message::Resigned {
+                term,
+                expires_ns,
+                version,
+            } => {
+                let ours = self
+                    .leader
+                    .as_ref()
+                    .is_some_and(|l| l.id == from && l.term == term);
+                if ours && self.roster.is_none() {
+                    self.leader = None;
+                    self.cut_off = true;
+                    self.next_lost_read = now.mono + self.cfg.failure_timeout;
+                    self.lease.learn_from_leader(LeaseRow {
+                        holder: None,
+                        token: term,
+                        expires_ns,
+                        version,
+                    });
+                    self.event(Event::LeaderChanged { leader: None, term });
+                    // Candidates race for the released row at once; the
+                    // others learn the successor from its first snapshot (a
+                    // claim they confirm) or, failing that, from a read.
+                    if !self.lease.is_candidate() {
+                        let at = now.mono + self.cfg.failure_timeout / 2 + self.read_spread();
+                        self.lease.want_read(at);
+                    }
+                }
+            }
+            Message::StreamDone { sid } => {
+                if self.streams.done(&from, sid) {
+                    self.event(Event::StreamSent { id: StreamId(sid) });
+                }
+            }
             Message::StreamCredit { sid, limit } => {
                 if self.streams.credit(&from, sid, limit) {
                     self.flush_stream(sid);
@@ -1345,9 +1417,6 @@ impl Node {
         }
         if f.writable {
             self.event(Event::StreamWritable { id: StreamId(sid) });
-        }
-        if f.done {
-            self.event(Event::StreamSent { id: StreamId(sid) });
         }
     }
 

@@ -60,6 +60,7 @@ pub(crate) struct SendStream {
     sent: u64,
     limit: u64,
     finishing: bool,
+    ended: bool,
     blocked: bool,
 }
 
@@ -104,6 +105,7 @@ impl Streams {
                 sent: 0,
                 limit: u64::from(INITIAL_STREAM_CREDIT),
                 finishing: false,
+                ended: false,
                 blocked: false,
             },
         );
@@ -159,17 +161,24 @@ impl Streams {
             s.blocked = false;
             out.writable = true;
         }
-        if s.finishing && s.buffer.is_empty() {
+        if s.finishing && s.buffer.is_empty() && !s.ended {
+            // The stream stays until the receiver confirms delivery.
             out.frames.push(Message::StreamEnd { sid, len: s.sent });
-            out.done = true;
+            s.ended = true;
         }
-        if let Some(s) = self.sending.get(&sid) {
-            out.peer = Some((s.peer.clone(), s.addr.clone()));
-        }
-        if out.done {
-            self.sending.remove(&sid);
-        }
+        out.peer = Some((s.peer.clone(), s.addr.clone()));
         out
+    }
+
+    /// The receiver confirmed the whole stream; true if it was ours and ended.
+    pub(crate) fn done(&mut self, peer: &NodeId, sid: u64) -> bool {
+        match self.sending.get(&sid) {
+            Some(s) if &s.peer == peer && s.ended => {
+                self.sending.remove(&sid);
+                true
+            }
+            _ => false,
+        }
     }
 
     pub(crate) fn credit(&mut self, peer: &NodeId, sid: u64, limit: u64) -> bool {
@@ -317,7 +326,6 @@ pub(crate) struct Flushed {
     pub(crate) frames: Vec<Message>,
     pub(crate) peer: Option<(NodeId, Option<String>)>,
     pub(crate) writable: bool,
-    pub(crate) done: bool,
 }
 
 /// Which kind a stream opened to a node has.

@@ -360,6 +360,23 @@ pub enum Message {
         /// Total length.
         len: u64,
     },
+    /// Receiver → sender: the whole stream, end included, was delivered.
+    StreamDone {
+        /// Stream id.
+        sid: u64,
+    },
+    /// Leader → members: I released the lease (graceful leave or resign);
+    /// the row now has no holder. Candidates may take over once their
+    /// `earliest` passes `expires_ns`, with one compare-and-set on
+    /// `version`, instead of waiting to notice the silence.
+    Resigned {
+        /// The term given up.
+        term: Term,
+        /// The released row's expiry (the releaser's `latest`).
+        expires_ns: u64,
+        /// The released row's version.
+        version: u64,
+    },
     /// Either side: the stream is abandoned.
     StreamReset {
         /// Stream id.
@@ -389,6 +406,8 @@ impl Message {
             Message::StreamData { .. } => "stream_data",
             Message::StreamCredit { .. } => "stream_credit",
             Message::StreamEnd { .. } => "stream_end",
+            Message::StreamDone { .. } => "stream_done",
+            Message::Resigned { .. } => "resigned",
             Message::StreamReset { .. } => "stream_reset",
         }
     }

@@ -17,6 +17,9 @@ pub struct SimClock {
     pub bound_ns: u64,
     /// Status reported with every reading.
     pub status: ClockStatus,
+    /// Report the bound as operator-assumed (a system clock) instead of
+    /// ClockBound-measured.
+    pub assumed: bool,
 }
 
 impl SimClock {
@@ -28,7 +31,13 @@ impl SimClock {
             clock: ClockReading {
                 interval: TimeInterval::around(centre, self.bound_ns),
                 status: self.status,
-                source: ClockSource::ClockBound,
+                source: if self.assumed {
+                    ClockSource::Assumed {
+                        bound_ns: self.bound_ns,
+                    }
+                } else {
+                    ClockSource::ClockBound
+                },
             },
         }
     }

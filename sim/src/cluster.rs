@@ -48,6 +48,8 @@ pub struct ClusterConfig {
     pub consume_delay: Duration,
     /// Lines of event trace kept for violation reports.
     pub trace_len: usize,
+    /// Count encoded bytes of every message sent (costs an encode each).
+    pub measure_bytes: bool,
 }
 
 impl ClusterConfig {
@@ -64,6 +66,7 @@ impl ClusterConfig {
             reply_delay: Duration::ZERO,
             consume_delay: Duration::ZERO,
             trace_len: 48,
+            measure_bytes: false,
         }
     }
 }
@@ -159,6 +162,13 @@ pub struct AppLog {
     pub peak_buffered: usize,
     /// Leaders this node was told about.
     pub leader_changes: u64,
+    /// Messages this node sent.
+    pub sent_msgs: u64,
+    /// Bytes this node sent, frame prefix included (with
+    /// [`ClusterConfig::measure_bytes`]).
+    pub sent_bytes: u64,
+    /// Messages this node received.
+    pub recv_msgs: u64,
 }
 
 struct Writer {
@@ -177,6 +187,12 @@ pub struct SimNode {
     pub clock: SimClock,
     /// Whether the process runs.
     pub alive: bool,
+    /// Whether the process is frozen (SIGSTOP): it handles nothing, and
+    /// what is sent to it is lost.
+    pub paused: bool,
+    /// Whether the process is shutting down gracefully (waiting for its
+    /// lease release to be answered).
+    pub leaving: bool,
     /// The application's log.
     pub app: AppLog,
     gen: u64,
@@ -207,6 +223,7 @@ pub struct Cluster {
     hash: DefaultHasher,
     first_leader_at: Option<u64>,
     events: u64,
+    spin: (usize, u64, u32),
 }
 
 impl Cluster {
@@ -236,6 +253,7 @@ impl Cluster {
             hash: DefaultHasher::new(),
             first_leader_at: None,
             events: 0,
+            spin: (usize::MAX, 0, 0),
         }
     }
 
@@ -268,6 +286,7 @@ impl Cluster {
             offset_ns: offset,
             bound_ns: bound,
             status: ClockStatus::Synchronized,
+            assumed: false,
         };
         let node = self.make_node(&id, config);
         self.index.insert(id, slot);
@@ -275,6 +294,8 @@ impl Cluster {
             node,
             clock,
             alive: true,
+            paused: false,
+            leaving: false,
             app: AppLog::default(),
             gen: 0,
             pending_store: None,
@@ -310,6 +331,11 @@ impl Cluster {
         self.leadership.end(slot, t);
         self.net.forget_links_of(slot);
         self.note(format!("crash {slot}"));
+        // The kernel closes a dead process's connections: peers see them drop.
+        let peer = self.nodes[slot].node.identity().id.clone();
+        for other in self.live() {
+            self.input(other, Input::PeerLost { peer: peer.clone() });
+        }
     }
 
     /// Starts a crashed or left process again with a new incarnation.
@@ -321,6 +347,7 @@ impl Cluster {
         let n = &mut self.nodes[slot];
         n.node = node;
         n.alive = true;
+        n.leaving = false;
         n.gen += 1;
         self.note(format!("restart {slot}"));
         self.input(slot, Input::Tick);
@@ -329,18 +356,57 @@ impl Cluster {
     /// A graceful leave: the node releases the lease if it holds it, tells
     /// the leader, and its process exits.
     pub fn leave(&mut self, slot: usize) {
-        if !self.nodes[slot].alive {
+        if !self.nodes[slot].alive || self.nodes[slot].leaving {
             return;
         }
         let now = self.now_of(slot);
         self.nodes[slot].node.leave(now);
         self.after(slot);
         self.note(format!("leave {slot}"));
-        // The release (if any) is already on its way to the store.
+        // A graceful shutdown waits for its release (if any) to be
+        // answered, as the driver does, then the process exits.
+        if self.nodes[slot].pending_store.is_some() {
+            self.nodes[slot].leaving = true;
+        } else {
+            self.exit(slot);
+        }
+    }
+
+    fn exit(&mut self, slot: usize) {
         let t = self.t;
         self.nodes[slot].alive = false;
-        self.nodes[slot].pending_store = None;
+        self.nodes[slot].leaving = false;
+        if self.nodes[slot].pending_store.take().is_some() {
+            self.store.in_flight = self.store.in_flight.saturating_sub(1);
+        }
         self.leadership.end(slot, t);
+    }
+
+    /// Freezes a process (SIGSTOP): no timers, no messages, no store
+    /// answers until [`Cluster::resume`].
+    pub fn pause(&mut self, slot: usize) {
+        self.nodes[slot].paused = true;
+        self.note(format!("pause {slot}"));
+    }
+
+    /// Thaws a paused process. It gets no input yet: ask it something
+    /// first (as an application would), then [`Cluster::wake`] it.
+    pub fn resume(&mut self, slot: usize) {
+        self.nodes[slot].paused = false;
+        self.note(format!("resume {slot}"));
+    }
+
+    /// Wakes a node now (a timer or any input).
+    pub fn wake(&mut self, slot: usize) {
+        self.input(slot, Input::Tick);
+    }
+
+    /// Delivers a message to a node as if a peer with id `from` had sent
+    /// it (a forged or buggy peer).
+    pub fn inject(&mut self, slot: usize, from: &str, msg: Message) {
+        let from = NodeId::new(from).unwrap_or_else(|e| panic!("bad injected id: {e}"));
+        self.note(format!("inject {} from {from} to {slot}", msg.kind()));
+        self.input(slot, Input::Message { from, msg });
     }
 
     /// Cuts the links between two nodes both ways.
@@ -477,7 +543,7 @@ impl Cluster {
                 }
             } else if let Some(Reverse((_, slot, gen))) = self.timers.pop() {
                 if self.nodes[slot].alive && self.nodes[slot].gen == gen {
-                    self.input(slot, Input::Tick);
+                    self.tick(slot);
                 }
             }
             while let Some(w) = self.pending_pumps.pop() {
@@ -538,6 +604,16 @@ impl Cluster {
         &self.nodes[slot]
     }
 
+    /// One node, to call its commands directly (then [`Cluster::flush`]).
+    pub fn node_mut(&mut self, slot: usize) -> &mut SimNode {
+        &mut self.nodes[slot]
+    }
+
+    /// Carries out a node's pending outputs after a direct command.
+    pub fn flush(&mut self, slot: usize) {
+        self.after(slot);
+    }
+
     /// The store.
     pub fn store(&self) -> &SimStore {
         &self.store
@@ -546,7 +622,7 @@ impl Cluster {
     /// Live slots.
     pub fn live(&self) -> Vec<usize> {
         (0..self.nodes.len())
-            .filter(|s| self.nodes[*s].alive)
+            .filter(|s| self.nodes[*s].alive && !self.nodes[*s].leaving)
             .collect()
     }
 
@@ -662,6 +738,25 @@ impl Cluster {
     /// Why the cluster has not converged, or `None` once it has
     /// (invariants 4 and 5).
     pub fn divergence(&self) -> Option<String> {
+        // Cheap necessary conditions first (this runs every few simulated
+        // milliseconds on large clusters); the exact check runs only when
+        // they all hold.
+        let Some(l) = self.leader() else {
+            return Some(format!("{} nodes lead", self.leaders().len()));
+        };
+        let lv = self.nodes[l].node.view();
+        let (stamp, digest) = (lv.stamp(), lv.digest());
+        let live = self.live();
+        for &s in &live {
+            let reachable = s == l || (!self.net.is_cut(s, l) && !self.net.is_cut(l, s));
+            let v = self.nodes[s].node.view();
+            if reachable && (v.stamp() != stamp || v.digest() != digest) {
+                return Some(format!(
+                    "node {s} has view {:?}, leader has {stamp:?}",
+                    v.stamp()
+                ));
+            }
+        }
         convergence::diverged(&self.reports())
     }
 
@@ -702,7 +797,7 @@ impl Cluster {
     }
 
     fn input(&mut self, slot: usize, input: Input) {
-        if !self.nodes[slot].alive {
+        if !self.nodes[slot].alive || self.nodes[slot].paused {
             return;
         }
         let now = self.now_of(slot);
@@ -710,11 +805,34 @@ impl Cluster {
         self.after(slot);
     }
 
+    /// A timer fired. A node that asks to be woken at the same instant
+    /// over and over is spinning: that is a bug, reported as a violation
+    /// (and its timer dropped for that instant) instead of hanging the run.
+    fn tick(&mut self, slot: usize) {
+        if self.spin.0 == slot && self.spin.1 == self.t {
+            self.spin.2 += 1;
+            if self.spin.2 > 1000 {
+                let v = Violation {
+                    invariant: "7 (no busy loop: a timer that never advances)",
+                    at_ns: self.t,
+                    what: format!("node {slot} asked to be woken at the same instant 1000 times"),
+                    trace: Vec::new(),
+                };
+                self.violation(Some(v));
+                return;
+            }
+        } else {
+            self.spin = (slot, self.t, 0);
+        }
+        self.input(slot, Input::Tick);
+    }
+
     fn dispatch(&mut self, ev: Ev) {
         self.events += 1;
         match ev {
             Ev::Deliver { to, inc, from, msg } => {
                 if self.incarnation(to) == Some(inc) {
+                    self.nodes[to].app.recv_msgs += 1;
                     self.input(to, Input::Message { from, msg });
                 }
             }
@@ -822,6 +940,9 @@ impl Cluster {
         self.nodes[slot].pending_store = None;
         self.store.in_flight = self.store.in_flight.saturating_sub(1);
         self.input(slot, Input::Lease { op, result });
+        if self.nodes[slot].leaving && self.nodes[slot].pending_store.is_none() {
+            self.exit(slot);
+        }
     }
 
     fn incarnation(&self, slot: usize) -> Option<u64> {
@@ -844,6 +965,12 @@ impl Cluster {
             match out {
                 Output::Transmit { to, msg, .. } => {
                     (t, slot, msg.kind()).hash(&mut self.hash);
+                    self.nodes[slot].app.sent_msgs += 1;
+                    if self.cfg.measure_bytes {
+                        let len = hedgerow_core::wire::encoded_len(&msg)
+                            + hedgerow_core::wire::LEN_PREFIX;
+                        self.nodes[slot].app.sent_bytes += len as u64;
+                    }
                     let Some(&dst) = self.index.get(&to) else {
                         continue;
                     };

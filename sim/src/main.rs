@@ -1,0 +1,181 @@
+//! `hedgerow-sim`: runs in-process clusters and prints what a user of
+//! hedgerow cares about, per seed: time to the first leader, failover time
+//! after a leader crashes right after a renew (and its ratio to `lease + 2·bound`), convergence
+//! after a 50-node join wave, the leader's steady-state load (bytes and
+//! messages per second), and any invariant violation.
+//!
+//! ```text
+//! cargo run --release -p hedgerow-sim -- --nodes 150 --seeds 5 [--bound-ms 50] [--preset lan|local|wan]
+//! ```
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use hedgerow_core::Config;
+use hedgerow_sim::{Cluster, ClusterConfig};
+
+struct Args {
+    nodes: usize,
+    seeds: u64,
+    first_seed: u64,
+    bound_ms: u64,
+    preset: String,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        nodes: 20,
+        seeds: 3,
+        first_seed: 1,
+        bound_ms: 50,
+        preset: "lan".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        let num = |v: String| v.parse::<u64>().map_err(|e| format!("{flag}: {e}"));
+        match flag.as_str() {
+            "--nodes" => a.nodes = num(value()?)? as usize,
+            "--seeds" => a.seeds = num(value()?)?,
+            "--seed" => {
+                a.first_seed = num(value()?)?;
+                a.seeds = 1;
+            }
+            "--bound-ms" => a.bound_ms = num(value()?)?,
+            "--preset" => a.preset = value()?,
+            "-h" | "--help" => {
+                return Err("usage: hedgerow-sim [--nodes N] [--seeds N | --seed S] [--bound-ms B] [--preset lan|local|wan]".into())
+            }
+            other => return Err(format!("unknown argument {other:?}; try --help")),
+        }
+    }
+    if a.nodes < 2 {
+        return Err("--nodes must be at least 2".into());
+    }
+    Ok(a)
+}
+
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+fn main() -> ExitCode {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let node = match args.preset.as_str() {
+        "lan" => Config::lan("sim"),
+        "local" => Config::local("sim"),
+        "wan" => Config::wan("sim"),
+        other => {
+            eprintln!("unknown preset {other:?}: use lan, local or wan");
+            return ExitCode::from(2);
+        }
+    };
+    let bound = Duration::from_millis(args.bound_ms);
+    let budget = node.lease_duration + bound * 2;
+    println!(
+        "hedgerow-sim: {} nodes, preset {} (lease {:?}, heartbeat {:?}, failure timeout {:?}), clock bound ±{:?}",
+        args.nodes, args.preset, node.lease_duration, node.heartbeat_interval, node.failure_timeout, bound
+    );
+    println!(
+        "{:>8} {:>12} {:>11} {:>12} {:>11} {:>10} {:>14} {:>10} {:>10} {:>10} {:>7}",
+        "seed",
+        "1st leader s",
+        "failover s",
+        "/(lease+2b)",
+        "converge s",
+        "50-join s",
+        "leader out/s",
+        "msgs out/s",
+        "msgs in/s",
+        "violations",
+        "wall s"
+    );
+    let mut failed = false;
+    for seed in args.first_seed..args.first_seed + args.seeds {
+        let wall = Instant::now();
+        let mut cfg = ClusterConfig::new(seed);
+        cfg.node = node.clone();
+        cfg.bound = bound;
+        cfg.trace_len = 64;
+        cfg.measure_bytes = true;
+        let mut c = Cluster::with_nodes(cfg, args.nodes);
+        let converged = c.run_until_converged(Duration::from_secs(120));
+        let first = c.first_leader_at();
+        // Steady-state load at the leader over ten heartbeat intervals.
+        let load = c.leader().map(|l| {
+            let a = &c.node(l).app;
+            let before = (a.sent_bytes, a.sent_msgs, a.recv_msgs);
+            let span = node.heartbeat_interval * 10;
+            c.run_for(span);
+            let a = &c.node(l).app;
+            let s = span.as_secs_f64();
+            (
+                (a.sent_bytes - before.0) as f64 / s,
+                (a.sent_msgs - before.1) as f64 / s,
+                (a.recv_msgs - before.2) as f64 / s,
+            )
+        });
+        // Worst case: crash the leader right after a renew.
+        let version = c.store().row().map_or(0, |r| r.version);
+        c.run_until_true(node.lease_duration, Duration::from_millis(1), |c| {
+            c.store().row().map_or(0, |r| r.version) > version
+        });
+        let t0 = c.now_ns();
+        if let Some(l) = c.leader() {
+            c.crash(l);
+        }
+        let failover = c
+            .run_until_true(node.lease_duration * 4, Duration::from_millis(1), |c| {
+                c.leader().is_some()
+            })
+            .map(|t| t - t0);
+        let _ = c.run_until_converged(Duration::from_secs(120));
+        let t1 = c.now_ns();
+        for _ in 0..50 {
+            c.add_node();
+        }
+        let join = c
+            .run_until_converged(Duration::from_secs(120))
+            .map(|t| t - t1);
+        let violations = c.violations();
+        let cell = |v: Option<u64>| v.map_or("never".to_string(), |x| format!("{:.3}", secs(x)));
+        println!(
+            "{:>8} {:>12} {:>11} {:>12} {:>11} {:>10} {:>14} {:>10} {:>10} {:>10} {:>7.2}",
+            seed,
+            cell(first),
+            cell(failover),
+            failover.map_or("-".into(), |f| format!(
+                "{:.3}",
+                f as f64 / budget.as_nanos() as f64
+            )),
+            cell(converged),
+            cell(join),
+            load.map_or("-".into(), |l| format!("{:.1} KB", l.0 / 1000.0)),
+            load.map_or("-".into(), |l| format!("{:.0}", l.1)),
+            load.map_or("-".into(), |l| format!("{:.0}", l.2)),
+            violations.len(),
+            wall.elapsed().as_secs_f64()
+        );
+        if !violations.is_empty() || converged.is_none() || join.is_none() {
+            failed = true;
+            for v in violations.iter().take(3) {
+                eprintln!("{v}");
+            }
+            eprintln!(
+                "replay: cargo run --release -p hedgerow-sim -- --nodes {} --seed {seed}",
+                args.nodes
+            );
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,500 @@
+//! Whole-cluster behaviour through the in-process harness: election,
+//! failover, clock bounds, joins, leaves, partitions, send, broadcast and
+//! streams. Every run also checks the invariants at every step.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use hedgerow_core::{ClockStatus, Config, SendError, StreamTarget, Term};
+use hedgerow_sim::{Cluster, ClusterConfig, NetConfig, SimClock};
+
+const MS: u64 = 1_000_000;
+const SEC: u64 = 1_000_000_000;
+
+fn converged(c: &mut Cluster, limit_s: u64) -> u64 {
+    match c.run_until_converged(Duration::from_secs(limit_s)) {
+        Some(t) => t,
+        None => panic!("no convergence: {:?}", c.divergence()),
+    }
+}
+
+fn leader(c: &Cluster) -> usize {
+    c.leader().expect("one leader")
+}
+
+fn term_of(c: &Cluster, slot: usize) -> Term {
+    c.node(slot)
+        .node
+        .lease_claim()
+        .map(|x| x.0)
+        .unwrap_or_default()
+}
+
+#[test]
+fn single_leader_is_elected_and_agreed() {
+    for seed in 0..10 {
+        let mut c = Cluster::with_nodes(ClusterConfig::new(seed), 5);
+        converged(&mut c, 10);
+        let l = leader(&c);
+        let lid = c.node(l).node.identity().id.clone();
+        for s in c.live() {
+            let n = &c.node(s).node;
+            assert_eq!(
+                n.leader().map(|x| &x.id),
+                Some(&lid),
+                "seed {seed}: node {s} disagrees"
+            );
+            assert_eq!(n.view().len(), 5);
+        }
+        assert_eq!(term_of(&c, l), Term(1));
+        c.assert_no_violations();
+    }
+}
+
+#[test]
+fn leader_crash_fails_over_after_expiry_with_next_token() {
+    for seed in 0..10 {
+        let cfg = ClusterConfig::new(seed);
+        let (lease, bound) = (
+            cfg.node.lease_duration.as_nanos() as u64,
+            cfg.bound.as_nanos() as u64,
+        );
+        let mut c = Cluster::with_nodes(cfg, 5);
+        converged(&mut c, 10);
+        c.run_for(Duration::from_millis(1234 * (seed + 1)));
+        let old = leader(&c);
+        let old_term = term_of(&c, old);
+        let t0 = c.now_ns();
+        c.crash(old);
+        let t1 = c
+            .run_until_true(Duration::from_secs(30), Duration::from_millis(1), |c| {
+                c.leader().is_some()
+            })
+            .expect("a new leader");
+        let new = leader(&c);
+        assert_ne!(new, old);
+        assert_eq!(
+            term_of(&c, new),
+            Term(old_term.0 + 1),
+            "seed {seed}: token + 1"
+        );
+        // The crash may come right after a renew: the lease runs out at
+        // most `lease` later, plus both clocks' uncertainty, plus stagger.
+        let took = t1 - t0;
+        assert!(
+            took <= lease + 4 * bound + 300 * MS,
+            "seed {seed}: failover took {took} ns"
+        );
+        let t2 = converged(&mut c, 20);
+        assert!(
+            c.node(new).node.view().len() == 4,
+            "the old leader is dropped"
+        );
+        println!(
+            "seed {seed}: failover {:.3}s, converged {:.3}s after the crash",
+            took as f64 / 1e9,
+            (t2 - t0) as f64 / 1e9
+        );
+        c.assert_no_violations();
+    }
+}
+
+#[test]
+fn clock_offsets_at_the_bound_still_give_no_overlap() {
+    // Worst case: the old leader's clock runs a full bound behind (it
+    // believes as long as possible) and the others a full bound ahead
+    // (they take over as early as possible); the old leader cannot renew.
+    for seed in 0..10 {
+        let cfg = ClusterConfig::new(seed);
+        let bound = cfg.bound.as_nanos() as u64;
+        let mut c = Cluster::with_nodes(cfg, 4);
+        converged(&mut c, 10);
+        let old = leader(&c);
+        for s in c.live() {
+            let offset = if s == old {
+                -(bound as i64)
+            } else {
+                bound as i64
+            };
+            let clock = SimClock {
+                offset_ns: offset,
+                ..c.node(s).clock
+            };
+            c.set_clock(s, clock);
+        }
+        c.cut_store(old, true);
+        let next = c.run_until_true(Duration::from_secs(30), Duration::from_millis(1), |c| {
+            c.leaders().iter().any(|s| *s != old)
+        });
+        assert!(next.is_some(), "seed {seed}: someone else takes over");
+        c.run_for(Duration::from_secs(2));
+        let iv = c.leadership_intervals();
+        let old_end = iv
+            .iter()
+            .filter(|i| i.owner.slot == old)
+            .map(|i| i.end)
+            .max()
+            .unwrap();
+        let new_start = iv
+            .iter()
+            .filter(|i| i.owner.slot != old)
+            .map(|i| i.start)
+            .min()
+            .unwrap();
+        assert!(new_start >= old_end, "seed {seed}: overlap");
+        assert!(
+            new_start - old_end < 300 * MS,
+            "seed {seed}: handover gap {} ns",
+            new_start - old_end
+        );
+        c.assert_no_violations();
+    }
+}
+
+#[test]
+fn a_clock_that_goes_unknown_makes_the_leader_step_down() {
+    let mut c = Cluster::with_nodes(ClusterConfig::new(3), 3);
+    converged(&mut c, 10);
+    let l = leader(&c);
+    let clock = SimClock {
+        status: ClockStatus::Unknown,
+        ..c.node(l).clock
+    };
+    c.set_clock(l, clock);
+    let now = c.now_of(l);
+    assert!(!c.node(l).node.is_leader(&now), "steps down at once");
+    assert!(c.node(l).node.lease_claim().is_none());
+    c.run_until_true(Duration::from_secs(20), Duration::from_millis(5), |c| {
+        c.leader().is_some_and(|x| x != l)
+    })
+    .expect("another node takes over after expiry");
+    c.assert_no_violations();
+}
+
+#[test]
+fn fifty_nodes_joining_at_once_converge_to_the_same_view() {
+    for seed in 0..5 {
+        let mut c = Cluster::with_nodes(ClusterConfig::new(seed), 50);
+        let t = converged(&mut c, 10);
+        for s in c.live() {
+            assert_eq!(c.node(s).node.view().len(), 50);
+        }
+        println!(
+            "seed {seed}: 50 simultaneous joins converged in {:.3}s",
+            t as f64 / 1e9
+        );
+        // And a wave of 50 joining a running cluster.
+        let t0 = c.now_ns();
+        for _ in 0..50 {
+            c.add_node();
+        }
+        let t1 = converged(&mut c, 10);
+        println!(
+            "seed {seed}: a 50-node wave converged in {:.3}s",
+            (t1 - t0) as f64 / 1e9
+        );
+        assert!(t1 - t0 < 3 * SEC);
+        c.assert_no_violations();
+    }
+}
+
+#[test]
+fn leave_and_crash_are_reflected_within_the_failure_timeout() {
+    let cfg = ClusterConfig::new(5);
+    let ft = cfg.node.failure_timeout.as_nanos() as u64;
+    let hb = cfg.node.heartbeat_interval.as_nanos() as u64;
+    let mut c = Cluster::with_nodes(cfg, 6);
+    converged(&mut c, 10);
+    let l = leader(&c);
+    let leaver = (0..6).find(|s| *s != l).unwrap();
+    let t0 = c.now_ns();
+    c.leave(leaver);
+    let t1 = converged(&mut c, 10);
+    assert!(t1 - t0 < 200 * MS, "graceful leave took {} ns", t1 - t0);
+    let crasher = (0..6).find(|s| *s != l && *s != leaver).unwrap();
+    let t0 = c.now_ns();
+    c.crash(crasher);
+    let t1 = converged(&mut c, 10);
+    assert!(
+        t1 - t0 <= ft + hb + 200 * MS,
+        "crash noticed after {} ns",
+        t1 - t0
+    );
+    assert_eq!(c.node(l).node.view().len(), 4);
+    c.assert_no_violations();
+}
+
+#[test]
+fn a_partitioned_member_is_dropped_knows_it_and_rejoins() {
+    let mut c = Cluster::with_nodes(ClusterConfig::new(6), 5);
+    converged(&mut c, 10);
+    let l = leader(&c);
+    let m = (0..5).find(|s| *s != l).unwrap();
+    c.isolate(m);
+    c.run_for(Duration::from_secs(5));
+    assert!(!c
+        .node(l)
+        .node
+        .view()
+        .contains(&c.node(m).node.identity().id));
+    assert!(
+        c.node(m).node.view_is_stale(),
+        "a cut-off member says its view is stale"
+    );
+    assert!(
+        c.divergence().is_none(),
+        "the rest converged without it: {:?}",
+        c.divergence()
+    );
+    c.heal();
+    converged(&mut c, 10);
+    assert_eq!(c.node(l).node.view().len(), 5);
+    c.assert_no_violations();
+}
+
+#[test]
+fn sends_during_a_failover_are_redirected_and_handled_once() {
+    let mut cfg = ClusterConfig::new(7);
+    cfg.net.duplicate = 0.05;
+    cfg.node.request_timeout = Duration::from_secs(20);
+    cfg.node.dedupe_window = Duration::from_secs(40);
+    let mut c = Cluster::with_nodes(cfg, 5);
+    converged(&mut c, 10);
+    let old = leader(&c);
+    // The leader resigns: it stays up, answers NotLeader with a hint, and
+    // members retry until the new leader handles each request.
+    let now = c.now_of(old);
+    c.node_mut(old).node.resign(now);
+    c.flush(old);
+    let mut sent = Vec::new();
+    for s in c.live() {
+        for i in 0..3u8 {
+            sent.push((s, c.send(s, &[i])));
+        }
+    }
+    c.run_for(Duration::from_secs(25));
+    for (s, id) in &sent {
+        match c.node(*s).app.sends.get(id) {
+            Some(Ok(r)) => assert_ne!(
+                r.leader,
+                c.node(old).node.identity().id,
+                "handled by the new leader"
+            ),
+            other => panic!("send {id:?} from {s} ended {other:?}"),
+        }
+    }
+    assert_eq!(
+        c.handlings(),
+        sent.len() as u64,
+        "each request handled exactly once"
+    );
+    c.assert_no_violations();
+}
+
+#[test]
+fn send_with_no_leader_fails_with_no_leader() {
+    let mut cfg = ClusterConfig::new(8);
+    cfg.node.candidate = false;
+    let mut c = Cluster::with_nodes(cfg, 2);
+    c.run_for(Duration::from_secs(1));
+    let id = c.send(0, b"x");
+    c.run_for(Duration::from_secs(10));
+    assert_eq!(
+        c.node(0).app.sends.get(&id),
+        Some(&Err(SendError::NoLeader))
+    );
+}
+
+#[test]
+fn a_slow_receiver_keeps_stream_order_and_bounded_memory() {
+    let mut cfg = ClusterConfig::new(9);
+    cfg.consume_delay = Duration::from_millis(3);
+    let node_cfg = cfg.node.clone();
+    let mut c = Cluster::with_nodes(cfg, 3);
+    converged(&mut c, 10);
+    let l = leader(&c);
+    let m = (0..3).find(|s| *s != l).unwrap();
+    let total = 8 * 1024 * 1024;
+    let sid = c.stream(m, StreamTarget::Leader, total).unwrap();
+    c.run_until_true(Duration::from_secs(60), Duration::from_millis(10), |c| {
+        c.node(m).app.streams_sent.contains(&sid)
+    })
+    .expect("stream completes");
+    c.run_for(Duration::from_millis(100));
+    assert_eq!(
+        c.stream_bytes_checked(),
+        total,
+        "every byte arrived, in order"
+    );
+    assert!(c
+        .node(l)
+        .app
+        .streams_finished
+        .iter()
+        .any(|(_, s)| *s == sid.0));
+    assert!(c.node(l).app.peak_unconsumed <= u64::from(node_cfg.stream_window));
+    assert!(c.node(m).app.peak_buffered <= node_cfg.stream_send_buffer);
+    c.assert_no_violations();
+}
+
+#[test]
+fn a_stream_to_a_non_leader_is_refused() {
+    let mut c = Cluster::with_nodes(ClusterConfig::new(10), 3);
+    converged(&mut c, 10);
+    let l = leader(&c);
+    let m = (0..3).find(|s| *s != l).unwrap();
+    let other = (0..3).find(|s| *s != l && *s != m).unwrap();
+    // A ToMember stream to a member works; a stale ToLeader stream is
+    // refused by a node that does not lead.
+    let sid = c
+        .stream(
+            m,
+            StreamTarget::Member(c.node(other).node.identity().id.clone()),
+            100_000,
+        )
+        .unwrap();
+    c.run_for(Duration::from_secs(1));
+    assert!(c.node(m).app.streams_sent.contains(&sid));
+    let now = c.now_of(l);
+    c.node_mut(l).node.resign(now);
+    c.flush(l);
+    let sid = c.stream(m, StreamTarget::Leader, 1000).unwrap();
+    c.run_for(Duration::from_millis(50));
+    assert!(!c.node(m).app.streams_sent.contains(&sid));
+    assert_eq!(
+        c.node(m).app.streams_failed.get(&sid).map(String::as_str),
+        Some("not leader")
+    );
+}
+
+#[test]
+fn broadcast_returns_one_result_per_member_with_timeouts_for_the_dead() {
+    let mut c = Cluster::with_nodes(ClusterConfig::new(11), 5);
+    converged(&mut c, 10);
+    let l = leader(&c);
+    let dead = (0..5).find(|s| *s != l).unwrap();
+    let from = (0..5).find(|s| *s != l && *s != dead).unwrap();
+    c.crash(dead);
+    let id = c.broadcast(from, b"hello");
+    c.run_for(Duration::from_secs(6));
+    let results = &c.node(from).app.broadcasts[&id];
+    assert_eq!(
+        results.len(),
+        5,
+        "one result per member of the view, the sender included"
+    );
+    assert!(c.node(from).app.broadcasts_done.contains(&id));
+    let dead_id = c.node(dead).node.identity().id.clone();
+    for (who, r) in results {
+        if *who == dead_id {
+            assert_eq!(r, &Err(hedgerow_core::BroadcastError::Timeout));
+        } else {
+            assert_eq!(
+                r.as_ref().map(|p| p.as_slice()),
+                Ok(who.as_str().as_bytes())
+            );
+        }
+    }
+}
+
+#[test]
+fn lossy_reordering_network_still_converges() {
+    for seed in 0..5 {
+        let mut cfg = ClusterConfig::new(seed);
+        cfg.net = NetConfig {
+            latency_min: Duration::from_micros(100),
+            latency_max: Duration::from_millis(30),
+            drop: 0.05,
+            duplicate: 0.05,
+            fifo: false,
+        };
+        let mut c = Cluster::with_nodes(cfg, 20);
+        converged(&mut c, 30);
+        c.crash(leader(&c));
+        converged(&mut c, 40);
+        c.assert_no_violations();
+    }
+}
+
+#[test]
+fn same_seed_gives_the_same_run() {
+    let run = |seed| {
+        let mut cfg = ClusterConfig::new(seed);
+        cfg.net.drop = 0.02;
+        cfg.net.fifo = false;
+        let mut c = Cluster::with_nodes(cfg, 10);
+        c.run_for(Duration::from_secs(3));
+        c.crash(c.leader().unwrap());
+        c.run_for(Duration::from_secs(15));
+        c.trace_hash()
+    };
+    assert_eq!(run(42), run(42));
+    assert_ne!(run(42), run(43));
+}
+
+#[test]
+fn metadata_reaches_every_member() {
+    let mut c = Cluster::with_nodes(ClusterConfig::new(12), 4);
+    converged(&mut c, 10);
+    let l = leader(&c);
+    for s in 0..4 {
+        let now = c.now_of(s);
+        c.node_mut(s)
+            .node
+            .set_meta(now, format!("zone-{s}").as_bytes())
+            .unwrap();
+        c.flush(s);
+    }
+    c.run_for(Duration::from_secs(3));
+    for s in 0..4 {
+        for m in c.node(s).node.view().members() {
+            let slot: usize = m.id.as_str()[1..].parse().unwrap();
+            assert_eq!(
+                m.meta.as_slice(),
+                format!("zone-{slot}").as_bytes(),
+                "node {s} sees {}",
+                m.id
+            );
+        }
+    }
+    assert!(c.node(l).node.view().len() == 4);
+    let too_big = vec![0u8; Config::lan("x").max_meta_len + 1];
+    let now = c.now_of(0);
+    assert!(c.node_mut(0).node.set_meta(now, too_big).is_err());
+}
+
+#[test]
+fn a_leaving_leader_hands_over_without_waiting_for_expiry() {
+    for seed in 0..10 {
+        let cfg = ClusterConfig::new(seed);
+        let bound = cfg.bound.as_nanos() as u64;
+        let mut c = Cluster::with_nodes(cfg, 5);
+        converged(&mut c, 10);
+        c.run_for(Duration::from_millis(777 * (seed + 1)));
+        let old = leader(&c);
+        let old_term = term_of(&c, old);
+        let t0 = c.now_ns();
+        c.leave(old);
+        let t1 = c
+            .run_until_true(Duration::from_secs(30), Duration::from_millis(1), |c| {
+                c.leader().is_some()
+            })
+            .expect("a successor");
+        // Release writes the leaver's latest; a successor waits until its
+        // own earliest passes it: at most two bounds, plus stagger.
+        assert!(
+            t1 - t0 < 2 * bound + 150 * MS,
+            "seed {seed}: handover took {} ns",
+            t1 - t0
+        );
+        assert_eq!(term_of(&c, leader(&c)), Term(old_term.0 + 1));
+        let t2 = converged(&mut c, 10);
+        println!(
+            "seed {seed}: graceful handover {:.3}s, converged {:.3}s",
+            (t1 - t0) as f64 / 1e9,
+            (t2 - t0) as f64 / 1e9
+        );
+        c.assert_no_violations();
+    }
+}
