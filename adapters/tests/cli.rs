@@ -101,6 +101,7 @@ impl Cluster {
             ])
             .args(["--heartbeat-ms", &HEARTBEAT_MS.to_string()])
             .args(["--failure-timeout-ms", &FAILURE_TIMEOUT_MS.to_string()])
+            .args(["--meta", &format!("zone-{id}")])
             .arg("--exit-on-stdin-eof")
             .env("RUST_LOG", "info")
             .stdin(Stdio::piped())
@@ -292,6 +293,17 @@ fn elect_send_broadcast_failover(store: Option<String>) {
     let mut cluster = Cluster::start(5, store, lease_ms);
     let (leader, term) = cluster.wait_agreed(Duration::from_secs(15), 0);
 
+    // Each member's metadata reaches every view.
+    for st in cluster.statuses().into_iter().flatten() {
+        for m in st["members"].as_array().unwrap() {
+            assert_eq!(
+                m["meta"],
+                format!("zone-{}", m["id"].as_str().unwrap()),
+                "{st}"
+            );
+        }
+    }
+
     // Send from a non-leader: the leader's built-in handler answers.
     let sender = cluster
         .nodes
@@ -467,4 +479,62 @@ fn bad_flags_fail_fast_with_a_clear_message() {
     .concat());
     assert_eq!(code, Some(2));
     assert!(err.contains("failure_timeout"), "{err}");
+}
+
+#[test]
+fn without_a_leader_send_is_a_503_with_a_json_error() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hedgerow"))
+        .args(["node", "--cluster", "lonely", "--id", "m1"])
+        .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .arg("--store")
+        .arg(format!("sqlite:{}", dir.path().join("lease.db").display()))
+        .args([
+            "--clock",
+            "system",
+            "--clock-bound-ms",
+            "5",
+            "--preset",
+            "local",
+        ])
+        .args(["--candidate", "false", "--exit-on-stdin-eof"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let http: SocketAddr = line
+        .trim()
+        .rsplit_once("http=")
+        .and_then(|(_, a)| a.parse().ok())
+        .unwrap_or_else(|| panic!("no ready line: {line:?}"));
+    let (code, body) = request(http, "POST", "/v1/send", b"x", Duration::from_secs(10)).unwrap();
+    let json: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(code, 503, "{json}");
+    assert_eq!(json["kind"], "no_leader", "{json}");
+    assert!(
+        json["error"].as_str().unwrap().contains("no leader"),
+        "{json}"
+    );
+    let st = status(http).unwrap();
+    assert!(st["leader"].is_null() && st["is_leader"] == false, "{st}");
+    // Closing stdin makes it leave and exit 0.
+    drop(child.stdin.take());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("no exit 10 s after stdin closed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit}");
 }

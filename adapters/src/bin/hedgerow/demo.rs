@@ -414,6 +414,8 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
         std::thread::sleep(Duration::from_millis(500));
     }
 
+    // From here on, plain lines (the table is no longer redrawn).
+    out.tty = false;
     out.event("stopping: every node leaves gracefully".into());
     let killed = demo.stop_all(Duration::from_secs(5));
     if killed > 0 {
@@ -456,6 +458,7 @@ struct Output {
     events: VecDeque<String>,
     last_line: Instant,
     header: String,
+    drawn: bool,
 }
 
 impl Output {
@@ -470,6 +473,7 @@ impl Output {
                 demo.slots.len(),
                 demo.dir.display()
             ),
+            drawn: false,
         }
     }
 
@@ -502,16 +506,22 @@ impl Output {
             }
             return;
         }
-        let mut screen = String::from("\x1b[2J\x1b[H");
+        // Clear the screen once, then redraw in place (less flicker).
+        let mut screen = String::from(if self.drawn {
+            "\x1b[H"
+        } else {
+            "\x1b[2J\x1b[H"
+        });
+        self.drawn = true;
         screen.push_str(&self.header);
         screen.push_str(&format!(
-            "\n\n  {:<10} {:<16} {:>5} {:>8}   {:<8} {}\n",
+            "\x1b[K\n\x1b[K\n  {:<10} {:<16} {:>5} {:>8}   {:<8} {}\x1b[K\n",
             "node", "role", "term", "members", "pid", "http"
         ));
         for s in &demo.slots {
             let (role, term, members) = cells(s);
             screen.push_str(&format!(
-                "  {:<10} {:<16} {:>5} {:>8}   {:<8} {}\n",
+                "  {:<10} {:<16} {:>5} {:>8}   {:<8} {}\x1b[K\n",
                 s.id,
                 role,
                 term,
@@ -520,14 +530,14 @@ impl Output {
                 s.http.map_or("-".into(), |a| a.to_string()),
             ));
         }
-        screen.push_str("\n  events:\n");
+        screen.push_str("\x1b[K\n  events:\x1b[K\n");
         for e in &self.events {
             screen.push_str("  ");
             screen.push_str(e);
-            screen.push('\n');
+            screen.push_str("\x1b[K\n");
         }
         screen.push_str(&format!(
-            "\n  {:.0}s · Enter: kill the leader now · Ctrl-C: stop\n",
+            "\x1b[K\n  {:.0}s · Enter: kill the leader now · Ctrl-C: stop\x1b[K\n\x1b[J",
             elapsed.as_secs_f64()
         ));
         let mut stdout = std::io::stdout().lock();
