@@ -538,3 +538,91 @@ fn without_a_leader_send_is_a_503_with_a_json_error() {
     };
     assert!(exit.success(), "{exit}");
 }
+
+#[test]
+fn the_demo_shows_a_failover_and_cleans_up_on_ctrl_c() {
+    let _one = one_at_a_time();
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_hedgerow"))
+        .args(["demo", "--nodes", "3", "--duration-secs", "25"])
+        .args(["--kill-every-secs", "3", "--restart-after-secs", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let pid = demo.id();
+    // Stop the demo if this test fails before it does: Ctrl-C first, so
+    // it removes its directory, then SIGKILL.
+    struct Reap(Option<Child>);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            if let Some(c) = self.0.as_mut() {
+                let _ = Command::new("kill")
+                    .args(["-INT", &c.id().to_string()])
+                    .status();
+                let deadline = Instant::now() + Duration::from_secs(8);
+                while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let stdout = demo.stdout.take().unwrap();
+    let mut reap = Reap(Some(demo));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut pids = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // Wait for a failover after a kill, then press Ctrl-C (SIGINT).
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            panic!("no failover within 20 s; output:\n{}", seen.join("\n"));
+        };
+        if let Some(rest) = line.split("(pids ").nth(1) {
+            let list = rest.split(')').next().unwrap_or_default();
+            pids.extend(list.split(' ').filter_map(|p| p.parse::<u32>().ok()));
+        }
+        if let Some(rest) = line.split("(pid ").nth(1) {
+            pids.extend(rest.split(')').next().and_then(|p| p.parse::<u32>().ok()));
+        }
+        let failover = line.contains("after node-") && line.contains("was killed");
+        seen.push(line);
+        if failover {
+            break;
+        }
+    }
+    assert!(pids.len() >= 3, "{}", seen.join("\n"));
+    let kill = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut demo = reap.0.take().unwrap();
+    let exit = demo.wait().unwrap();
+    seen.extend(rx.iter());
+    let out = seen.join("\n");
+    assert!(exit.success(), "demo exited with {exit}:\n{out}");
+    let removed = seen
+        .iter()
+        .find(|l| l.contains("stopped; removed"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(!removed.contains("failed"), "{out}");
+    let dir = removed.rsplit("removed ").next().unwrap().trim();
+    assert!(!Path::new(dir).exists(), "{dir} left behind:\n{out}");
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "node process {pid} outlived the demo:\n{out}"
+        );
+    }
+}

@@ -302,10 +302,16 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
     let failover_limit =
         Duration::from_millis(args.lease_ms + 4 * args.clock_bound_ms) + Duration::from_secs(3);
     let mut out = Output::new(tty, &demo);
+    let pids: Vec<String> = demo
+        .slots
+        .iter()
+        .filter_map(|s| s.child.as_ref().map(|c| c.id().to_string()))
+        .collect();
     out.event(format!(
-        "started {} nodes; store sqlite:{}; lease {} ms; clock: ClockBound if its daemon runs, \
-         else the system clock with an assumed ±{} ms",
+        "started {} nodes (pids {}); store sqlite:{}; lease {} ms; clock: ClockBound if its \
+         daemon runs, else the system clock with an assumed ±{} ms",
         args.nodes,
+        pids.join(" "),
         demo.db().display(),
         args.lease_ms,
         args.clock_bound_ms
@@ -340,7 +346,8 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
                 .is_some_and(|t| Instant::now() >= t)
             {
                 demo.spawn(i)?;
-                out.event(format!("restarted {}", demo.slots[i].id));
+                let pid = demo.slots[i].child.as_ref().map_or(0, Child::id);
+                out.event(format!("restarted {} (pid {pid})", demo.slots[i].id));
             }
             let status = demo.slots[i].http.and_then(|addr| {
                 let (code, body) =
