@@ -168,6 +168,30 @@ impl NodeArgs {
         Ok(cfg)
     }
 
+    /// The address peers dial: `--advertise`, else `--listen` unless that
+    /// is a wildcard (peers cannot dial 0.0.0.0).
+    fn advertise(&self) -> Result<String, String> {
+        if let Some(a) = &self.advertise {
+            return Ok(a.clone());
+        }
+        let host = self
+            .listen
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_matches(['[', ']']))
+            .ok_or_else(|| format!("--listen {}: expected HOST:PORT", self.listen))?;
+        if host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_unspecified())
+        {
+            return Err(format!(
+                "--listen {} is a wildcard address peers cannot dial: also give --advertise \
+                 HOST:PORT (this machine's address on the cluster network)",
+                self.listen
+            ));
+        }
+        Ok(self.listen.clone())
+    }
+
     fn clock_config(&self) -> Result<ClockConfig, String> {
         let bound = match self.clock_bound_ms {
             Some(0) => {
@@ -227,6 +251,14 @@ impl NodeArgs {
 pub fn run(args: NodeArgs) -> Result<ExitCode, String> {
     let config = args.config()?;
     let clock_config = args.clock_config()?;
+    args.advertise()?;
+    if !args.http.ip().is_loopback() {
+        tracing::warn!(
+            http = %args.http,
+            "the HTTP control API has no authentication and listens beyond loopback: keep it \
+             on a private network"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -267,10 +299,7 @@ async fn serve(
     let id = args.id.clone();
     let broadcast_me = me.clone();
     let broadcast_id = args.id.clone();
-    let advertise = args
-        .advertise
-        .clone()
-        .unwrap_or_else(|| args.listen.clone());
+    let advertise = args.advertise()?;
     let node = Hedgerow::builder(args.cluster.clone(), args.id.clone(), advertise)
         .listen(args.listen.clone())
         .store(store)
@@ -596,6 +625,18 @@ mod tests {
         assert!(args.config().unwrap().lead_on_assumed_clock);
         let args = parse(&["--store", "memory", "--clock-bound-ms", "0"]).unwrap();
         assert!(args.clock_config().is_err());
+    }
+
+    #[test]
+    fn a_wildcard_listen_address_needs_an_advertised_one() {
+        let mut args = parse(&["--store", "memory"]).unwrap();
+        assert_eq!(args.advertise().unwrap(), "127.0.0.1:0");
+        args.listen = "0.0.0.0:7946".into();
+        assert!(args.advertise().unwrap_err().contains("--advertise"));
+        args.listen = "[::]:7946".into();
+        assert!(args.advertise().is_err());
+        args.advertise = Some("10.0.0.5:7946".into());
+        assert_eq!(args.advertise().unwrap(), "10.0.0.5:7946");
     }
 
     #[test]
