@@ -479,6 +479,19 @@ fn bad_flags_fail_fast_with_a_clear_message() {
     .concat());
     assert_eq!(code, Some(2));
     assert!(err.contains("failure_timeout"), "{err}");
+    // Every flag can come from a HEDGEROW_* variable instead.
+    let out = Command::new(env!("CARGO_BIN_EXE_hedgerow"))
+        .arg("node")
+        .env("HEDGEROW_CLUSTER", "c")
+        .env("HEDGEROW_ID", "a")
+        .env("HEDGEROW_LISTEN", "0.0.0.0:0")
+        .env("HEDGEROW_STORE", "memory")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("also give --advertise"), "{err}");
 }
 
 #[test]
