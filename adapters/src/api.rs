@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::channel::{mpsc, oneshot};
+use futures::future::Shared;
 use futures::Stream;
 use hedgerow_clock::Clock;
 use hedgerow_core::wire::StreamKind;
@@ -97,8 +98,74 @@ pub struct Reply {
     pub payload: Vec<u8>,
 }
 
+/// Leadership under one term, as a handler or caller holds it: work
+/// started as leader checks [`LeaderGuard::is_current`] before acting, or
+/// stops when [`LeaderGuard::lost`] completes (the node stepped down, or
+/// shut down). Clones share the same signal.
+#[derive(Clone)]
+pub struct LeaderGuard {
+    term: Term,
+    node: Arc<Mutex<Node>>,
+    clock: Arc<dyn Clock>,
+    lost: Shared<oneshot::Receiver<()>>,
+}
+
+impl fmt::Debug for LeaderGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeaderGuard")
+            .field("term", &self.term)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LeaderGuard {
+    pub(crate) fn new(
+        term: Term,
+        node: Arc<Mutex<Node>>,
+        clock: Arc<dyn Clock>,
+        lost: Shared<oneshot::Receiver<()>>,
+    ) -> Self {
+        LeaderGuard {
+            term,
+            node,
+            clock,
+            lost,
+        }
+    }
+
+    /// The term this guard is for: the fencing token to pass downstream.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// Whether this node still leads under this term, from a fresh clock
+    /// reading (`false` if the clock cannot be read).
+    pub fn is_current(&self) -> bool {
+        let Ok(now) = self.clock.now() else {
+            return false;
+        };
+        let node = lock(&self.node);
+        node.is_leader(&now) && node.lease_claim().map(|c| c.0) == Some(self.term)
+    }
+
+    /// Unix time (ns, ClockBound time) until which the lease under this
+    /// term is held as of the last renewal, if it still is.
+    pub fn valid_until_ns(&self) -> Option<u64> {
+        lock(&self.node)
+            .lease_claim()
+            .filter(|c| c.0 == self.term)
+            .map(|c| c.1)
+    }
+
+    /// Completes when leadership under this term ends (at once if it
+    /// already has).
+    pub async fn lost(&self) {
+        let _ = self.lost.clone().await;
+    }
+}
+
 /// A request delivered to the leader's handler.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Request {
     /// The sender.
     pub from: NodeId,
@@ -113,6 +180,9 @@ pub struct Request {
     pub term: Term,
     /// The request's bytes.
     pub payload: Vec<u8>,
+    /// Leadership under [`Request::term`]: a long handler can stop when it
+    /// ends.
+    pub guard: LeaderGuard,
 }
 
 /// A broadcast delivered to a member's handler.
@@ -424,6 +494,10 @@ impl Stream for BroadcastReplies {
 /// A running hedgerow node: membership, leader election and messaging
 /// among the instances of one service.
 ///
+/// Clones are handles to the same node. It runs until [`Hedgerow::leave`]
+/// or [`Hedgerow::shutdown`], or until every handle (and every open
+/// [`SendStream`]) is dropped.
+///
 /// ```
 /// # #[cfg(feature = "tokio")]
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -540,6 +614,14 @@ impl Hedgerow {
         Ok(lock(&self.node).is_leader(&now))
     }
 
+    /// A guard on this node's leadership if it leads now (see
+    /// [`LeaderGuard`]); `None` otherwise.
+    pub async fn leader_guard(&self) -> Option<LeaderGuard> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Guard { reply }).ok()?;
+        rx.await.ok().flatten()
+    }
+
     /// The highest term confirmed to this node: the leader's fencing token.
     pub fn term(&self) -> Term {
         lock(&self.node).term()
@@ -565,7 +647,8 @@ impl Hedgerow {
     }
 
     /// Sends `payload` to every member of the current view (this node
-    /// included) and collects one result per member.
+    /// included) and collects one result per member (empty if the node was
+    /// shut down).
     pub async fn broadcast(
         &self,
         payload: impl Into<Vec<u8>>,
@@ -678,6 +761,7 @@ pub struct Builder<R: Runtime> {
     handlers: Handlers,
     runtime: Option<R>,
     seed: Option<u64>,
+    incarnation: Option<u64>,
     store_timeout: Option<Duration>,
     handshake_timeout: Duration,
     max_handshakes: usize,
@@ -718,6 +802,7 @@ impl<R: Runtime> Builder<R> {
             },
             runtime: None,
             seed: None,
+            incarnation: None,
             store_timeout: None,
             handshake_timeout: Duration::from_secs(5),
             max_handshakes: 64,
@@ -738,6 +823,7 @@ impl<R: Runtime> Builder<R> {
             handlers: self.handlers,
             runtime: Some(runtime),
             seed: self.seed,
+            incarnation: self.incarnation,
             store_timeout: self.store_timeout,
             handshake_timeout: self.handshake_timeout,
             max_handshakes: self.max_handshakes,
@@ -843,6 +929,14 @@ impl<R: Runtime> Builder<R> {
         self
     }
 
+    /// Sets the incarnation instead of drawing a random one. Only for
+    /// simulations that replay a run: two processes with one id and one
+    /// incarnation are indistinguishable to the cluster.
+    pub fn incarnation(mut self, incarnation: u64) -> Self {
+        self.incarnation = Some(incarnation);
+        self
+    }
+
     /// Binds the listener and starts the node's driver.
     pub async fn start(self) -> Result<Hedgerow, Error> {
         let rt = self
@@ -879,7 +973,7 @@ impl<R: Runtime> Builder<R> {
             Some((host, "0")) => format!("{host}:{}", local_addr.port()),
             _ => self.advertise,
         };
-        let incarnation = random_u64();
+        let incarnation = self.incarnation.unwrap_or_else(random_u64);
         let seed = self.seed.unwrap_or_else(random_u64);
         let identity = Identity {
             id: id.clone(),

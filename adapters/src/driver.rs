@@ -15,16 +15,19 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures::channel::{mpsc, oneshot};
-use futures::future::AbortHandle;
+use futures::future::{AbortHandle, Shared};
 use futures::{FutureExt, StreamExt};
 use hedgerow_clock::Clock;
 use hedgerow_core::{
     duration_nanos, BroadcastError, BroadcastHandle, ClockReading, ClockStatus, Event, Input,
     LeaseOp, LeaseReply, Message, MonoTime, Node, NodeId, Now, OpId, Output, Payload,
-    RequestHandle, Rng, SendError, StoreError, StreamError, StreamId, StreamTarget, TimeInterval,
+    RequestHandle, Rng, SendError, StoreError, StreamError, StreamId, StreamTarget, Term,
+    TimeInterval,
 };
 
-use crate::api::{BroadcastRequest, Error, Handlers, IncomingStream, Reply, Request, WatchEvent};
+use crate::api::{
+    BroadcastRequest, Error, Handlers, IncomingStream, LeaderGuard, Reply, Request, WatchEvent,
+};
 use crate::runtime::{timeout, Runtime};
 use crate::store::LeaseStore;
 use crate::transport::{self, ConnId, NetCtx, NetEvent};
@@ -72,6 +75,9 @@ pub(crate) enum Command {
         done: oneshot::Sender<Result<(), Error>>,
     },
     Watch(mpsc::Sender<WatchEvent>),
+    Guard {
+        reply: oneshot::Sender<Option<LeaderGuard>>,
+    },
     Resign,
     Leave {
         done: oneshot::Sender<Result<(), Error>>,
@@ -183,6 +189,9 @@ pub(crate) struct Driver<R: Runtime> {
     out_streams: HashMap<u64, OutStream>,
     in_streams: HashMap<(NodeId, u64), Option<mpsc::UnboundedSender<Chunk>>>,
     watchers: Vec<mpsc::Sender<WatchEvent>>,
+    /// The signal every [`LeaderGuard`] of the current term shares; fired
+    /// (by dropping the sender) when the node steps down or stops.
+    guard: Option<(Term, oneshot::Sender<()>, Shared<oneshot::Receiver<()>>)>,
     leaving: Option<Leaving>,
     shutdown: Option<oneshot::Sender<()>>,
     stop: bool,
@@ -232,6 +241,7 @@ impl<R: Runtime> Driver<R> {
             out_streams: HashMap::new(),
             in_streams: HashMap::new(),
             watchers: Vec::new(),
+            guard: None,
             leaving: None,
             shutdown: None,
             stop: false,
@@ -297,6 +307,7 @@ impl<R: Runtime> Driver<R> {
 
     fn close(&mut self) {
         self.listener.abort();
+        self.guard = None;
         // Dropping the queues lets each connection flush what is queued
         // (a goodbye, a release notice) and close.
         self.peers.clear();
@@ -621,6 +632,9 @@ impl<R: Runtime> Driver<R> {
             }
             Event::SteppedDown { term, reason } => {
                 tracing::info!(%term, ?reason, "stepped down");
+                if self.guard.as_ref().is_some_and(|g| g.0 <= term) {
+                    self.guard = None;
+                }
                 self.notify(WatchEvent::SteppedDown { term, reason });
             }
             Event::LeaderChanged { leader, term } => {
@@ -781,6 +795,7 @@ impl<R: Runtime> Driver<R> {
                         id: handle.id,
                         term: handle.term,
                         payload: payload.into_vec(),
+                        guard: self.guard_for(handle.term),
                     };
                     let call = std::panic::catch_unwind(AssertUnwindSafe(|| h(req)));
                     run_handler(call, move |r| Done::Request(handle, r))
@@ -812,6 +827,30 @@ impl<R: Runtime> Driver<R> {
             let done = fut.await;
             let _ = tx.unbounded_send(done);
         }));
+    }
+
+    /// A guard on leadership under `term`: live if this node leads under
+    /// it now, already lost otherwise.
+    fn guard_for(&mut self, term: Term) -> LeaderGuard {
+        let now = self.now();
+        let leads = {
+            let node = lock(&self.node);
+            node.is_leader(&now) && node.lease_claim().map(|c| c.0) == Some(term)
+        };
+        let lost = if leads {
+            match &self.guard {
+                Some((t, _, rx)) if *t == term => rx.clone(),
+                _ => {
+                    let (tx, rx) = oneshot::channel();
+                    let rx = rx.shared();
+                    self.guard = Some((term, tx, rx.clone()));
+                    rx
+                }
+            }
+        } else {
+            oneshot::channel::<()>().1.shared()
+        };
+        LeaderGuard::new(term, self.node.clone(), self.clock.clone(), lost)
     }
 
     fn finish_job(&mut self, done: Done) {
@@ -941,6 +980,14 @@ impl<R: Runtime> Driver<R> {
                 let _ = done.send(r.map_err(|e| Error::Config(e.to_string())));
             }
             Command::Watch(tx) => self.watchers.push(tx),
+            Command::Guard { reply } => {
+                let claim = {
+                    let node = lock(&self.node);
+                    node.lease_claim().filter(|_| node.is_leader(&now))
+                };
+                let guard = claim.map(|(term, _)| self.guard_for(term));
+                let _ = reply.send(guard);
+            }
             Command::Resign => lock(&self.node).resign(now),
             Command::Leave { done } => {
                 lock(&self.node).leave(now);

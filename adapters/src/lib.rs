@@ -38,8 +38,41 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Handlers run on their own tasks, a bounded number at once, so a slow
-//! handler never delays heartbeats or lease renewals.
+//! # How a node runs
+//!
+//! One driver task owns the core node. Before every call into it the
+//! driver reads the clock (a failed read becomes a reading with status
+//! Unknown, so the node steps down rather than guess); it feeds the node
+//! network messages, timers, store answers and your commands, and carries
+//! out what the node asks for. Store calls run on the runtime's blocking
+//! pool with a timeout ([`Builder::store_timeout`]); a failure or timeout
+//! reaches the node as a store error, never a panic.
+//!
+//! Handlers run on their own tasks, at most [`Builder::max_handlers`] at
+//! once (more wait their turn), so a slow handler never delays heartbeats
+//! or lease renewals. Stream handlers are bounded by the core's
+//! `max_streams` and by credit flow control instead.
+//!
+//! # Transport
+//!
+//! * One persistent TCP connection per peer pair, dialed on the first
+//!   message to a peer and reused for its replies. If two nodes dial each
+//!   other at once both connections stay: each side sends on the first one
+//!   it had and receives on both, which keeps every direction in order.
+//! * A hello in each direction first: another cluster, no common protocol
+//!   version or our own id is refused with a reason (logged on both sides)
+//!   and the connection closed. Handshakes time out
+//!   ([`Builder::handshake_timeout`]) and at most
+//!   [`Builder::max_handshakes`] run at once.
+//! * Frames are a `u32` length prefix and a postcard body; the length is
+//!   checked against `max_frame_len` before anything is allocated, and a
+//!   bad frame closes only that connection. Queued frames are coalesced
+//!   into one write; TCP_NODELAY is set.
+//! * Each connection has a bounded send queue ([`Builder::send_queue`]):
+//!   when a stuck peer fills it, new messages to it are dropped and logged
+//!   (the protocol retries what matters). A failed dial backs off
+//!   exponentially with jitter (50 ms to 5 s). A lost connection resets
+//!   the streams with that peer.
 #![deny(missing_docs)]
 
 mod api;
@@ -50,6 +83,6 @@ mod transport;
 
 pub use api::{
     BroadcastReplies, BroadcastRequest, BroadcastStream, Builder, Error, Hedgerow, IncomingStream,
-    Reply, Request, SendStream, Watch, WatchEvent,
+    LeaderGuard, Reply, Request, SendStream, Watch, WatchEvent,
 };
 pub use hedgerow_core::{Config, LeaderInfo, Member, NodeId, NodeStats, Term};

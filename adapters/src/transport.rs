@@ -26,6 +26,10 @@ pub(crate) type ConnId = u64;
 
 /// Largest batch of queued frames coalesced into one write.
 const MAX_BATCH: usize = 256 * 1024;
+/// Largest hello accepted. A hello is a few hundred bytes; reading it under
+/// the full frame limit would let each of the bounded handshakes pin
+/// megabytes before anyone is known.
+const MAX_HELLO_LEN: u32 = 16 * 1024;
 
 /// What connection tasks tell the driver.
 pub(crate) enum NetEvent {
@@ -210,7 +214,7 @@ async fn dial_handshake<R: Runtime>(
 ) -> Result<(R::Stream, u64), Closed> {
     let mut s = rt.connect(addr).await.map_err(Closed::Io)?;
     write_frame(&mut s, &Frame::Hello(ctx.hello.clone()), ctx.max_frame_len).await?;
-    match read_frame(&mut s, ctx.max_frame_len).await? {
+    match read_frame(&mut s, MAX_HELLO_LEN.min(ctx.max_frame_len)).await? {
         Frame::Hello(h) => {
             if let Err(e) = ctx.hello.negotiate(&h) {
                 return Err(Closed::Protocol(format!("handshake refused by us: {e}")));
@@ -309,7 +313,7 @@ async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     mut s: S,
 ) -> Result<(S, Hello), Closed> {
     let max = ctx.max_frame_len;
-    let hello = match read_frame(&mut s, max).await? {
+    let hello = match read_frame(&mut s, MAX_HELLO_LEN.min(max)).await? {
         Frame::Hello(h) => h,
         _ => {
             let why = hedgerow_core::HandshakeError::NotHello.to_string();

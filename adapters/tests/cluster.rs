@@ -36,6 +36,8 @@ struct Received {
     bytes: AtomicU64,
     finished: AtomicBool,
     corrupt: Mutex<Option<String>>,
+    /// Legs of broadcast streams: (receiver, sender, bytes, intact and ended).
+    legs: Mutex<Vec<(String, String, u64, bool)>>,
 }
 
 fn pattern(offset: u64) -> u8 {
@@ -51,6 +53,7 @@ async fn start<R: Runtime>(
 ) -> Hedgerow {
     let name = format!("n{i}");
     let me = name.clone();
+    let me2 = name.clone();
     Builder::<R>::new(cluster, name.clone(), "127.0.0.1:0")
         .runtime(rt.clone())
         .store(store.clone())
@@ -59,6 +62,9 @@ async fn start<R: Runtime>(
         .leader_handler(move |req| {
             let me = me.clone();
             async move {
+                if req.guard.term() != req.term || !req.guard.is_current() {
+                    return Err("handled without a live leader guard".into());
+                }
                 let mut out = format!("{me} term {}: ", req.term).into_bytes();
                 out.extend_from_slice(&req.payload);
                 Ok(out)
@@ -74,7 +80,29 @@ async fn start<R: Runtime>(
         })
         .stream_handler(move |mut s| {
             let received = received.clone();
+            let me = me2.clone();
             async move {
+                if !s.to_leader() {
+                    let from = s.from().to_string();
+                    let (mut n, mut intact) = (0u64, true);
+                    while let Some(chunk) = s.next().await {
+                        match chunk {
+                            Ok(c) => {
+                                intact &= c
+                                    .iter()
+                                    .enumerate()
+                                    .all(|(i, b)| *b == pattern(n + i as u64));
+                                n += c.len() as u64;
+                            }
+                            Err(_) => {
+                                intact = false;
+                                break;
+                            }
+                        }
+                    }
+                    received.legs.lock().unwrap().push((me, from, n, intact));
+                    return;
+                }
                 let mut offset = 0u64;
                 while let Some(chunk) = s.next().await {
                     let chunk = match chunk {
@@ -127,6 +155,15 @@ async fn wait_until<R: Runtime>(rt: &R, limit: Duration, mut done: impl FnMut() 
         }
         rt.sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Whether `fut` completes within `limit`.
+async fn timeout_of<R: Runtime>(rt: &R, limit: Duration, fut: impl std::future::Future) -> bool {
+    let fut = std::pin::pin!(fut);
+    matches!(
+        futures::future::select(fut, rt.sleep(limit)).await,
+        futures::future::Either::Left(_)
+    )
 }
 
 /// The one leader every node agrees on, with every node in every view.
@@ -231,6 +268,36 @@ async fn elect_send_broadcast_stream<R: Runtime>(rt: R) {
         "stream: {mib} MiB in {secs:.2} s ({:.0} MiB/s), sender at most {peak} bytes ahead",
         mib as f64 / secs
     );
+
+    // A broadcast stream reaches every member, the sender included.
+    let leg_len = 256 * 1024u64;
+    let mut b = nodes[2]
+        .broadcast_stream()
+        .await
+        .expect("open broadcast stream");
+    assert_eq!(b.members().count(), 5);
+    let data: Vec<u8> = (0..leg_len).map(pattern).collect();
+    b.write_all(&data).await.expect("broadcast stream write");
+    for (id, r) in b.finish().await {
+        r.unwrap_or_else(|e| panic!("leg to {id}: {e}"));
+    }
+    assert!(
+        wait_until(&rt, Duration::from_secs(10), || received
+            .legs
+            .lock()
+            .unwrap()
+            .len()
+            == 5)
+        .await
+    );
+    let mut legs = received.legs.lock().unwrap().clone();
+    legs.sort();
+    for (i, (to, from, n, intact)) in legs.into_iter().enumerate() {
+        assert_eq!(to, format!("n{i}"));
+        assert_eq!(from, "n2");
+        assert_eq!(n, leg_len);
+        assert!(intact, "leg to {to} arrived out of order or incomplete");
+    }
     for n in nodes {
         n.shutdown().await;
     }
@@ -270,28 +337,53 @@ async fn failover<R: Runtime>(rt: R) {
     }
 }
 
-async fn refuses_other_cluster<R: Runtime>(rt: R) {
-    let (nodes, _) = start_cluster(&rt, "facade-refuse", 1).await;
-    let addr = nodes[0].local_addr();
-    // A raw client speaking for another cluster, on the blocking pool so
-    // the node keeps running meanwhile.
+/// Connects a raw client, sends `hello` then `after`, and reads until the
+/// node closes the connection (on the blocking pool, so the node keeps
+/// running meanwhile).
+async fn raw_exchange<R: Runtime>(
+    rt: &R,
+    addr: std::net::SocketAddr,
+    hello: Hello,
+    after: Vec<u8>,
+) -> Vec<u8> {
     let (tx, rx) = futures::channel::oneshot::channel();
     rt.spawn_blocking(Box::new(move || {
         use std::io::{Read, Write};
-        let run = || -> std::io::Result<(Vec<u8>, usize)> {
+        let run = || -> std::io::Result<Vec<u8>> {
             let mut s = std::net::TcpStream::connect(addr)?;
             s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            let hello = Hello::new("someone-else", NodeId::new("stranger").unwrap(), 9, "x:1");
             let mut buf = Vec::new();
             encode_frame(&Frame::Hello(hello), 1 << 20, &mut buf).unwrap();
+            buf.extend_from_slice(&after);
             s.write_all(&buf)?;
             let mut got = Vec::new();
             s.read_to_end(&mut got)?;
-            Ok((got, 0))
+            Ok(got)
         };
         let _ = tx.send(run());
     }));
-    let (got, _) = rx.await.unwrap().expect("the node answers, then closes");
+    rx.await
+        .unwrap()
+        .expect("the node answers, then closes the connection")
+}
+
+async fn refuses_other_cluster<R: Runtime>(rt: R) {
+    let (nodes, _) = start_cluster(&rt, "facade-refuse", 1).await;
+    let addr = nodes[0].local_addr();
+    assert!(wait_until(&rt, Duration::from_secs(5), || nodes[0].is_leader()).await);
+
+    // After a good hello, a frame announcing more than the limit closes
+    // the connection before anything is allocated; the node runs on.
+    let hello = Hello::new("facade-refuse", NodeId::new("raw").unwrap(), 9, "x:1");
+    let got = raw_exchange(&rt, addr, hello, u32::MAX.to_be_bytes().to_vec()).await;
+    let (frame, used) = decode_frame(&got, 1 << 20).unwrap().expect("its hello");
+    assert!(matches!(frame, Frame::Hello(h) if h.node_id.as_str() == "n0"));
+    assert_eq!(used, got.len(), "closed after an oversize frame");
+    assert!(nodes[0].is_leader(), "the node keeps running");
+
+    // Another cluster is refused with a reason, then closed.
+    let hello = Hello::new("someone-else", NodeId::new("stranger").unwrap(), 9, "x:1");
+    let got = raw_exchange(&rt, addr, hello, Vec::new()).await;
     let (frame, used) = decode_frame(&got, 1 << 20).unwrap().expect("one frame");
     match frame {
         Frame::Refuse(why) => assert!(why.contains("cluster"), "{why}"),
@@ -313,7 +405,19 @@ async fn leave_hands_over<R: Runtime>(rt: R) {
     let old = converged(&nodes).unwrap();
     let i = nodes.iter().position(|n| n.id() == &old).unwrap();
     let gone = nodes.remove(i);
+    let guard = gone.leader_guard().await.expect("the leader gets a guard");
+    assert!(guard.is_current());
+    assert!(guard.valid_until_ns().is_some());
+    assert!(
+        nodes[0].leader_guard().await.is_none(),
+        "a member gets none"
+    );
     gone.leave().await.expect("the release is stored");
+    assert!(!guard.is_current());
+    assert!(
+        timeout_of(&rt, Duration::from_secs(1), guard.lost()).await,
+        "the guard fires when leadership ends"
+    );
     let t0 = Instant::now();
     // A released lease is free once the taker's earliest passes the
     // releaser's latest: a few bounds, far less than a lease.

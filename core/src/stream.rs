@@ -149,7 +149,14 @@ impl Streams {
         while !s.buffer.is_empty() && s.sent < s.limit {
             let allowed = usize::try_from(s.limit - s.sent).unwrap_or(usize::MAX);
             let n = allowed.min(chunk).min(s.buffer.len());
-            let data: Vec<u8> = s.buffer.drain(..n).collect();
+            // Copy by slices: collecting the drain goes byte by byte and
+            // was a third of a bulk stream's CPU time.
+            let (front, back) = s.buffer.as_slices();
+            let from_front = n.min(front.len());
+            let mut data = Vec::with_capacity(n);
+            data.extend_from_slice(&front[..from_front]);
+            data.extend_from_slice(&back[..n - from_front]);
+            s.buffer.drain(..n);
             out.frames.push(Message::StreamData {
                 sid,
                 offset: s.sent,
