@@ -378,6 +378,34 @@ fn elect_send_broadcast_failover(store: Option<String>) {
     assert_eq!(code, 200, "{reply}");
     assert_eq!(reply["handled_by"], next.as_str(), "{reply}");
     assert_eq!(reply["term"], next_term, "{reply}");
+
+    // The new leader renews its lease, and /metrics times the renewals.
+    let deadline = Instant::now() + Duration::from_millis(2 * lease_ms);
+    loop {
+        let (_, text) = request(
+            cluster.node(&next).http,
+            "GET",
+            "/metrics",
+            b"",
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        let text = String::from_utf8(text).unwrap();
+        let renewals: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("hedgerow_lease_renew_seconds_count "))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no renew count in {text}"));
+        if renewals > 0 {
+            assert!(text.contains("\nhedgerow_leader_changes_total "), "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no renewal timed in {lease_ms} ms x 2: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
