@@ -282,19 +282,26 @@ async fn serve(
     let (clock, store) = {
         let args = args.clone();
         tokio::task::spawn_blocking(move || -> Result<_, String> {
-            let clock = clock_config
-                .open()
-                .map_err(|e| format!("--clock {:?}: {e}", args.clock))?;
+            let clock = clock_config.open().map_err(|e| format!("clock: {e}"))?;
             Ok((clock, args.open_store()?))
         })
         .await
         .map_err(|e| format!("startup task failed: {e}"))??
     };
+    // Bind the control port first: a taken port fails before this node
+    // joins the cluster.
+    let http = tokio::net::TcpListener::bind(args.http)
+        .await
+        .map_err(|e| format!("--http {}: {e}", args.http))?;
     let clock_described = clock.describe();
     let timings = Arc::new(StoreTimings::new(&args.id));
     let store = TimedStore::new(store, timings.clone());
     let lease = config.lease_duration;
 
+    // The broadcast handler reports the node's current term, so it needs
+    // the node it belongs to, which exists only after start(). (This makes
+    // a cycle node -> handler -> node; the node is stopped explicitly by
+    // leave() or shutdown(), never by dropping handles.)
     let me: Arc<OnceLock<Hedgerow>> = Arc::new(OnceLock::new());
     let id = args.id.clone();
     let broadcast_me = me.clone();
@@ -324,9 +331,6 @@ async fn serve(
             .map_err(|e| format!("--meta: {e}"))?;
     }
 
-    let http = tokio::net::TcpListener::bind(args.http)
-        .await
-        .map_err(|e| format!("--http {}: {e}", args.http))?;
     let http_addr = http
         .local_addr()
         .map_err(|e| format!("--http {}: {e}", args.http))?;
