@@ -19,7 +19,7 @@ use hedgerow_clock::Clock;
 use hedgerow_core::wire::StreamKind;
 use hedgerow_core::{
     Config, Hello, Identity, LeaderInfo, LeaveReason, Member, MemberChange, Node, NodeId,
-    StepDownReason, StoreError, StreamId, Term,
+    NodeStats, StepDownReason, StoreError, StreamId, Term,
 };
 
 use crate::driver::{self, lock, BroadcastItem, Chunk, Command, Consumed, Driver};
@@ -575,6 +575,18 @@ impl Hedgerow {
     /// joined a leader's view).
     pub fn members(&self) -> Vec<Member> {
         lock(&self.node).view().members().cloned().collect()
+    }
+
+    /// The current view's `(authoring leader's term, version)` stamp; it
+    /// only grows, so a monitor can tell an old view from a new one.
+    pub fn view_stamp(&self) -> (Term, u64) {
+        lock(&self.node).view().stamp()
+    }
+
+    /// Counters for metrics (messages sent and received, store operations,
+    /// elections won, leader changes seen).
+    pub fn stats(&self) -> NodeStats {
+        lock(&self.node).stats()
     }
 
     /// Whether the view may be out of date (no leader known, or the leader
