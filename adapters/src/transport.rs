@@ -162,22 +162,12 @@ pub(crate) fn spawn_dial<R: Runtime>(
         let dialed = timeout(&rt2, limit, dial_handshake(&rt2, &ctx, &peer, addr.clone())).await;
         let (stream, incarnation) = match dialed {
             Some(Ok(x)) => x,
-            Some(Err(e)) => {
-                tracing::debug!(%peer, %addr, reason = %e, "dial failed");
-                let reason = e.to_string();
-                let _ = events
-                    .send(NetEvent::Down {
-                        conn,
-                        peer,
-                        was_up: false,
-                        reason,
-                    })
-                    .await;
-                return;
-            }
-            None => {
-                tracing::debug!(%peer, %addr, "dial timed out");
-                let reason = "connect or handshake timed out".to_string();
+            failed => {
+                let reason = match failed {
+                    Some(Err(e)) => e.to_string(),
+                    _ => "connect or handshake timed out".to_string(),
+                };
+                tracing::debug!(%peer, %addr, %reason, "dial failed");
                 let _ = events
                     .send(NetEvent::Down {
                         conn,
