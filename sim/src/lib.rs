@@ -20,6 +20,7 @@
 pub mod check;
 mod clock;
 mod cluster;
+pub mod compare;
 mod net;
 pub mod scenario;
 mod seeds;
