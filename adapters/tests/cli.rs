@@ -14,8 +14,8 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
@@ -23,6 +23,12 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use hedgerow::store::conformance::postgres_server::PostgresServer;
+
+// The binary's own minimal HTTP client, so the test speaks to the control
+// API exactly as the demo does.
+#[path = "../src/bin/hedgerow/http.rs"]
+mod http;
+use http::request;
 use serde_json::Value;
 
 const BOUND_MS: u64 = 5;
@@ -160,6 +166,12 @@ impl Cluster {
         out
     }
 
+    /// The id of some node other than `id`.
+    fn other_than(&self, id: &str) -> String {
+        let other = self.nodes.iter().find(|n| n.id != id);
+        other.expect("a second node").id.clone()
+    }
+
     fn node(&self, id: &str) -> &Node {
         self.nodes.iter().find(|n| n.id == id).unwrap()
     }
@@ -255,37 +267,6 @@ fn status(addr: SocketAddr) -> Option<Value> {
         .flatten()
 }
 
-/// A minimal HTTP/1.1 exchange, one request per connection.
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: &[u8],
-    timeout: Duration,
-) -> std::io::Result<(u16, Vec<u8>)> {
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )?;
-    stream.write_all(body)?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no end of headers"))?;
-    let head = String::from_utf8_lossy(&response[..split]);
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other("no status code"))?;
-    Ok((code, response[split + 4..].to_vec()))
-}
-
 /// Election, send, broadcast, metrics, then SIGKILL the leader and check
 /// the survivors agree on a new leader within the bound the flags imply.
 fn elect_send_broadcast_failover(store: Option<String>) {
@@ -305,13 +286,7 @@ fn elect_send_broadcast_failover(store: Option<String>) {
     }
 
     // Send from a non-leader: the leader's built-in handler answers.
-    let sender = cluster
-        .nodes
-        .iter()
-        .find(|n| n.id != leader)
-        .unwrap()
-        .id
-        .clone();
+    let sender = cluster.other_than(&leader);
     let (code, reply) = cluster.post(&sender, "/v1/send", b"hello");
     assert_eq!(code, 200, "{reply}");
     assert_eq!(reply["handled_by"], leader.as_str(), "{reply}");
@@ -367,13 +342,7 @@ fn elect_send_broadcast_failover(store: Option<String>) {
     );
 
     // The new leader handles sends under its term.
-    let sender = cluster
-        .nodes
-        .iter()
-        .find(|n| n.id != next)
-        .unwrap()
-        .id
-        .clone();
+    let sender = cluster.other_than(&next);
     let (code, reply) = cluster.post(&sender, "/v1/send", b"again");
     assert_eq!(code, 200, "{reply}");
     assert_eq!(reply["handled_by"], next.as_str(), "{reply}");

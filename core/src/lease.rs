@@ -611,6 +611,14 @@ mod tests {
         notes
     }
 
+    /// Node `a` alone, elected at t = 1000 s (bound 5 ms), and the store row it wrote.
+    fn a_leads() -> (Lease, Option<LeaseRow>) {
+        let mut store = None;
+        let mut a = lease("a", 1);
+        run(&mut a, &now(0, 1_000_000, 5), &mut store);
+        (a, store)
+    }
+
     #[test]
     fn first_node_inserts_with_token_one() {
         let mut store = None;
@@ -624,9 +632,7 @@ mod tests {
 
     #[test]
     fn takeover_waits_for_earliest_past_expiry_and_bumps_token() {
-        let mut store = None;
-        let mut a = lease("a", 1);
-        run(&mut a, &now(0, 1_000_000, 5), &mut store);
+        let (_a, mut store) = a_leads();
         let expires = store.as_ref().unwrap().expires_ns;
         let mut b = lease("b", 2);
         // b's earliest is still before expiry: no write.
@@ -643,9 +649,7 @@ mod tests {
 
     #[test]
     fn leader_answers_no_once_latest_reaches_expiry() {
-        let mut store = None;
-        let mut a = lease("a", 1);
-        run(&mut a, &now(0, 1_000_000, 5), &mut store);
+        let (a, store) = a_leads();
         let expires = store.as_ref().unwrap().expires_ns;
         let late = now(20_000, expires / MS - 5, 5);
         assert!(
@@ -656,9 +660,7 @@ mod tests {
 
     #[test]
     fn unknown_clock_steps_down_at_once() {
-        let mut store = None;
-        let mut a = lease("a", 1);
-        run(&mut a, &now(0, 1_000_000, 5), &mut store);
+        let (mut a, mut store) = a_leads();
         let mut n = now(10, 1_000_010, 5);
         n.clock.status = ClockStatus::Unknown;
         assert!(!a.is_leader(&n));
@@ -671,9 +673,7 @@ mod tests {
 
     #[test]
     fn restarted_holder_does_not_renew_old_lease() {
-        let mut store = None;
-        let mut a = lease("a", 1);
-        run(&mut a, &now(0, 1_000_000, 5), &mut store);
+        let (_a, mut store) = a_leads();
         let expires = store.as_ref().unwrap().expires_ns;
         let mut a2 = lease("a", 99);
         let n = now(0, 1_000_100, 5);
@@ -705,9 +705,7 @@ mod tests {
 
     #[test]
     fn store_error_keeps_leading_until_expiry() {
-        let mut store = None;
-        let mut a = lease("a", 1);
-        run(&mut a, &now(0, 1_000_000, 5), &mut store);
+        let (mut a, _store) = a_leads();
         let n = now(4_000, 1_004_000, 5);
         let mut notes = Vec::new();
         let op = a.step(&n, &mut notes).expect("renew due");
@@ -752,9 +750,7 @@ mod tests {
     fn a_renew_answered_under_another_token_ends_the_old_term_first() {
         // Found by the node fuzz target (a store that contradicts itself):
         // the term changed under the application without an event.
-        let mut store = None;
-        let mut a = lease("a", 1);
-        run(&mut a, &now(0, 1_000_000, 5), &mut store);
+        let (mut a, _store) = a_leads();
         let n = now(4_000, 1_004_000, 5);
         let mut notes = Vec::new();
         let op = a.step(&n, &mut notes).expect("renew due");
@@ -781,9 +777,7 @@ mod tests {
 
     #[test]
     fn release_bumps_next_token() {
-        let mut store = None;
-        let mut a = lease("a", 1);
-        run(&mut a, &now(0, 1_000_000, 5), &mut store);
+        let (mut a, mut store) = a_leads();
         a.resign(&now(1, 1_000_001, 5), Duration::from_secs(10));
         run(&mut a, &now(1, 1_000_001, 5), &mut store);
         assert!(store.as_ref().unwrap().holder.is_none());
