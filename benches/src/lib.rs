@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use hedgerow_core::wire::Heartbeat;
 use hedgerow_core::{
-    ClockReading, Config, Identity, Input, LeaseOp, Message, MonoTime, Node, NodeId, Now, Output,
-    Payload, Term,
+    ClockReading, Config, Event, Identity, Input, LeaseOp, Message, MonoTime, Node, NodeId, Now,
+    Output, Payload, RequestHandle, Term,
 };
 
 /// Unix ns of the benchmark's time zero.
@@ -23,6 +23,13 @@ pub struct LeaderBench {
     /// Outputs drained so far.
     pub outputs: u64,
     row: Option<hedgerow_core::LeaseRow>,
+    /// Requests handed to the application and not answered yet.
+    requests: Vec<RequestHandle>,
+    /// One message of each kind the leader has sent, for decode samples.
+    pub sent: Vec<Message>,
+    /// Incarnation of the member that joins and leaves in [`Self::churn`].
+    churn_incarnation: u64,
+    request_id: u64,
 }
 
 fn now(t: u64) -> Now {
@@ -51,6 +58,10 @@ impl LeaderBench {
             next: 0,
             outputs: 0,
             row: None,
+            requests: Vec::new(),
+            sent: Vec::new(),
+            churn_incarnation: 0,
+            request_id: 0,
         };
         b.elect();
         for _ in 0..members {
@@ -65,11 +76,22 @@ impl LeaderBench {
         let mut op = None;
         while let Some(out) = self.node.poll() {
             self.outputs += 1;
-            if let Output::Lease(o) = out {
-                op = Some(o);
+            match out {
+                Output::Lease(o) => op = Some(o),
+                Output::Event(Event::Request { handle, .. }) => self.requests.push(handle),
+                Output::Transmit { msg, .. } => self.keep(msg),
+                _ => {}
             }
         }
         op
+    }
+
+    /// Keeps the first message of each kind the leader sends, as decode
+    /// samples (real messages, not hand-made ones).
+    fn keep(&mut self, msg: Message) {
+        if !self.sent.iter().any(|m| m.kind() == msg.kind()) {
+            self.sent.push(msg);
+        }
     }
 
     /// Drains outputs, answering store operations at once, until quiet.
@@ -123,23 +145,80 @@ impl LeaderBench {
         self.next = (self.next + 1) % self.ids.len();
         // Members' heartbeats are spread over the interval.
         self.t += 1_000_000_000 / self.ids.len() as u64;
-        let hb = Heartbeat {
-            term: Term(1),
+        self.deliver(id, Message::Heartbeat(heartbeat(7)));
+    }
+
+    /// One member joins, the leader pushes the view delta to every member
+    /// at the end of its batch window; then it leaves and the leader pushes
+    /// that delta too. Two delta pushes per call.
+    ///
+    /// Time moves on by the members' own heartbeats (so nobody times out);
+    /// returns how many were fed, for the caller to subtract their cost.
+    pub fn churn(&mut self, window: Duration) -> u64 {
+        let id = NodeId::new("churner").unwrap_or_else(|_| unreachable!());
+        self.churn_incarnation += 1;
+        let incarnation = self.churn_incarnation;
+        self.deliver(id.clone(), Message::Heartbeat(heartbeat(incarnation)));
+        let mut fed = self.heartbeats_for(window);
+        self.deliver(id, Message::Leave { incarnation });
+        fed += self.heartbeats_for(window);
+        fed
+    }
+
+    /// Feeds members' heartbeats until `d` has passed; returns how many.
+    fn heartbeats_for(&mut self, d: Duration) -> u64 {
+        let end = self.t + d.as_nanos() as u64;
+        let mut fed = 0;
+        while self.t < end {
+            self.heartbeat();
+            fed += 1;
+        }
+        fed
+    }
+
+    /// A member asks for a full view; the leader answers with snapshot
+    /// chunks (kept as decode samples).
+    pub fn snapshot_request(&mut self) {
+        let id = self.ids[0].clone();
+        self.deliver(id, Message::SnapshotRequest { term: Term(1) });
+    }
+
+    /// One send round at the leader: a member's request arrives, the
+    /// application answers it, the reply goes out.
+    pub fn send_round(&mut self, payload: &Payload) {
+        let id = self.ids[self.next].clone();
+        self.next = (self.next + 1) % self.ids.len();
+        self.t += 1_000;
+        self.request_id += 1;
+        let msg = Message::Request {
+            id: self.request_id,
             incarnation: 7,
-            addr: "10.0.0.2:7946".into(),
-            meta_version: 1,
-            meta: Some(Payload::from(&b"zone=a"[..])),
-            view_term: Term(1),
-            view_version: 2,
+            payload: payload.clone(),
         };
-        self.node.handle(
-            now(self.t),
-            Input::Message {
-                from: id,
-                msg: Message::Heartbeat(hb),
-            },
-        );
+        self.deliver(id, msg);
+        for handle in std::mem::take(&mut self.requests) {
+            self.node.reply(now(self.t), handle, Ok(payload.clone()));
+        }
+        self.settle();
+    }
+
+    /// Delivers `msg` from `from` and drains the leader's outputs.
+    fn deliver(&mut self, from: NodeId, msg: Message) {
+        self.node.handle(now(self.t), Input::Message { from, msg });
         self.settle();
         let _ = self.node.poll_timeout();
+    }
+}
+
+/// A member's heartbeat, as members send them.
+pub fn heartbeat(incarnation: u64) -> Heartbeat {
+    Heartbeat {
+        term: Term(1),
+        incarnation,
+        addr: "10.0.0.2:7946".into(),
+        meta_version: 1,
+        meta: Some(Payload::from(&b"zone=a"[..])),
+        view_term: Term(1),
+        view_version: 2,
     }
 }
