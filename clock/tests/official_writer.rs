@@ -287,3 +287,51 @@ fn a_replaced_segment_file_is_followed() {
         thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_segment_wiped_and_rewritten_in_place_is_read_fresh() {
+    // The official writer wipes a segment it finds unusable with
+    // `File::create`, which truncates the same inode and writes it again.
+    // A reader that holds the old mapping must see the new contents once
+    // the writer is done: first "not initialised" (generation 0 after the
+    // wipe), then the new record. No read happens while the file is short:
+    // touching a mapped page past the end of a truncated file is SIGBUS,
+    // for this reader as for the official one (see the module docs).
+    use std::os::unix::fs::MetadataExt;
+    let (_d, path) = segment();
+    let old = write_v2(
+        &path,
+        V2 {
+            bound_ns: 1_000,
+            ..V2::fresh()
+        },
+    );
+    let clock = ClockBoundClock::open(&path).unwrap();
+    assert_eq!(clock.read_record().unwrap().bound_ns, 1_000);
+    let inode = std::fs::metadata(&path).unwrap().ino();
+    drop(old);
+
+    // Make the segment unusable, as a crashed writer might leave it, so
+    // the next writer wipes it; then that writer's first record.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    let mut w = clock_bound_shm::ShmWriter::new(&path).expect("official writer wipes");
+    assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode, "same inode");
+    assert!(
+        matches!(clock.now(), Err(ClockError::NotInitialized { .. })),
+        "a wiped segment reads as not initialised: {:?}",
+        clock.now()
+    );
+    w.write(
+        &V2 {
+            bound_ns: 2_000,
+            ..V2::fresh()
+        }
+        .to_official(),
+    );
+    assert_eq!(clock.read_record().unwrap().bound_ns, 2_000);
+    assert_eq!(clock.now().unwrap().clock.status, ClockStatus::Synchronized);
+}
