@@ -25,8 +25,11 @@ pub struct LeaderBench {
     row: Option<hedgerow_core::LeaseRow>,
     /// Requests handed to the application and not answered yet.
     requests: Vec<RequestHandle>,
-    /// One message of each kind the leader has sent, for decode samples.
+    /// One message of each kind the leader has sent, for decode samples,
+    /// kept only when `keep_samples` is set (it costs instructions).
     pub sent: Vec<Message>,
+    /// Whether to keep samples in `sent`.
+    pub keep_samples: bool,
     /// Incarnation of the member that joins and leaves in [`Self::churn`].
     churn_incarnation: u64,
     request_id: u64,
@@ -60,6 +63,7 @@ impl LeaderBench {
             row: None,
             requests: Vec::new(),
             sent: Vec::new(),
+            keep_samples: false,
             churn_incarnation: 0,
             request_id: 0,
         };
@@ -79,7 +83,7 @@ impl LeaderBench {
             match out {
                 Output::Lease(o) => op = Some(o),
                 Output::Event(Event::Request { handle, .. }) => self.requests.push(handle),
-                Output::Transmit { msg, .. } => self.keep(msg),
+                Output::Transmit { msg, .. } if self.keep_samples => self.keep(msg),
                 _ => {}
             }
         }

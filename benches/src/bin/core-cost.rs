@@ -80,6 +80,7 @@ fn main() {
 /// members and stream senders send.
 fn samples() -> Vec<(&'static str, Vec<u8>)> {
     let mut b = LeaderBench::new(150);
+    b.keep_samples = true;
     b.churn(Duration::from_millis(25));
     b.send_round(&Payload::from(&[7u8; 64][..]));
     b.snapshot_request();
