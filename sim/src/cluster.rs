@@ -10,9 +10,9 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
 use hedgerow_core::{
-    BroadcastHandle, BroadcastId, ClockStatus, Config, Event, Identity, Input, LeaseOp, LeaseReply,
-    Message, Node, NodeId, OpId, Output, Payload, RequestHandle, RequestId, Rng, SendError,
-    SendReply, StoreError, StreamId, StreamTarget,
+    BroadcastHandle, BroadcastId, Config, Event, Identity, Input, LeaseOp, LeaseReply, Message,
+    Node, NodeId, OpId, Output, Payload, RequestHandle, RequestId, Rng, SendError, SendReply,
+    StoreError, StreamId, StreamTarget,
 };
 
 use crate::check::convergence::{self, NodeReport};
@@ -37,6 +37,9 @@ pub struct ClusterConfig {
     /// Clock offsets are drawn uniformly in `±offset_fraction × bound`
     /// (1.0: anywhere inside the bound).
     pub offset_fraction: f64,
+    /// Clock rate errors are drawn uniformly in `±max_drift_ppb`; each
+    /// offset drifts at its rate and turns back at the edge of the bound.
+    pub max_drift_ppb: u64,
     /// The network.
     pub net: NetConfig,
     /// The store.
@@ -61,6 +64,8 @@ impl ClusterConfig {
             node: Config::lan("sim"),
             bound: Duration::from_millis(50),
             offset_fraction: 1.0,
+            // 50 ppm, a common crystal oscillator tolerance.
+            max_drift_ppb: 50_000,
             net: NetConfig::default(),
             store: StoreConfig::default(),
             reply_delay: Duration::ZERO,
@@ -282,11 +287,11 @@ impl Cluster {
         let bound = self.cfg.bound.as_nanos() as u64;
         let spread = (bound as f64 * self.cfg.offset_fraction) as u64;
         let offset = self.rng.below(2 * spread + 1) as i64 - spread as i64;
+        let drift = self.cfg.max_drift_ppb;
         let clock = SimClock {
-            offset_ns: offset,
-            bound_ns: bound,
-            status: ClockStatus::Synchronized,
-            assumed: false,
+            drift_ppb: self.rng.below(2 * drift + 1) as i64 - drift as i64,
+            since_ns: self.t,
+            ..SimClock::fixed(offset, bound)
         };
         let node = self.make_node(&id, config);
         self.index.insert(id, slot);
@@ -481,8 +486,15 @@ impl Cluster {
         self.store.spike = extra;
     }
 
-    /// Replaces a node's clock (offset, bound, status) from now on.
-    pub fn set_clock(&mut self, slot: usize, clock: SimClock) {
+    /// Replaces a node's clock (offset, drift, bound, status) from now on.
+    /// A clock whose offset or drift differs from the current one starts
+    /// from that offset now; a change of status, bound or source alone
+    /// keeps the current course of the offset.
+    pub fn set_clock(&mut self, slot: usize, mut clock: SimClock) {
+        let old = self.nodes[slot].clock;
+        if (clock.offset_ns, clock.drift_ppb) != (old.offset_ns, old.drift_ppb) {
+            clock.since_ns = self.t;
+        }
         self.nodes[slot].clock = clock;
         if !clock.status.may_lead() {
             let t = self.t;

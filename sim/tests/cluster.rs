@@ -117,8 +117,10 @@ fn clock_offsets_at_the_bound_still_give_no_overlap() {
             } else {
                 bound as i64
             };
+            // Held at the edge: no drift back inside.
             let clock = SimClock {
                 offset_ns: offset,
+                drift_ppb: 0,
                 ..c.node(s).clock
             };
             c.set_clock(s, clock);

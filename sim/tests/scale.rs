@@ -61,6 +61,7 @@ fn a_clock_outside_its_bound_is_caught_by_the_overlap_checker() {
         let l = c.leader().unwrap();
         let broken = SimClock {
             offset_ns: -3 * bound,
+            drift_ppb: 0,
             ..c.node(l).clock
         };
         assert!(!broken.is_honest());

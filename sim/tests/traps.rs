@@ -69,9 +69,7 @@ fn trap2_restarted_leader_waits_and_takes_token_plus_one() {
     let second = iv.last().unwrap();
     let clock = c.node(0).clock;
     // It took over only once its earliest passed the old expiry.
-    let earliest_at_start = (hedgerow_sim::EPOCH_NS + second.start)
-        .saturating_add_signed(clock.offset_ns)
-        - clock.bound_ns;
+    let earliest_at_start = clock.now(second.start).clock.interval.earliest;
     assert!(earliest_at_start > expires);
     c.assert_no_violations();
 }
