@@ -563,7 +563,6 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             let _ = w.close().await;
             return Closed::Driver;
         };
-        batch.clear();
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             batch.push(msg, max);
@@ -577,6 +576,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if let Err(e) = batch.write_to(&mut w).await {
             return Closed::Io(e);
         }
+        // Written: let go of the stream chunks now rather than at the next
+        // batch, which may be a while.
+        batch.clear();
         if let Err(e) = w.flush().await {
             return Closed::Io(e);
         }
