@@ -2,10 +2,26 @@
 //!
 //! * a one-shot `send` round trip to the leader vs a raw TCP echo round
 //!   trip of the same payload;
-//! * stream throughput to the leader vs a raw TCP bulk copy.
+//! * pipelined `send`s (many outstanding) per second vs a raw pipelined TCP
+//!   echo with the same number of messages in flight;
+//! * stream throughput to the leader vs a raw TCP bulk copy;
+//! * a `broadcast` to 50 members (one process, loopback, a MemoryStore)
+//!   until all 50 replies are in, vs one task writing to 50 raw TCP echo
+//!   connections and reading every echo back.
 //!
-//! `cargo bench -p hedgerow --bench messaging` (release). Sizes can be
-//! shrunk with `HEDGEROW_BENCH_SENDS` and `HEDGEROW_BENCH_MIB`.
+//! Each hedgerow measurement alternates with its raw counterpart over
+//! several rounds, so both see the same machine load; the table gives the
+//! median of each and the ratio of the medians, and the range of the
+//! per-round ratios.
+//!
+//! `cargo bench -p hedgerow --bench messaging` (release). Knobs:
+//! `HEDGEROW_BENCH_ROUNDS` (5), `HEDGEROW_BENCH_SENDS` (2000 round trips
+//! per round), `HEDGEROW_BENCH_PIPELINED` (20000 sends per round),
+//! `HEDGEROW_BENCH_WINDOW` (128 outstanding), `HEDGEROW_BENCH_MIB` (128 per
+//! round), `HEDGEROW_BENCH_BROADCASTS` (100 per round),
+//! `HEDGEROW_BENCH_MEMBERS` (50), and `HEDGEROW_BENCH_ONLY` (a comma list
+//! of `rtt`, `pipelined`, `stream`, `broadcast`) to run a subset, e.g.
+//! under a profiler.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -20,12 +36,22 @@ use hedgerow_clock::SystemClock;
 
 const PAYLOAD: usize = 64;
 const CHUNK: usize = 64 * 1024;
+/// A raw echo message: a 4-byte length prefix and the payload, about what
+/// a hedgerow request frame carries.
+const RAW_MSG: usize = 4 + PAYLOAD;
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+fn wanted(what: &str) -> bool {
+    match std::env::var("HEDGEROW_BENCH_ONLY") {
+        Ok(list) => list.split(',').any(|w| w.trim() == what),
+        Err(_) => true,
+    }
 }
 
 async fn node(
@@ -41,8 +67,23 @@ async fn node(
         .config(|c| {
             *c = Config::local(c.cluster.clone());
             c.lead_on_assumed_clock = true;
+            // A loaded 2-core machine can stall a node's driver for longer
+            // than the local preset's failure timeout; a lost member in the
+            // middle of a run measures the machine, not the messaging.
+            c.heartbeat_interval = Duration::from_millis(500);
+            c.failure_timeout = Duration::from_secs(5);
+            c.lease_duration = Duration::from_secs(10);
+            c.broadcast_timeout = Duration::from_secs(10);
+            c.request_timeout = Duration::from_secs(5);
+            c.dedupe_window = Duration::from_secs(10);
+            // The leader remembers every request id for the dedupe window
+            // and refuses new ones when the table is full, so the default
+            // 100 000 entries cap a leader at 10 000 requests/s sustained;
+            // the pipelined rounds go faster than that.
+            c.max_dedupe_entries = 2_000_000;
         })
         .leader_handler(|req| async move { Ok(req.payload) })
+        .broadcast_handler(|req| async move { Ok(req.payload) })
         .stream_handler(move |mut s| {
             let done = done.clone();
             async move {
@@ -58,22 +99,40 @@ async fn node(
         .unwrap()
 }
 
-async fn raw_echo(rt: &TokioRuntime, rounds: u64) -> Duration {
+/// A raw echo server: writes back whatever it reads, as it reads it.
+async fn echo_server(rt: &TokioRuntime) -> String {
     let listener = rt.bind("127.0.0.1:0".into()).await.unwrap();
-    let addr = TokioRuntime::local_addr(&listener).unwrap();
+    let addr = TokioRuntime::local_addr(&listener).unwrap().to_string();
     let server = rt.clone();
     rt.spawn(Box::pin(async move {
-        let (mut s, _) = server.accept(&listener).await.unwrap();
-        let mut buf = vec![0u8; 4 + PAYLOAD];
-        while s.read_exact(&mut buf).await.is_ok() {
-            if s.write_all(&buf).await.is_err() {
-                break;
-            }
+        while let Ok((mut s, _)) = server.accept(&listener).await {
+            server.spawn(Box::pin(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => {
+                            if s.write_all(&buf[..k]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }));
         }
     }));
-    let mut c = rt.connect(addr.to_string()).await.unwrap();
+    addr
+}
+
+fn raw_msg() -> Vec<u8> {
     let mut msg = (PAYLOAD as u32).to_be_bytes().to_vec();
     msg.extend_from_slice(&[7u8; PAYLOAD]);
+    msg
+}
+
+async fn raw_rtt(rt: &TokioRuntime, addr: &str, rounds: u64) -> Duration {
+    let mut c = rt.connect(addr.to_string()).await.unwrap();
+    let msg = raw_msg();
     let mut back = vec![0u8; msg.len()];
     for _ in 0..rounds / 10 {
         c.write_all(&msg).await.unwrap();
@@ -87,7 +146,66 @@ async fn raw_echo(rt: &TokioRuntime, rounds: u64) -> Duration {
     t.elapsed() / rounds as u32
 }
 
-async fn raw_copy(rt: &TokioRuntime, total: u64) -> Duration {
+async fn hedgerow_rtt(b: &Hedgerow, rounds: u64) -> Duration {
+    let payload = vec![7u8; PAYLOAD];
+    for _ in 0..rounds / 10 {
+        b.send(payload.clone()).await.unwrap();
+    }
+    let t = Instant::now();
+    for _ in 0..rounds {
+        let r = b.send(payload.clone()).await.unwrap();
+        assert_eq!(r.payload.len(), PAYLOAD);
+    }
+    t.elapsed() / rounds as u32
+}
+
+/// `total` echo messages over one connection with up to `window` in
+/// flight: one task writes every message the window allows in one write,
+/// then reads whatever echoes have arrived.
+async fn raw_pipelined(rt: &TokioRuntime, addr: &str, total: u64, window: u64) -> Duration {
+    let mut c = rt.connect(addr.to_string()).await.unwrap();
+    let msg = raw_msg();
+    let mut out = Vec::with_capacity(msg.len() * window as usize);
+    let mut back = vec![0u8; 64 * 1024];
+    let t = Instant::now();
+    let (mut sent, mut echoed_bytes) = (0u64, 0u64);
+    while echoed_bytes < total * RAW_MSG as u64 {
+        let in_flight = sent - echoed_bytes / RAW_MSG as u64;
+        let more = (window - in_flight).min(total - sent);
+        if more > 0 {
+            out.clear();
+            for _ in 0..more {
+                out.extend_from_slice(&msg);
+            }
+            c.write_all(&out).await.unwrap();
+            sent += more;
+        }
+        let k = c.read(&mut back).await.unwrap();
+        assert!(k > 0, "echo server closed");
+        echoed_bytes += k as u64;
+    }
+    t.elapsed()
+}
+
+async fn hedgerow_pipelined(b: &Hedgerow, total: u64, window: u64) -> Duration {
+    let payload = vec![7u8; PAYLOAD];
+    let t = Instant::now();
+    let replies = futures::stream::iter(0..total)
+        .map(|_| b.send(payload.clone()))
+        .buffer_unordered(window as usize)
+        .fold(0u64, |n, r| async move {
+            assert_eq!(r.unwrap().payload.len(), PAYLOAD);
+            n + 1
+        })
+        .await;
+    assert_eq!(replies, total);
+    t.elapsed()
+}
+
+/// A raw TCP bulk copy: 64 KiB writes, 64 KiB reads, the receiver counts.
+/// With `fresh`, each write is from a new `Vec`, as in
+/// [`hedgerow_stream`].
+async fn raw_copy(rt: &TokioRuntime, total: u64, fresh: bool) -> Duration {
     let listener = rt.bind("127.0.0.1:0".into()).await.unwrap();
     let addr = TokioRuntime::local_addr(&listener).unwrap();
     let (tx, mut rx) = mpsc::unbounded();
@@ -109,7 +227,12 @@ async fn raw_copy(rt: &TokioRuntime, total: u64) -> Duration {
     let t = Instant::now();
     let mut sent = 0u64;
     while sent < total {
-        c.write_all(&chunk).await.unwrap();
+        if fresh {
+            let chunk = std::hint::black_box(chunk.clone());
+            c.write_all(&chunk).await.unwrap();
+        } else {
+            c.write_all(&chunk).await.unwrap();
+        }
         sent += CHUNK as u64;
     }
     c.close().await.unwrap();
@@ -117,9 +240,117 @@ async fn raw_copy(rt: &TokioRuntime, total: u64) -> Duration {
     t.elapsed()
 }
 
+/// A stream of 64 KiB writes to the leader, until its handler has read
+/// every byte. Like the raw copy, which writes one buffer over and over,
+/// each write hands over the same 64 KiB (shared, as `Bytes`, not copied).
+///
+/// With `fresh`, each write is a new `Vec` instead (a copy and an
+/// allocation per write, as an application that builds every chunk anew).
+async fn hedgerow_stream(
+    b: &Hedgerow,
+    finished: &mut mpsc::UnboundedReceiver<u64>,
+    total: u64,
+    fresh: bool,
+) -> Duration {
+    let chunk = hedgerow::Bytes::from(vec![7u8; CHUNK]);
+    let t = Instant::now();
+    let mut s = b.send_stream().await.unwrap();
+    let mut sent = 0u64;
+    while sent < total {
+        if fresh {
+            s.write_all(chunk.to_vec()).await.unwrap();
+        } else {
+            s.write_all(chunk.clone()).await.unwrap();
+        }
+        sent += CHUNK as u64;
+    }
+    s.finish().await.unwrap();
+    assert_eq!(finished.next().await, Some(sent));
+    t.elapsed()
+}
+
+/// One broadcast from the leader to every member (itself included), until
+/// every member's reply is in.
+async fn hedgerow_broadcast(leader: &Hedgerow, members: usize) -> Duration {
+    let t = Instant::now();
+    let replies = leader.broadcast(vec![7u8; PAYLOAD]).await;
+    let took = t.elapsed();
+    assert_eq!(replies.len(), members);
+    assert!(replies.iter().all(|(_, r)| r.is_ok()), "{replies:?}");
+    took
+}
+
+/// One task writes a message to each of `conns` and reads every echo.
+async fn raw_fanout(conns: &mut [<TokioRuntime as Runtime>::Stream]) -> Duration {
+    let msg = raw_msg();
+    let mut back = vec![0u8; msg.len()];
+    let t = Instant::now();
+    for c in conns.iter_mut() {
+        c.write_all(&msg).await.unwrap();
+    }
+    for c in conns.iter_mut() {
+        c.read_exact(&mut back).await.unwrap();
+    }
+    t.elapsed()
+}
+
+/// CPU time this process's live threads have used, from Linux's
+/// per-thread scheduler statistics (nanosecond resolution); `None`
+/// elsewhere. CPU time per byte moved is steadier than wall time on a
+/// shared machine.
+fn cpu_time() -> Option<Duration> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(ns))
+}
+
+fn cpu_since(start: Option<Duration>) -> f64 {
+    match (start, cpu_time()) {
+        (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64(),
+        _ => f64::NAN,
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
+    v[i]
+}
+
+/// Rows of the result table; every ratio is hedgerow / raw (for
+/// throughput higher is better, for latency lower).
+struct Table(Vec<String>);
+
+impl Table {
+    fn row(&mut self, what: &str, unit: &str, h: &mut [f64], r: &mut [f64]) {
+        let mut ratios: Vec<f64> = h.iter().zip(r.iter()).map(|(h, r)| h / r).collect();
+        ratios.sort_by(f64::total_cmp);
+        let (hm, rm) = (median(h), median(r));
+        self.0.push(format!(
+            "| {what} | {hm:.1} {unit} | {rm:.1} {unit} | {:.2}x | {:.2}–{:.2}x |",
+            hm / rm,
+            ratios[0],
+            ratios[ratios.len() - 1]
+        ));
+    }
+}
+
 async fn run(rt: TokioRuntime) {
-    let sends = env("HEDGEROW_BENCH_SENDS", 5000);
-    let mib = env("HEDGEROW_BENCH_MIB", 256);
+    let rounds = env("HEDGEROW_BENCH_ROUNDS", 5).max(1);
+    let sends = env("HEDGEROW_BENCH_SENDS", 2000);
+    let pipelined = env("HEDGEROW_BENCH_PIPELINED", 20_000);
+    let window = env("HEDGEROW_BENCH_WINDOW", 128).max(1);
+    let mib = env("HEDGEROW_BENCH_MIB", 128);
+    let broadcasts = env("HEDGEROW_BENCH_BROADCASTS", 100).max(1);
+    let members = env("HEDGEROW_BENCH_MEMBERS", 50).max(2) as usize;
     let total = mib * 1024 * 1024;
 
     let store = MemoryStore::new();
@@ -128,56 +359,145 @@ async fn run(rt: TokioRuntime) {
     while !a.is_leader() {
         rt.sleep(Duration::from_millis(5)).await;
     }
-    let b = node(&rt, &store, "b", done).await;
+    let b = node(&rt, &store, "b", done.clone()).await;
     while b.leader().map(|l| l.id) != Some(a.id().clone()) || b.members().len() < 2 {
         rt.sleep(Duration::from_millis(5)).await;
     }
+    let echo = echo_server(&rt).await;
+    let mut table = Table(Vec::new());
 
-    // One-shot sends.
-    let payload = vec![7u8; PAYLOAD];
-    for _ in 0..sends / 10 {
-        b.send(payload.clone()).await.unwrap();
+    if wanted("rtt") {
+        let (mut h, mut r) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            h.push(hedgerow_rtt(&b, sends).await.as_secs_f64() * 1e6);
+            r.push(raw_rtt(&rt, &echo, sends).await.as_secs_f64() * 1e6);
+        }
+        table.row(
+            &format!("one-shot `send` round trip ({PAYLOAD} B)"),
+            "µs",
+            &mut h,
+            &mut r,
+        );
     }
-    let t = Instant::now();
-    for _ in 0..sends {
-        let r = b.send(payload.clone()).await.unwrap();
-        assert_eq!(r.payload.len(), PAYLOAD);
-    }
-    let send_rtt = t.elapsed() / sends as u32;
-    let echo_rtt = raw_echo(&rt, sends).await;
 
-    // Streams.
-    let chunk = vec![7u8; CHUNK];
-    let t = Instant::now();
-    let mut s = b.send_stream().await.unwrap();
-    let mut sent = 0u64;
-    while sent < total {
-        s.write_all(chunk.clone()).await.unwrap();
-        sent += CHUNK as u64;
+    if wanted("pipelined") {
+        let (mut h, mut r) = (Vec::new(), Vec::new());
+        hedgerow_pipelined(&b, pipelined / 10, window).await;
+        for _ in 0..rounds {
+            let d = hedgerow_pipelined(&b, pipelined, window).await;
+            h.push(pipelined as f64 / d.as_secs_f64() / 1000.0);
+            let d = raw_pipelined(&rt, &echo, pipelined, window).await;
+            r.push(pipelined as f64 / d.as_secs_f64() / 1000.0);
+        }
+        table.row(
+            &format!("pipelined `send`s, {window} in flight ({PAYLOAD} B)"),
+            "k/s",
+            &mut h,
+            &mut r,
+        );
     }
-    s.finish().await.unwrap();
-    assert_eq!(finished.next().await, Some(sent));
-    let stream_time = t.elapsed();
-    let copy_time = raw_copy(&rt, total).await;
 
-    let mbps = |d: Duration| sent as f64 / (1024.0 * 1024.0) / d.as_secs_f64();
-    println!();
-    println!("| loopback, {PAYLOAD} B payload, {sends} round trips, {mib} MiB streamed | hedgerow | raw TCP | ratio |");
-    println!("|---|---|---|---|");
-    println!(
-        "| one-shot round trip | {:.1} µs | {:.1} µs | {:.2}x |",
-        send_rtt.as_secs_f64() * 1e6,
-        echo_rtt.as_secs_f64() * 1e6,
-        send_rtt.as_secs_f64() / echo_rtt.as_secs_f64()
-    );
-    println!(
-        "| stream throughput | {:.0} MiB/s | {:.0} MiB/s | {:.2}x |",
-        mbps(stream_time),
-        mbps(copy_time),
-        mbps(stream_time) / mbps(copy_time)
-    );
+    if wanted("stream") {
+        let mib_f = total as f64 / (1024.0 * 1024.0);
+        // Per variant (one shared buffer, a fresh `Vec` per write): MiB/s
+        // and CPU µs per MiB, hedgerow and raw.
+        let mut runs: [[Vec<f64>; 4]; 2] = Default::default();
+        for _ in 0..rounds {
+            for (fresh, v) in [false, true].into_iter().zip(runs.iter_mut()) {
+                let cpu = cpu_time();
+                let d = hedgerow_stream(&b, &mut finished, total, fresh).await;
+                v[0].push(mib_f / d.as_secs_f64());
+                v[1].push(cpu_since(cpu) * 1e6 / mib_f);
+                let cpu = cpu_time();
+                let d = raw_copy(&rt, total, fresh).await;
+                v[2].push(mib_f / d.as_secs_f64());
+                v[3].push(cpu_since(cpu) * 1e6 / mib_f);
+            }
+        }
+        for (what, [h, hc, r, rc]) in ["one shared buffer", "a fresh `Vec` per write"]
+            .into_iter()
+            .zip(runs.iter_mut())
+        {
+            table.row(
+                &format!("stream throughput ({mib} MiB in 64 KiB writes, {what})"),
+                "MiB/s",
+                h,
+                r,
+            );
+            table.row(
+                &format!("stream CPU time per MiB, both ends ({what})"),
+                "µs",
+                hc,
+                rc,
+            );
+        }
+    }
     b.shutdown().await;
+
+    if wanted("broadcast") {
+        let mut nodes = Vec::new();
+        for i in 1..members {
+            nodes.push(node(&rt, &store, &format!("m{i:02}"), done.clone()).await);
+        }
+        let started = Instant::now();
+        while a.members().len() != members || nodes.iter().any(|n| n.members().len() != members) {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{members} nodes did not converge"
+            );
+            rt.sleep(Duration::from_millis(20)).await;
+        }
+        let mut conns = Vec::new();
+        for _ in 0..members {
+            let addr = echo_server(&rt).await;
+            conns.push(rt.connect(addr).await.unwrap());
+        }
+        for _ in 0..10 {
+            hedgerow_broadcast(&a, members).await;
+            raw_fanout(&mut conns).await;
+        }
+        // Per round: the median of its broadcasts (the row's range is over
+        // rounds); p99 over every broadcast of every round.
+        let (mut h, mut r) = (Vec::new(), Vec::new());
+        let (mut h_all, mut r_all) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let (mut hr, mut rr) = (Vec::new(), Vec::new());
+            for _ in 0..broadcasts {
+                hr.push(hedgerow_broadcast(&a, members).await.as_secs_f64() * 1e6);
+                rr.push(raw_fanout(&mut conns).await.as_secs_f64() * 1e6);
+            }
+            h_all.extend_from_slice(&hr);
+            r_all.extend_from_slice(&rr);
+            h.push(median(&mut hr));
+            r.push(median(&mut rr));
+        }
+        let (h99, r99) = (percentile(&mut h_all, 0.99), percentile(&mut r_all, 0.99));
+        table.row(
+            &format!("`broadcast` to {members} members, all replies, median"),
+            "µs",
+            &mut h,
+            &mut r,
+        );
+        table.0.push(format!(
+            "| `broadcast` to {members} members, all replies, p99 | {h99:.1} µs | {r99:.1} µs | {:.2}x | |",
+            h99 / r99
+        ));
+        for n in &nodes {
+            n.shutdown().await;
+        }
+    }
     a.shutdown().await;
+
+    println!();
+    println!("loopback TCP, tokio (2 workers), {rounds} rounds alternating hedgerow and raw");
+    println!();
+    println!(
+        "| | hedgerow (median) | raw TCP (median) | ratio of medians | ratio range over rounds |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for row in table.0 {
+        println!("{row}");
+    }
 }
 
 fn main() {

@@ -18,8 +18,8 @@ use futures::Stream;
 use hedgerow_clock::Clock;
 use hedgerow_core::wire::StreamKind;
 use hedgerow_core::{
-    Config, Hello, Identity, LeaderInfo, LeaveReason, Member, MemberChange, Node, NodeId,
-    NodeStats, StepDownReason, StoreError, StreamId, Term,
+    Bytes, Config, Hello, Identity, LeaderInfo, LeaveReason, Member, MemberChange, Node, NodeId,
+    NodeStats, Payload, StepDownReason, StoreError, StreamId, Term,
 };
 
 use crate::driver::{self, lock, BroadcastItem, Chunk, Command, Consumed, Driver};
@@ -277,7 +277,8 @@ pub(crate) struct Handlers {
 
 /// A stream opened to this node: to the leader ([`Hedgerow::send_stream`])
 /// or to every member ([`Hedgerow::broadcast_stream`]). Read it as a
-/// [`Stream`] of chunks, in order; each chunk read grants the sender more
+/// [`Stream`] of chunks ([`Bytes`]: slices of the frames they arrived in,
+/// not copies), in order; each chunk read grants the sender more
 /// credit, so a slow reader slows the sender and memory stays bounded by
 /// the stream window. It ends after the last chunk, or with an
 /// [`Error::StreamReset`] item if the sender gave up.
@@ -324,7 +325,7 @@ impl IncomingStream {
 }
 
 impl Stream for IncomingStream {
-    type Item = Result<Vec<u8>, Error>;
+    type Item = Result<Bytes, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match Pin::new(&mut self.rx).poll_next(cx) {
@@ -358,8 +359,10 @@ pub struct SendStream {
 }
 
 impl SendStream {
-    /// Queues `data`, waiting while the send buffer is full.
-    pub async fn write_all(&mut self, data: impl Into<Vec<u8>>) -> Result<(), Error> {
+    /// Queues `data`, waiting while the send buffer is full. An owned
+    /// `Vec<u8>` or [`Bytes`] is sent without being copied (a borrowed
+    /// slice is copied once).
+    pub async fn write_all(&mut self, data: impl Into<Payload>) -> Result<(), Error> {
         let (done, rx) = oneshot::channel();
         let cmd = Command::Write {
             id: self.id,
@@ -420,8 +423,10 @@ impl BroadcastStream {
     /// Writes `data` to every leg still alive, at the pace of the slowest;
     /// a leg that fails is dropped and reported by [`BroadcastStream::finish`].
     pub async fn write_all(&mut self, data: &[u8]) -> Result<(), Error> {
+        // One copy, shared by every leg.
+        let data = Payload::from(data);
         let results =
-            futures::future::join_all(self.legs.iter_mut().map(|l| l.write_all(data.to_vec())))
+            futures::future::join_all(self.legs.iter_mut().map(|l| l.write_all(data.clone())))
                 .await;
         let mut keep = Vec::new();
         for (leg, r) in std::mem::take(&mut self.legs).into_iter().zip(results) {

@@ -19,8 +19,8 @@ use futures::future::{AbortHandle, Shared};
 use futures::{FutureExt, StreamExt};
 use hedgerow_clock::Clock;
 use hedgerow_core::{
-    duration_nanos, BroadcastError, BroadcastHandle, ClockReading, ClockStatus, Event, Input,
-    LeaseOp, LeaseReply, Message, MonoTime, Node, NodeId, Now, OpId, Output, Payload,
+    duration_nanos, BroadcastError, BroadcastHandle, Bytes, ClockReading, ClockStatus, Event,
+    Input, LeaseOp, LeaseReply, Message, MonoTime, Node, NodeId, Now, OpId, Output, Payload,
     RequestHandle, Rng, SendError, StoreError, StreamError, StreamId, StreamTarget, Term,
     TimeInterval,
 };
@@ -59,7 +59,7 @@ pub(crate) enum Command {
     },
     Write {
         id: StreamId,
-        data: Vec<u8>,
+        data: Payload,
         done: oneshot::Sender<Result<(), Error>>,
     },
     Finish {
@@ -89,7 +89,7 @@ pub(crate) enum Command {
 
 /// An inbound stream's bytes as the application reads them; `Err` carries a
 /// reset reason.
-pub(crate) type Chunk = Result<Vec<u8>, String>;
+pub(crate) type Chunk = Result<Bytes, String>;
 
 /// An inbound stream chunk the application has read: credit goes back.
 pub(crate) struct Consumed {
@@ -126,9 +126,9 @@ type Ack = oneshot::Sender<Result<(), Error>>;
 
 #[derive(Default)]
 struct OutStream {
-    /// A write the send buffer could not take whole: the bytes, how many
-    /// were taken so far, and whom to tell once all are.
-    pending: Option<(Vec<u8>, usize, Ack)>,
+    /// A write the send buffer could not take whole: the bytes not taken
+    /// yet, and whom to tell once they are.
+    pending: Option<(Payload, Ack)>,
     finish: Option<oneshot::Sender<Result<(), Error>>>,
     failed: Option<String>,
 }
@@ -717,7 +717,7 @@ impl<R: Runtime> Driver<R> {
                 let n = data.len();
                 let delivered = match self.in_streams.get_mut(&key) {
                     Some(Some(tx)) => {
-                        if tx.unbounded_send(Ok(data.into_vec())).is_ok() {
+                        if tx.unbounded_send(Ok(data.into_bytes())).is_ok() {
                             true
                         } else {
                             // The handler dropped the stream: discard the rest.
@@ -745,8 +745,8 @@ impl<R: Runtime> Driver<R> {
                     .out_streams
                     .get_mut(&id.0)
                     .and_then(|s| s.pending.take());
-                if let Some((data, off, done)) = pending {
-                    self.write(id, data, off, done);
+                if let Some((data, done)) = pending {
+                    self.write(id, data, done);
                 }
             }
             Event::StreamSent { id } => {
@@ -758,7 +758,7 @@ impl<R: Runtime> Driver<R> {
             }
             Event::StreamFailed { id, reason } => {
                 if let Some(s) = self.out_streams.get_mut(&id.0) {
-                    if let Some((_, _, done)) = s.pending.take() {
+                    if let Some((_, done)) = s.pending.take() {
                         let _ = done.send(Err(Error::StreamReset(reason.clone())));
                     }
                     if let Some(done) = s.finish.take() {
@@ -874,22 +874,17 @@ impl<R: Runtime> Driver<R> {
         self.drain();
     }
 
-    fn write(
-        &mut self,
-        id: StreamId,
-        data: Vec<u8>,
-        mut off: usize,
-        done: oneshot::Sender<Result<(), Error>>,
-    ) {
+    fn write(&mut self, id: StreamId, mut data: Payload, done: Ack) {
         let now = self.now();
-        let r = lock(&self.node).stream_write(now, id, &data[off..]);
+        // The node keeps what it takes shared with `data`: no copy.
+        let r = lock(&self.node).stream_write(now, id, data.clone());
         match r {
             Ok(n) => {
-                off += n;
-                if off >= data.len() {
+                data.split_to(n);
+                if data.is_empty() {
                     let _ = done.send(Ok(()));
                 } else if let Some(s) = self.out_streams.get_mut(&id.0) {
-                    s.pending = Some((data, off, done));
+                    s.pending = Some((data, done));
                 }
             }
             Err(e) => {
@@ -943,7 +938,7 @@ impl<R: Runtime> Driver<R> {
                     Some(Some(why)) => {
                         let _ = done.send(Err(Error::StreamReset(why)));
                     }
-                    Some(None) => self.write(id, data, 0, done),
+                    Some(None) => self.write(id, data, done),
                 }
             }
             Command::Finish { id, done } => {

@@ -85,4 +85,4 @@ pub use api::{
     BroadcastReplies, BroadcastRequest, BroadcastStream, Builder, Error, Hedgerow, IncomingStream,
     LeaderGuard, Reply, Request, SendStream, Watch, WatchEvent,
 };
-pub use hedgerow_core::{Config, LeaderInfo, Member, NodeId, NodeStats, Term};
+pub use hedgerow_core::{Bytes, Config, LeaderInfo, Member, NodeId, NodeStats, Payload, Term};

@@ -8,16 +8,20 @@
 //! node. Anything a peer sends that breaks the framing closes that
 //! connection with a logged reason; the node keeps running.
 
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::future::{AbortHandle, Abortable, Either};
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use futures::{SinkExt, StreamExt};
-use hedgerow_core::wire::{decode_body, encode_frame, peek_frame_len, Frame, LEN_PREFIX};
-use hedgerow_core::{Hello, Message, NodeId};
+use hedgerow_core::wire::{
+    decode_body_shared, encode_frame, encode_message_split, peek_frame_len, Frame, LEN_PREFIX,
+    SPLIT_AT,
+};
+use hedgerow_core::{Bytes, Hello, Message, NodeId, Payload};
 
 use crate::runtime::{timeout, Runtime};
 
@@ -26,6 +30,8 @@ pub(crate) type ConnId = u64;
 
 /// Largest batch of queued frames coalesced into one write.
 const MAX_BATCH: usize = 256 * 1024;
+/// Bytes read ahead of the current frame on an established connection.
+const READ_AHEAD: usize = 16 * 1024;
 /// Largest hello accepted. A hello is a few hundred bytes; reading it under
 /// the full frame limit would let each of the bounded handshakes pin
 /// megabytes before anyone is known.
@@ -65,6 +71,8 @@ pub(crate) struct NetCtx {
     pub(crate) max_handshakes: usize,
     pub(crate) send_queue: usize,
     pub(crate) events: mpsc::Sender<NetEvent>,
+    /// Buffers for big frame bodies, shared by every connection.
+    bodies: Arc<BodyPool>,
     next_conn: AtomicU64,
     handshakes: AtomicUsize,
 }
@@ -85,6 +93,7 @@ impl NetCtx {
             max_handshakes,
             send_queue,
             events,
+            bodies: BodyPool::new(),
             next_conn: AtomicU64::new(1),
             handshakes: AtomicUsize::new(0),
         }
@@ -127,7 +136,13 @@ async fn write_frame<W: AsyncWrite + Unpin>(
 }
 
 /// Reads one frame, checking the announced length before allocating.
-async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: u32) -> Result<Frame, Closed> {
+/// Bodies of [`SPLIT_AT`] bytes or more are read into a buffer from
+/// `pool` (when given), which the decoded stream data then shares.
+async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: u32,
+    pool: Option<&Arc<BodyPool>>,
+) -> Result<Frame, Closed> {
     let mut prefix = [0u8; LEN_PREFIX];
     match r.read_exact(&mut prefix).await {
         Ok(()) => {}
@@ -139,9 +154,85 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: u32) -> Result<Frame, 
         Ok(None) => return Err(Closed::Protocol("short length prefix".into())),
         Err(e) => return Err(Closed::Protocol(e.to_string())),
     };
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await.map_err(Closed::Io)?;
-    decode_body(&body).map_err(|e| Closed::Protocol(e.to_string()))
+    let body = match pool {
+        Some(pool) if len >= SPLIT_AT => {
+            let mut buf = pool.take(len);
+            r.read_exact(&mut buf.bytes).await.map_err(Closed::Io)?;
+            Bytes::from_owner(buf)
+        }
+        _ => {
+            let mut body = vec![0u8; len];
+            r.read_exact(&mut body).await.map_err(Closed::Io)?;
+            Bytes::from(body)
+        }
+    };
+    // Shared, so stream data is handed on as a slice of this buffer.
+    decode_body_shared(body).map_err(|e| Closed::Protocol(e.to_string()))
+}
+
+/// Buffers for big frame bodies, reused once every slice of a body has
+/// been dropped. A bulk stream's chunks are handed to the application as
+/// slices of the buffers they were read into; allocating each afresh made
+/// the allocator return memory to the kernel and fault it back in, page by
+/// page, which cost more than the bytes' copies had.
+pub(crate) struct BodyPool {
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+/// Most buffers a pool keeps: a full default stream window of 64 KiB
+/// chunks twice over.
+const POOL_BUFFERS: usize = 32;
+/// Largest buffer a pool keeps; bigger bodies are allocated and freed.
+const POOL_BUFFER_MAX: usize = 256 * 1024;
+
+impl BodyPool {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(BodyPool {
+            free: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A buffer of exactly `len` bytes (contents unspecified).
+    fn take(self: &Arc<Self>, len: usize) -> PooledBody {
+        let reused = if len <= POOL_BUFFER_MAX {
+            self.free.lock().ok().and_then(|mut free| free.pop())
+        } else {
+            None
+        };
+        let mut bytes = reused.unwrap_or_default();
+        // A reused buffer only shrinks or grows its initialized length:
+        // no zeroing of bytes that are about to be overwritten anyway.
+        bytes.resize(len, 0);
+        PooledBody {
+            bytes,
+            pool: self.clone(),
+        }
+    }
+}
+
+/// A frame body that goes back to its pool when dropped.
+struct PooledBody {
+    bytes: Vec<u8>,
+    pool: Arc<BodyPool>,
+}
+
+impl AsRef<[u8]> for PooledBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        if self.bytes.capacity() > POOL_BUFFER_MAX {
+            return;
+        }
+        if let Ok(mut free) = self.pool.free.lock() {
+            if free.len() < POOL_BUFFERS {
+                free.push(std::mem::take(&mut self.bytes));
+            }
+        }
+    }
 }
 
 /// Dials `addr` expecting node `peer`, handshakes, then runs the
@@ -204,7 +295,7 @@ async fn dial_handshake<R: Runtime>(
 ) -> Result<(R::Stream, u64), Closed> {
     let mut s = rt.connect(addr).await.map_err(Closed::Io)?;
     write_frame(&mut s, &Frame::Hello(ctx.hello.clone()), ctx.max_frame_len).await?;
-    match read_frame(&mut s, MAX_HELLO_LEN.min(ctx.max_frame_len)).await? {
+    match read_frame(&mut s, MAX_HELLO_LEN.min(ctx.max_frame_len), None).await? {
         Frame::Hello(h) => {
             if let Err(e) = ctx.hello.negotiate(&h) {
                 return Err(Closed::Protocol(format!("handshake refused by us: {e}")));
@@ -303,7 +394,7 @@ async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     mut s: S,
 ) -> Result<(S, Hello), Closed> {
     let max = ctx.max_frame_len;
-    let hello = match read_frame(&mut s, MAX_HELLO_LEN.min(max)).await? {
+    let hello = match read_frame(&mut s, MAX_HELLO_LEN.min(max), None).await? {
         Frame::Hello(h) => h,
         _ => {
             let why = hedgerow_core::HandshakeError::NotHello.to_string();
@@ -333,9 +424,13 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 ) {
     let (r, w) = stream.split();
     let max = ctx.max_frame_len;
+    // A small read-ahead: it gathers small frames in few reads, while
+    // most of a big frame's body is read straight into its own buffer
+    // rather than through this one.
     let reader = read_loop(
-        BufReader::with_capacity(64 * 1024, r),
+        BufReader::with_capacity(READ_AHEAD, r),
         max,
+        ctx.bodies.clone(),
         conn,
         peer.clone(),
         ctx.events.clone(),
@@ -361,12 +456,13 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 async fn read_loop<R: AsyncRead + Unpin>(
     mut r: R,
     max: u32,
+    bodies: Arc<BodyPool>,
     conn: ConnId,
     peer: NodeId,
     mut events: mpsc::Sender<NetEvent>,
 ) -> Closed {
     loop {
-        let frame = match read_frame(&mut r, max).await {
+        let frame = match read_frame(&mut r, max, Some(&bodies)).await {
             Ok(f) => f,
             Err(c) => return c,
         };
@@ -391,39 +487,100 @@ async fn read_loop<R: AsyncRead + Unpin>(
     }
 }
 
+/// Frames queued for one write: encoded bytes, with the bytes of big
+/// stream chunks kept aside (shared, not copied) and written in place by a
+/// vectored write.
+struct Batch {
+    /// Every frame's encoded bytes except the chunks kept aside.
+    head: Vec<u8>,
+    /// Chunks kept aside, each with the length of `head` it follows.
+    bodies: Vec<(usize, Payload)>,
+    /// Bytes in `head` and `bodies` together.
+    len: usize,
+}
+
+impl Batch {
+    fn push(&mut self, msg: Message, max: u32) {
+        let before = self.head.len();
+        match encode_message_split(msg, max, &mut self.head) {
+            Ok(body) => {
+                self.len += self.head.len() - before;
+                if let Some(body) = body {
+                    self.len += body.len();
+                    self.bodies.push((self.head.len(), body));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "dropping a message that cannot be framed"),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.head.clear();
+        self.bodies.clear();
+        self.len = 0;
+        if self.head.capacity() > 4 * MAX_BATCH {
+            self.head = Vec::with_capacity(64 * 1024);
+        }
+    }
+
+    /// Writes everything, in order, with as few system calls as the
+    /// stream allows.
+    async fn write_to<W: AsyncWrite + Unpin>(&self, w: &mut W) -> std::io::Result<()> {
+        let mut slices = Vec::with_capacity(2 * self.bodies.len() + 1);
+        let mut at = 0;
+        for (end, body) in &self.bodies {
+            slices.push(IoSlice::new(&self.head[at..*end]));
+            slices.push(IoSlice::new(body));
+            at = *end;
+        }
+        slices.push(IoSlice::new(&self.head[at..]));
+        slices.retain(|s| !s.is_empty());
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            let n = w.write_vectored(slices).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut slices, n);
+        }
+        Ok(())
+    }
+}
+
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut w: W,
     max: u32,
     mut queue: mpsc::Receiver<Message>,
 ) -> Closed {
-    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut batch = Batch {
+        head: Vec::with_capacity(64 * 1024),
+        bodies: Vec::new(),
+        len: 0,
+    };
     loop {
         let Some(first) = queue.next().await else {
             // The driver dropped the queue: flush what is there and close.
             let _ = w.close().await;
             return Closed::Driver;
         };
-        buf.clear();
         let mut next = Some(first);
         while let Some(msg) = next.take() {
-            if let Err(e) = encode_frame(&Frame::Msg(msg), max, &mut buf) {
-                tracing::warn!(error = %e, "dropping a message that cannot be framed");
-            }
-            if buf.len() < MAX_BATCH {
+            batch.push(msg, max);
+            if batch.len < MAX_BATCH {
                 next = queue.try_recv().ok();
             }
         }
-        if buf.is_empty() {
+        if batch.len == 0 {
             continue;
         }
-        if let Err(e) = w.write_all(&buf).await {
+        if let Err(e) = batch.write_to(&mut w).await {
             return Closed::Io(e);
         }
+        // Written: let go of the stream chunks now rather than at the next
+        // batch, which may be a while.
+        batch.clear();
         if let Err(e) = w.flush().await {
             return Closed::Io(e);
-        }
-        if buf.capacity() > 4 * MAX_BATCH {
-            buf = Vec::with_capacity(64 * 1024);
         }
     }
 }

@@ -37,6 +37,7 @@ mod time;
 mod view;
 pub mod wire;
 
+pub use bytes::Bytes;
 pub use config::{Config, ConfigError, DEFAULT_MAX_FRAME_LEN};
 pub use id::{Identity, InvalidId, NodeId, Term, MAX_ADDR_LEN, MAX_NODE_ID_LEN};
 pub use lease::{NotLeadingReason, StepDownReason};

@@ -641,19 +641,20 @@ impl Node {
         Ok(StreamId(sid))
     }
 
-    /// Buffers bytes for a stream; returns how many were taken (fewer than
-    /// offered when the send buffer is full: wait for
-    /// [`Event::StreamWritable`]).
+    /// Buffers bytes for a stream; returns how many were taken from the
+    /// front of `data` (fewer than offered when the send buffer is full:
+    /// wait for [`Event::StreamWritable`]). A [`Payload`] (or `Vec<u8>`,
+    /// or [`bytes::Bytes`]) is kept shared, not copied, until it is sent.
     pub fn stream_write(
         &mut self,
         now: Now,
         id: StreamId,
-        data: &[u8],
+        data: impl Into<Payload>,
     ) -> Result<usize, StreamError> {
         let now = self.observe(now);
         let n = self
             .streams
-            .write(id.0, data, self.cfg.stream_send_buffer)?;
+            .write(id.0, data.into(), self.cfg.stream_send_buffer)?;
         self.flush_stream(id.0);
         self.step(&now);
         Ok(n)

@@ -1,16 +1,31 @@
-//! An opaque application byte string that serializes as one length-prefixed
-//! byte run (postcard writes a plain `Vec<u8>` byte by byte).
+//! An opaque application byte string: a shared, reference-counted buffer
+//! (`bytes::Bytes`) that serializes as one length-prefixed byte run
+//! (postcard writes a plain `Vec<u8>` byte by byte).
+//!
+//! Sharing is what keeps a bulk stream from copying its bytes at every
+//! step: a writer's buffer is cut into chunks, a chunk goes to the
+//! transport, and a received chunk is a slice of the frame it came in, all
+//! without a copy. This room holds the type; it never looks inside.
 
 use alloc::vec::Vec;
+use bytes::Bytes;
 use core::fmt;
 use core::ops::Deref;
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Application bytes carried by a message (request, reply, metadata,
-/// stream data).
+/// stream data). Cloning one shares the bytes instead of copying them.
+///
+/// ```
+/// use hedgerow_core::Payload;
+/// let p = Payload::from(vec![1, 2, 3]);
+/// let q = p.clone(); // shares the buffer
+/// assert_eq!(&q[..], &[1, 2, 3]);
+/// assert_eq!(p.into_vec(), vec![1, 2, 3]);
+/// ```
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct Payload(pub Vec<u8>);
+pub struct Payload(Bytes);
 
 impl Payload {
     /// The bytes.
@@ -18,9 +33,21 @@ impl Payload {
         &self.0
     }
 
-    /// The bytes, owned.
+    /// The bytes as a vector: free when this payload is the only owner of
+    /// a whole buffer that came from a vector, a copy otherwise.
     pub fn into_vec(self) -> Vec<u8> {
+        Vec::from(self.0)
+    }
+
+    /// The shared buffer.
+    pub fn into_bytes(self) -> Bytes {
         self.0
+    }
+
+    /// The first `n` bytes (at most all), removed from `self` without a
+    /// copy.
+    pub fn split_to(&mut self, n: usize) -> Payload {
+        Payload(self.0.split_to(n.min(self.0.len())))
     }
 }
 
@@ -37,21 +64,45 @@ impl Deref for Payload {
     }
 }
 
+impl From<Bytes> for Payload {
+    fn from(v: Bytes) -> Self {
+        Payload(v)
+    }
+}
+
+impl From<Payload> for Bytes {
+    fn from(p: Payload) -> Self {
+        p.0
+    }
+}
+
 impl From<Vec<u8>> for Payload {
     fn from(v: Vec<u8>) -> Self {
-        Payload(v)
+        Payload(Bytes::from(v))
     }
 }
 
 impl From<&[u8]> for Payload {
     fn from(v: &[u8]) -> Self {
-        Payload(v.to_vec())
+        Payload(Bytes::copy_from_slice(v))
+    }
+}
+
+impl From<&Vec<u8>> for Payload {
+    fn from(v: &Vec<u8>) -> Self {
+        Payload(Bytes::copy_from_slice(v))
+    }
+}
+
+impl<const N: usize> From<&[u8; N]> for Payload {
+    fn from(v: &[u8; N]) -> Self {
+        Payload(Bytes::copy_from_slice(v))
     }
 }
 
 impl From<&str> for Payload {
     fn from(v: &str) -> Self {
-        Payload(v.as_bytes().to_vec())
+        Payload(Bytes::copy_from_slice(v.as_bytes()))
     }
 }
 
@@ -70,17 +121,17 @@ impl<'de> Deserialize<'de> for Payload {
                 f.write_str("a byte string")
             }
             fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Payload, E> {
-                Ok(Payload(v.to_vec()))
+                Ok(Payload::from(v))
             }
             fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Payload, E> {
-                Ok(Payload(v))
+                Ok(Payload::from(v))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Payload, A::Error> {
                 let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
                 while let Some(b) = seq.next_element()? {
                     v.push(b);
                 }
-                Ok(Payload(v))
+                Ok(Payload::from(v))
             }
         }
         d.deserialize_byte_buf(BytesVisitor)

@@ -6,6 +6,7 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
+use bytes::Bytes;
 use core::fmt;
 use serde::{Deserialize, Serialize};
 
@@ -517,20 +518,111 @@ impl fmt::Display for EncodeError {
 #[cfg(feature = "std")]
 impl std::error::Error for EncodeError {}
 
+/// A postcard output that appends to a caller's vector, so a frame is
+/// serialized in place instead of into a vector of its own and copied.
+struct AppendTo<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for AppendTo<'_> {
+    type Output = ();
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// Serializes `frame` after a length prefix at the end of `out`; on error
+/// `out` is left as it was.
+fn append_frame(frame: &Frame, max_len: u32, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; LEN_PREFIX]);
+    if postcard::serialize_with_flavor(frame, AppendTo(out)).is_err() {
+        out.truncate(start);
+        return Err(EncodeError::Serialize);
+    }
+    let len = out.len() - start - LEN_PREFIX;
+    if len > max_len as usize {
+        out.truncate(start);
+        return Err(EncodeError::TooLarge { len, max: max_len });
+    }
+    out[start..start + LEN_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
+}
+
 /// Encodes a frame with its length prefix, appending to `out`. On error
 /// `out` is left as it was.
 pub fn encode_frame(frame: &Frame, max_len: u32, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    let body = postcard::to_allocvec(frame).map_err(|_| EncodeError::Serialize)?;
-    if body.len() > max_len as usize {
-        return Err(EncodeError::TooLarge {
-            len: body.len(),
-            max: max_len,
-        });
+    append_frame(frame, max_len, out)
+}
+
+/// Stream data of at least this many bytes is left out of the encoded
+/// frame by [`encode_message_split`].
+pub const SPLIT_AT: usize = 4 * 1024;
+
+/// Encodes a message as a frame, appending to `out`, except that the bytes
+/// of a [`Message::StreamData`] of [`SPLIT_AT`] bytes or more are left
+/// out and returned: the caller writes them right after `out`'s bytes (a
+/// vectored write), and the peer reads exactly what [`encode_frame`] would
+/// have produced. This is how a bulk stream reaches the socket without its
+/// bytes being copied into a frame buffer. On error `out` is left as it
+/// was.
+///
+/// ```
+/// use hedgerow_core::wire::{encode_frame, encode_message_split, Frame};
+/// use hedgerow_core::{Message, Payload};
+/// let msg = Message::StreamData { sid: 1, offset: 0, data: Payload::from(vec![7; 10_000]) };
+/// let mut whole = Vec::new();
+/// encode_frame(&Frame::Msg(msg.clone()), 1 << 20, &mut whole).unwrap();
+/// let mut head = Vec::new();
+/// let body = encode_message_split(msg, 1 << 20, &mut head).unwrap().unwrap();
+/// head.extend_from_slice(&body);
+/// assert_eq!(head, whole);
+/// ```
+pub fn encode_message_split(
+    msg: Message,
+    max_len: u32,
+    out: &mut Vec<u8>,
+) -> Result<Option<Payload>, EncodeError> {
+    let (sid, offset, data) = match msg {
+        Message::StreamData { sid, offset, data } if data.len() >= SPLIT_AT => (sid, offset, data),
+        other => return append_frame(&Frame::Msg(other), max_len, out).map(|()| None),
+    };
+    // The header is the frame of the same message with no bytes, whose
+    // last byte is the bytes' length, 0; it becomes the real length. The
+    // bytes are the last field of the last thing in the frame.
+    let start = out.len();
+    let empty = Frame::Msg(Message::StreamData {
+        sid,
+        offset,
+        data: Payload::default(),
+    });
+    append_frame(&empty, max_len, out)?;
+    if out.pop() != Some(0) {
+        out.truncate(start);
+        return Err(EncodeError::Serialize);
     }
-    out.reserve(LEN_PREFIX + body.len());
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&body);
-    Ok(())
+    let mut n = data.len();
+    while n >= 0x80 {
+        out.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+    let len = out.len() - start - LEN_PREFIX + data.len();
+    if len > max_len as usize {
+        out.truncate(start);
+        return Err(EncodeError::TooLarge { len, max: max_len });
+    }
+    out[start..start + LEN_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(Some(data))
 }
 
 /// Reads the length prefix at the start of `buf`: `Ok(None)` if fewer than
@@ -571,6 +663,32 @@ pub fn decode_body(body: &[u8]) -> Result<Frame, DecodeError> {
         _ => {}
     }
     Ok(frame)
+}
+
+/// Postcard's first bytes of a `Frame::Msg(Message::StreamData { .. })`:
+/// the two variant indices (checked by a test against the encoder).
+const STREAM_DATA_TAG: [u8; 2] = [2, 11];
+
+/// Decodes one frame body (without the length prefix) held in a shared
+/// buffer: the same result as [`decode_body`], except that the bytes of a
+/// [`Message::StreamData`] are a slice of `body` rather than a copy.
+pub fn decode_body_shared(body: Bytes) -> Result<Frame, DecodeError> {
+    let Some(rest) = body.strip_prefix(&STREAM_DATA_TAG[..]) else {
+        return decode_body(&body);
+    };
+    fn varint(b: &[u8]) -> Result<(u64, &[u8]), DecodeError> {
+        postcard::take_from_bytes::<u64>(b).map_err(|_| DecodeError::Malformed)
+    }
+    let (sid, rest) = varint(rest)?;
+    let (offset, rest) = varint(rest)?;
+    let (len, rest) = varint(rest)?;
+    match (rest.len() as u64).cmp(&len) {
+        core::cmp::Ordering::Less => return Err(DecodeError::Malformed),
+        core::cmp::Ordering::Greater => return Err(DecodeError::TrailingBytes),
+        core::cmp::Ordering::Equal => {}
+    }
+    let data = Payload::from(body.slice(body.len() - rest.len()..));
+    Ok(Frame::Msg(Message::StreamData { sid, offset, data }))
 }
 
 /// Decodes the first complete frame in `buf`: `Ok(None)` if more bytes are

@@ -8,11 +8,12 @@
 #![allow(clippy::expect_used)]
 
 use hedgerow_core::wire::{
-    decode_frame, encode_frame, Frame, Heartbeat, HeartbeatAck, LeaderHint, ReplyBody, StreamKind,
-    ViewDelta, ViewSnapshot,
+    decode_body, decode_body_shared, decode_frame, encode_frame, encode_message_split, Frame,
+    Heartbeat, HeartbeatAck, LeaderHint, ReplyBody, StreamKind, ViewDelta, ViewSnapshot,
+    LEN_PREFIX,
 };
 use hedgerow_core::{
-    Change, DecodeError, Hello, LeaveReason, Member, Message, NodeId, Payload, Term,
+    Bytes, Change, DecodeError, Hello, LeaveReason, Member, Message, NodeId, Payload, Term,
     DEFAULT_MAX_FRAME_LEN, MAX_ADDR_LEN,
 };
 use proptest::prelude::*;
@@ -32,7 +33,7 @@ fn text() -> impl Strategy<Value = String> {
 }
 
 fn payload() -> impl Strategy<Value = Payload> {
-    proptest::collection::vec(any::<u8>(), 0..300).prop_map(Payload)
+    proptest::collection::vec(any::<u8>(), 0..300).prop_map(Payload::from)
 }
 
 fn term() -> impl Strategy<Value = Term> {
@@ -249,5 +250,38 @@ proptest! {
             view_version: 0,
         });
         prop_assert!(matches!(round_trip(&Frame::Msg(hb)), Err(DecodeError::Invalid(_))));
+    }
+
+    /// The split encoding (header, then the stream bytes written in place)
+    /// puts exactly the bytes of the whole encoding on the wire, for every
+    /// message and for stream chunks on both sides of the split size.
+    #[test]
+    fn split_encoding_is_the_same_bytes(
+        msg in message(), sid in any::<u64>(), offset in any::<u64>(), len in 0usize..70_000,
+    ) {
+        let big = Message::StreamData { sid, offset, data: Payload::from(vec![0xa5; len]) };
+        for msg in [msg, big] {
+            let mut whole = Vec::new();
+            encode_frame(&Frame::Msg(msg.clone()), DEFAULT_MAX_FRAME_LEN, &mut whole)
+                .expect("fits the default frame");
+            let mut split = Vec::new();
+            let body = encode_message_split(msg, DEFAULT_MAX_FRAME_LEN, &mut split)
+                .expect("fits the default frame");
+            if let Some(body) = body {
+                split.extend_from_slice(&body);
+            }
+            prop_assert_eq!(&split, &whole);
+            let body = Bytes::from(whole[LEN_PREFIX..].to_vec());
+            prop_assert_eq!(decode_body_shared(body), decode_body(&whole[LEN_PREFIX..]));
+        }
+    }
+
+    /// Decoding stream data in place gives the same frame, or the same
+    /// error, as the copying decoder on anything after the stream-data tag.
+    #[test]
+    fn shared_decoding_agrees_on_any_bytes(rest in proptest::collection::vec(any::<u8>(), 0..48)) {
+        let mut body = vec![2u8, 11];
+        body.extend_from_slice(&rest);
+        prop_assert_eq!(decode_body_shared(Bytes::from(body.clone())), decode_body(&body));
     }
 }

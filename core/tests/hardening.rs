@@ -269,7 +269,7 @@ fn a_snapshot_member_with_oversize_metadata_is_refused_by_the_decoder() {
         incarnation: 1,
         addr: "m:1".into(),
         meta_version: 1,
-        meta: Payload(vec![0; 64 * 1024 + 1]),
+        meta: Payload::from(vec![0; 64 * 1024 + 1]),
     };
     let snap = Message::ViewSnapshot(ViewSnapshot {
         term: Term(1),
@@ -459,7 +459,7 @@ fn oversize_metadata_is_refused_locally_and_dropped_from_a_heartbeat() {
         at(160),
         Input::Message {
             from: id("m"),
-            msg: hb(1, Some(Payload(vec![1; max + 1])), Term(1)),
+            msg: hb(1, Some(Payload::from(vec![1; max + 1])), Term(1)),
         },
     );
     drive(&mut a, at(160), &mut store, true);

@@ -100,7 +100,7 @@ pub fn payload(u: &mut Unstructured, max: usize) -> Payload {
         _ => max,
     };
     let fill = u.u8();
-    Payload(vec![fill; len])
+    Payload::from(vec![fill; len])
 }
 
 /// A short string, sometimes long enough to break a limit.

@@ -778,7 +778,7 @@ impl Harness {
                     _ => u.index(2048),
                 };
                 self.what = format!("write {len} bytes to {sid:?}");
-                let _ = self.node.stream_write(now, sid, &vec![7u8; len]);
+                let _ = self.node.stream_write(now, sid, vec![7u8; len]);
             }
             8 => {
                 let sid = self.stream_id(u);
