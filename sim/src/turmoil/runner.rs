@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures::channel::mpsc;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use hedgerow::{Hedgerow, WatchEvent};
 use hedgerow_core::{ClockStatus, Config, LeaveReason, NodeId, Rng, Term};
 
@@ -58,6 +58,9 @@ pub struct TurmoilOptions {
     pub store_timeout: Option<Duration>,
     /// How often `converge within` looks at the cluster (default 100 ms).
     pub check_every: Duration,
+    /// How often each node's `is_leader()` is sampled and checked against
+    /// its recorded leadership interval (`None`: only at its events).
+    pub sample_every: Option<Duration>,
     /// Record every node's view changes in the membership trace (default
     /// true; large runs may turn it off to save memory).
     pub record_views: bool,
@@ -74,6 +77,7 @@ impl Default for TurmoilOptions {
             broken_clock: None,
             store_timeout: None,
             check_every: Duration::from_millis(100),
+            sample_every: Some(Duration::from_millis(100)),
             record_views: true,
         }
     }
@@ -217,6 +221,8 @@ enum What {
     },
     SendFailed(String),
     Left(bool),
+    /// `is_leader()` said yes, holding this term.
+    Leads(Term),
     // Recorded by the runner.
     Crashed,
     Restarted,
@@ -290,6 +296,7 @@ struct HostCtx {
     boots: Arc<AtomicU64>,
     config: Config,
     store_timeout: Option<Duration>,
+    sample_every: Option<Duration>,
 }
 
 async fn host_main(ctx: HostCtx) -> Result<(), Box<dyn std::error::Error>> {
@@ -363,11 +370,30 @@ async fn host_main(ctx: HostCtx) -> Result<(), Box<dyn std::error::Error>> {
         } => record(What::Failed(id.to_string())),
         _ => {}
     };
+    // The API's own answer, checked against the recorded intervals.
+    let sample = || {
+        if node.is_leader() {
+            if let Some((term, _)) = node.lease_claim() {
+                record(What::Leads(term));
+            }
+        }
+    };
+    let every = ctx.sample_every.unwrap_or(Duration::from_secs(3600));
+    let mut tick = Box::pin(tokio::time::sleep(every)).fuse();
     loop {
         futures::select_biased! {
             ev = watch.next() => match ev {
-                Some(ev) => on_event(ev),
+                Some(ev) => {
+                    on_event(ev);
+                    sample();
+                }
                 None => return Ok(()),
+            },
+            () = tick => {
+                if ctx.sample_every.is_some() {
+                    sample();
+                }
+                tick = Box::pin(tokio::time::sleep(every)).fuse();
             },
             cmd = rx.next() => match cmd {
                 Some(Cmd::Leave) => {
@@ -396,7 +422,7 @@ async fn host_main(ctx: HostCtx) -> Result<(), Box<dyn std::error::Error>> {
                     });
                 }
                 Some(Cmd::Stopped) | None => {
-                    while let Some(Some(ev)) = futures::FutureExt::now_or_never(watch.next()) {
+                    while let Some(Some(ev)) = watch.next().now_or_never() {
                         on_event(ev);
                     }
                     return Ok(());
@@ -597,6 +623,7 @@ impl Runner<'_> {
                     boots: Arc::default(),
                     config: self.opts.config.clone(),
                     store_timeout: self.opts.store_timeout,
+                    sample_every: self.opts.sample_every,
                 };
                 self.slots.push(Slot {
                     clock: ctx.clock.clone(),
@@ -924,7 +951,9 @@ impl Runner<'_> {
                         (Some((inc, term)), Some((i2, t2))) => *inc == i2 && *term <= t2,
                     };
                     if ends {
-                        lead.end(slot, t);
+                        // Inclusive of `t`: within that instant the node
+                        // may have answered yes before it stepped down.
+                        lead.end(slot, t + 1);
                         open.remove(&slot);
                     }
                 }
@@ -975,6 +1004,23 @@ impl Runner<'_> {
                     violations.extend(requests.handled(h, key.clone(), r.t));
                 }
                 What::SendFailed(_) => report.sends.1 += 1,
+                What::Leads(term) => {
+                    let inside = lead
+                        .leaders_at(r.t)
+                        .iter()
+                        .any(|o| o.slot == r.slot && o.incarnation == r.inc && o.term == *term);
+                    if !inside {
+                        violations.push(Violation {
+                            invariant: "1 (the API's answer matches the leadership interval)",
+                            at_ns: r.t,
+                            what: format!(
+                                "n{} says it leads under term {term} outside its recorded interval",
+                                r.slot
+                            ),
+                            trace: Vec::new(),
+                        });
+                    }
+                }
                 What::SendOk { leader, term, key } => {
                     report.sends.0 += 1;
                     violations.extend(requests.replied_ok(leader, *term, key, r.t));
