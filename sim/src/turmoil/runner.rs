@@ -142,6 +142,22 @@ impl TurmoilReport {
         total as f64 / self.node_seconds.max(1e-9)
     }
 
+    /// Failure verdicts (`Left` with reason Failed, as every node saw
+    /// them) and how many of those named a node that was actually alive.
+    pub fn failure_verdicts(&self) -> (usize, usize) {
+        let live = &self.trace.live;
+        let false_dead = self
+            .trace
+            .failed_reports
+            .iter()
+            .filter(|(t, _, subject)| {
+                let i = live.partition_point(|(at, _)| at <= t);
+                i > 0 && live[i - 1].1.contains(subject)
+            })
+            .count();
+        (self.trace.failed_reports.len(), false_dead)
+    }
+
     /// A few lines for people: seed, violations, timings, load.
     pub fn summary(&self) -> String {
         use std::fmt::Write;
@@ -185,6 +201,11 @@ impl TurmoilReport {
             self.messages_per_node_second(),
             self.bytes_per_node_second(),
             self.node_seconds
+        );
+        let (verdicts, false_dead) = self.failure_verdicts();
+        let _ = writeln!(
+            s,
+            "  failure verdicts: {verdicts} seen by nodes, {false_dead} about a live node"
         );
         if let Some(e) = &self.error {
             let _ = writeln!(s, "  error: {e}");
@@ -456,16 +477,19 @@ struct Runner<'a> {
     messages: BTreeMap<String, u64>,
     last_live: Option<BTreeSet<String>>,
     crashes_of_leader: Vec<u64>,
+    /// The run's latency range (turmoil's default unless `net latency`).
+    latency: (Duration, Duration),
 }
 
 /// Runs `scenario` from `seed` over turmoil and reports what it saw.
 ///
 /// Steps that make no sense on turmoil stop the run with
-/// [`TurmoilReport::error`] set (`net dup`, `net drop`, `store spike`):
-/// nothing is silently skipped.
+/// [`TurmoilReport::error`] set (`net dup`, `net drop`): nothing is
+/// silently skipped.
 pub fn run(scenario: &Scenario, seed: u64, opts: &TurmoilOptions) -> TurmoilReport {
     let wall = Instant::now();
     let mut b = turmoil::Builder::new();
+    let mut latency = (Duration::ZERO, Duration::from_millis(100));
     b.tick_duration(opts.tick)
         .simulation_duration(Duration::from_secs(1_000_000))
         .rng_seed(seed)
@@ -473,6 +497,7 @@ pub fn run(scenario: &Scenario, seed: u64, opts: &TurmoilOptions) -> TurmoilRepo
     for step in &scenario.steps {
         if let Step::NetLatency(lo, hi) = step {
             b.min_message_latency(*lo).max_message_latency(*hi);
+            latency = (*lo, *hi);
         }
     }
     let sim = b.build();
@@ -497,6 +522,7 @@ pub fn run(scenario: &Scenario, seed: u64, opts: &TurmoilOptions) -> TurmoilRepo
         messages: BTreeMap::new(),
         last_live: None,
         crashes_of_leader: Vec::new(),
+        latency,
     };
     {
         let (store, truth) = (store.clone(), truth.clone());
@@ -867,12 +893,22 @@ impl Runner<'_> {
             Step::NetDup(_) => {
                 return Err("`net dup` is not supported on turmoil: TCP never duplicates".into())
             }
-            Step::StoreSpike(..) => {
-                return Err(
-                    "`store spike` is not supported on turmoil yet; use `store down` \
-                            or `cut-store`"
-                        .into(),
-                )
+            Step::StoreSpike(extra, d) => {
+                // Every node's link to the store gets a fixed latency of
+                // `extra` for a while, then the run's latency range again.
+                let nodes: Vec<String> = (1..self.slots.len()).map(name).collect();
+                for n in &nodes {
+                    self.sim.set_link_latency(n.as_str(), STORE_HOST, *extra);
+                }
+                self.mark(format!("store spike {extra:?}"));
+                self.advance(*d)?;
+                let (lo, hi) = self.latency;
+                for n in &nodes {
+                    self.sim.set_link_latency(n.as_str(), STORE_HOST, lo);
+                    self.sim
+                        .set_link_max_message_latency(n.as_str(), STORE_HOST, hi);
+                }
+                self.mark("store spike over".into());
             }
             Step::Send(k) => {
                 for _ in 0..*k {
