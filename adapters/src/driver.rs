@@ -9,7 +9,7 @@
 //! driver never awaits application code, so a slow handler cannot stall
 //! heartbeats or the lease.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -193,10 +193,13 @@ pub(crate) struct Driver<R: Runtime> {
     in_flight: usize,
     queued: VecDeque<Job>,
     consumed_tx: mpsc::UnboundedSender<Consumed>,
-    sends: HashMap<u64, oneshot::Sender<Result<Reply, Error>>>,
-    broadcasts: HashMap<u64, mpsc::UnboundedSender<BroadcastItem>>,
-    out_streams: HashMap<u64, OutStream>,
-    in_streams: HashMap<(NodeId, u64), Option<mpsc::UnboundedSender<Chunk>>>,
+    // Ordered maps throughout: dropping the driver drops these senders,
+    // and a fixed order wakes their waiters in a fixed order, which keeps
+    // a simulated run replayable.
+    sends: BTreeMap<u64, oneshot::Sender<Result<Reply, Error>>>,
+    broadcasts: BTreeMap<u64, mpsc::UnboundedSender<BroadcastItem>>,
+    out_streams: BTreeMap<u64, OutStream>,
+    in_streams: BTreeMap<(NodeId, u64), Option<mpsc::UnboundedSender<Chunk>>>,
     watchers: Vec<mpsc::Sender<WatchEvent>>,
     /// The signal every [`LeaderGuard`] of the current term shares; fired
     /// (by dropping the sender) when the node steps down or stops.
@@ -245,10 +248,10 @@ impl<R: Runtime> Driver<R> {
             in_flight: 0,
             queued: VecDeque::new(),
             consumed_tx: p.consumed,
-            sends: HashMap::new(),
-            broadcasts: HashMap::new(),
-            out_streams: HashMap::new(),
-            in_streams: HashMap::new(),
+            sends: BTreeMap::new(),
+            broadcasts: BTreeMap::new(),
+            out_streams: BTreeMap::new(),
+            in_streams: BTreeMap::new(),
             watchers: Vec::new(),
             guard: None,
             leaving: None,
