@@ -195,6 +195,18 @@ impl TurmoilReport {
             .map(|(label, d)| format!("{label}: {}", ms(d)))
             .collect();
         let _ = writeln!(s, "  convergence: {}", c.join(", "));
+        let waves: Vec<String> = convergence_after_marks(&self.trace)
+            .into_iter()
+            .filter(|(m, _)| {
+                ["wave", "crash", "leave", "restart", "heal"]
+                    .iter()
+                    .any(|p| m.starts_with(p))
+            })
+            .map(|(m, d)| format!("{m}: {}", ms(&d)))
+            .collect();
+        if !waves.is_empty() {
+            let _ = writeln!(s, "  views = live set after: {}", waves.join(", "));
+        }
         let _ = writeln!(
             s,
             "  load: {:.1} messages and {:.0} bytes per node per second ({:.0} node-seconds)",
@@ -221,6 +233,68 @@ impl TurmoilReport {
         }
         s
     }
+}
+
+/// For each mark of `trace`: how long after it every live node's view was
+/// exactly the live set, if that happened before the next mark (`None`:
+/// not before the next step began). Nodes with no view yet count as
+/// holding an empty one. Works on any system's trace.
+pub fn convergence_after_marks(trace: &MembershipTrace) -> Vec<(String, Option<Duration>)> {
+    // One time-ordered stream of live-set and view changes.
+    enum Change<'a> {
+        Live(&'a BTreeSet<String>),
+        View(&'a String, &'a BTreeSet<String>),
+    }
+    let mut changes: Vec<(Duration, usize, Change)> = Vec::new();
+    for (i, (t, set)) in trace.live.iter().enumerate() {
+        changes.push((*t, i, Change::Live(set)));
+    }
+    let base = trace.live.len();
+    for (i, (t, node, view)) in trace.views.iter().enumerate() {
+        changes.push((*t, base + i, Change::View(node, view)));
+    }
+    changes.sort_by_key(|c| (c.0, c.1));
+    let empty = BTreeSet::new();
+    let mut live: &BTreeSet<String> = &empty;
+    let mut views: BTreeMap<&String, &BTreeSet<String>> = BTreeMap::new();
+    let converged = |live: &BTreeSet<String>, views: &BTreeMap<&String, &BTreeSet<String>>| {
+        !live.is_empty()
+            && live
+                .iter()
+                .all(|n| views.get(n).is_some_and(|v| *v == live))
+    };
+    let mut out = Vec::new();
+    let mut next = 0;
+    for (k, (at, label)) in trace.marks.iter().enumerate() {
+        let until = trace.marks.get(k + 1).map_or(trace.duration, |m| m.0);
+        while next < changes.len() && changes[next].0 <= *at {
+            match changes[next].2 {
+                Change::Live(set) => live = set,
+                Change::View(n, v) => {
+                    views.insert(n, v);
+                }
+            }
+            next += 1;
+        }
+        let mut done = converged(live, &views).then_some(Duration::ZERO);
+        while done.is_none() && next < changes.len() && changes[next].0 <= until {
+            let t = changes[next].0;
+            while next < changes.len() && changes[next].0 == t {
+                match changes[next].2 {
+                    Change::Live(set) => live = set,
+                    Change::View(n, v) => {
+                        views.insert(n, v);
+                    }
+                }
+                next += 1;
+            }
+            if converged(live, &views) {
+                done = Some(t - *at);
+            }
+        }
+        out.push((label.clone(), done));
+    }
+    out
 }
 
 /// What a host recorded, at true time `t`.
