@@ -142,3 +142,15 @@ fn scale_2_150_2_over_turmoil_has_no_violations() {
         "failing seeds (replay with HEDGEROW_SEED): {failed:?}"
     );
 }
+
+#[test]
+fn steps_turmoil_cannot_carry_out_stop_the_run_with_a_reason() {
+    let r = run(
+        &scenario("nodes 2\nconverge within 10s\nnet dup 0.1\nrun 1s\n"),
+        4,
+        &TurmoilOptions::default(),
+    );
+    let e = r.error.as_deref().expect("an error, not a skipped step");
+    assert!(e.contains("net dup") && e.contains("step 3"), "{e}");
+    assert!(!r.passed());
+}
