@@ -154,3 +154,27 @@ fn steps_turmoil_cannot_carry_out_stop_the_run_with_a_reason() {
     assert!(e.contains("net dup") && e.contains("step 3"), "{e}");
     assert!(!r.passed());
 }
+
+#[test]
+fn a_node_whose_clock_is_disrupted_is_a_member_and_never_leads() {
+    use hedgerow_core::ClockStatus;
+    let s = scenario(
+        "nodes 1\nrun 3s\nnodes 2\nconverge within 15s\ncrash leader\nconverge within 30s\n",
+    );
+    let opts = TurmoilOptions {
+        clock_status: vec![(1, ClockStatus::Disrupted)],
+        ..TurmoilOptions::default()
+    };
+    let r = run(&s, 5, &opts);
+    print!("{}", r.summary());
+    assert!(r.passed(), "{}", r.summary());
+    assert!(
+        r.elections.iter().all(|(_, n, _)| n != "n1"),
+        "{:?}",
+        r.elections
+    );
+    assert!(
+        r.elections.len() >= 2,
+        "a leader, then another after the crash"
+    );
+}
