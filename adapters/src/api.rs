@@ -24,7 +24,7 @@ use hedgerow_core::{
 
 use crate::driver::{self, lock, BroadcastItem, Chunk, Command, Consumed, Driver};
 use crate::runtime::{BoxFuture, Runtime};
-use crate::store::LeaseStore;
+use crate::store::{AsyncLeaseStore, LeaseStore};
 use crate::transport::{self, NetCtx};
 
 /// What can go wrong, each variant saying what to do about it.
@@ -614,6 +614,20 @@ impl Hedgerow {
         Ok(lock(&self.node).is_leader(&now))
     }
 
+    /// This node's own lease claim `(term, expires_ns)` as of its last
+    /// successful write, if it holds one; it may already have lapsed
+    /// ([`Hedgerow::is_leader`] says). For monitors and simulators that
+    /// check leadership intervals against true time.
+    pub fn lease_claim(&self) -> Option<(Term, u64)> {
+        lock(&self.node).lease_claim()
+    }
+
+    /// This process's incarnation (random per start unless set with
+    /// [`Builder::incarnation`]).
+    pub fn incarnation(&self) -> u64 {
+        lock(&self.node).identity().incarnation
+    }
+
     /// A guard on this node's leadership if it leads now (see
     /// [`LeaderGuard`]); `None` otherwise.
     pub async fn leader_guard(&self) -> Option<LeaderGuard> {
@@ -755,7 +769,7 @@ pub struct Builder<R: Runtime> {
     id: String,
     advertise: String,
     listen: Option<String>,
-    store: Option<Arc<dyn LeaseStore>>,
+    store: Option<driver::Store>,
     clock: Option<Arc<dyn Clock>>,
     tweak: Option<ConfigTweak>,
     handlers: Handlers,
@@ -839,7 +853,16 @@ impl<R: Runtime> Builder<R> {
 
     /// The lease store every node of the cluster shares (required).
     pub fn store(mut self, store: impl LeaseStore + 'static) -> Self {
-        self.store = Some(Arc::new(store));
+        self.store = Some(driver::Store::Blocking(Arc::new(store)));
+        self
+    }
+
+    /// A lease store whose calls are futures (see
+    /// [`AsyncLeaseStore`](crate::store::AsyncLeaseStore)), instead of
+    /// [`Builder::store`]; the driver runs its calls as tasks on the
+    /// runtime, with the same timeout.
+    pub fn async_store(mut self, store: impl AsyncLeaseStore + 'static) -> Self {
+        self.store = Some(driver::Store::Async(Arc::new(store)));
         self
     }
 
@@ -946,7 +969,7 @@ impl<R: Runtime> Builder<R> {
         let id = NodeId::new(self.id).map_err(|e| Error::Config(e.to_string()))?;
         let store = self.store.ok_or_else(|| {
             Error::Config(
-                "no lease store: call Builder::store (every node of the cluster must share one)"
+                "no lease store: call Builder::store or Builder::async_store (every node of the cluster must share one)"
                     .into(),
             )
         })?;

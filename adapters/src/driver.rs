@@ -9,7 +9,7 @@
 //! driver never awaits application code, so a slow handler cannot stall
 //! heartbeats or the lease.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -29,7 +29,7 @@ use crate::api::{
     BroadcastRequest, Error, Handlers, IncomingStream, LeaderGuard, Reply, Request, WatchEvent,
 };
 use crate::runtime::{timeout, Runtime};
-use crate::store::LeaseStore;
+use crate::store::{AsyncLeaseStore, LeaseStore};
 use crate::transport::{self, ConnId, NetCtx, NetEvent};
 
 /// Requests and broadcasts waiting for a free handler slot beyond this are
@@ -146,12 +146,21 @@ pub(crate) struct Inbox {
     pub(crate) consumed: mpsc::UnboundedReceiver<Consumed>,
 }
 
+/// The lease store, as the builder was given it.
+#[derive(Clone)]
+pub(crate) enum Store {
+    /// Calls block: they run on the runtime's blocking pool.
+    Blocking(Arc<dyn LeaseStore>),
+    /// Calls are futures: they run as tasks on the runtime.
+    Async(Arc<dyn AsyncLeaseStore>),
+}
+
 /// Everything the driver is built from.
 pub(crate) struct Parts<R: Runtime> {
     pub(crate) rt: R,
     pub(crate) node: Arc<Mutex<Node>>,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) store: Arc<dyn LeaseStore>,
+    pub(crate) store: Store,
     pub(crate) store_timeout: Duration,
     pub(crate) net: Arc<NetCtx>,
     pub(crate) listener: AbortHandle,
@@ -164,7 +173,7 @@ pub(crate) struct Driver<R: Runtime> {
     rt: R,
     node: Arc<Mutex<Node>>,
     clock: Arc<dyn Clock>,
-    store: Arc<dyn LeaseStore>,
+    store: Store,
     group: String,
     store_timeout: Duration,
     net: Arc<NetCtx>,
@@ -184,10 +193,13 @@ pub(crate) struct Driver<R: Runtime> {
     in_flight: usize,
     queued: VecDeque<Job>,
     consumed_tx: mpsc::UnboundedSender<Consumed>,
-    sends: HashMap<u64, oneshot::Sender<Result<Reply, Error>>>,
-    broadcasts: HashMap<u64, mpsc::UnboundedSender<BroadcastItem>>,
-    out_streams: HashMap<u64, OutStream>,
-    in_streams: HashMap<(NodeId, u64), Option<mpsc::UnboundedSender<Chunk>>>,
+    // Ordered maps throughout: dropping the driver drops these senders,
+    // and a fixed order wakes their waiters in a fixed order, which keeps
+    // a simulated run replayable.
+    sends: BTreeMap<u64, oneshot::Sender<Result<Reply, Error>>>,
+    broadcasts: BTreeMap<u64, mpsc::UnboundedSender<BroadcastItem>>,
+    out_streams: BTreeMap<u64, OutStream>,
+    in_streams: BTreeMap<(NodeId, u64), Option<mpsc::UnboundedSender<Chunk>>>,
     watchers: Vec<mpsc::Sender<WatchEvent>>,
     /// The signal every [`LeaderGuard`] of the current term shares; fired
     /// (by dropping the sender) when the node steps down or stops.
@@ -236,10 +248,10 @@ impl<R: Runtime> Driver<R> {
             in_flight: 0,
             queued: VecDeque::new(),
             consumed_tx: p.consumed,
-            sends: HashMap::new(),
-            broadcasts: HashMap::new(),
-            out_streams: HashMap::new(),
-            in_streams: HashMap::new(),
+            sends: BTreeMap::new(),
+            broadcasts: BTreeMap::new(),
+            out_streams: BTreeMap::new(),
+            in_streams: BTreeMap::new(),
             watchers: Vec::new(),
             guard: None,
             leaving: None,
@@ -568,21 +580,52 @@ impl<R: Runtime> Driver<R> {
         let id = op.id();
         self.lease_pending = Some(id);
         let (tx, rx) = oneshot::channel();
-        let store = self.store.clone();
         let group = self.group.clone();
-        self.rt.spawn_blocking(Box::new(move || {
-            let result = match &op {
-                LeaseOp::Read { .. } => store.read(&group).map(LeaseReply::Read),
-                LeaseOp::CompareAndSet {
-                    expected_version,
-                    write,
-                    ..
-                } => store
-                    .compare_and_set(&group, *expected_version, write)
-                    .map(LeaseReply::Cas),
-            };
-            let _ = tx.send(result);
-        }));
+        match self.store.clone() {
+            Store::Blocking(store) => self.rt.spawn_blocking(Box::new(move || {
+                let result = match &op {
+                    LeaseOp::Read { .. } => store.read(&group).map(LeaseReply::Read),
+                    LeaseOp::CompareAndSet {
+                        expected_version,
+                        write,
+                        ..
+                    } => store
+                        .compare_and_set(&group, *expected_version, write)
+                        .map(LeaseReply::Cas),
+                };
+                let _ = tx.send(result);
+            })),
+            // The call runs as its own task; when the timeout below gives
+            // up, dropping `rx` does not stop it, so it is raced against
+            // the receiver's cancellation to end with the timeout.
+            Store::Async(store) => self.rt.spawn(Box::pin(async move {
+                let mut tx = tx;
+                let call = async {
+                    match &op {
+                        LeaseOp::Read { .. } => store.read(&group).await.map(LeaseReply::Read),
+                        LeaseOp::CompareAndSet {
+                            expected_version,
+                            write,
+                            ..
+                        } => store
+                            .compare_and_set(&group, *expected_version, write)
+                            .await
+                            .map(LeaseReply::Cas),
+                    }
+                };
+                let result = {
+                    let call = std::pin::pin!(call);
+                    let cancelled = std::pin::pin!(tx.cancellation());
+                    match futures::future::select(call, cancelled).await {
+                        futures::future::Either::Left((result, _)) => Some(result),
+                        futures::future::Either::Right(_) => None,
+                    }
+                };
+                if let Some(result) = result {
+                    let _ = tx.send(result);
+                }
+            })),
+        }
         let rt = self.rt.clone();
         let limit = self.store_timeout;
         let answers = self.lease_tx.clone();

@@ -45,7 +45,8 @@
 //! Unknown, so the node steps down rather than guess); it feeds the node
 //! network messages, timers, store answers and your commands, and carries
 //! out what the node asks for. Store calls run on the runtime's blocking
-//! pool with a timeout ([`Builder::store_timeout`]); a failure or timeout
+//! pool (an [`store::AsyncLeaseStore`] runs as a task instead) with a
+//! timeout ([`Builder::store_timeout`]); a failure or timeout
 //! reaches the node as a store error, never a panic.
 //!
 //! Handlers run on their own tasks, at most [`Builder::max_handlers`] at

@@ -25,6 +25,7 @@ mod net;
 pub mod scenario;
 mod seeds;
 mod store;
+pub mod turmoil;
 
 pub use clock::{SimClock, EPOCH_NS};
 pub use cluster::{AppLog, Cluster, ClusterConfig, SimNode};

@@ -8,10 +8,19 @@
 //! `hedgerow_sim::scenario` for the format and the built-in names) and
 //! prints, per seed, violations and the convergence time after each phase.
 //!
+//! With `--net turmoil` the scenario runs the real facade (driver, TCP
+//! transport, framing) on turmoil hosts instead (see
+//! `hedgerow_sim::turmoil`), printing per seed the violations, time to the
+//! first leader, failover and convergence times, and messages and bytes per
+//! node per second.
+//!
 //! ```text
 //! cargo run --release -p hedgerow-sim -- --nodes 150 --seeds 5 [--bound-ms 50] [--preset lan|local|wan]
 //! cargo run --release -p hedgerow-sim -- --scenario scale-2-150-2 --seeds 5
+//! cargo run --release -p hedgerow-sim -- --net turmoil --scenario scale-2-150-2 --seeds 3 [--tick-ms 10]
 //! ```
+//!
+//! `HEDGEROW_SEED=<seed>` replays one seed, whatever `--seed`/`--seeds` say.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -27,6 +36,8 @@ struct Args {
     bound_ms: u64,
     preset: String,
     scenario: Option<String>,
+    turmoil: bool,
+    tick_ms: u64,
 }
 
 fn parse() -> Result<Args, String> {
@@ -37,6 +48,8 @@ fn parse() -> Result<Args, String> {
         bound_ms: 50,
         preset: "lan".into(),
         scenario: None,
+        turmoil: false,
+        tick_ms: 10,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -52,12 +65,28 @@ fn parse() -> Result<Args, String> {
             "--bound-ms" => a.bound_ms = num(value()?)?,
             "--preset" => a.preset = value()?,
             "--scenario" => a.scenario = Some(value()?),
+            "--net" => match value()?.as_str() {
+                "turmoil" => a.turmoil = true,
+                "inprocess" | "in-process" => a.turmoil = false,
+                other => return Err(format!("--net {other:?}: use turmoil or inprocess")),
+            },
+            "--tick-ms" => a.tick_ms = num(value()?)?.max(1),
             "-h" | "--help" => {
-                return Err("usage: hedgerow-sim [--scenario NAME|FILE] [--nodes N] [--seeds N | --seed S] [--bound-ms B] [--preset lan|local|wan]\n\
+                return Err("usage: hedgerow-sim [--net inprocess|turmoil] [--tick-ms T] [--scenario NAME|FILE] [--nodes N] [--seeds N | --seed S] [--bound-ms B] [--preset lan|local|wan]\n\
                      built-in scenarios: scale-2-150-2, partitions, lossy (see hedgerow_sim::scenario for the file format)".into())
             }
             other => return Err(format!("unknown argument {other:?}; try --help")),
         }
+    }
+    if let Some(seed) = std::env::var("HEDGEROW_SEED")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+    {
+        a.first_seed = seed;
+        a.seeds = 1;
+    }
+    if a.turmoil && a.scenario.is_none() {
+        return Err("--net turmoil runs a scenario: add --scenario NAME|FILE".into());
     }
     if a.nodes < 2 {
         return Err("--nodes must be at least 2".into());
@@ -87,6 +116,9 @@ fn main() -> ExitCode {
         }
     };
     let bound = Duration::from_millis(args.bound_ms);
+    if let (true, Some(name)) = (args.turmoil, &args.scenario) {
+        return run_turmoil(name, &args, node, bound);
+    }
     if let Some(name) = &args.scenario {
         return run_scenario(name, &args, node, bound);
     }
@@ -239,6 +271,46 @@ fn run_scenario(name: &str, args: &Args, node: Config, bound: Duration) -> ExitC
             }
             eprintln!(
                 "replay: cargo run --release -p hedgerow-sim -- --scenario {name} --seed {seed}"
+            );
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn run_turmoil(name: &str, args: &Args, node: Config, bound: Duration) -> ExitCode {
+    let scenario = match Scenario::load(name) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = hedgerow_sim::turmoil::TurmoilOptions {
+        tick: Duration::from_millis(args.tick_ms),
+        config: node,
+        bound,
+        ..Default::default()
+    };
+    println!(
+        "hedgerow-sim: scenario {} ({} steps) on turmoil (real driver and TCP transport, tick {:?}), preset {}, clock bound ±{bound:?}",
+        scenario.name,
+        scenario.steps.len(),
+        opts.tick,
+        args.preset
+    );
+    let mut failed = false;
+    for seed in args.first_seed..args.first_seed + args.seeds {
+        let report = hedgerow_sim::turmoil::run(&scenario, seed, &opts);
+        print!("{}", report.summary());
+        if !report.passed() {
+            failed = true;
+            eprintln!(
+                "replay: HEDGEROW_SEED={seed} cargo run --release -p hedgerow-sim -- --net turmoil --scenario {name} --tick-ms {}",
+                args.tick_ms
             );
         }
     }

@@ -18,6 +18,14 @@
 //! nothing that matters. The consequence for callers: never call a store
 //! from inside an async task; go through the blocking pool.
 //!
+//! # Async stores
+//!
+//! A store whose backend is reached with the runtime's own I/O implements
+//! [`AsyncLeaseStore`] instead; the driver runs its calls as tasks on the
+//! runtime with the same timeout. The simulator's store (a host on a
+//! simulated network) is one: a blocking call there could neither do
+//! simulated I/O nor stay deterministic.
+//!
 //! # Stores
 //!
 //! | store | feature | for |
@@ -35,6 +43,8 @@
 //! as [`StoreError::Corrupt`] rather than misread.
 
 use std::sync::Arc;
+
+use crate::runtime::BoxFuture;
 
 pub use hedgerow_core::{
     CasOutcome, Holder, LeaseRow, LeaseWrite, StoreError, LEASE_SCHEMA_VERSION,
@@ -116,6 +126,44 @@ impl<S: LeaseStore + ?Sized> LeaseStore for Box<S> {
         expected_version: Option<u64>,
         write: &LeaseWrite,
     ) -> Result<CasOutcome, StoreError> {
+        (**self).compare_and_set(group, expected_version, write)
+    }
+}
+
+/// A lease store whose calls are futures, for stores that speak to their
+/// backend with the runtime's own I/O (a simulated network, an async
+/// client). Same contract as [`LeaseStore`]: one atomic compare-and-set of
+/// the whole row on its version, every failure a [`StoreError`].
+///
+/// The driver runs each call as a task on the node's runtime (never on the
+/// blocking pool) and drops the future when the store timeout passes, so an
+/// implementation must tolerate being cancelled at any await: a write that
+/// was cancelled may or may not have been applied, exactly like a
+/// [`StoreError::Timeout`]. Pass one with `Builder::async_store`.
+pub trait AsyncLeaseStore: Send + Sync {
+    /// The row of `group`, or `None` if none was ever written.
+    fn read<'a>(&'a self, group: &'a str) -> BoxFuture<'a, Result<Option<LeaseRow>, StoreError>>;
+
+    /// As [`LeaseStore::compare_and_set`].
+    fn compare_and_set<'a>(
+        &'a self,
+        group: &'a str,
+        expected_version: Option<u64>,
+        write: &'a LeaseWrite,
+    ) -> BoxFuture<'a, Result<CasOutcome, StoreError>>;
+}
+
+impl<S: AsyncLeaseStore + ?Sized> AsyncLeaseStore for Arc<S> {
+    fn read<'a>(&'a self, group: &'a str) -> BoxFuture<'a, Result<Option<LeaseRow>, StoreError>> {
+        (**self).read(group)
+    }
+
+    fn compare_and_set<'a>(
+        &'a self,
+        group: &'a str,
+        expected_version: Option<u64>,
+        write: &'a LeaseWrite,
+    ) -> BoxFuture<'a, Result<CasOutcome, StoreError>> {
         (**self).compare_and_set(group, expected_version, write)
     }
 }
