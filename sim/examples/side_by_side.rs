@@ -56,16 +56,33 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let opts = foca_turmoil::Opts::default();
     let t0 = std::time::Instant::now();
-    let foca = foca_turmoil::run(&scenario, a.seed, &foca_turmoil::Opts::default());
-    eprintln!("foca: {:.1} s wall", t0.elapsed().as_secs_f64());
-    for s in &foca.skipped {
-        eprintln!("foca: skipped {s}");
-    }
+    let hedgerow = hedgerow_sim::turmoil::run(&scenario, a.seed, &opts.mirror);
+    eprintln!(
+        "hedgerow: {:.1} s wall, passed: {}{}",
+        t0.elapsed().as_secs_f64(),
+        hedgerow.passed(),
+        hedgerow
+            .error
+            .as_ref()
+            .map_or(String::new(), |e| format!(", error: {e}"))
+    );
     let t1 = std::time::Instant::now();
-    let table = side_by_side(&[("foca (turmoil)", &foca.trace)]);
-    eprintln!("metrics: {:.1} s wall", t1.elapsed().as_secs_f64());
-    println!("scenario {} seed {}\n", scenario.name, a.seed);
+    let foca = foca_turmoil::run(&scenario, a.seed, &opts);
+    eprintln!("foca: {:.1} s wall", t1.elapsed().as_secs_f64());
+    for s in &foca.skipped {
+        eprintln!("foca: no counterpart, skipped {s}");
+    }
+    let table = side_by_side(&[
+        ("hedgerow (turmoil, TCP)", &hedgerow.trace),
+        ("foca (turmoil, UDP)", &foca.trace),
+    ]);
+    println!(
+        "scenario `{}`, seed {}, turmoil tick {:?}\n",
+        scenario.name, a.seed, opts.mirror.tick
+    );
     println!("{table}");
+    println!("hedgerow config: {:?}\n", opts.mirror.config);
     println!("foca config: {:?}", foca.config);
 }

@@ -31,16 +31,20 @@ fn foca_grows_and_shrinks_and_every_live_view_ends_as_the_live_set() {
     let m = t.metrics();
 
     assert_eq!(m.nodes_started, 20);
-    // nodes, three waves up, the crash, three waves down.
-    assert_eq!(m.convergence.len(), 8, "{:?}", m.convergence);
+    // A mark per step (and per wave): nodes, three waves up, the crash,
+    // three waves down, and one after each `converge`.
+    assert_eq!(m.convergence.len(), 12, "{:?}", m.convergence);
     // Each `converge` step waited for agreement, so the last wave of each
-    // direction and the crash converged in time.
-    for k in [3, 4, 7] {
-        match m.convergence[k].2 {
-            Convergence::After(d) => {
-                assert!(d <= Duration::from_secs(40), "{:?}", m.convergence[k])
-            }
-            other => panic!("{} did not converge: {other}", m.convergence[k].0),
+    // direction and the crash converged before the next step.
+    for label in ["wave 3/3 to 20", "crash n", "wave 3/3 to 5"] {
+        let (l, _, c) = m
+            .convergence
+            .iter()
+            .find(|(l, ..)| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no mark {label}: {:?}", m.convergence));
+        match c {
+            Convergence::After(d) => assert!(*d <= Duration::from_secs(40), "{l}: {d:?}"),
+            other => panic!("{l} did not converge: {other}"),
         }
     }
     // The views at the end are the live set.
@@ -50,19 +54,39 @@ fn foca_grows_and_shrinks_and_every_live_view_ends_as_the_live_set() {
         let (_, _, view) = t.views.iter().rev().find(|(_, who, _)| who == n).unwrap();
         assert_eq!(view, last_live, "{n}");
     }
-    // A lossless network: nobody alive is declared dead, the cluster never
-    // splits, and a crash is seen within the suspicion timeout plus a few
-    // probe periods: each member probes one peer a period, round-robin, so
-    // at this size a dead one is picked within a few periods and, failing
-    // the probe, suspected; others learn "down" from gossip.
+    // A lossless network: nobody alive is declared dead and the cluster
+    // never splits.
     assert_eq!(m.false_reports, 0);
     assert_eq!(m.max_groups, 1);
+    // A crash is typically seen within the suspicion timeout plus a few
+    // probe periods: each member probes one peer a period, round-robin, so
+    // at this size a dead one is picked within a few periods, suspected,
+    // and declared down by the member that suspected it; the others learn
+    // it from gossip. The tail is longer: only the suspecting member runs
+    // the suspicion timer, and in a shrink wave it may leave before the
+    // timer fires, so the dead member must be probed and suspected again.
     assert!(m.true_reports >= 4, "the crash at 20 nodes: {m:?}");
-    let bound = report.config.probe_period * 10 + report.config.suspect_to_down_after;
-    assert!(m.detection_max.unwrap() <= bound, "{m:?}");
+    let cfg = &report.config;
+    assert!(
+        m.detection_p50.unwrap() <= cfg.suspect_to_down_after + cfg.probe_period * 3,
+        "{m:?}"
+    );
+    assert!(
+        m.detection_max.unwrap() <= (cfg.suspect_to_down_after + cfg.probe_period * 10) * 2,
+        "{m:?}"
+    );
     // Gossip costs something, and not kilobytes per second at this size.
     assert!(
         m.bytes_per_node_sec_mean > 10.0 && m.bytes_per_node_sec_max < 5_000.0,
         "{m:?}"
     );
+}
+
+#[test]
+fn the_same_seed_gives_the_same_foca_trace() {
+    let scenario = Scenario::parse("small-churn", SMALL_CHURN).unwrap();
+    let opts = foca_turmoil::Opts::default();
+    let a = foca_turmoil::run(&scenario, 11, &opts).trace;
+    let b = foca_turmoil::run(&scenario, 11, &opts).trace;
+    assert!(a == b, "two runs of seed 11 differ");
 }

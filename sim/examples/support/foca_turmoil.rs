@@ -2,14 +2,17 @@
 //! [`Scenario`], recorded as a [`MembershipTrace`] so that it can be set
 //! beside hedgerow's own runs.
 //!
-//! Each node is a turmoil host running one `Foca` over turmoil UDP. The
-//! driver outside the simulation replays the scenario's steps with the same
-//! seed-derived choices as `hedgerow_sim::scenario::run` (same generator,
-//! same draws over the same sorted live list), so the same nodes crash and
-//! leave in each wave. foca has no leader: `crash leader` / `leave leader`
-//! take the oldest live node, which draws nothing and so keeps the choices
-//! that follow aligned. Steps about the lease store, clocks or sends have no
-//! foca counterpart and are skipped (and reported).
+//! Each node is a turmoil host `n1`, `n2`, … running one `Foca` over
+//! turmoil UDP. The driver outside the simulation replays the scenario's
+//! steps exactly as hedgerow's turmoil runner (`hedgerow_sim::turmoil::run`)
+//! does: the same generator and the same draws (including the two clock
+//! draws it makes for every new host), the same sorted live list, the same
+//! reuse of the lowest stopped host when growing, the same marks and the
+//! same `converge` polling — so the same nodes crash and leave in each
+//! wave. foca has no leader: `crash leader` / `leave leader` take the
+//! oldest live node, which draws nothing and so keeps the choices that
+//! follow aligned. Steps about the lease store or clocks have no foca
+//! counterpart and only mark (and are reported as skipped).
 //!
 //! This file lives beside the examples, not in the library: foca is a
 //! dev-dependency only.
@@ -25,6 +28,7 @@ use foca::{Config, Foca, Identity, Notification, PostcardCodec, Runtime, Timer};
 use hedgerow_core::Rng;
 use hedgerow_sim::compare::{MembershipTrace, NodeName};
 use hedgerow_sim::scenario::{Scenario, Step, Target};
+use hedgerow_sim::turmoil::TurmoilOptions;
 use rand::SeedableRng;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -33,27 +37,14 @@ use tokio::time::Instant;
 const PORT: u16 = 7946;
 
 /// How the simulated network and foca are set up.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Opts {
-    /// turmoil's tick: every host runs this long per simulation step.
-    pub tick: Duration,
-    /// One-way latency range (turmoil draws from an exponential
-    /// distribution between them).
-    pub latency: (Duration, Duration),
+    /// The hedgerow turmoil run this one mirrors: its tick, `converge`
+    /// polling and the clock draws it makes per new host.
+    pub mirror: TurmoilOptions,
     /// The cluster size foca's LAN preset is computed for; `None`: the
     /// largest size the scenario reaches.
     pub cluster_size: Option<u32>,
-}
-
-impl Default for Opts {
-    fn default() -> Self {
-        // hedgerow-sim's default network: 0.2–2 ms one way.
-        Opts {
-            tick: Duration::from_millis(1),
-            latency: (Duration::from_micros(200), Duration::from_millis(2)),
-            cluster_size: None,
-        }
-    }
 }
 
 /// What a foca run produced.
@@ -306,7 +297,10 @@ async fn node_main(
         if idle && !seeds.is_empty() {
             wake = wake.min(next_announce);
         }
+        // `biased`: tokio's default random branch order would draw from an
+        // unseeded source and make runs differ.
         tokio::select! {
+            biased;
             got = socket.recv_from(&mut buf) => {
                 let (len, _from) = got?;
                 let mut io = HostIo { slot, socket: &socket, world: &world, timers: &mut timers, seq: &mut seq, idle };
@@ -363,6 +357,9 @@ struct Driver<'a> {
     world: Rc<RefCell<World>>,
     config: Config,
     seed: u64,
+    rng: Rng,
+    opts: TurmoilOptions,
+    held: BTreeSet<(usize, usize)>,
 }
 
 impl Driver<'_> {
@@ -370,20 +367,21 @@ impl Driver<'_> {
         self.sim.elapsed()
     }
 
-    fn step(&mut self) {
-        if let Err(e) = self.sim.step() {
-            panic!("turmoil step failed: {e}");
-        }
+    fn name(slot: usize) -> String {
+        format!("n{}", slot + 1)
     }
 
     fn run_for(&mut self, d: Duration) {
         let end = self.now() + d;
         while self.now() < end {
-            self.step();
+            if let Err(e) = self.sim.step() {
+                panic!("turmoil step failed: {e}");
+            }
         }
     }
 
-    /// Runs until every live view is the live set; how long that took.
+    /// Runs until every live view is the live set, looking as often as
+    /// hedgerow's runner does.
     fn run_until_agreed(&mut self, limit: Duration) -> Option<Duration> {
         let start = self.now();
         loop {
@@ -393,55 +391,105 @@ impl Driver<'_> {
             if self.now() - start >= limit {
                 return None;
             }
-            self.step();
+            self.run_for(self.opts.check_every);
         }
     }
 
-    fn add_node(&mut self) -> usize {
+    fn live(&self) -> Vec<usize> {
+        self.world.borrow().live()
+    }
+
+    fn pick(&mut self, t: Target) -> Option<usize> {
+        let live = self.live();
+        match t {
+            // No leader in SWIM: the oldest live node, drawing nothing.
+            Target::Leader => live.first().copied(),
+            Target::Random if live.is_empty() => None,
+            Target::Random => Some(live[self.rng.below(live.len() as u64) as usize]),
+            // Slots in scenarios are host numbers (`n<slot>`).
+            Target::Slot(s) => live.contains(&(s.wrapping_sub(1))).then(|| s - 1),
+        }
+    }
+
+    /// Starts a node on the lowest stopped host, or on a new one.
+    fn add_node(&mut self) {
         let at = self.now();
-        let slot = self.world.borrow().slots.len();
-        let name = format!("n{}", slot + 1);
-        let seed = mix(self.seed, slot);
-        let config = self.config.clone();
-        let world = self.world.clone();
-        self.sim.host(name.as_str(), move || {
-            node_main(world.clone(), slot, config.clone(), seed)
-        });
-        let ip = self.sim.lookup(name.as_str());
+        let free = {
+            let w = self.world.borrow();
+            (0..w.slots.len()).find(|s| !w.slots[*s].live)
+        };
+        let free = free.filter(|s| !self.sim.is_host_running(Self::name(*s).as_str()));
+        let seeds = {
+            let w = self.world.borrow();
+            w.live()
+                .iter()
+                .map(|s| SocketAddr::new(w.slots[*s].ip, PORT))
+                .collect()
+        };
+        let slot = match free {
+            Some(slot) => {
+                {
+                    let mut w = self.world.borrow_mut();
+                    let s = &mut w.slots[slot];
+                    s.live = true;
+                    s.left = false;
+                    s.bump = s.bump.wrapping_add(1);
+                    s.seeds = seeds;
+                    s.leave = Rc::new(Notify::new());
+                }
+                self.sim.bounce(Self::name(slot).as_str());
+                slot
+            }
+            None => {
+                // hedgerow's runner draws a clock offset and drift for
+                // every new host; draw the same to keep choices aligned.
+                let bound = u64::try_from(self.opts.bound.as_nanos()).unwrap_or(u64::MAX);
+                let span = (bound as f64 * self.opts.offset_fraction) as u64;
+                let _ = self.rng.below(2 * span + 1);
+                let _ = self.rng.below(2 * self.opts.drift_ppm * 1000 + 1);
+                let slot = self.world.borrow().slots.len();
+                let name = Self::name(slot);
+                let seed = mix(self.seed, slot);
+                let config = self.config.clone();
+                let world = self.world.clone();
+                self.sim.host(name.as_str(), move || {
+                    node_main(world.clone(), slot, config.clone(), seed)
+                });
+                let ip = self.sim.lookup(name.as_str());
+                let mut w = self.world.borrow_mut();
+                w.by_ip.insert(ip, slot);
+                w.slots.push(Slot {
+                    name,
+                    ip,
+                    live: true,
+                    left: false,
+                    bump: 0,
+                    seeds,
+                    leave: Rc::new(Notify::new()),
+                    view: BTreeSet::new(),
+                });
+                slot
+            }
+        };
         let mut w = self.world.borrow_mut();
-        let seeds = w
-            .live()
-            .iter()
-            .map(|s| SocketAddr::new(w.slots[*s].ip, PORT))
-            .collect();
-        w.by_ip.insert(ip, slot);
-        w.slots.push(Slot {
-            name: name.clone(),
-            ip,
-            live: true,
-            left: false,
-            bump: 0,
-            seeds,
-            leave: Rc::new(Notify::new()),
-            view: [name.clone()].into(),
-        });
-        w.trace.views.push((at, name.clone(), [name].into()));
+        let s = &mut w.slots[slot];
+        s.view = [s.name.clone()].into();
+        let (name, view) = (s.name.clone(), s.view.clone());
+        w.trace.views.push((at, name, view));
         w.record_live(at);
-        slot
     }
 
     fn crash(&mut self, slot: usize) {
         let at = self.now();
-        let name = {
+        {
             let mut w = self.world.borrow_mut();
             if !w.slots[slot].live {
                 return;
             }
             w.slots[slot].live = false;
             w.record_live(at);
-            w.slots[slot].name.clone()
-        };
-        self.sim.crash(name.as_str());
+        }
+        self.sim.crash(Self::name(slot).as_str());
     }
 
     fn leave(&mut self, slot: usize) {
@@ -460,7 +508,7 @@ impl Driver<'_> {
     fn restart(&mut self, slot: usize) {
         self.crash(slot);
         let at = self.now();
-        let name = {
+        {
             let mut w = self.world.borrow_mut();
             let seeds = w
                 .live()
@@ -469,15 +517,23 @@ impl Driver<'_> {
                 .collect();
             let s = &mut w.slots[slot];
             s.live = true;
-            s.bump += 1;
+            s.bump = s.bump.wrapping_add(1);
             s.seeds = seeds;
+            s.leave = Rc::new(Notify::new());
             s.view = [s.name.clone()].into();
             let (name, view) = (s.name.clone(), s.view.clone());
-            w.trace.views.push((at, name.clone(), view));
+            w.trace.views.push((at, name, view));
             w.record_live(at);
-            name
-        };
-        self.sim.bounce(name.as_str());
+        }
+        self.sim.bounce(Self::name(slot).as_str());
+    }
+
+    fn hold(&mut self, a: usize, b: usize) {
+        let pair = (a.min(b), a.max(b));
+        if a != b && self.held.insert(pair) {
+            self.sim
+                .hold(Self::name(pair.0).as_str(), Self::name(pair.1).as_str());
+        }
     }
 
     fn mark(&mut self, label: String) {
@@ -490,44 +546,34 @@ impl Driver<'_> {
 pub fn run(scenario: &Scenario, seed: u64, opts: &Opts) -> Report {
     let size = opts.cluster_size.unwrap_or_else(|| peak_size(scenario));
     let config = Config::new_lan(NonZeroU32::new(size).unwrap_or(NonZeroU32::MIN));
-    let mut latency = opts.latency;
-    let mut drop = 0.0;
+    let mut b = turmoil::Builder::new();
+    b.tick_duration(opts.mirror.tick)
+        .simulation_duration(Duration::from_secs(1_000_000))
+        .rng_seed(seed)
+        // A host takes every datagram of a busy tick.
+        .udp_capacity(1 << 16);
     for step in &scenario.steps {
         match step {
-            Step::NetLatency(a, b) => latency = (*a, *b),
-            Step::NetDrop(p) => drop = *p,
+            Step::NetLatency(lo, hi) => {
+                b.min_message_latency(*lo).max_message_latency(*hi);
+            }
+            Step::NetDrop(p) => {
+                b.fail_rate(*p);
+            }
             _ => {}
         }
     }
-    let sim = turmoil::Builder::new()
-        .simulation_duration(Duration::from_secs(100_000))
-        .tick_duration(opts.tick)
-        .min_message_latency(latency.0)
-        .max_message_latency(latency.1)
-        .fail_rate(drop)
-        .udp_capacity(1 << 16)
-        .rng_seed(seed)
-        .build();
     let mut d = Driver {
-        sim,
+        sim: b.build(),
         world: Rc::new(RefCell::new(World::default())),
         config: config.clone(),
         seed,
+        rng: Rng::new(seed ^ 0x7u64.rotate_left(40)),
+        opts: opts.mirror.clone(),
+        held: BTreeSet::new(),
     };
     let mut skipped = Vec::new();
-    // The same generator and draws as hedgerow_sim::scenario::run_with.
-    let mut rng = Rng::new(seed ^ 0x5CE7_A210);
-    let pick = |d: &Driver<'_>, rng: &mut Rng, t: Target| -> Option<usize> {
-        let live = d.world.borrow().live();
-        match t {
-            // No leader in SWIM: the oldest live node, drawing nothing.
-            Target::Leader => live.first().copied(),
-            Target::Random if live.is_empty() => None,
-            Target::Random => Some(live[rng.below(live.len() as u64) as usize]),
-            Target::Slot(s) => live.contains(&s).then_some(s),
-        }
-    };
-    for step in &scenario.steps {
+    for (i, step) in scenario.steps.iter().enumerate() {
         match step {
             Step::Nodes(n) => {
                 for _ in 0..*n {
@@ -535,11 +581,14 @@ pub fn run(scenario: &Scenario, seed: u64, opts: &Opts) -> Report {
                 }
                 d.mark(format!("nodes {n}"));
             }
-            Step::Run(t) => d.run_for(*t),
+            Step::Run(t) => {
+                d.run_for(*t);
+                d.mark(format!("run {t:?}"));
+            }
             Step::ScaleTo { n, waves, over } => {
                 let pause = *over / *waves as u32;
                 for w in 0..*waves {
-                    let live = d.world.borrow().live().len();
+                    let live = d.live().len();
                     let left = *waves - w;
                     if live < *n {
                         for _ in 0..(*n - live).div_ceil(left) {
@@ -547,55 +596,104 @@ pub fn run(scenario: &Scenario, seed: u64, opts: &Opts) -> Report {
                         }
                     } else {
                         for _ in 0..(live - *n).div_ceil(left) {
-                            let l = d.world.borrow().live();
-                            let s = l[rng.below(l.len() as u64) as usize];
-                            if rng.below(4) == 0 {
+                            let l = d.live();
+                            let s = l[d.rng.below(l.len() as u64) as usize];
+                            if d.rng.below(4) == 0 {
                                 d.crash(s);
                             } else {
                                 d.leave(s);
                             }
                         }
                     }
-                    let now = d.world.borrow().live().len();
-                    d.mark(format!("scale-to {n} wave {}/{waves} ({now} live)", w + 1));
+                    d.mark(format!("wave {}/{waves} to {n}", w + 1));
                     d.run_for(pause);
                 }
             }
             Step::Crash(t) => {
-                if let Some(s) = pick(&d, &mut rng, *t) {
+                if let Some(s) = d.pick(*t) {
                     d.crash(s);
-                    d.mark(format!("crash {t:?}"));
+                    d.mark(format!("crash {}", Driver::name(s)));
                 }
             }
             Step::Leave(t) => {
-                if let Some(s) = pick(&d, &mut rng, *t) {
+                if let Some(s) = d.pick(*t) {
                     d.leave(s);
-                    d.mark(format!("leave {t:?}"));
+                    d.mark(format!("leave {}", Driver::name(s)));
                 }
             }
             Step::Restart(t) => {
-                if let Some(s) = pick(&d, &mut rng, *t) {
+                if let Some(s) = d.pick(*t) {
                     d.restart(s);
-                    d.mark(format!("restart {t:?}"));
+                    d.mark(format!("restart {}", Driver::name(s)));
                 }
+            }
+            Step::Isolate(t) => {
+                if let Some(s) = d.pick(*t) {
+                    let all = d.world.borrow().slots.len();
+                    for o in 0..all {
+                        d.hold(s, o);
+                    }
+                    d.mark(format!("isolate {}", Driver::name(s)));
+                }
+            }
+            Step::Split => {
+                let live = d.live();
+                let (a, b) = live.split_at(live.len() / 2);
+                for x in a {
+                    for y in b {
+                        d.hold(*x, *y);
+                    }
+                }
+                d.mark("split".into());
+            }
+            Step::Heal => {
+                for (a, b) in std::mem::take(&mut d.held) {
+                    d.sim
+                        .release(Driver::name(a).as_str(), Driver::name(b).as_str());
+                }
+                d.mark("heal".into());
             }
             Step::Converge(limit) => {
                 let _ = d.run_until_agreed(*limit);
+                d.mark(format!("converged #{}", i + 1));
             }
             Step::NetDrop(_) | Step::NetDup(_) | Step::NetLatency(..) => {}
-            Step::Isolate(t) | Step::CutStore(t, _) | Step::ClockUnknown(t) => {
-                // Keep the draws aligned with hedgerow's runner.
-                let _ = pick(&d, &mut rng, *t);
+            // No store and no clocks in SWIM: only the time passes and the
+            // marks and draws stay aligned with hedgerow's runner.
+            Step::StoreDown(t) => {
                 skipped.push(format!("{step:?}"));
+                d.mark("store down".into());
+                d.run_for(*t);
+                d.mark("store up".into());
+            }
+            Step::StoreSpike(extra, t) => {
+                skipped.push(format!("{step:?}"));
+                d.mark(format!("store spike {extra:?}"));
+                d.run_for(*t);
+                d.mark("store spike over".into());
+            }
+            Step::CutStore(t, dur) => {
+                skipped.push(format!("{step:?}"));
+                if let Some(s) = d.pick(*t) {
+                    d.mark(format!("cut-store {}", Driver::name(s)));
+                    d.run_for(*dur);
+                    d.mark(format!("uncut-store {}", Driver::name(s)));
+                }
+            }
+            Step::ClockUnknown(t) => {
+                skipped.push(format!("{step:?}"));
+                if let Some(s) = d.pick(*t) {
+                    d.mark(format!("clock unknown {}", Driver::name(s)));
+                }
             }
             Step::Send(k) => {
+                skipped.push(format!("{step:?}"));
                 for _ in 0..*k {
-                    let _ = pick(&d, &mut rng, Target::Random);
+                    if d.pick(Target::Random).is_some() {
+                        let _ = d.rng.next_u64();
+                    }
                 }
-                skipped.push(format!("{step:?}"));
-            }
-            Step::Split | Step::Heal | Step::StoreDown(_) | Step::StoreSpike(..) => {
-                skipped.push(format!("{step:?}"));
+                d.mark(format!("send {k}"));
             }
         }
     }
