@@ -90,3 +90,25 @@ fn the_same_seed_gives_the_same_foca_trace() {
     let b = foca_turmoil::run(&scenario, 11, &opts).trace;
     assert!(a == b, "two runs of seed 11 differ");
 }
+
+#[test]
+fn foca_and_hedgerow_churn_the_same_nodes() {
+    // No `leader` targets: those pick hedgerow's leader, which foca lacks.
+    let scenario = Scenario::parse("small-churn", SMALL_CHURN).unwrap();
+    let opts = foca_turmoil::Opts::default();
+    let foca = foca_turmoil::run(&scenario, 3, &opts).trace;
+    let hedgerow = hedgerow_sim::turmoil::run(&scenario, 3, &opts.mirror).trace;
+    let sets = |t: &hedgerow_sim::compare::MembershipTrace| -> Vec<_> {
+        // hedgerow's runner also records the empty set it starts from.
+        t.live
+            .iter()
+            .filter(|(_, s)| !s.is_empty())
+            .map(|(_, s)| s.clone())
+            .collect()
+    };
+    assert_eq!(sets(&foca), sets(&hedgerow));
+    let labels = |t: &hedgerow_sim::compare::MembershipTrace| -> Vec<_> {
+        t.marks.iter().map(|(_, l)| l.clone()).collect()
+    };
+    assert_eq!(labels(&foca), labels(&hedgerow));
+}
