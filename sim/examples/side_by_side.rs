@@ -10,7 +10,9 @@
 #[path = "support/foca_turmoil.rs"]
 mod foca_turmoil;
 
-use hedgerow_sim::compare::side_by_side;
+use std::time::Duration;
+
+use hedgerow_sim::compare::{side_by_side, MembershipTrace};
 use hedgerow_sim::scenario::Scenario;
 
 struct Args {
@@ -39,6 +41,18 @@ fn args() -> Result<Args, String> {
         }
     }
     Ok(a)
+}
+
+/// Reports whose subject was in the live set at that instant, to look into.
+fn false_reports(t: &MembershipTrace) -> Vec<(Duration, String, String)> {
+    t.failed_reports
+        .iter()
+        .filter(|(at, _, subject)| {
+            let i = t.live.partition_point(|(l, _)| l <= at);
+            i > 0 && t.live[i - 1].1.contains(subject)
+        })
+        .cloned()
+        .collect()
 }
 
 fn main() {
@@ -71,6 +85,10 @@ fn main() {
     let t1 = std::time::Instant::now();
     let foca = foca_turmoil::run(&scenario, a.seed, &opts);
     eprintln!("foca: {:.1} s wall", t1.elapsed().as_secs_f64());
+    eprintln!(
+        "foca: {} down verdicts about an earlier incarnation of a restarted host (not counted)",
+        foca.stale_incarnation_reports
+    );
     for s in &foca.skipped {
         eprintln!("foca: no counterpart, skipped {s}");
     }
@@ -83,6 +101,27 @@ fn main() {
         scenario.name, a.seed, opts.mirror.tick
     );
     println!("{table}");
+    println!(
+        "Mark times (@) are the first column's; a `converge` step that takes longer \
+         in one run shifts that run's later marks.\n"
+    );
+    // `SIDE_BY_SIDE_DUMP=dir` keeps both traces, to look into a number.
+    if let Some(dir) = std::env::var_os("SIDE_BY_SIDE_DUMP") {
+        let dir = std::path::PathBuf::from(dir);
+        for (file, t) in [
+            ("hedgerow.trace", &hedgerow.trace),
+            ("foca.trace", &foca.trace),
+        ] {
+            if let Err(e) = std::fs::write(dir.join(file), format!("{t:#?}")) {
+                eprintln!("cannot write {file}: {e}");
+            }
+        }
+    }
+    for (who, t) in [("hedgerow", &hedgerow.trace), ("foca", &foca.trace)] {
+        for (at, reporter, subject) in false_reports(t).iter().take(10) {
+            eprintln!("{who}: false dead report at {at:?}: {reporter} said {subject} failed");
+        }
+    }
     println!("hedgerow config: {:?}\n", opts.mirror.config);
     println!("foca config: {:?}", foca.config);
 }

@@ -26,6 +26,8 @@ fn foca_grows_and_shrinks_and_every_live_view_ends_as_the_live_set() {
     let scenario = Scenario::parse("small-churn", SMALL_CHURN).unwrap();
     let report = foca_turmoil::run(&scenario, 7, &foca_turmoil::Opts::default());
     assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    // No host starts twice in this schedule.
+    assert_eq!(report.stale_incarnation_reports, 0);
     assert_eq!(foca_turmoil::peak_size(&scenario), 20);
     let t = &report.trace;
     let m = t.metrics();
