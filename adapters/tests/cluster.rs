@@ -487,6 +487,92 @@ async fn clock_and_store_failures<R: Runtime>(rt: R) {
     node.shutdown().await;
 }
 
+/// The shared `MemoryStore` behind the async store trait, with a switch
+/// that makes every call hang (the driver's timeout must give up on it).
+#[derive(Clone)]
+struct AsyncMemory {
+    inner: MemoryStore,
+    hang: Arc<AtomicBool>,
+}
+
+impl AsyncMemory {
+    async fn gate(&self) {
+        if self.hang.load(Ordering::SeqCst) {
+            futures::future::pending::<()>().await;
+        }
+    }
+}
+
+impl hedgerow::store::AsyncLeaseStore for AsyncMemory {
+    fn read<'a>(
+        &'a self,
+        group: &'a str,
+    ) -> hedgerow::runtime::BoxFuture<
+        'a,
+        Result<Option<hedgerow::store::LeaseRow>, hedgerow::store::StoreError>,
+    > {
+        use hedgerow::store::LeaseStore;
+        Box::pin(async move {
+            self.gate().await;
+            self.inner.read(group)
+        })
+    }
+
+    fn compare_and_set<'a>(
+        &'a self,
+        group: &'a str,
+        expected_version: Option<u64>,
+        write: &'a hedgerow::store::LeaseWrite,
+    ) -> hedgerow::runtime::BoxFuture<
+        'a,
+        Result<hedgerow::store::CasOutcome, hedgerow::store::StoreError>,
+    > {
+        use hedgerow::store::LeaseStore;
+        Box::pin(async move {
+            self.gate().await;
+            self.inner.compare_and_set(group, expected_version, write)
+        })
+    }
+}
+
+/// An async store: nodes elect through it; when its calls hang, the
+/// driver's timeout turns them into errors, the leader steps down by its
+/// expiry and nobody takes over; when they answer again, a leader returns.
+async fn async_store<R: Runtime>(rt: R) {
+    let store = AsyncMemory {
+        inner: MemoryStore::new(),
+        hang: Arc::default(),
+    };
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let node = Builder::<R>::new("facade-async-store", format!("n{i}"), "127.0.0.1:0")
+            .runtime(rt.clone())
+            .async_store(store.clone())
+            .clock(SystemClock::new(BOUND))
+            .config(local)
+            .start()
+            .await
+            .expect("node starts");
+        nodes.push(node);
+    }
+    assert!(wait_until(&rt, Duration::from_secs(10), || converged(&nodes).is_some()).await);
+    store.hang.store(true, Ordering::SeqCst);
+    let cfg = Config::local("x");
+    let limit = cfg.lease_duration + 2 * BOUND + cfg.renew_interval() * 2;
+    assert!(
+        wait_until(&rt, limit, || nodes.iter().all(|n| !n.is_leader())).await,
+        "a leader kept leading without a store answer"
+    );
+    store.hang.store(false, Ordering::SeqCst);
+    assert!(
+        wait_until(&rt, limit * 2, || nodes.iter().any(|n| n.is_leader())).await,
+        "no leader after the store answered again"
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
 #[cfg(feature = "tokio")]
 fn on_tokio<F, Fut>(test: F)
 where
@@ -542,4 +628,5 @@ per_runtime!(
     leave_hands_over,
     clock_and_store_failures,
     refuses_other_cluster,
+    async_store,
 );

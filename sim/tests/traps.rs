@@ -434,3 +434,35 @@ fn a_recreated_table_does_not_reuse_tokens() {
     assert!(after > before, "token {after} after {before}");
     c.assert_no_violations();
 }
+
+/// Found by the turmoil runner: a member that cannot take over (a clock
+/// that may not lead, or `candidate = false`) and starts before any leader
+/// exists finds nobody in its start-up read; it must keep looking, and
+/// follow the leader elected after it.
+#[test]
+fn a_member_that_cannot_lead_started_first_finds_the_later_leader() {
+    for seed in seeds(0x11F1, 5).list {
+        for via_config in [false, true] {
+            let mut c = Cluster::new(ClusterConfig::new(seed));
+            let first = if via_config {
+                let mut cfg = Config::lan("sim");
+                cfg.candidate = false;
+                c.add_node_with(cfg)
+            } else {
+                let s = c.add_node();
+                let clock = SimClock {
+                    status: ClockStatus::Disrupted,
+                    ..c.node(s).clock
+                };
+                c.set_clock(s, clock);
+                s
+            };
+            c.run_for(Duration::from_secs(3));
+            c.add_node();
+            c.add_node();
+            converged(&mut c, 15);
+            assert!(c.node(first).node.leader().is_some(), "seed {seed}");
+            c.assert_no_violations();
+        }
+    }
+}

@@ -6,6 +6,11 @@
 //!
 //! `HEDGEROW_TURMOIL_SEEDS=<n>` sets how many seeds the scale scenario runs
 //! (default 3); `HEDGEROW_SEED=<seed>` replays one.
+//!
+//! Wall time on 2 busy cores: every test but the scale one takes well under
+//! a second; the scale scenario takes 30–50 s per seed under `cargo test`
+//! (the test profile is opt-level 1) and 25–55 s per seed with `--release`,
+//! so the default three seeds cost about two to two and a half minutes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -140,5 +145,41 @@ fn scale_2_150_2_over_turmoil_has_no_violations() {
     assert!(
         failed.is_empty(),
         "failing seeds (replay with HEDGEROW_SEED): {failed:?}"
+    );
+}
+
+#[test]
+fn steps_turmoil_cannot_carry_out_stop_the_run_with_a_reason() {
+    let r = run(
+        &scenario("nodes 2\nconverge within 10s\nnet dup 0.1\nrun 1s\n"),
+        4,
+        &TurmoilOptions::default(),
+    );
+    let e = r.error.as_deref().expect("an error, not a skipped step");
+    assert!(e.contains("net dup") && e.contains("step 3"), "{e}");
+    assert!(!r.passed());
+}
+
+#[test]
+fn a_node_whose_clock_is_disrupted_is_a_member_and_never_leads() {
+    use hedgerow_core::ClockStatus;
+    let s = scenario(
+        "nodes 1\nrun 3s\nnodes 2\nconverge within 15s\ncrash leader\nconverge within 30s\n",
+    );
+    let opts = TurmoilOptions {
+        clock_status: vec![(1, ClockStatus::Disrupted)],
+        ..TurmoilOptions::default()
+    };
+    let r = run(&s, 5, &opts);
+    print!("{}", r.summary());
+    assert!(r.passed(), "{}", r.summary());
+    assert!(
+        r.elections.iter().all(|(_, n, _)| n != "n1"),
+        "{:?}",
+        r.elections
+    );
+    assert!(
+        r.elections.len() >= 2,
+        "a leader, then another after the crash"
     );
 }

@@ -54,6 +54,9 @@ pub struct TurmoilOptions {
     /// true time (negative: behind) whatever its bound says. The overlap
     /// checker must then catch what it causes.
     pub broken_clock: Option<(usize, i64)>,
+    /// Nodes `n<slot>` whose clocks report this status from the start
+    /// (e.g. Disrupted or Unknown): they may be members, never leaders.
+    pub clock_status: Vec<(usize, ClockStatus)>,
     /// Store call timeout (default: the facade's, a renew interval).
     pub store_timeout: Option<Duration>,
     /// How often `converge within` looks at the cluster (default 100 ms).
@@ -75,6 +78,7 @@ impl Default for TurmoilOptions {
             offset_fraction: 0.9,
             drift_ppm: 100,
             broken_clock: None,
+            clock_status: Vec::new(),
             store_timeout: None,
             check_every: Duration::from_millis(100),
             sample_every: Some(Duration::from_millis(100)),
@@ -690,7 +694,11 @@ impl Runner<'_> {
         let offset = self.rng.below(2 * span + 1) as i64 - span as i64;
         let d = self.opts.drift_ppm * 1000;
         let drift = self.rng.below(2 * d + 1) as i64 - d as i64;
-        ClockParams::honest(offset, drift, bound)
+        let mut params = ClockParams::honest(offset, drift, bound);
+        if let Some((_, status)) = self.opts.clock_status.iter().find(|(s, _)| *s == slot) {
+            params.status = *status;
+        }
+        params
     }
 
     /// Starts a node: a free host is restarted, else a new host is added.
