@@ -352,6 +352,20 @@ pub fn side_by_side(runs: &[(&str, &MembershipTrace)]) -> String {
         row(&format!("views = live set after {label}"), cells);
     }
     row(
+        "marks converged before the next step",
+        metrics
+            .iter()
+            .map(|m| {
+                let ok = m
+                    .convergence
+                    .iter()
+                    .filter(|(.., c)| matches!(c, Convergence::After(_)))
+                    .count();
+                format!("{ok} of {}", m.convergence.len())
+            })
+            .collect(),
+    );
+    row(
         "distinct views (live nodes)",
         metrics
             .iter()
@@ -513,6 +527,10 @@ mod tests {
         );
         assert!(
             table.contains("| false \"dead\" reports | 1 | 1 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| marks converged before the next step | 2 of 2 | 2 of 2 |"),
             "{table}"
         );
     }
