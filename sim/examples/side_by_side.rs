@@ -13,7 +13,7 @@ mod foca_turmoil;
 use std::time::Duration;
 
 use hedgerow_sim::compare::{side_by_side, MembershipTrace};
-use hedgerow_sim::scenario::Scenario;
+use hedgerow_sim::scenario::{Scenario, Step, Target};
 
 struct Args {
     scenario: String,
@@ -55,6 +55,32 @@ fn false_reports(t: &MembershipTrace) -> Vec<(Duration, String, String)> {
         .collect()
 }
 
+/// The hosts hedgerow's run acted on for each `crash|leave|restart
+/// leader` step, in step order: the k-th crash step's host is in the k-th
+/// `crash` mark, and so on.
+fn leader_hosts(scenario: &Scenario, t: &MembershipTrace) -> Vec<String> {
+    let marks = |verb: &'static str| {
+        t.marks
+            .iter()
+            .filter_map(move |(_, l)| l.strip_prefix(verb).map(str::to_string))
+    };
+    let (mut crashes, mut leaves, mut restarts) =
+        (marks("crash "), marks("leave "), marks("restart "));
+    let mut out = Vec::new();
+    for step in &scenario.steps {
+        let (host, target) = match step {
+            Step::Crash(t) => (crashes.next(), t),
+            Step::Leave(t) => (leaves.next(), t),
+            Step::Restart(t) => (restarts.next(), t),
+            _ => continue,
+        };
+        if let (Target::Leader, Some(h)) = (target, host) {
+            out.push(h);
+        }
+    }
+    out
+}
+
 fn main() {
     let a = match args() {
         Ok(a) => a,
@@ -82,8 +108,28 @@ fn main() {
             .as_ref()
             .map_or(String::new(), |e| format!(", error: {e}"))
     );
+    // foca has no leader: act on the hosts hedgerow's `leader` steps did.
+    let opts = foca_turmoil::Opts {
+        leader_hosts: leader_hosts(&scenario, &hedgerow.trace),
+        ..opts
+    };
     let t1 = std::time::Instant::now();
     let foca = foca_turmoil::run(&scenario, a.seed, &opts);
+    let hosts = |t: &MembershipTrace| -> Vec<_> {
+        t.live
+            .iter()
+            .filter(|(_, s)| !s.is_empty())
+            .map(|(_, s)| s.clone())
+            .collect()
+    };
+    eprintln!(
+        "same hosts started, crashed and left in the same order: {}",
+        if hosts(&hedgerow.trace) == hosts(&foca.trace) {
+            "yes"
+        } else {
+            "NO"
+        }
+    );
     eprintln!("foca: {:.1} s wall", t1.elapsed().as_secs_f64());
     eprintln!(
         "foca: {} down verdicts about an earlier incarnation of a restarted host (not counted)",

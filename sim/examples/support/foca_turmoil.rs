@@ -9,9 +9,10 @@
 //! draws it makes for every new host), the same sorted live list, the same
 //! reuse of the lowest stopped host when growing, the same marks and the
 //! same `converge` polling — so the same nodes crash and leave in each
-//! wave. foca has no leader: `crash leader` / `leave leader` take the
-//! oldest live node, which draws nothing and so keeps the choices that
-//! follow aligned. Steps about the lease store or clocks have no foca
+//! wave. foca has no leader: `crash leader` / `leave leader` take the host
+//! named in [`Opts::leader_hosts`] (the side-by-side passes the leaders
+//! hedgerow's run acted on) or else the oldest live node; neither draws, so
+//! the choices that follow stay aligned. Steps about the lease store or clocks have no foca
 //! counterpart and only mark (and are reported as skipped).
 //!
 //! This file lives beside the examples, not in the library: foca is a
@@ -45,6 +46,10 @@ pub struct Opts {
     /// The cluster size foca's LAN preset is computed for; `None`: the
     /// largest size the scenario reaches.
     pub cluster_size: Option<u32>,
+    /// The hosts to act on for `leader` targets, in step order (e.g. the
+    /// leaders hedgerow's run crashed), so both runs churn the same hosts;
+    /// once used up, or when one is not live, the oldest live node.
+    pub leader_hosts: Vec<String>,
 }
 
 /// What a foca run produced.
@@ -366,6 +371,7 @@ struct Driver<'a> {
     seed: u64,
     rng: Rng,
     opts: TurmoilOptions,
+    leader_hosts: std::collections::VecDeque<String>,
     held: BTreeSet<(usize, usize)>,
 }
 
@@ -409,8 +415,16 @@ impl Driver<'_> {
     fn pick(&mut self, t: Target) -> Option<usize> {
         let live = self.live();
         match t {
-            // No leader in SWIM: the oldest live node, drawing nothing.
-            Target::Leader => live.first().copied(),
+            // No leader in SWIM: the host the caller names, else the
+            // oldest live node; neither draws, so later choices stay
+            // aligned.
+            Target::Leader => {
+                let named = self.leader_hosts.pop_front().and_then(|h| {
+                    let n: usize = h.strip_prefix('n')?.parse().ok()?;
+                    live.contains(&n.checked_sub(1)?).then(|| n - 1)
+                });
+                named.or_else(|| live.first().copied())
+            }
             Target::Random if live.is_empty() => None,
             Target::Random => Some(live[self.rng.below(live.len() as u64) as usize]),
             // Slots in scenarios are host numbers (`n<slot>`).
@@ -577,6 +591,7 @@ pub fn run(scenario: &Scenario, seed: u64, opts: &Opts) -> Report {
         seed,
         rng: Rng::new(seed ^ 0x7u64.rotate_left(40)),
         opts: opts.mirror.clone(),
+        leader_hosts: opts.leader_hosts.iter().cloned().collect(),
         held: BTreeSet::new(),
     };
     let mut skipped = Vec::new();
