@@ -67,10 +67,11 @@ pub struct Metrics {
     pub convergence: Vec<(String, Duration, Convergence)>,
     /// Distinct views held by live nodes over the run.
     pub distinct_views: usize,
-    /// The most groups of live, joined nodes that did not know of each
-    /// other at one instant (1 = no split). A node is in a group with every
-    /// node in its view and every node that has it in theirs; a node whose
-    /// view holds only itself has not joined yet and is not counted.
+    /// The most groups of live nodes that did not know of each other at one
+    /// instant (1 = no split). A node is in a group with every live node in
+    /// its view and every live node that has it in theirs, so groups whose
+    /// views overlap are one; a node alone (nobody live in its view, in
+    /// nobody's view) has not joined yet and is not counted.
     pub max_groups: usize,
     /// Reports that a node failed while it was alive at that instant.
     pub false_reports: usize,
@@ -130,17 +131,13 @@ impl<'a> Replay<'a> {
             .all(|n| self.views.get(n).is_some_and(|v| *v == self.live))
     }
 
-    /// Connected groups among live nodes whose view holds someone else.
+    /// Connected groups of live nodes, linked by who is in whose view;
+    /// a node alone (nobody live in its view, in nobody's view) has not
+    /// joined and is no group.
     fn groups(&self) -> usize {
-        let joined: Vec<&str> = self
-            .live
-            .iter()
-            .copied()
-            .filter(|n| self.views.get(n).is_some_and(|v| v.iter().any(|m| m != n)))
-            .collect();
-        let index: BTreeMap<&str, usize> =
-            joined.iter().enumerate().map(|(i, n)| (*n, i)).collect();
-        let mut parent: Vec<usize> = (0..joined.len()).collect();
+        let live: Vec<&str> = self.live.iter().copied().collect();
+        let index: BTreeMap<&str, usize> = live.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+        let mut parent: Vec<usize> = (0..live.len()).collect();
         fn root(p: &mut [usize], mut i: usize) -> usize {
             while p[i] != i {
                 p[i] = p[p[i]];
@@ -148,7 +145,7 @@ impl<'a> Replay<'a> {
             }
             i
         }
-        for (i, n) in joined.iter().enumerate() {
+        for (i, n) in live.iter().enumerate() {
             for m in self.views.get(n).into_iter().flatten() {
                 if let Some(&j) = index.get(m) {
                     let (a, b) = (root(&mut parent, i), root(&mut parent, j));
@@ -156,9 +153,11 @@ impl<'a> Replay<'a> {
                 }
             }
         }
-        (0..joined.len())
-            .filter(|&i| root(&mut parent, i) == i)
-            .count()
+        let mut size = vec![0usize; live.len()];
+        for i in 0..live.len() {
+            size[root(&mut parent, i)] += 1;
+        }
+        size.iter().filter(|&&n| n >= 2).count()
     }
 }
 
@@ -514,6 +513,23 @@ mod tests {
         let m = t.metrics();
         assert_eq!(m.max_groups, 2);
         assert_eq!(m.distinct_views, 4);
+    }
+
+    #[test]
+    fn views_that_overlap_are_one_group() {
+        // x and z do not know each other, but both know y, which has just
+        // restarted and knows nobody yet: one group, not two.
+        let t = MembershipTrace {
+            live: vec![(ms(0), set(&["x", "y", "z"]))],
+            views: vec![
+                (ms(0), "x".into(), set(&["x", "y"])),
+                (ms(0), "z".into(), set(&["z", "y"])),
+                (ms(0), "y".into(), set(&["y"])),
+            ],
+            duration: ms(10),
+            ..Default::default()
+        };
+        assert_eq!(t.metrics().max_groups, 1);
     }
 
     #[test]

@@ -339,7 +339,8 @@ async fn node_main(
     }
 }
 
-/// The hedgerow-sim seed mixer, so that per-node seeds differ.
+/// splitmix64 of the run's seed and a slot: each node's foca gets its own
+/// generator, all from the one seed.
 fn mix(seed: u64, slot: usize) -> u64 {
     let mut z = seed ^ (slot as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
