@@ -183,3 +183,29 @@ fn a_node_whose_clock_is_disrupted_is_a_member_and_never_leads() {
         "a leader, then another after the crash"
     );
 }
+
+/// Sends across a leader crash, a restart and a leave of one node in the
+/// same instant, a joining wave, a leader whose clock turns Unknown, a
+/// store outage, a leader cut from the store, and a split: no violation,
+/// and the group converges after each.
+#[test]
+fn mixed_chaos_over_turmoil_converges_without_violations() {
+    let s = scenario(
+        "nodes 5\nconverge within 15s\nsend 20\ncrash leader\nsend 20\nconverge within 30s\n\
+         restart random\nleave random\nnodes 3\nclock unknown leader\nsend 10\nconverge within 30s\n\
+         store down 4s\ncut-store leader 12s\nconverge within 40s\n\
+         split\nsend 10\nrun 8s\nheal\nconverge within 40s\n",
+    );
+    let seeds: Vec<u64> = match std::env::var("HEDGEROW_SEED")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+    {
+        Some(seed) => vec![seed],
+        None => (1..=10).collect(),
+    };
+    for seed in seeds {
+        let r = run(&s, seed, &TurmoilOptions::default());
+        assert!(r.passed(), "{}", r.summary());
+        assert!(r.sends.2 > 0, "some sends were handled: {}", r.summary());
+    }
+}

@@ -350,6 +350,20 @@ struct Shared {
     seq: u64,
     handles: BTreeMap<usize, Hedgerow>,
     cmds: BTreeMap<usize, mpsc::UnboundedSender<Cmd>>,
+    /// Commands for a process that has not booted yet (just started or
+    /// restarted): handed to it when it registers.
+    pending: BTreeMap<usize, Vec<Cmd>>,
+}
+
+impl Shared {
+    fn command(&mut self, slot: usize, cmd: Cmd) {
+        match self.cmds.get(&slot) {
+            Some(tx) => {
+                let _ = tx.unbounded_send(cmd);
+            }
+            None => self.pending.entry(slot).or_default().push(cmd),
+        }
+    }
 }
 
 impl Shared {
@@ -446,6 +460,9 @@ async fn host_main(ctx: HostCtx) -> Result<(), Box<dyn std::error::Error>> {
         sh.handles.insert(slot, node.clone());
         sh.cmds.insert(slot, tx.clone());
         sh.rec(ctx.truth.now_ns(), slot, inc, What::Booted);
+        for cmd in sh.pending.remove(&slot).unwrap_or_default() {
+            let _ = tx.unbounded_send(cmd);
+        }
     }
     let record = |what: What| {
         let t = ctx.truth.now_ns();
@@ -773,6 +790,7 @@ impl Runner<'_> {
             *self.messages.entry(name(slot)).or_default() += h.stats().messages_sent;
         }
         sh.cmds.remove(&slot);
+        sh.pending.remove(&slot);
     }
 
     fn crash(&mut self, slot: usize) {
@@ -784,13 +802,14 @@ impl Runner<'_> {
     }
 
     fn leave(&mut self, slot: usize) {
-        if let Some(tx) = lock(&self.shared).cmds.get(&slot) {
-            let _ = tx.unbounded_send(Cmd::Leave);
-        }
-        if let Some(h) = lock(&self.shared).handles.get(&slot) {
+        let mut sh = lock(&self.shared);
+        sh.command(slot, Cmd::Leave);
+        // Later commands go nowhere: this process is on its way out.
+        sh.cmds.remove(&slot);
+        if let Some(h) = sh.handles.remove(&slot) {
             *self.messages.entry(name(slot)).or_default() += h.stats().messages_sent;
         }
-        lock(&self.shared).handles.remove(&slot);
+        drop(sh);
         self.slots[slot].alive = false;
         self.live_changed();
     }
@@ -996,9 +1015,7 @@ impl Runner<'_> {
                 for _ in 0..*k {
                     if let Some(s) = self.pick(Target::Random) {
                         let n = self.rng.next_u64() >> 1;
-                        if let Some(tx) = lock(&self.shared).cmds.get(&s) {
-                            let _ = tx.unbounded_send(Cmd::Send(n));
-                        }
+                        lock(&self.shared).command(s, Cmd::Send(n));
                     }
                 }
                 self.mark(format!("send {k}"));
