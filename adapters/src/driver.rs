@@ -536,7 +536,7 @@ impl<R: Runtime> Driver<R> {
             tracing::trace!(peer = %to, "peer in reconnect backoff; dropping");
             return;
         }
-        let outbox = Outbox::new(self.net.max_frame_len, self.net.send_queue);
+        let outbox = Outbox::new(self.net.max_frame_len, self.net.limits.send_queue);
         let _ = outbox.push(msg);
         let id = self.net.next_conn();
         tracing::debug!(peer = %to, %addr, "dialing");

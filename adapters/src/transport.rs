@@ -12,7 +12,9 @@
 //! node. Anything a peer sends that breaks the framing closes that
 //! connection with a logged reason; the node keeps running.
 
+use std::collections::HashMap;
 use std::io::IoSlice;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -73,44 +75,128 @@ pub(crate) enum NetEvent {
     },
 }
 
+/// The transport's limits, as the builder set them.
+pub(crate) struct Limits {
+    /// Longest a connect plus handshake may take.
+    pub(crate) handshake_timeout: Duration,
+    /// Most inbound handshakes in progress at once.
+    pub(crate) max_handshakes: usize,
+    /// Most of those from one IP address, so one address cannot take
+    /// every slot and keep joiners out.
+    pub(crate) max_handshakes_per_ip: usize,
+    /// Most established inbound connections at once.
+    pub(crate) max_inbound: usize,
+    /// A connection with no bytes either way for this long (up to twice
+    /// this, as it is checked once per period) is closed.
+    pub(crate) idle_timeout: Duration,
+    /// Frames queued per connection before new ones are dropped.
+    pub(crate) send_queue: usize,
+}
+
 /// What every connection task shares.
 pub(crate) struct NetCtx {
     pub(crate) hello: Hello,
     pub(crate) max_frame_len: u32,
-    pub(crate) handshake_timeout: Duration,
-    pub(crate) max_handshakes: usize,
-    pub(crate) send_queue: usize,
+    pub(crate) limits: Limits,
     pub(crate) events: mpsc::Sender<NetEvent>,
     /// Buffers for big frame bodies, shared by every connection.
     bodies: Arc<BodyPool>,
     next_conn: AtomicU64,
     handshakes: AtomicUsize,
+    /// Handshakes in progress per source address.
+    handshakes_by_ip: Mutex<HashMap<IpAddr, usize>>,
+    inbound: AtomicUsize,
 }
 
 impl NetCtx {
     pub(crate) fn new(
         hello: Hello,
         max_frame_len: u32,
-        handshake_timeout: Duration,
-        max_handshakes: usize,
-        send_queue: usize,
+        limits: Limits,
         events: mpsc::Sender<NetEvent>,
     ) -> Self {
         NetCtx {
             hello,
             max_frame_len,
-            handshake_timeout,
-            max_handshakes,
-            send_queue,
+            limits,
             events,
             bodies: BodyPool::new(),
             next_conn: AtomicU64::new(1),
             handshakes: AtomicUsize::new(0),
+            handshakes_by_ip: Mutex::new(HashMap::new()),
+            inbound: AtomicUsize::new(0),
         }
     }
 
     pub(crate) fn next_conn(&self) -> ConnId {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// One inbound handshake in progress: counted against the global and the
+/// per-address limits until dropped, however the handshake ends.
+struct HandshakeSlot {
+    ctx: Arc<NetCtx>,
+    ip: IpAddr,
+}
+
+impl HandshakeSlot {
+    /// A slot for a handshake from `ip`, or why there is none.
+    fn take(ctx: &Arc<NetCtx>, ip: IpAddr) -> Result<Self, &'static str> {
+        let mut by_ip = ctx
+            .handshakes_by_ip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if ctx.handshakes.load(Ordering::Relaxed) >= ctx.limits.max_handshakes {
+            return Err("too many handshakes in progress");
+        }
+        let n = by_ip.entry(ip).or_insert(0);
+        if *n >= ctx.limits.max_handshakes_per_ip {
+            return Err("too many handshakes in progress from this address");
+        }
+        *n += 1;
+        ctx.handshakes.fetch_add(1, Ordering::Relaxed);
+        Ok(HandshakeSlot {
+            ctx: ctx.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut by_ip = self
+            .ctx
+            .handshakes_by_ip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = by_ip.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                by_ip.remove(&self.ip);
+            }
+        }
+        self.ctx.handshakes.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One established inbound connection, counted until dropped.
+struct InboundSlot(Arc<NetCtx>);
+
+impl InboundSlot {
+    fn take(ctx: &Arc<NetCtx>) -> Option<Self> {
+        let before = ctx.inbound.fetch_add(1, Ordering::Relaxed);
+        if before >= ctx.limits.max_inbound {
+            ctx.inbound.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(InboundSlot(ctx.clone()))
+    }
+}
+
+impl Drop for InboundSlot {
+    fn drop(&mut self) {
+        self.0.inbound.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -121,6 +207,7 @@ enum Closed {
     Protocol(String),
     Eof,
     Driver,
+    Idle(Duration),
 }
 
 impl std::fmt::Display for Closed {
@@ -130,6 +217,7 @@ impl std::fmt::Display for Closed {
             Closed::Protocol(why) => f.write_str(why),
             Closed::Eof => f.write_str("peer closed the connection"),
             Closed::Driver => f.write_str("closed by this node"),
+            Closed::Idle(limit) => write!(f, "no bytes either way for {limit:?}; closed as idle"),
         }
     }
 }
@@ -259,7 +347,7 @@ pub(crate) fn spawn_dial<R: Runtime>(
     let rt2 = rt.clone();
     let task = async move {
         let mut events = ctx.events.clone();
-        let limit = ctx.handshake_timeout;
+        let limit = ctx.limits.handshake_timeout;
         let dialed = timeout(&rt2, limit, dial_handshake(&rt2, &ctx, &peer, addr.clone())).await;
         let (stream, incarnation) = match dialed {
             Some(Ok(x)) => x,
@@ -289,7 +377,7 @@ pub(crate) fn spawn_dial<R: Runtime>(
         if events.send(up).await.is_err() {
             return;
         }
-        run(stream, ctx, conn, peer, outbox).await;
+        run(&rt2, stream, ctx, conn, peer, outbox).await;
     };
     rt.spawn(Box::pin(async move {
         let _ = Abortable::new(task, reg).await;
@@ -350,21 +438,23 @@ pub(crate) fn spawn_listener<R: Runtime>(
                     continue;
                 }
             };
-            if ctx.handshakes.load(Ordering::Relaxed) >= ctx.max_handshakes {
-                tracing::warn!(%from, limit = ctx.max_handshakes, "too many handshakes in progress; closing new connection");
-                drop(stream);
-                continue;
-            }
-            ctx.handshakes.fetch_add(1, Ordering::Relaxed);
+            let slot = match HandshakeSlot::take(&ctx, from.ip()) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    tracing::warn!(%from, limit = ctx.limits.max_handshakes, per_address = ctx.limits.max_handshakes_per_ip, "{why}; closing new connection");
+                    drop(stream);
+                    continue;
+                }
+            };
             let (conn_abort, conn_reg) = AbortHandle::new_pair();
             let ctx2 = ctx.clone();
             let rt3 = rt2.clone();
             let conn = ctx.next_conn();
             let task = async move {
-                let limit = ctx2.handshake_timeout;
+                let limit = ctx2.limits.handshake_timeout;
                 let shaken = timeout(&rt3, limit, accept_handshake(&ctx2, stream)).await;
-                ctx2.handshakes.fetch_sub(1, Ordering::Relaxed);
-                let (stream, hello) = match shaken {
+                drop(slot);
+                let (stream, hello, _inbound) = match shaken {
                     Some(Ok(x)) => x,
                     Some(Err(e)) => {
                         tracing::info!(%from, reason = %e, "inbound handshake failed");
@@ -375,7 +465,7 @@ pub(crate) fn spawn_listener<R: Runtime>(
                         return;
                     }
                 };
-                let outbox = Outbox::new(ctx2.max_frame_len, ctx2.send_queue);
+                let outbox = Outbox::new(ctx2.max_frame_len, ctx2.limits.send_queue);
                 let up = NetEvent::Up {
                     conn,
                     peer: hello.node_id.clone(),
@@ -386,7 +476,7 @@ pub(crate) fn spawn_listener<R: Runtime>(
                 if events.send(up).await.is_err() {
                     return;
                 }
-                run(stream, ctx2, conn, hello.node_id, outbox).await;
+                run(&rt3, stream, ctx2, conn, hello.node_id, outbox).await;
             };
             rt2.spawn(Box::pin(async move {
                 let _ = Abortable::new(task, conn_reg).await;
@@ -400,9 +490,9 @@ pub(crate) fn spawn_listener<R: Runtime>(
 }
 
 async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
-    ctx: &NetCtx,
+    ctx: &Arc<NetCtx>,
     mut s: S,
-) -> Result<(S, Hello), Closed> {
+) -> Result<(S, Hello, InboundSlot), Closed> {
     let max = ctx.max_frame_len;
     let hello = match read_frame(&mut s, MAX_HELLO_LEN.min(max), None).await? {
         Frame::Hello(h) => h,
@@ -419,13 +509,24 @@ async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         let _ = s.close().await;
         return Err(Closed::Protocol(why));
     }
+    let Some(slot) = InboundSlot::take(ctx) else {
+        let why = format!(
+            "too many connections to this node (limit {}); try later",
+            ctx.limits.max_inbound
+        );
+        tracing::warn!(peer = %hello.node_id, reason = %why, "refusing peer");
+        let _ = write_frame(&mut s, &Frame::Refuse(why.clone()), max).await;
+        let _ = s.close().await;
+        return Err(Closed::Protocol(why));
+    };
     write_frame(&mut s, &Frame::Hello(ctx.hello.clone()), max).await?;
-    Ok((s, hello))
+    Ok((s, hello, slot))
 }
 
 /// Runs an established connection until either direction ends, then tells
 /// the driver.
-async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+async fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    rt: &R,
     stream: S,
     ctx: Arc<NetCtx>,
     conn: ConnId,
@@ -448,13 +549,19 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         conn,
         peer.clone(),
         ctx.events.clone(),
+        outbox.clone(),
     );
-    let writer = write_loop(outbox, Box::pin(w));
-    let closed = match futures::future::select(Box::pin(reader), Box::pin(writer)).await {
-        Either::Left((c, _)) | Either::Right((c, _)) => c,
+    let idle = idle_watch(rt, &outbox, ctx.limits.idle_timeout);
+    let writer = write_loop(outbox.clone(), Box::pin(w));
+    let io = futures::future::select(Box::pin(reader), Box::pin(writer));
+    let closed = match futures::future::select(io, Box::pin(idle)).await {
+        Either::Left((Either::Left((c, _)) | Either::Right((c, _)), _)) | Either::Right((c, _)) => {
+            c
+        }
     };
     match &closed {
         Closed::Protocol(why) => tracing::warn!(%peer, reason = %why, "closing connection"),
+        Closed::Idle(_) => tracing::info!(%peer, reason = %closed, "closing connection"),
         other => tracing::debug!(%peer, reason = %other, "connection closed"),
     }
     let mut events = ctx.events.clone();
@@ -474,12 +581,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
     conn: ConnId,
     peer: NodeId,
     mut events: mpsc::Sender<NetEvent>,
+    outbox: Arc<Outbox>,
 ) -> Closed {
     loop {
         let frame = match read_frame(&mut r, max, Some(&bodies)).await {
             Ok(f) => f,
             Err(c) => return c,
         };
+        outbox.touch();
         let msg = match frame {
             Frame::Msg(m) => m,
             Frame::Hello(_) => return Closed::Protocol("second hello on one connection".into()),
@@ -498,6 +607,22 @@ async fn read_loop<R: AsyncRead + Unpin>(
         {
             return Closed::Driver;
         }
+    }
+}
+
+/// Completes once `outbox` saw no bytes either way for a whole `limit`:
+/// an idle or half-open peer does not keep its connection (and its memory)
+/// forever. Links to the leader carry heartbeats every heartbeat interval;
+/// a link between members closed this way is dialed again on demand.
+async fn idle_watch<R: Runtime>(rt: &R, outbox: &Outbox, limit: Duration) -> Closed {
+    let mut seen = outbox.activity.load(Ordering::Relaxed);
+    loop {
+        rt.sleep(limit).await;
+        let now = outbox.activity.load(Ordering::Relaxed);
+        if now == seen {
+            return Closed::Idle(limit);
+        }
+        seen = now;
     }
 }
 
@@ -621,6 +746,8 @@ pub(crate) enum Refused {
 /// as a full send queue always did.
 pub(crate) struct Outbox {
     state: Mutex<OutboxState>,
+    /// Counts frames read and writes done, for the idle check.
+    activity: AtomicU64,
     max_frame_len: u32,
     capacity: usize,
 }
@@ -670,9 +797,14 @@ impl Outbox {
     pub(crate) fn new(max_frame_len: u32, capacity: usize) -> Arc<Self> {
         Arc::new(Outbox {
             state: Mutex::new(OutboxState::default()),
+            activity: AtomicU64::new(0),
             max_frame_len,
             capacity: capacity.max(1),
         })
+    }
+
+    fn touch(&self) {
+        self.activity.fetch_add(1, Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, OutboxState> {
@@ -728,6 +860,7 @@ impl Outbox {
             Poll::Ready(Ok(())) => {
                 st.pending.clear();
                 st.frames = 0;
+                self.touch();
                 match w.as_mut().poll_flush(&mut cx) {
                     Poll::Ready(Ok(())) => true,
                     Poll::Ready(Err(e)) => {
@@ -838,6 +971,7 @@ async fn write_loop(outbox: Arc<Outbox>, w: Writer) -> Closed {
                 if let Err(e) = written {
                     return Closed::Io(e);
                 }
+                outbox.touch();
                 // Written: let go of the stream chunks now rather than at
                 // the next batch, which may be a while.
                 batch.clear();
