@@ -513,7 +513,7 @@ impl<R: Runtime> Driver<R> {
 
     fn transmit(&mut self, to: NodeId, addr: Option<String>, msg: Message) {
         if let Some(conn) = self.peers.get(&to).and_then(|c| c.first()) {
-            match conn.outbox.push(msg) {
+            match conn.outbox.push(msg, self.wakes + 1) {
                 Ok(()) => {
                     let outbox = conn.outbox.clone();
                     self.mark_unflushed(outbox);
@@ -537,7 +537,7 @@ impl<R: Runtime> Driver<R> {
             return;
         }
         let outbox = Outbox::new(self.net.max_frame_len, self.net.limits.send_queue);
-        let _ = outbox.push(msg);
+        let _ = outbox.push(msg, self.wakes + 1);
         let id = self.net.next_conn();
         tracing::debug!(peer = %to, %addr, "dialing");
         let abort = transport::spawn_dial(

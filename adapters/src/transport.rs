@@ -813,8 +813,13 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues `msg`. Nothing is written until [`Outbox::flush`].
-    pub(crate) fn push(&self, msg: Message) -> Result<(), Refused> {
+    /// Queues `msg`, during driver wake `wake`. The driver writes nothing
+    /// itself until [`Outbox::flush`].
+    ///
+    /// While traffic is flowing (the previous wake, `wake - 1`, wrote here
+    /// too) the connection's task is woken at once, so it writes while the
+    /// driver goes on taking inputs rather than after the whole wake.
+    pub(crate) fn push(&self, msg: Message, wake: u64) -> Result<(), Refused> {
         let mut st = self.lock();
         if st.dead || st.closed {
             return Err(Refused::Closed);
@@ -824,6 +829,9 @@ impl Outbox {
         }
         if st.pending.push(msg, self.max_frame_len) {
             st.frames += 1;
+        }
+        if st.last_flush.wrapping_add(1) >= wake && st.last_flush != 0 {
+            st.wake();
         }
         Ok(())
     }
