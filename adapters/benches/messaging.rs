@@ -21,7 +21,9 @@
 //! round), `HEDGEROW_BENCH_BROADCASTS` (100 per round),
 //! `HEDGEROW_BENCH_MEMBERS` (50), and `HEDGEROW_BENCH_ONLY` (a comma list
 //! of `rtt`, `pipelined`, `stream`, `broadcast`) to run a subset, e.g.
-//! under a profiler.
+//! under a profiler; `HEDGEROW_BENCH_CALLER=worker` runs the measuring
+//! loops (hedgerow's caller and the raw client alike) as a task on the
+//! runtime's workers instead of on the `block_on` thread.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -489,7 +491,13 @@ async fn run(rt: TokioRuntime) {
     a.shutdown().await;
 
     println!();
-    println!("loopback TCP, tokio (2 workers), {rounds} rounds alternating hedgerow and raw");
+    let caller = match std::env::var("HEDGEROW_BENCH_CALLER") {
+        Ok(v) if v == "worker" => "callers on a worker task",
+        _ => "callers on the block_on thread",
+    };
+    println!(
+        "loopback TCP, tokio multi-thread (2 workers) for both sides, {caller}, {rounds} rounds alternating hedgerow and raw"
+    );
     println!();
     println!(
         "| | hedgerow (median) | raw TCP (median) | ratio of medians | ratio range over rounds |"
@@ -507,8 +515,17 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // Where the measuring loops (the `send` caller and the raw client)
+    // run: on the `block_on` thread, outside the worker pool (the
+    // default), or as a task on one of the 2 workers, as a caller inside
+    // an application usually is. Both sides always run in the same place.
+    let on_worker = std::env::var("HEDGEROW_BENCH_CALLER").is_ok_and(|v| v == "worker");
     rt.block_on(async {
         let hr = TokioRuntime::from_context().unwrap();
-        run(hr).await
+        if on_worker {
+            tokio::spawn(run(hr)).await.unwrap();
+        } else {
+            run(hr).await;
+        }
     });
 }

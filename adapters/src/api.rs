@@ -784,6 +784,9 @@ pub struct Builder<R: Runtime> {
     store_timeout: Option<Duration>,
     handshake_timeout: Duration,
     max_handshakes: usize,
+    max_handshakes_per_ip: usize,
+    max_inbound: Option<usize>,
+    idle_timeout: Option<Duration>,
     send_queue: usize,
 }
 
@@ -825,6 +828,9 @@ impl<R: Runtime> Builder<R> {
             store_timeout: None,
             handshake_timeout: Duration::from_secs(5),
             max_handshakes: 64,
+            max_handshakes_per_ip: 8,
+            max_inbound: None,
+            idle_timeout: None,
             send_queue: 256,
         }
     }
@@ -846,6 +852,9 @@ impl<R: Runtime> Builder<R> {
             store_timeout: self.store_timeout,
             handshake_timeout: self.handshake_timeout,
             max_handshakes: self.max_handshakes,
+            max_handshakes_per_ip: self.max_handshakes_per_ip,
+            max_inbound: self.max_inbound,
+            idle_timeout: self.idle_timeout,
             send_queue: self.send_queue,
         }
     }
@@ -944,6 +953,34 @@ impl<R: Runtime> Builder<R> {
         self
     }
 
+    /// Most inbound handshakes in progress at once from one IP address
+    /// (default 8), so one address cannot hold every handshake slot and
+    /// keep joiners out.
+    pub fn max_handshakes_per_ip(mut self, n: usize) -> Self {
+        self.max_handshakes_per_ip = n.max(1);
+        self
+    }
+
+    /// Most established inbound connections at once (default: the
+    /// config's `max_members` plus 64). Beyond it a new peer is refused
+    /// with a reason after its hello.
+    pub fn max_inbound(mut self, n: usize) -> Self {
+        self.max_inbound = Some(n.max(1));
+        self
+    }
+
+    /// A connection with no bytes in either direction for this long is
+    /// closed (it is checked once per period, so closing takes up to twice
+    /// this). Default: three times the config's failure timeout. Links to
+    /// the leader carry heartbeats and acks every heartbeat interval, so
+    /// only dead, half-open or silent peers and idle links between members
+    /// are closed; the latter are dialed again when next needed (an
+    /// inbound stream on one is reset, as on any lost connection).
+    pub fn idle_timeout(mut self, limit: Duration) -> Self {
+        self.idle_timeout = Some(limit);
+        self
+    }
+
     /// Messages queued per peer connection before new ones are dropped
     /// (default 256; the protocol retries what matters).
     pub fn send_queue(mut self, n: usize) -> Self {
@@ -1011,17 +1048,22 @@ impl<R: Runtime> Builder<R> {
         let store_timeout = self.store_timeout.unwrap_or(config.renew_interval());
         let hello = Hello::new(&config.cluster, id.clone(), incarnation, &addr);
         let max_frame_len = config.max_frame_len;
+        let limits = transport::Limits {
+            handshake_timeout: self.handshake_timeout,
+            max_handshakes: self.max_handshakes,
+            max_handshakes_per_ip: self.max_handshakes_per_ip,
+            max_inbound: self
+                .max_inbound
+                .unwrap_or(config.max_members.saturating_add(64)),
+            idle_timeout: self
+                .idle_timeout
+                .unwrap_or(config.failure_timeout.saturating_mul(3)),
+            send_queue: self.send_queue,
+        };
         let node = Node::new(config, identity, seed).map_err(|e| Error::Config(e.to_string()))?;
         let node = Arc::new(Mutex::new(node));
         let (net_tx, net_rx) = mpsc::channel(1024);
-        let net = Arc::new(NetCtx::new(
-            hello,
-            max_frame_len,
-            self.handshake_timeout,
-            self.max_handshakes,
-            self.send_queue,
-            net_tx,
-        ));
+        let net = Arc::new(NetCtx::new(hello, max_frame_len, limits, net_tx));
         let listener = transport::spawn_listener(&rt, net.clone(), listener);
         let (cmd_tx, cmd_rx) = mpsc::unbounded();
         let (consumed_tx, consumed_rx) = mpsc::unbounded();

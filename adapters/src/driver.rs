@@ -30,13 +30,18 @@ use crate::api::{
 };
 use crate::runtime::{timeout, Runtime};
 use crate::store::{AsyncLeaseStore, LeaseStore};
-use crate::transport::{self, ConnId, NetCtx, NetEvent};
+use crate::transport::{self, ConnId, NetCtx, NetEvent, Outbox, Refused};
 
 /// Requests and broadcasts waiting for a free handler slot beyond this are
 /// refused at once ("overloaded") instead of queued.
 const MAX_QUEUED_JOBS: usize = 10_000;
 /// Longest the loop sleeps without looking at the clock again.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// Most inputs taken in one wake before what they queued is written.
+const MAX_INPUTS_PER_WAKE: usize = 256;
+
+/// The loop's armed timer.
+type Timer = futures::future::Fuse<crate::runtime::BoxFuture<'static, ()>>;
 
 /// A broadcast reply as the API hands it out.
 pub(crate) type BroadcastItem = (NodeId, Result<Vec<u8>, Error>);
@@ -110,10 +115,18 @@ enum Done {
 
 struct Conn {
     id: ConnId,
-    tx: mpsc::Sender<Message>,
+    outbox: Arc<Outbox>,
     abort: AbortHandle,
     /// `None` while a dialed connection is not up yet.
     incarnation: Option<u64>,
+}
+
+impl Drop for Conn {
+    /// Letting go of a connection writes what is queued (a goodbye, a
+    /// release notice) and closes it.
+    fn drop(&mut self) {
+        self.outbox.close();
+    }
 }
 
 struct Backoff {
@@ -179,6 +192,10 @@ pub(crate) struct Driver<R: Runtime> {
     net: Arc<NetCtx>,
     listener: AbortHandle,
     peers: BTreeMap<NodeId, Vec<Conn>>,
+    /// Outboxes this wake queued frames in, flushed once at its end.
+    unflushed: Vec<Arc<Outbox>>,
+    /// Wakes of the loop so far (for [`Outbox::flush`]).
+    wakes: u64,
     backoff: BTreeMap<NodeId, Backoff>,
     rng: Rng,
     last: Option<(Now, Instant)>,
@@ -234,6 +251,8 @@ impl<R: Runtime> Driver<R> {
             net: p.net,
             listener: p.listener,
             peers: BTreeMap::new(),
+            unflushed: Vec::new(),
+            wakes: 0,
             backoff: BTreeMap::new(),
             rng: Rng::new(p.seed),
             last: None,
@@ -276,12 +295,24 @@ impl<R: Runtime> Driver<R> {
         let _enter = span.enter();
         tracing::info!(clock = %self.clock.describe(), "node started");
         self.input(Input::Tick);
+        let mut sleep: Option<(Instant, Timer)> = None;
         while !self.stop {
             if self.leave_finished() {
                 break;
             }
+            // A timer is armed only when the node wants to be woken earlier
+            // than the armed one would: re-arming on every wake cost two
+            // trips through the runtime's timer lock per input. A timer
+            // that fires before it is needed is one spare tick.
             let wait = self.wait();
-            let mut sleep = self.rt.sleep(wait).fuse();
+            let due = self.rt.now() + wait;
+            if sleep.as_ref().is_none_or(|(at, _)| due < *at) {
+                sleep = Some((due, self.rt.sleep(wait).fuse()));
+            }
+            let mut timer = match sleep.as_mut() {
+                Some((_, timer)) => timer,
+                None => break,
+            };
             // Fixed priority: store answers, then finished handlers, then the
             // network, then the application; timers last (every input also
             // lets the node act on whatever is due).
@@ -291,33 +322,73 @@ impl<R: Runtime> Driver<R> {
                 e = net.next() => Wake::Net(e),
                 c = consumed.next() => Wake::Consumed(c),
                 c = commands.next() => Wake::Command(c),
-                () = sleep => Wake::Tick,
+                () = timer => Wake::Tick,
             };
-            match wake {
-                Wake::Lease(Some((op, result))) => self.on_lease(op, result),
-                Wake::App(Some(done)) => self.on_done(done),
-                Wake::Net(Some(e)) => self.on_net(e),
-                Wake::Consumed(Some(c)) => {
-                    let now = self.now();
-                    lock(&self.node).stream_consumed(now, &c.from, c.sid, c.n);
-                    self.drain();
-                }
-                Wake::Command(Some(c)) => self.on_command(c),
-                Wake::Command(None) => {
-                    tracing::info!("every handle was dropped; stopping");
-                    self.stop = true;
-                }
-                Wake::Tick => self.input(Input::Tick),
-                Wake::Lease(None) | Wake::App(None) | Wake::Net(None) | Wake::Consumed(None) => {
-                    self.stop = true;
-                }
+            if matches!(wake, Wake::Tick) {
+                sleep = None;
             }
+            self.on_wake(wake);
+            // Take whatever else is ready now, in the same priority order,
+            // before writing anything: one wake, one write per connection.
+            // Bounded so timers and the flush are never put off for long. A
+            // closed channel is left to the select above to report.
+            for _ in 0..MAX_INPUTS_PER_WAKE {
+                if self.stop {
+                    break;
+                }
+                let ready = if let Ok(r) = lease_rx.try_recv() {
+                    Wake::Lease(Some(r))
+                } else if let Ok(d) = app_rx.try_recv() {
+                    Wake::App(Some(d))
+                } else if let Ok(e) = net.try_recv() {
+                    Wake::Net(Some(e))
+                } else if let Ok(c) = consumed.try_recv() {
+                    Wake::Consumed(Some(c))
+                } else if let Ok(c) = commands.try_recv() {
+                    Wake::Command(Some(c))
+                } else {
+                    break;
+                };
+                self.on_wake(ready);
+            }
+            self.flush();
         }
         self.close();
         tracing::info!("node stopped");
     }
 
+    fn on_wake(&mut self, wake: Wake) {
+        match wake {
+            Wake::Lease(Some((op, result))) => self.on_lease(op, result),
+            Wake::App(Some(done)) => self.on_done(done),
+            Wake::Net(Some(e)) => self.on_net(e),
+            Wake::Consumed(Some(c)) => {
+                let now = self.now();
+                lock(&self.node).stream_consumed(now, &c.from, c.sid, c.n);
+                self.drain();
+            }
+            Wake::Command(Some(c)) => self.on_command(c),
+            Wake::Command(None) => {
+                tracing::info!("every handle was dropped; stopping");
+                self.stop = true;
+            }
+            Wake::Tick => self.input(Input::Tick),
+            Wake::Lease(None) | Wake::App(None) | Wake::Net(None) | Wake::Consumed(None) => {
+                self.stop = true;
+            }
+        }
+    }
+
+    /// Writes what this wake queued, one write per connection.
+    fn flush(&mut self) {
+        self.wakes += 1;
+        for outbox in self.unflushed.drain(..) {
+            outbox.flush(self.wakes);
+        }
+    }
+
     fn close(&mut self) {
+        self.flush();
         self.listener.abort();
         self.guard = None;
         // Dropping the queues lets each connection flush what is queued
@@ -453,13 +524,18 @@ impl<R: Runtime> Driver<R> {
     // ---- transport --------------------------------------------------------------
 
     fn transmit(&mut self, to: NodeId, addr: Option<String>, msg: Message) {
-        if let Some(conn) = self.peers.get_mut(&to).and_then(|c| c.first_mut()) {
-            if let Err(e) = conn.tx.try_send(msg) {
-                if e.is_full() {
-                    let kind = e.into_inner().kind();
+        if let Some(conn) = self.peers.get(&to).and_then(|c| c.first()) {
+            match conn.outbox.push(msg, self.wakes + 1) {
+                Ok(()) => {
+                    let outbox = conn.outbox.clone();
+                    self.mark_unflushed(outbox);
+                }
+                Err(Refused::Full(msg)) => {
+                    let kind = msg.kind();
                     tracing::warn!(peer = %to, kind, "send queue to peer is full; dropping the message");
                 }
-                // Disconnected: the connection is going down; its Down event follows.
+                // The connection is going down; its Down event follows.
+                Err(Refused::Closed) => {}
             }
             return;
         }
@@ -472,17 +548,34 @@ impl<R: Runtime> Driver<R> {
             tracing::trace!(peer = %to, "peer in reconnect backoff; dropping");
             return;
         }
-        let (mut tx, rx) = mpsc::channel(self.net.send_queue);
-        let _ = tx.try_send(msg);
+        let outbox = Outbox::new(self.net.max_frame_len, self.net.limits.send_queue);
+        let _ = outbox.push(msg, self.wakes + 1);
         let id = self.net.next_conn();
         tracing::debug!(peer = %to, %addr, "dialing");
-        let abort = transport::spawn_dial(&self.rt, self.net.clone(), id, to.clone(), addr, rx);
+        let abort = transport::spawn_dial(
+            &self.rt,
+            self.net.clone(),
+            id,
+            to.clone(),
+            addr,
+            outbox.clone(),
+        );
         self.peers.entry(to).or_default().push(Conn {
             id,
-            tx,
+            outbox,
             abort,
             incarnation: None,
         });
+    }
+
+    fn mark_unflushed(&mut self, outbox: Arc<Outbox>) {
+        if !self
+            .unflushed
+            .last()
+            .is_some_and(|o| Arc::ptr_eq(o, &outbox))
+        {
+            self.unflushed.push(outbox);
+        }
     }
 
     fn on_net(&mut self, e: NetEvent) {
@@ -506,9 +599,9 @@ impl<R: Runtime> Driver<R> {
                 });
                 let lost = conns.len() != before;
                 match inbound {
-                    Some((tx, abort)) => conns.push(Conn {
+                    Some((outbox, abort)) => conns.push(Conn {
                         id: conn,
-                        tx,
+                        outbox,
                         abort,
                         incarnation: Some(incarnation),
                     }),

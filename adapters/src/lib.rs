@@ -63,12 +63,19 @@
 //! * A hello in each direction first: another cluster, no common protocol
 //!   version or our own id is refused with a reason (logged on both sides)
 //!   and the connection closed. Handshakes time out
-//!   ([`Builder::handshake_timeout`]) and at most
-//!   [`Builder::max_handshakes`] run at once.
+//!   ([`Builder::handshake_timeout`]), at most
+//!   [`Builder::max_handshakes`] run at once and at most
+//!   [`Builder::max_handshakes_per_ip`] of them from one address.
+//!   Established inbound connections are capped
+//!   ([`Builder::max_inbound`]), and a connection with no bytes either way
+//!   for [`Builder::idle_timeout`] is closed (links to the leader carry
+//!   heartbeats; an idle link between members is dialed again when next
+//!   needed).
 //! * Frames are a `u32` length prefix and a postcard body; the length is
 //!   checked against `max_frame_len` before anything is allocated, and a
-//!   bad frame closes only that connection. Queued frames are coalesced
-//!   into one write; TCP_NODELAY is set.
+//!   bad frame closes only that connection. Frames queued in one wake of
+//!   the driver go out in one write, straight from the driver when the
+//!   socket takes them without blocking; TCP_NODELAY is set.
 //! * Each connection has a bounded send queue ([`Builder::send_queue`]):
 //!   when a stuck peer fills it, new messages to it are dropped and logged
 //!   (the protocol retries what matters). A failed dial backs off

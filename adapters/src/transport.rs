@@ -1,22 +1,31 @@
 //! The TCP transport: dialing, accepting, the hello handshake, framing and
 //! per-connection read and write loops. Each connection is one task that
-//! reads frames into the driver's event channel and writes the frames the
-//! driver queued for it, coalescing everything queued into one write.
+//! reads frames into the driver's event channel. Outgoing frames go into
+//! the connection's [`Outbox`]: the driver encodes them there and, at the
+//! end of each of its wakes, writes them straight into the socket when no
+//! one else is writing it; only a write that would block is handed to the
+//! connection's task, which finishes it. On the common path a frame thus
+//! costs no task hop between the driver and the socket.
 //!
 //! This room moves frames; it never interprets a protocol message, never
 //! decides where a message goes (the driver does) and never touches the
 //! node. Anything a peer sends that breaks the framing closes that
 //! connection with a logged reason; the node keeps running.
 
+use std::collections::HashMap;
 use std::io::IoSlice;
+use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::future::{AbortHandle, Abortable, Either};
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use futures::{SinkExt, StreamExt};
+use futures::task::noop_waker_ref;
+use futures::SinkExt;
 use hedgerow_core::wire::{
     decode_body_shared, encode_frame, encode_message_split, peek_frame_len, Frame, LEN_PREFIX,
     SPLIT_AT,
@@ -28,8 +37,11 @@ use crate::runtime::{timeout, Runtime};
 /// Identifies one connection for the driver's bookkeeping.
 pub(crate) type ConnId = u64;
 
-/// Largest batch of queued frames coalesced into one write.
+/// A batch buffer that grew past four times this is given back to the
+/// allocator once written.
 const MAX_BATCH: usize = 256 * 1024;
+/// Most slices handed to one vectored write (well under `IOV_MAX`).
+const MAX_SLICES: usize = 64;
 /// Bytes read ahead of the current frame on an established connection.
 const READ_AHEAD: usize = 16 * 1024;
 /// Largest hello accepted. A hello is a few hundred bytes; reading it under
@@ -45,8 +57,8 @@ pub(crate) enum NetEvent {
         peer: NodeId,
         incarnation: u64,
         /// Set for inbound connections (dialed ones were registered with
-        /// their queue at dial time).
-        inbound: Option<(mpsc::Sender<Message>, AbortHandle)>,
+        /// their outbox at dial time).
+        inbound: Option<(Arc<Outbox>, AbortHandle)>,
     },
     /// A message arrived.
     Msg {
@@ -63,44 +75,128 @@ pub(crate) enum NetEvent {
     },
 }
 
+/// The transport's limits, as the builder set them.
+pub(crate) struct Limits {
+    /// Longest a connect plus handshake may take.
+    pub(crate) handshake_timeout: Duration,
+    /// Most inbound handshakes in progress at once.
+    pub(crate) max_handshakes: usize,
+    /// Most of those from one IP address, so one address cannot take
+    /// every slot and keep joiners out.
+    pub(crate) max_handshakes_per_ip: usize,
+    /// Most established inbound connections at once.
+    pub(crate) max_inbound: usize,
+    /// A connection with no bytes either way for this long (up to twice
+    /// this, as it is checked once per period) is closed.
+    pub(crate) idle_timeout: Duration,
+    /// Frames queued per connection before new ones are dropped.
+    pub(crate) send_queue: usize,
+}
+
 /// What every connection task shares.
 pub(crate) struct NetCtx {
     pub(crate) hello: Hello,
     pub(crate) max_frame_len: u32,
-    pub(crate) handshake_timeout: Duration,
-    pub(crate) max_handshakes: usize,
-    pub(crate) send_queue: usize,
+    pub(crate) limits: Limits,
     pub(crate) events: mpsc::Sender<NetEvent>,
     /// Buffers for big frame bodies, shared by every connection.
     bodies: Arc<BodyPool>,
     next_conn: AtomicU64,
     handshakes: AtomicUsize,
+    /// Handshakes in progress per source address.
+    handshakes_by_ip: Mutex<HashMap<IpAddr, usize>>,
+    inbound: AtomicUsize,
 }
 
 impl NetCtx {
     pub(crate) fn new(
         hello: Hello,
         max_frame_len: u32,
-        handshake_timeout: Duration,
-        max_handshakes: usize,
-        send_queue: usize,
+        limits: Limits,
         events: mpsc::Sender<NetEvent>,
     ) -> Self {
         NetCtx {
             hello,
             max_frame_len,
-            handshake_timeout,
-            max_handshakes,
-            send_queue,
+            limits,
             events,
             bodies: BodyPool::new(),
             next_conn: AtomicU64::new(1),
             handshakes: AtomicUsize::new(0),
+            handshakes_by_ip: Mutex::new(HashMap::new()),
+            inbound: AtomicUsize::new(0),
         }
     }
 
     pub(crate) fn next_conn(&self) -> ConnId {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// One inbound handshake in progress: counted against the global and the
+/// per-address limits until dropped, however the handshake ends.
+struct HandshakeSlot {
+    ctx: Arc<NetCtx>,
+    ip: IpAddr,
+}
+
+impl HandshakeSlot {
+    /// A slot for a handshake from `ip`, or why there is none.
+    fn take(ctx: &Arc<NetCtx>, ip: IpAddr) -> Result<Self, &'static str> {
+        let mut by_ip = ctx
+            .handshakes_by_ip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if ctx.handshakes.load(Ordering::Relaxed) >= ctx.limits.max_handshakes {
+            return Err("too many handshakes in progress");
+        }
+        let n = by_ip.entry(ip).or_insert(0);
+        if *n >= ctx.limits.max_handshakes_per_ip {
+            return Err("too many handshakes in progress from this address");
+        }
+        *n += 1;
+        ctx.handshakes.fetch_add(1, Ordering::Relaxed);
+        Ok(HandshakeSlot {
+            ctx: ctx.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut by_ip = self
+            .ctx
+            .handshakes_by_ip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = by_ip.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                by_ip.remove(&self.ip);
+            }
+        }
+        self.ctx.handshakes.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One established inbound connection, counted until dropped.
+struct InboundSlot(Arc<NetCtx>);
+
+impl InboundSlot {
+    fn take(ctx: &Arc<NetCtx>) -> Option<Self> {
+        let before = ctx.inbound.fetch_add(1, Ordering::Relaxed);
+        if before >= ctx.limits.max_inbound {
+            ctx.inbound.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(InboundSlot(ctx.clone()))
+    }
+}
+
+impl Drop for InboundSlot {
+    fn drop(&mut self) {
+        self.0.inbound.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -111,6 +207,7 @@ enum Closed {
     Protocol(String),
     Eof,
     Driver,
+    Idle(Duration),
 }
 
 impl std::fmt::Display for Closed {
@@ -120,6 +217,7 @@ impl std::fmt::Display for Closed {
             Closed::Protocol(why) => f.write_str(why),
             Closed::Eof => f.write_str("peer closed the connection"),
             Closed::Driver => f.write_str("closed by this node"),
+            Closed::Idle(limit) => write!(f, "no bytes either way for {limit:?}; closed as idle"),
         }
     }
 }
@@ -236,20 +334,20 @@ impl Drop for PooledBody {
 }
 
 /// Dials `addr` expecting node `peer`, handshakes, then runs the
-/// connection with frames from `queue`. Spawned by the driver.
+/// connection with frames from `outbox`. Spawned by the driver.
 pub(crate) fn spawn_dial<R: Runtime>(
     rt: &R,
     ctx: Arc<NetCtx>,
     conn: ConnId,
     peer: NodeId,
     addr: String,
-    queue: mpsc::Receiver<Message>,
+    outbox: Arc<Outbox>,
 ) -> AbortHandle {
     let (abort, reg) = AbortHandle::new_pair();
     let rt2 = rt.clone();
     let task = async move {
         let mut events = ctx.events.clone();
-        let limit = ctx.handshake_timeout;
+        let limit = ctx.limits.handshake_timeout;
         let dialed = timeout(&rt2, limit, dial_handshake(&rt2, &ctx, &peer, addr.clone())).await;
         let (stream, incarnation) = match dialed {
             Some(Ok(x)) => x,
@@ -279,7 +377,7 @@ pub(crate) fn spawn_dial<R: Runtime>(
         if events.send(up).await.is_err() {
             return;
         }
-        run(stream, ctx, conn, peer, queue).await;
+        run(&rt2, stream, ctx, conn, peer, outbox).await;
     };
     rt.spawn(Box::pin(async move {
         let _ = Abortable::new(task, reg).await;
@@ -340,21 +438,23 @@ pub(crate) fn spawn_listener<R: Runtime>(
                     continue;
                 }
             };
-            if ctx.handshakes.load(Ordering::Relaxed) >= ctx.max_handshakes {
-                tracing::warn!(%from, limit = ctx.max_handshakes, "too many handshakes in progress; closing new connection");
-                drop(stream);
-                continue;
-            }
-            ctx.handshakes.fetch_add(1, Ordering::Relaxed);
+            let slot = match HandshakeSlot::take(&ctx, from.ip()) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    tracing::warn!(%from, limit = ctx.limits.max_handshakes, per_address = ctx.limits.max_handshakes_per_ip, "{why}; closing new connection");
+                    drop(stream);
+                    continue;
+                }
+            };
             let (conn_abort, conn_reg) = AbortHandle::new_pair();
             let ctx2 = ctx.clone();
             let rt3 = rt2.clone();
             let conn = ctx.next_conn();
             let task = async move {
-                let limit = ctx2.handshake_timeout;
+                let limit = ctx2.limits.handshake_timeout;
                 let shaken = timeout(&rt3, limit, accept_handshake(&ctx2, stream)).await;
-                ctx2.handshakes.fetch_sub(1, Ordering::Relaxed);
-                let (stream, hello) = match shaken {
+                drop(slot);
+                let (stream, hello, _inbound) = match shaken {
                     Some(Ok(x)) => x,
                     Some(Err(e)) => {
                         tracing::info!(%from, reason = %e, "inbound handshake failed");
@@ -365,18 +465,18 @@ pub(crate) fn spawn_listener<R: Runtime>(
                         return;
                     }
                 };
-                let (tx, rx) = mpsc::channel(ctx2.send_queue);
+                let outbox = Outbox::new(ctx2.max_frame_len, ctx2.limits.send_queue);
                 let up = NetEvent::Up {
                     conn,
                     peer: hello.node_id.clone(),
                     incarnation: hello.incarnation,
-                    inbound: Some((tx, conn_abort)),
+                    inbound: Some((outbox.clone(), conn_abort)),
                 };
                 let mut events = ctx2.events.clone();
                 if events.send(up).await.is_err() {
                     return;
                 }
-                run(stream, ctx2, conn, hello.node_id, rx).await;
+                run(&rt3, stream, ctx2, conn, hello.node_id, outbox).await;
             };
             rt2.spawn(Box::pin(async move {
                 let _ = Abortable::new(task, conn_reg).await;
@@ -390,9 +490,9 @@ pub(crate) fn spawn_listener<R: Runtime>(
 }
 
 async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
-    ctx: &NetCtx,
+    ctx: &Arc<NetCtx>,
     mut s: S,
-) -> Result<(S, Hello), Closed> {
+) -> Result<(S, Hello, InboundSlot), Closed> {
     let max = ctx.max_frame_len;
     let hello = match read_frame(&mut s, MAX_HELLO_LEN.min(max), None).await? {
         Frame::Hello(h) => h,
@@ -409,19 +509,34 @@ async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         let _ = s.close().await;
         return Err(Closed::Protocol(why));
     }
+    let Some(slot) = InboundSlot::take(ctx) else {
+        let why = format!(
+            "too many connections to this node (limit {}); try later",
+            ctx.limits.max_inbound
+        );
+        tracing::warn!(peer = %hello.node_id, reason = %why, "refusing peer");
+        let _ = write_frame(&mut s, &Frame::Refuse(why.clone()), max).await;
+        let _ = s.close().await;
+        return Err(Closed::Protocol(why));
+    };
     write_frame(&mut s, &Frame::Hello(ctx.hello.clone()), max).await?;
-    Ok((s, hello))
+    Ok((s, hello, slot))
 }
 
 /// Runs an established connection until either direction ends, then tells
 /// the driver.
-async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+async fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    rt: &R,
     stream: S,
     ctx: Arc<NetCtx>,
     conn: ConnId,
     peer: NodeId,
-    queue: mpsc::Receiver<Message>,
+    outbox: Arc<Outbox>,
 ) {
+    // However this ends (closed, failed, aborted), the outbox lets go of
+    // the socket's write half so the socket closes now, not when the
+    // driver drops its handle.
+    let _shut = ShutOnDrop(outbox.clone());
     let (r, w) = stream.split();
     let max = ctx.max_frame_len;
     // A small read-ahead: it gathers small frames in few reads, while
@@ -434,13 +549,19 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         conn,
         peer.clone(),
         ctx.events.clone(),
+        outbox.clone(),
     );
-    let writer = write_loop(w, max, queue);
-    let closed = match futures::future::select(Box::pin(reader), Box::pin(writer)).await {
-        Either::Left((c, _)) | Either::Right((c, _)) => c,
+    let idle = idle_watch(rt, &outbox, ctx.limits.idle_timeout);
+    let writer = write_loop(outbox.clone(), Box::pin(w));
+    let io = futures::future::select(Box::pin(reader), Box::pin(writer));
+    let closed = match futures::future::select(io, Box::pin(idle)).await {
+        Either::Left((Either::Left((c, _)) | Either::Right((c, _)), _)) | Either::Right((c, _)) => {
+            c
+        }
     };
     match &closed {
         Closed::Protocol(why) => tracing::warn!(%peer, reason = %why, "closing connection"),
+        Closed::Idle(_) => tracing::info!(%peer, reason = %closed, "closing connection"),
         other => tracing::debug!(%peer, reason = %other, "connection closed"),
     }
     let mut events = ctx.events.clone();
@@ -460,12 +581,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
     conn: ConnId,
     peer: NodeId,
     mut events: mpsc::Sender<NetEvent>,
+    outbox: Arc<Outbox>,
 ) -> Closed {
     loop {
         let frame = match read_frame(&mut r, max, Some(&bodies)).await {
             Ok(f) => f,
             Err(c) => return c,
         };
+        outbox.touch();
         let msg = match frame {
             Frame::Msg(m) => m,
             Frame::Hello(_) => return Closed::Protocol("second hello on one connection".into()),
@@ -487,9 +610,26 @@ async fn read_loop<R: AsyncRead + Unpin>(
     }
 }
 
+/// Completes once `outbox` saw no bytes either way for a whole `limit`:
+/// an idle or half-open peer does not keep its connection (and its memory)
+/// forever. Links to the leader carry heartbeats every heartbeat interval;
+/// a link between members closed this way is dialed again on demand.
+async fn idle_watch<R: Runtime>(rt: &R, outbox: &Outbox, limit: Duration) -> Closed {
+    let mut seen = outbox.activity.load(Ordering::Relaxed);
+    loop {
+        rt.sleep(limit).await;
+        let now = outbox.activity.load(Ordering::Relaxed);
+        if now == seen {
+            return Closed::Idle(limit);
+        }
+        seen = now;
+    }
+}
+
 /// Frames queued for one write: encoded bytes, with the bytes of big
 /// stream chunks kept aside (shared, not copied) and written in place by a
 /// vectored write.
+#[derive(Default)]
 struct Batch {
     /// Every frame's encoded bytes except the chunks kept aside.
     head: Vec<u8>,
@@ -497,10 +637,12 @@ struct Batch {
     bodies: Vec<(usize, Payload)>,
     /// Bytes in `head` and `bodies` together.
     len: usize,
+    /// Bytes already written (a write that would have blocked part way).
+    sent: usize,
 }
 
 impl Batch {
-    fn push(&mut self, msg: Message, max: u32) {
+    fn push(&mut self, msg: Message, max: u32) -> bool {
         let before = self.head.len();
         match encode_message_split(msg, max, &mut self.head) {
             Ok(body) => {
@@ -509,78 +651,343 @@ impl Batch {
                     self.len += body.len();
                     self.bodies.push((self.head.len(), body));
                 }
+                true
             }
-            Err(e) => tracing::warn!(error = %e, "dropping a message that cannot be framed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "dropping a message that cannot be framed");
+                false
+            }
         }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.sent == self.len
     }
 
     fn clear(&mut self) {
         self.head.clear();
         self.bodies.clear();
         self.len = 0;
+        self.sent = 0;
         if self.head.capacity() > 4 * MAX_BATCH {
             self.head = Vec::with_capacity(64 * 1024);
         }
     }
 
-    /// Writes everything, in order, with as few system calls as the
-    /// stream allows.
-    async fn write_to<W: AsyncWrite + Unpin>(&self, w: &mut W) -> std::io::Result<()> {
-        let mut slices = Vec::with_capacity(2 * self.bodies.len() + 1);
+    /// The bytes not written yet, in order, as at most [`MAX_SLICES`]
+    /// slices.
+    fn unsent(&self) -> Vec<IoSlice<'_>> {
+        let mut slices = Vec::with_capacity((2 * self.bodies.len() + 1).min(MAX_SLICES));
+        let mut skip = self.sent;
         let mut at = 0;
-        for (end, body) in &self.bodies {
-            slices.push(IoSlice::new(&self.head[at..*end]));
-            slices.push(IoSlice::new(body));
-            at = *end;
-        }
-        slices.push(IoSlice::new(&self.head[at..]));
-        slices.retain(|s| !s.is_empty());
-        let mut slices = &mut slices[..];
-        while !slices.is_empty() {
-            let n = w.write_vectored(slices).await?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
+        let segments = self
+            .bodies
+            .iter()
+            .flat_map(|(end, body)| {
+                let head = &self.head[at..*end];
+                at = *end;
+                [head, &body[..]]
+            })
+            .chain(std::iter::once_with(|| &self.head[self.last_body_end()..]));
+        for seg in segments {
+            if skip >= seg.len() {
+                skip -= seg.len();
+                continue;
             }
-            IoSlice::advance_slices(&mut slices, n);
+            slices.push(IoSlice::new(&seg[skip..]));
+            skip = 0;
+            if slices.len() == MAX_SLICES {
+                break;
+            }
         }
-        Ok(())
+        slices
+    }
+
+    fn last_body_end(&self) -> usize {
+        self.bodies.last().map_or(0, |(end, _)| *end)
+    }
+
+    /// Writes what is left, in order, with as few system calls as the
+    /// stream allows; progress survives a `Pending`.
+    fn poll_write(&mut self, w: &mut Writer, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while !self.is_empty() {
+            let n = {
+                let slices = self.unsent();
+                match w.as_mut().poll_write_vectored(cx, &slices) {
+                    Poll::Ready(Ok(n)) => n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            };
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut w: W,
-    max: u32,
-    mut queue: mpsc::Receiver<Message>,
-) -> Closed {
-    let mut batch = Batch {
-        head: Vec::with_capacity(64 * 1024),
-        bodies: Vec::new(),
-        len: 0,
-    };
-    loop {
-        let Some(first) = queue.next().await else {
-            // The driver dropped the queue: flush what is there and close.
-            let _ = w.close().await;
-            return Closed::Driver;
+/// A connection's write half, as the outbox keeps it.
+type Writer = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// Why a frame was not queued.
+pub(crate) enum Refused {
+    /// The queue is full; the message comes back.
+    Full(Message),
+    /// The connection is gone (its `Down` event follows).
+    Closed,
+}
+
+/// A connection's outgoing frames, shared by the driver (which queues and,
+/// when the socket is free, writes) and the connection's task (which
+/// finishes writes that would have blocked). Bounded: at most `capacity`
+/// frames wait in it; beyond that the driver is told and drops the message,
+/// as a full send queue always did.
+pub(crate) struct Outbox {
+    state: Mutex<OutboxState>,
+    /// Counts frames read and writes done, for the idle check.
+    activity: AtomicU64,
+    max_frame_len: u32,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct OutboxState {
+    /// Encoded frames not written yet.
+    pending: Batch,
+    /// Frames in `pending`.
+    frames: usize,
+    /// The socket's write half while no one is writing it; `None` before
+    /// the connection is up and while its task writes.
+    writer: Option<Writer>,
+    /// A write by the driver would have blocked: the connection's task
+    /// finishes it, and the driver leaves the socket alone until it has.
+    handed_off: bool,
+    /// A flush the driver could not finish.
+    unflushed: bool,
+    /// The connection task's waker while it waits for work.
+    waker: Option<Waker>,
+    /// The driver let go: write what is queued, then close.
+    closed: bool,
+    /// The connection ended: nothing more is queued.
+    dead: bool,
+    /// A write by the driver failed; the connection task closes with it.
+    error: Option<std::io::Error>,
+    /// The driver wake that last flushed this outbox.
+    last_flush: u64,
+}
+
+impl OutboxState {
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// What the connection's task does next.
+enum Work {
+    Write(Writer, Batch),
+    Close(Writer),
+    Failed(std::io::Error),
+}
+
+impl Outbox {
+    pub(crate) fn new(max_frame_len: u32, capacity: usize) -> Arc<Self> {
+        Arc::new(Outbox {
+            state: Mutex::new(OutboxState::default()),
+            activity: AtomicU64::new(0),
+            max_frame_len,
+            capacity: capacity.max(1),
+        })
+    }
+
+    fn touch(&self) {
+        self.activity.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OutboxState> {
+        // Nothing in the state is left half-updated by a panic that could
+        // be repaired by refusing the lock.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `msg`, during driver wake `wake`. The driver writes nothing
+    /// itself until [`Outbox::flush`].
+    ///
+    /// While traffic is flowing (the previous wake, `wake - 1`, wrote here
+    /// too) the connection's task is woken at once, so it writes while the
+    /// driver goes on taking inputs rather than after the whole wake.
+    pub(crate) fn push(&self, msg: Message, wake: u64) -> Result<(), Refused> {
+        let mut st = self.lock();
+        if st.dead || st.closed {
+            return Err(Refused::Closed);
+        }
+        if st.frames >= self.capacity {
+            return Err(Refused::Full(msg));
+        }
+        if st.pending.push(msg, self.max_frame_len) {
+            st.frames += 1;
+        }
+        if st.last_flush.wrapping_add(1) >= wake && st.last_flush != 0 {
+            st.wake();
+        }
+        Ok(())
+    }
+
+    /// Writes what is queued straight into the socket if no one is writing
+    /// it and it takes the bytes without blocking; otherwise wakes the
+    /// connection's task to do it. Called by the driver once per wake
+    /// (`wake` counts them), so everything the wake queued goes out in one
+    /// write.
+    ///
+    /// When the previous wake wrote here too, traffic is flowing (a
+    /// pipeline, a stream): the connection's task writes instead, so what
+    /// the next wakes queue while it is being scheduled goes out in the
+    /// same write, rather than one system call per message.
+    pub(crate) fn flush(&self, wake: u64) {
+        let mut st = self.lock();
+        if st.pending.is_empty() && !st.unflushed {
+            return;
+        }
+        let flowing = st.last_flush.wrapping_add(1) == wake;
+        st.last_flush = wake;
+        if flowing || st.handed_off || st.error.is_some() {
+            return st.wake();
+        }
+        let Some(mut w) = st.writer.take() else {
+            // Not up yet, or the task is writing: it looks again when done.
+            return st.wake();
         };
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            batch.push(msg, max);
-            if batch.len < MAX_BATCH {
-                next = queue.try_recv().ok();
+        // A no-op waker: if the socket would block, the connection's task
+        // is woken below and registers its own waker by polling again.
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let st = &mut *st;
+        let written = match st.pending.poll_write(&mut w, &mut cx) {
+            Poll::Ready(Ok(())) => {
+                st.pending.clear();
+                st.frames = 0;
+                self.touch();
+                match w.as_mut().poll_flush(&mut cx) {
+                    Poll::Ready(Ok(())) => true,
+                    Poll::Ready(Err(e)) => {
+                        st.error = Some(e);
+                        false
+                    }
+                    Poll::Pending => {
+                        st.unflushed = true;
+                        false
+                    }
+                }
+            }
+            Poll::Ready(Err(e)) => {
+                st.error = Some(e);
+                false
+            }
+            Poll::Pending => false,
+        };
+        st.writer = Some(w);
+        if !written {
+            st.handed_off = true;
+            st.wake();
+        }
+    }
+
+    /// The driver let go of the connection: what is queued is still
+    /// written, then the connection closes.
+    pub(crate) fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        st.wake();
+    }
+
+    fn install(&self, w: Writer) {
+        let mut st = self.lock();
+        if !st.dead {
+            st.writer = Some(w);
+        }
+    }
+
+    fn poll_work(&self, cx: &mut Context<'_>) -> Poll<Work> {
+        let mut st = self.lock();
+        if let Some(e) = st.error.take() {
+            return Poll::Ready(Work::Failed(e));
+        }
+        let busy = !st.pending.is_empty() || st.unflushed;
+        if busy || st.closed {
+            if let Some(w) = st.writer.take() {
+                if !busy {
+                    return Poll::Ready(Work::Close(w));
+                }
+                let batch = std::mem::take(&mut st.pending);
+                st.frames = 0;
+                st.handed_off = false;
+                st.unflushed = false;
+                return Poll::Ready(Work::Write(w, batch));
             }
         }
-        if batch.len == 0 {
-            continue;
-        }
-        if let Err(e) = batch.write_to(&mut w).await {
-            return Closed::Io(e);
-        }
-        // Written: let go of the stream chunks now rather than at the next
-        // batch, which may be a while.
+        st.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// The connection's task is done writing: the socket is free again,
+    /// and the batch's buffer is reused if nothing new was queued.
+    fn give_back(&self, w: Writer, mut batch: Batch) {
         batch.clear();
-        if let Err(e) = w.flush().await {
-            return Closed::Io(e);
+        let mut st = self.lock();
+        if st.dead {
+            return;
+        }
+        st.writer = Some(w);
+        if st.frames == 0 && st.pending.len == 0 {
+            st.pending = batch;
+        }
+    }
+
+    fn shut(&self) {
+        let mut st = self.lock();
+        st.dead = true;
+        st.writer = None;
+        st.pending.clear();
+        st.frames = 0;
+        st.waker = None;
+    }
+}
+
+struct ShutOnDrop(Arc<Outbox>);
+
+impl Drop for ShutOnDrop {
+    fn drop(&mut self) {
+        self.0.shut();
+    }
+}
+
+/// The connection's side of its outbox: installs the write half, then
+/// finishes whatever the driver could not write without blocking.
+async fn write_loop(outbox: Arc<Outbox>, w: Writer) -> Closed {
+    outbox.install(w);
+    loop {
+        match futures::future::poll_fn(|cx| outbox.poll_work(cx)).await {
+            Work::Failed(e) => return Closed::Io(e),
+            Work::Close(mut w) => {
+                let _ = w.close().await;
+                return Closed::Driver;
+            }
+            Work::Write(mut w, mut batch) => {
+                let written = futures::future::poll_fn(|cx| batch.poll_write(&mut w, cx)).await;
+                if let Err(e) = written {
+                    return Closed::Io(e);
+                }
+                outbox.touch();
+                // Written: let go of the stream chunks now rather than at
+                // the next batch, which may be a while.
+                batch.clear();
+                if let Err(e) = w.flush().await {
+                    return Closed::Io(e);
+                }
+                outbox.give_back(w, batch);
+            }
         }
     }
 }

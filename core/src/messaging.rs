@@ -100,34 +100,82 @@ pub(crate) struct Outgoing {
     pub(crate) ever_sent: bool,
 }
 
-/// Requests this node sent and has no final answer for.
+/// Requests this node sent and has no final answer for, with an index of
+/// when each is next due (its next try or its deadline, whichever comes
+/// first), so finding what is due costs O(log n) instead of a scan of every
+/// outstanding request on each wake.
 #[derive(Debug, Default)]
 pub(crate) struct Requests {
     next_id: u64,
-    pub(crate) pending: BTreeMap<u64, Outgoing>,
+    pending: BTreeMap<u64, Outgoing>,
+    /// `(due time, id)` for every entry of `pending`.
+    by_due: BTreeSet<(MonoTime, u64)>,
+}
+
+impl Outgoing {
+    fn due(&self) -> MonoTime {
+        self.next_try.min(self.deadline)
+    }
 }
 
 impl Requests {
     pub(crate) fn start(&mut self, payload: Payload, now: MonoTime, timeout: Duration) -> u64 {
         self.next_id += 1;
-        self.pending.insert(
-            self.next_id,
-            Outgoing {
-                payload,
-                deadline: now + timeout,
-                next_try: now,
-                ever_sent: false,
-            },
-        );
+        let o = Outgoing {
+            payload,
+            deadline: now + timeout,
+            next_try: now,
+            ever_sent: false,
+        };
+        self.by_due.insert((o.due(), self.next_id));
+        self.pending.insert(self.next_id, o);
         self.next_id
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub(crate) fn contains(&self, id: u64) -> bool {
+        self.pending.contains_key(&id)
+    }
+
+    pub(crate) fn get(&self, id: u64) -> Option<&Outgoing> {
+        self.pending.get(&id)
+    }
+
+    pub(crate) fn remove(&mut self, id: u64) -> Option<Outgoing> {
+        let o = self.pending.remove(&id)?;
+        self.by_due.remove(&(o.due(), id));
+        Some(o)
+    }
+
+    /// Sets when `id` is tried next (and whether it was ever sent),
+    /// keeping the index in step.
+    pub(crate) fn retry_at(&mut self, id: u64, next_try: MonoTime, sent: bool) {
+        if let Some(o) = self.pending.get_mut(&id) {
+            self.by_due.remove(&(o.due(), id));
+            o.next_try = next_try;
+            o.ever_sent |= sent;
+            self.by_due.insert((o.due(), id));
+        }
+    }
+
     pub(crate) fn next_due(&self) -> MonoTime {
-        self.pending
-            .values()
-            .map(|o| o.next_try.min(o.deadline))
-            .min()
-            .unwrap_or(MonoTime::MAX)
+        self.by_due.first().map_or(MonoTime::MAX, |(t, _)| *t)
+    }
+
+    /// Ids due at `now`, in id order (the order a scan of the whole table
+    /// gave, which retries and timeouts are reported in).
+    pub(crate) fn due(&self, now: MonoTime) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .by_due
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .map(|(_, id)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 }
 
@@ -297,6 +345,43 @@ mod tests {
 
     fn key(n: u64) -> (NodeId, u64, u64) {
         (NodeId::new("s").unwrap(), 1, n)
+    }
+
+    /// The due index answers exactly what a scan of every outstanding
+    /// request would, through starts, retries and removals.
+    #[test]
+    fn request_due_index_matches_a_full_scan() {
+        let mut rng = crate::rng::Rng::new(7);
+        let mut r = Requests::default();
+        let at = |n: u64| MonoTime::from_nanos(n);
+        for step in 0..5_000u64 {
+            let now = at(step * 10);
+            match rng.below(4) {
+                0 | 1 => {
+                    let timeout = Duration::from_nanos(rng.below(2_000));
+                    r.start(Payload::default(), now, timeout);
+                }
+                2 => {
+                    let id = rng.below(r.next_id + 1);
+                    r.retry_at(id, at(step * 10 + rng.below(1_000)), rng.below(2) == 0);
+                }
+                _ => {
+                    let id = rng.below(r.next_id + 1);
+                    r.remove(id);
+                }
+            }
+            let scan_min = r.pending.values().map(Outgoing::due).min();
+            assert_eq!(r.next_due(), scan_min.unwrap_or(MonoTime::MAX));
+            let probe = at(step * 10 + rng.below(500));
+            let scanned: Vec<u64> = r
+                .pending
+                .iter()
+                .filter(|(_, o)| o.due() <= probe)
+                .map(|(id, _)| *id)
+                .collect();
+            assert_eq!(r.due(probe), scanned);
+            assert_eq!(r.by_due.len(), r.pending.len());
+        }
     }
 
     #[test]

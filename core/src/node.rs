@@ -521,7 +521,7 @@ impl Node {
 
     /// Number of requests this node awaits answers for.
     pub fn requests_outstanding(&self) -> usize {
-        self.requests.pending.len()
+        self.requests.len()
     }
 
     // ---- commands --------------------------------------------------------------
@@ -531,11 +531,11 @@ impl Node {
     /// following redirects.
     pub fn send(&mut self, now: Now, payload: impl Into<Payload>) -> RequestId {
         let now = self.observe(now);
-        let id = if self.requests.pending.len() >= self.cfg.max_outstanding {
+        let id = if self.requests.len() >= self.cfg.max_outstanding {
             let id = self
                 .requests
                 .start(Payload::default(), now.mono, Duration::ZERO);
-            self.requests.pending.remove(&id);
+            self.requests.remove(id);
             self.event(Event::SendDone {
                 id: RequestId(id),
                 result: Err(SendError::Overloaded),
@@ -1162,11 +1162,8 @@ impl Node {
         if self.requests.next_due() > now.mono {
             return;
         }
-        let ids = due(&self.requests.pending, |o| {
-            o.next_try.min(o.deadline) <= now.mono
-        });
-        for id in ids {
-            let Some(o) = self.requests.pending.get_mut(&id) else {
+        for id in self.requests.due(now.mono) {
+            let Some(o) = self.requests.get(id) else {
                 continue;
             };
             if o.deadline <= now.mono {
@@ -1175,7 +1172,7 @@ impl Node {
                 } else {
                     SendError::NoLeader
                 };
-                self.requests.pending.remove(&id);
+                self.requests.remove(id);
                 self.event(Event::SendDone {
                     id: RequestId(id),
                     result: Err(err),
@@ -1184,9 +1181,9 @@ impl Node {
             }
             match self.leader.clone() {
                 Some(l) => {
-                    o.ever_sent = true;
-                    o.next_try = now.mono + self.cfg.request_retry_interval;
                     let payload = o.payload.clone();
+                    self.requests
+                        .retry_at(id, now.mono + self.cfg.request_retry_interval, true);
                     let addr = (l.id != self.me.id).then_some(l.addr);
                     self.transmit(
                         l.id,
@@ -1198,7 +1195,10 @@ impl Node {
                         },
                     );
                 }
-                None => o.next_try = now.mono + self.cfg.request_retry_interval / 4,
+                None => {
+                    let at = now.mono + self.cfg.request_retry_interval / 4;
+                    self.requests.retry_at(id, at, false);
+                }
             }
         }
     }
@@ -1638,12 +1638,12 @@ impl Node {
     }
 
     fn on_reply(&mut self, now: &Now, from: NodeId, id: u64, body: ReplyBody) {
-        if !self.requests.pending.contains_key(&id) {
+        if !self.requests.contains(id) {
             return;
         }
         match body {
             ReplyBody::Ok { term, payload } => {
-                self.requests.pending.remove(&id);
+                self.requests.remove(id);
                 self.event(Event::SendDone {
                     id: RequestId(id),
                     result: Ok(SendReply {
@@ -1654,7 +1654,7 @@ impl Node {
                 });
             }
             ReplyBody::Failed { reason, .. } => {
-                self.requests.pending.remove(&id);
+                self.requests.remove(id);
                 self.event(Event::SendDone {
                     id: RequestId(id),
                     result: Err(SendError::Failed(reason)),
@@ -1668,10 +1668,11 @@ impl Node {
                         self.claim(now, h.term);
                     }
                 }
-                if let Some(o) = self.requests.pending.get_mut(&id) {
-                    o.next_try = o
+                if let Some(o) = self.requests.get(id) {
+                    let at = o
                         .next_try
                         .min(now.mono + self.cfg.request_retry_interval / 4);
+                    self.requests.retry_at(id, at, false);
                 }
             }
         }
