@@ -17,7 +17,7 @@ use futures::{FutureExt, StreamExt};
 use hedgerow::{Hedgerow, WatchEvent};
 use hedgerow_core::{ClockStatus, Config, LeaveReason, NodeId, Rng, Term};
 
-use super::clock::{ClockParams, SimHostClock, TrueTime};
+use super::clock::{SimHostClock, TrueTime};
 use super::runtime::TurmoilRuntime;
 use super::store::{serve, StoreClient, StoreState, STORE_PORT};
 use crate::check::convergence::{self, NodeReport};
@@ -27,6 +27,7 @@ use crate::check::views::ViewOrder;
 use crate::check::{tokens, Violation};
 use crate::compare::MembershipTrace;
 use crate::scenario::{Scenario, Step, Target};
+use crate::SimClock;
 
 /// The cluster id every simulated node uses.
 pub const CLUSTER: &str = "sim";
@@ -700,18 +701,21 @@ impl Runner<'_> {
         }
     }
 
-    fn clock_for(&mut self, slot: usize) -> ClockParams {
+    fn clock_for(&mut self, slot: usize) -> SimClock {
         let bound = u64::try_from(self.opts.bound.as_nanos()).unwrap_or(u64::MAX);
         if let Some((s, off)) = self.opts.broken_clock {
             if s == slot {
-                return ClockParams::broken(off.saturating_mul(1_000_000), bound);
+                return SimClock::fixed(off.saturating_mul(1_000_000), bound);
             }
         }
         let span = (bound as f64 * self.opts.offset_fraction) as u64;
         let offset = self.rng.below(2 * span + 1) as i64 - span as i64;
         let d = self.opts.drift_ppm * 1000;
         let drift = self.rng.below(2 * d + 1) as i64 - d as i64;
-        let mut params = ClockParams::honest(offset, drift, bound);
+        let mut params = SimClock {
+            drift_ppb: drift,
+            ..SimClock::fixed(offset, bound)
+        };
         if let Some((_, status)) = self.opts.clock_status.iter().find(|(s, _)| *s == slot) {
             params.status = *status;
         }
@@ -723,7 +727,7 @@ impl Runner<'_> {
         if self.slots.is_empty() {
             // Slot 0 is unused so that slots match host names.
             self.slots.push(Slot {
-                clock: SimHostClock::new(ClockParams::honest(0, 0, 0), self.truth.clone()),
+                clock: SimHostClock::new(SimClock::fixed(0, 0), self.truth.clone()),
                 bytes: Arc::default(),
                 alive: false,
             });
@@ -973,7 +977,7 @@ impl Runner<'_> {
             Step::ClockUnknown(t) => {
                 if let Some(s) = self.pick(*t) {
                     let clock = &self.slots[s].clock;
-                    clock.set(ClockParams {
+                    clock.set(SimClock {
                         status: ClockStatus::Unknown,
                         ..clock.params()
                     });
