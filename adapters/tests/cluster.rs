@@ -23,6 +23,9 @@ use hedgerow_clock::SystemClock;
 use hedgerow_core::wire::{decode_frame, encode_frame, Frame};
 use hedgerow_core::Hello;
 
+mod support;
+use support::wait_until;
+
 const BOUND: Duration = Duration::from_millis(5);
 
 fn local(c: &mut Config) {
@@ -142,19 +145,6 @@ async fn start_cluster<R: Runtime>(
         nodes.push(start(rt, cluster, i, &store, received.clone()).await);
     }
     (nodes, received)
-}
-
-async fn wait_until<R: Runtime>(rt: &R, limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        rt.sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Whether `fut` completes within `limit`.
@@ -579,11 +569,7 @@ where
     F: FnOnce(hedgerow::runtime::TokioRuntime) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::tokio_runtime();
     rt.block_on(async {
         let hr = hedgerow::runtime::TokioRuntime::from_context().unwrap();
         test(hr).await

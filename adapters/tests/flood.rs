@@ -23,6 +23,9 @@ use hedgerow_clock::SystemClock;
 use hedgerow_core::wire::{decode_frame, encode_frame, Frame, LEN_PREFIX};
 use hedgerow_core::Hello;
 
+mod support;
+use support::{tokio_runtime, wait_until};
+
 const CLUSTER: &str = "flood";
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_HANDSHAKES: usize = 64;
@@ -44,17 +47,6 @@ async fn node(rt: &TokioRuntime, store: &MemoryStore, name: &str) -> Hedgerow {
         .start()
         .await
         .expect("node starts")
-}
-
-async fn wait_until(rt: &TokioRuntime, limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if done() {
-            return true;
-        }
-        rt.sleep(Duration::from_millis(10)).await;
-    }
-    done()
 }
 
 /// Every node follows `leader` and has exactly `nodes` in its view.
@@ -98,11 +90,7 @@ fn connect(addr: SocketAddr) -> TcpStream {
 
 #[test]
 fn a_connection_flood_neither_unseats_the_leader_nor_locks_out_a_joiner() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio_runtime();
     runtime.block_on(async {
         let rt = TokioRuntime::from_context().unwrap();
         let store = MemoryStore::new();
@@ -276,11 +264,7 @@ fn hello_bytes(hello: Hello) -> Vec<u8> {
 
 #[test]
 fn old_versions_truncated_frames_and_stalled_hellos_are_closed() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio_runtime();
     runtime.block_on(async {
         let rt = TokioRuntime::from_context().unwrap();
         let store = MemoryStore::new();

@@ -23,15 +23,10 @@ use hedgerow_clock::SystemClock;
 use hedgerow_core::wire::{decode_frame, encode_frame, Frame};
 use hedgerow_core::{Hello, NodeId};
 
-const CLUSTER: &str = "limits";
+mod support;
+use support::{tokio_runtime, wait_until};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+const CLUSTER: &str = "limits";
 
 async fn node(
     rt: &TokioRuntime,
@@ -49,17 +44,6 @@ async fn node(
         })
         .broadcast_handler(|req| async move { Ok(req.payload) });
     tweak(b).start().await.expect("node starts")
-}
-
-async fn wait_until(rt: &TokioRuntime, limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if done() {
-            return true;
-        }
-        rt.sleep(Duration::from_millis(10)).await;
-    }
-    done()
 }
 
 async fn blocking<T: Send + 'static>(
@@ -118,7 +102,7 @@ fn closed_within(mut s: TcpStream, wait: Duration) -> bool {
 #[test]
 fn silent_peers_are_closed_as_idle_and_idle_member_links_are_dialed_again() {
     const IDLE: Duration = Duration::from_millis(500);
-    runtime().block_on(async {
+    tokio_runtime().block_on(async {
         let rt = TokioRuntime::from_context().unwrap();
         let store = MemoryStore::new();
         let a = node(&rt, &store, "a", |b| b.idle_timeout(IDLE)).await;
@@ -173,7 +157,7 @@ fn silent_peers_are_closed_as_idle_and_idle_member_links_are_dialed_again() {
 
 #[test]
 fn established_inbound_connections_are_capped() {
-    runtime().block_on(async {
+    tokio_runtime().block_on(async {
         let rt = TokioRuntime::from_context().unwrap();
         let store = MemoryStore::new();
         let a = node(&rt, &store, "a", |b| b.max_inbound(2)).await;
@@ -211,7 +195,7 @@ fn one_address_flooding_handshakes_cannot_lock_out_a_joiner() {
     const PER_IP: usize = 4;
     const SLOTS: usize = 8;
     const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(800);
-    runtime().block_on(async {
+    tokio_runtime().block_on(async {
         let rt = TokioRuntime::from_context().unwrap();
         let store = MemoryStore::new();
         let limits = |b: Builder<TokioRuntime>| {

@@ -15,6 +15,8 @@ use hedgerow::store::PostgresStore;
 use hedgerow::{Builder, Config, Hedgerow};
 use hedgerow_clock::SystemClock;
 
+mod support;
+
 const BOUND: Duration = Duration::from_millis(5);
 
 fn local(c: &mut Config) {
@@ -56,11 +58,7 @@ fn postgres_killed_under_a_cluster_and_restarted() {
     else {
         return;
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = support::tokio_runtime();
     runtime.block_on(async {
         use hedgerow::runtime::Runtime;
         let rt = TokioRuntime::from_context().unwrap();

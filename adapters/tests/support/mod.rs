@@ -1,0 +1,37 @@
+//! Helpers shared by the facade's integration tests.
+
+// Each test binary includes this module and uses only part of it.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use hedgerow::runtime::Runtime;
+
+/// Polls `done` every 5 ms on `rt` until it holds or `limit` passes;
+/// whether it held.
+pub async fn wait_until<R: Runtime>(
+    rt: &R,
+    limit: Duration,
+    mut done: impl FnMut() -> bool,
+) -> bool {
+    let end = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        rt.sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A tokio runtime as the tests use it: multi-threaded, 2 workers, every
+/// driver enabled.
+pub fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
