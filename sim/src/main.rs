@@ -116,11 +116,19 @@ fn main() -> ExitCode {
         }
     };
     let bound = Duration::from_millis(args.bound_ms);
-    if let (true, Some(name)) = (args.turmoil, &args.scenario) {
-        return run_turmoil(name, &args, node, bound);
-    }
     if let Some(name) = &args.scenario {
-        return run_scenario(name, &args, node, bound);
+        let scenario = match Scenario::load(name) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+        return if args.turmoil {
+            run_turmoil(&scenario, name, &args, node, bound)
+        } else {
+            run_scenario(&scenario, name, &args, node, bound)
+        };
     }
     let budget = node.lease_duration + bound * 2;
     println!(
@@ -218,21 +226,16 @@ fn main() -> ExitCode {
             );
         }
     }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    exit_code(failed)
 }
 
-fn run_scenario(name: &str, args: &Args, node: Config, bound: Duration) -> ExitCode {
-    let scenario = match Scenario::load(name) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
+fn run_scenario(
+    scenario: &Scenario,
+    name: &str,
+    args: &Args,
+    node: Config,
+    bound: Duration,
+) -> ExitCode {
     println!(
         "hedgerow-sim: scenario {} ({} steps), preset {}, clock bound ±{bound:?}",
         scenario.name,
@@ -246,7 +249,7 @@ fn run_scenario(name: &str, args: &Args, node: Config, bound: Duration) -> ExitC
         cfg.node = node.clone();
         cfg.bound = bound;
         cfg.trace_len = 64;
-        let out = scenario::run(&scenario, cfg);
+        let out = scenario::run(scenario, cfg);
         let conv: Vec<String> = out
             .converge
             .iter()
@@ -274,21 +277,16 @@ fn run_scenario(name: &str, args: &Args, node: Config, bound: Duration) -> ExitC
             );
         }
     }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    exit_code(failed)
 }
 
-fn run_turmoil(name: &str, args: &Args, node: Config, bound: Duration) -> ExitCode {
-    let scenario = match Scenario::load(name) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
+fn run_turmoil(
+    scenario: &Scenario,
+    name: &str,
+    args: &Args,
+    node: Config,
+    bound: Duration,
+) -> ExitCode {
     let opts = hedgerow_sim::turmoil::TurmoilOptions {
         tick: Duration::from_millis(args.tick_ms),
         config: node,
@@ -304,7 +302,7 @@ fn run_turmoil(name: &str, args: &Args, node: Config, bound: Duration) -> ExitCo
     );
     let mut failed = false;
     for seed in args.first_seed..args.first_seed + args.seeds {
-        let report = hedgerow_sim::turmoil::run(&scenario, seed, &opts);
+        let report = hedgerow_sim::turmoil::run(scenario, seed, &opts);
         print!("{}", report.summary());
         if !report.passed() {
             failed = true;
@@ -314,6 +312,11 @@ fn run_turmoil(name: &str, args: &Args, node: Config, bound: Duration) -> ExitCo
             );
         }
     }
+    exit_code(failed)
+}
+
+/// Failure if any seed failed.
+fn exit_code(failed: bool) -> ExitCode {
     if failed {
         ExitCode::FAILURE
     } else {
