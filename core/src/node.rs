@@ -772,6 +772,12 @@ impl Node {
                 // A fleet that starts together spreads its first reads.
                 let at = now.mono + self.jitter(self.cfg.takeover_jitter);
                 self.lease.delay_read(at);
+                // A node starts with no leader: it looks in the store again
+                // every failure timeout until it finds one, as after losing
+                // one. A member that cannot take over itself (not a
+                // candidate, or a clock that may not lead) would otherwise
+                // never find the leader elected after it started.
+                self.next_lost_read = now.mono + self.cfg.failure_timeout;
             }
         }
         self.last = Some(now);
@@ -1099,13 +1105,6 @@ impl Node {
             return;
         }
         let Some(l) = self.following().cloned() else {
-            if self.roster.is_none() && self.cut_off && self.next_lost_read == MonoTime::MAX {
-                // Never had a leader: the start-up read found none. A member
-                // that cannot take over itself (not a candidate, or a clock
-                // that may not lead) would otherwise never look again and
-                // never find the leader elected after it started.
-                self.next_lost_read = now.mono + self.cfg.failure_timeout;
-            }
             if self.roster.is_none() && self.cut_off && now.mono >= self.next_lost_read {
                 self.next_lost_read = now.mono + self.cfg.failure_timeout;
                 let at = now.mono + self.read_spread();
