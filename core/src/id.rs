@@ -2,8 +2,9 @@
 //! (`incarnation`), and the term (fencing token) a leader holds.
 
 use alloc::string::String;
+use alloc::sync::Arc;
 use core::fmt;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The longest node id accepted, in bytes.
 pub const MAX_NODE_ID_LEN: usize = 128;
@@ -12,9 +13,11 @@ pub const MAX_ADDR_LEN: usize = 256;
 
 /// A node's stable name, e.g. a pod name. Not unique across restarts: a
 /// restarted process keeps its id and gets a new incarnation.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct NodeId(String);
+///
+/// Cheap to clone (a shared string): ids are copied into maps, messages
+/// and events on every round trip. Encoded as a plain string.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(Arc<str>);
 
 impl NodeId {
     /// A node id: 1 to [`MAX_NODE_ID_LEN`] bytes of printable, non-space
@@ -27,13 +30,8 @@ impl NodeId {
     /// ```
     pub fn new(id: impl Into<String>) -> Result<Self, InvalidId> {
         let id = id.into();
-        if id.is_empty() || id.len() > MAX_NODE_ID_LEN {
-            return Err(InvalidId::Length(id.len()));
-        }
-        if id.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(InvalidId::Character);
-        }
-        Ok(NodeId(id))
+        check(&id)?;
+        Ok(NodeId(Arc::from(id)))
     }
 
     /// The id as text.
@@ -44,7 +42,41 @@ impl NodeId {
     /// Whether a decoded id respects the limits of [`NodeId::new`]; the
     /// decoder applies this to everything a peer sends.
     pub fn is_well_formed(&self) -> bool {
-        NodeId::new(self.0.as_str()).is_ok()
+        check(&self.0).is_ok()
+    }
+}
+
+/// The limits of [`NodeId::new`].
+fn check(id: &str) -> Result<(), InvalidId> {
+    if id.is_empty() || id.len() > MAX_NODE_ID_LEN {
+        return Err(InvalidId::Length(id.len()));
+    }
+    if id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(InvalidId::Character);
+    }
+    Ok(())
+}
+
+impl Serialize for NodeId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeId {
+    /// Any string: the wire decoder checks [`NodeId::is_well_formed`].
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = NodeId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a node id")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<NodeId, E> {
+                Ok(NodeId(Arc::from(v)))
+            }
+        }
+        d.deserialize_str(Visit)
     }
 }
 

@@ -398,7 +398,13 @@ impl Lease {
             return None;
         }
         let c = now.clock.interval;
-        match self.row.clone() {
+        // What the decision needs from the row, without cloning it (it
+        // holds strings) on every step.
+        let row = self
+            .row
+            .as_ref()
+            .map(|r| (self.is_mine(r), r.expires_ns, r.token, r.version));
+        match row {
             None if self.row_absent => {
                 // A missing row after tokens were seen means the table was
                 // recreated: carry on above the highest token seen.
@@ -413,21 +419,23 @@ impl Lease {
                 self.want_read(now.mono);
                 None
             }
-            Some(r) if self.is_mine(&r) && c.latest < r.expires_ns => {
+            Some((mine, expires_ns, token, version)) if mine && c.latest < expires_ns => {
                 // Our own write, applied after we stopped counting on it:
                 // nobody else can have held since. Renew it under its token.
-                let write = self.write(now, r.token);
+                let write = self.write(now, token);
                 Some(self.issue(Purpose::Acquire, |op| LeaseOp::CompareAndSet {
                     op,
-                    expected_version: Some(r.version),
+                    expected_version: Some(version),
                     write,
                 }))
             }
-            Some(r) if c.earliest > r.expires_ns.saturating_add(self.stagger_ns) => {
-                let write = self.write(now, Term(r.token.max(self.floor).0.saturating_add(1)));
+            Some((_, expires_ns, token, version))
+                if c.earliest > expires_ns.saturating_add(self.stagger_ns) =>
+            {
+                let write = self.write(now, Term(token.max(self.floor).0.saturating_add(1)));
                 Some(self.issue(Purpose::Acquire, |op| LeaseOp::CompareAndSet {
                     op,
-                    expected_version: Some(r.version),
+                    expected_version: Some(version),
                     write,
                 }))
             }

@@ -1104,14 +1104,14 @@ impl Node {
         if self.left {
             return;
         }
-        let Some(l) = self.following().cloned() else {
+        if self.following().is_none() {
             if self.roster.is_none() && self.cut_off && now.mono >= self.next_lost_read {
                 self.next_lost_read = now.mono + self.cfg.failure_timeout;
                 let at = now.mono + self.read_spread();
                 self.lease.want_read(at);
             }
             return;
-        };
+        }
         if !self.cut_off && now.mono.saturating_since(self.last_ack) > self.cfg.failure_timeout {
             // The leader went quiet: look in the store for who leads now.
             self.cut_off = true;
@@ -1123,6 +1123,10 @@ impl Node {
             self.lease.want_read(at);
         }
         if now.mono >= self.next_heartbeat {
+            // Cloned only when a heartbeat is due: it holds strings.
+            let Some(l) = self.following().cloned() else {
+                return;
+            };
             self.next_heartbeat = now.mono + self.cfg.heartbeat_interval;
             let meta = (self.leader_has_meta != Some((l.term, self.meta_version)))
                 .then(|| self.meta.clone());
