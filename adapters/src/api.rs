@@ -22,7 +22,7 @@ use hedgerow_core::{
     NodeStats, Payload, StepDownReason, StoreError, StreamId, Term,
 };
 
-use crate::driver::{self, lock, BroadcastItem, Chunk, Command, Consumed, Driver};
+use crate::driver::{self, lock, BroadcastItem, Chunk, Command, Commands, Consumed, Driver};
 use crate::runtime::{BoxFuture, Runtime};
 use crate::store::{AsyncLeaseStore, LeaseStore};
 use crate::transport::{self, NetCtx};
@@ -354,7 +354,7 @@ impl Stream for IncomingStream {
 pub struct SendStream {
     id: StreamId,
     to: Option<NodeId>,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: Commands,
     done: bool,
 }
 
@@ -369,9 +369,7 @@ impl SendStream {
             data: data.into(),
             done,
         };
-        self.commands
-            .unbounded_send(cmd)
-            .map_err(|_| Error::Closed)?;
+        self.commands.send(cmd)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
@@ -379,16 +377,14 @@ impl SendStream {
     pub async fn finish(mut self) -> Result<(), Error> {
         self.done = true;
         let (done, rx) = oneshot::channel();
-        self.commands
-            .unbounded_send(Command::Finish { id: self.id, done })
-            .map_err(|_| Error::Closed)?;
+        self.commands.send(Command::Finish { id: self.id, done })?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
     /// Abandons the stream; the receiver sees [`Error::StreamReset`].
     pub fn reset(mut self, reason: &str) {
         self.done = true;
-        let _ = self.commands.unbounded_send(Command::Reset {
+        let _ = self.commands.send(Command::Reset {
             id: self.id,
             reason: reason.into(),
         });
@@ -403,7 +399,7 @@ impl SendStream {
 impl Drop for SendStream {
     fn drop(&mut self) {
         if !self.done {
-            let _ = self.commands.unbounded_send(Command::Reset {
+            let _ = self.commands.send(Command::Reset {
                 id: self.id,
                 reason: "the sender dropped the stream unfinished".into(),
             });
@@ -533,7 +529,7 @@ impl Stream for BroadcastReplies {
 pub struct Hedgerow {
     node: Arc<Mutex<Node>>,
     clock: Arc<dyn Clock>,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: Commands,
     id: NodeId,
     addr: String,
     local_addr: SocketAddr,
@@ -649,7 +645,7 @@ impl Hedgerow {
     /// Membership and leadership changes from now on.
     pub fn watch(&self) -> Watch {
         let (tx, rx) = mpsc::channel(1024);
-        let _ = self.commands.unbounded_send(Command::Watch(tx));
+        let _ = self.commands.send(Command::Watch(tx));
         Watch(rx)
     }
 
@@ -762,7 +758,7 @@ impl Hedgerow {
     }
 
     fn command(&self, c: Command) -> Result<(), Error> {
-        self.commands.unbounded_send(c).map_err(|_| Error::Closed)
+        self.commands.send(c)
     }
 }
 
@@ -1067,28 +1063,34 @@ impl<R: Runtime> Builder<R> {
         let listener = transport::spawn_listener(&rt, net.clone(), listener);
         let (cmd_tx, cmd_rx) = mpsc::unbounded();
         let (consumed_tx, consumed_rx) = mpsc::unbounded();
-        let driver = Driver::new(driver::Parts {
-            rt: rt.clone(),
-            node: node.clone(),
-            clock: clock.clone(),
-            store,
-            store_timeout,
-            net,
-            listener,
-            handlers: self.handlers,
-            consumed: consumed_tx,
-            seed: seed ^ 0x9e37_79b9_7f4a_7c15,
-        });
         let inbox = driver::Inbox {
             commands: cmd_rx,
             net: net_rx,
             consumed: consumed_rx,
         };
-        rt.spawn(Box::pin(driver.run(inbox)));
+        let driver = Driver::new(
+            driver::Parts {
+                rt: rt.clone(),
+                node: node.clone(),
+                clock: clock.clone(),
+                store,
+                store_timeout,
+                net: net.clone(),
+                listener,
+                handlers: self.handlers,
+                consumed: consumed_tx,
+                seed: seed ^ 0x9e37_79b9_7f4a_7c15,
+            },
+            inbox,
+        );
+        let cell = driver::DriverCell::new(driver);
+        let inputs: Arc<dyn driver::Inputs> = cell.clone();
+        net.set_inputs(Arc::downgrade(&inputs));
+        rt.spawn(Box::pin(driver::run(cell)));
         Ok(Hedgerow {
             node,
             clock,
-            commands: cmd_tx,
+            commands: Commands::new(cmd_tx, inputs),
             id,
             addr,
             local_addr,

@@ -1,9 +1,25 @@
-//! The driver: one task that owns a [`hedgerow_core::Node`], reads the clock
-//! before every call into it, feeds it transport events, timers, lease
-//! results and user commands, and carries out every output. It holds no
-//! protocol logic: what to send, when to write the lease and who leads is
-//! the core's call. The loop selects with a fixed priority
-//! (`select_biased!`) so a simulated runtime replays it deterministically.
+//! The driver: the state that owns a [`hedgerow_core::Node`], reads the
+//! clock before every call into it, feeds it transport events, timers,
+//! lease results and user commands, and carries out every output. It holds
+//! no protocol logic: what to send, when to write the lease and who leads
+//! is the core's call.
+//!
+//! The driver sits behind one lock ([`DriverCell`]) and is run by whoever has
+//! an input for it:
+//!
+//! * its **loop task** waits on every input channel and the timer, and
+//!   takes what is ready in a fixed priority (store answers, finished
+//!   handlers, the network, consumed stream bytes, commands, the timer),
+//!   so a simulated runtime replays it deterministically;
+//! * a **caller** (a `send`, a stream write), a **connection task** with a
+//!   frame it just read, or a **handler task** with its result runs the
+//!   driver itself, on its own thread, when the lock is free. That saves
+//!   the hop to the loop task, which on a multi-threaded runtime is often
+//!   a wake of another thread. Such a direct input first takes whatever
+//!   its channel already holds, so one sender's inputs keep their order,
+//!   and wakes the loop only when the node now wants a timer earlier than
+//!   the armed one, or must stop. When the lock is busy the input goes
+//!   through the channel as before.
 //!
 //! Handlers run on their own tasks, at most `max_handlers` at once; the
 //! driver never awaits application code, so a slow handler cannot stall
@@ -11,7 +27,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use futures::channel::{mpsc, oneshot};
@@ -39,6 +56,11 @@ const MAX_QUEUED_JOBS: usize = 10_000;
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// Most inputs taken in one wake before what they queued is written.
 const MAX_INPUTS_PER_WAKE: usize = 256;
+/// A direct input wakes the loop to re-arm its timer only when the node
+/// wants to act this much earlier than the armed timer: deadlines computed
+/// from two clock readings differ by a little, and a wake per `send` would
+/// cost the very thread hop the direct path saves.
+const TIMER_SLACK: Duration = Duration::from_millis(1);
 
 /// The loop's armed timer.
 type Timer = futures::future::Fuse<crate::runtime::BoxFuture<'static, ()>>;
@@ -159,6 +181,159 @@ pub(crate) struct Inbox {
     pub(crate) consumed: mpsc::UnboundedReceiver<Consumed>,
 }
 
+/// Every channel into the driver, in the loop's priority order.
+struct Receivers {
+    lease: mpsc::UnboundedReceiver<(OpId, Result<LeaseReply, StoreError>)>,
+    app: mpsc::UnboundedReceiver<Done>,
+    net: mpsc::Receiver<NetEvent>,
+    consumed: mpsc::UnboundedReceiver<Consumed>,
+    commands: mpsc::UnboundedReceiver<Command>,
+}
+
+/// How commands and network events reach a running driver on the sender's
+/// own thread (see the module docs). Each method gives the input back when
+/// the driver is busy or stopped; the sender then uses the channel.
+pub(crate) trait Inputs: Send + Sync {
+    fn command(&self, c: Command) -> Result<(), Command>;
+    // The event comes back to be queued; boxing it would cost an
+    // allocation per frame on the path this exists to make cheap.
+    #[allow(clippy::result_large_err)]
+    fn net(&self, e: NetEvent) -> Result<(), NetEvent>;
+}
+
+/// Where the public handles send commands: into the driver at once when it
+/// is free, else through the loop's channel.
+#[derive(Clone)]
+pub(crate) struct Commands {
+    tx: mpsc::UnboundedSender<Command>,
+    inputs: Arc<dyn Inputs>,
+}
+
+impl Commands {
+    pub(crate) fn new(tx: mpsc::UnboundedSender<Command>, inputs: Arc<dyn Inputs>) -> Self {
+        Commands { tx, inputs }
+    }
+
+    /// Hands `c` to the driver; [`Error::Closed`] once it has stopped.
+    pub(crate) fn send(&self, c: Command) -> Result<(), Error> {
+        match self.inputs.command(c) {
+            Ok(()) => Ok(()),
+            Err(c) => self.tx.unbounded_send(c).map_err(|_| Error::Closed),
+        }
+    }
+}
+
+impl std::fmt::Debug for Commands {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Commands")
+    }
+}
+
+/// The driver behind its lock, shared by its loop task and every direct
+/// input. `None` once the driver stopped: its state (and every waiter it
+/// held) is dropped then, not when the last handle goes.
+pub(crate) struct DriverCell<R: Runtime> {
+    driver: Mutex<Option<Driver<R>>>,
+}
+
+impl<R: Runtime> DriverCell<R> {
+    pub(crate) fn new(driver: Driver<R>) -> Arc<Self> {
+        Arc::new_cyclic(|me| {
+            let mut driver = driver;
+            driver.me = me.clone();
+            DriverCell {
+                driver: Mutex::new(Some(driver)),
+            }
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Driver<R>>> {
+        self.driver.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` with `input` on this thread if the driver is free, then
+    /// writes what it queued; gives `input` back if the lock is busy (never
+    /// waits for it) or the driver stopped.
+    fn direct<T>(&self, input: T, f: impl FnOnce(&mut Driver<R>, T)) -> Result<(), T> {
+        let mut slot = match self.driver.try_lock() {
+            Ok(slot) => slot,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return Err(input),
+        };
+        let Some(driver) = slot.as_mut() else {
+            return Err(input);
+        };
+        let span = driver.span.clone();
+        let _enter = span.enter();
+        f(driver, input);
+        driver.after_direct();
+        Ok(())
+    }
+
+    fn done(&self, done: Done) -> Result<(), Done> {
+        self.direct(done, Driver::on_done)
+    }
+}
+
+impl<R: Runtime> Inputs for DriverCell<R> {
+    fn command(&self, c: Command) -> Result<(), Command> {
+        self.direct(c, |d, c| {
+            // Commands queued while the driver was busy go first, so one
+            // caller's commands keep their order.
+            while let Ok(queued) = d.rx.commands.try_recv() {
+                d.on_command(queued);
+            }
+            d.on_command(c);
+        })
+    }
+
+    fn net(&self, e: NetEvent) -> Result<(), NetEvent> {
+        self.direct(e, |d, e| {
+            // Likewise for a connection's frames.
+            while let Ok(queued) = d.rx.net.try_recv() {
+                d.on_net(queued);
+            }
+            d.on_net(e);
+        })
+    }
+}
+
+/// Runs the driver's loop task until the driver stops, shuts down, leaves,
+/// or every handle is dropped. However the task ends (a runtime shutting
+/// down drops it), the driver's state goes with it.
+pub(crate) async fn run<R: Runtime>(cell: Arc<DriverCell<R>>) {
+    struct Release<R: Runtime>(Arc<DriverCell<R>>);
+    impl<R: Runtime> Drop for Release<R> {
+        fn drop(&mut self) {
+            let driver = self.0.lock().take();
+            drop(driver);
+        }
+    }
+    let release = Release(cell);
+    let span = {
+        let mut slot = release.0.lock();
+        let Some(driver) = slot.as_mut() else {
+            return;
+        };
+        let _enter = driver.span.clone().entered();
+        tracing::info!(clock = %driver.clock.describe(), "node started");
+        driver.input(Input::Tick);
+        driver.flush();
+        driver.span.clone()
+    };
+    let turn = futures::future::poll_fn(|cx| {
+        let mut slot = release.0.lock();
+        match slot.as_mut() {
+            Some(driver) => driver.poll_run(cx),
+            None => Poll::Ready(()),
+        }
+    });
+    tracing::Instrument::instrument(turn, span.clone()).await;
+    drop(release);
+    let _enter = span.enter();
+    tracing::info!("node stopped");
+}
+
 /// The lease store, as the builder was given it.
 #[derive(Clone)]
 pub(crate) enum Store {
@@ -202,11 +377,19 @@ pub(crate) struct Driver<R: Runtime> {
     started: Instant,
     clock_failing: bool,
     lease_tx: mpsc::UnboundedSender<(OpId, Result<LeaseReply, StoreError>)>,
-    lease_rx: Option<mpsc::UnboundedReceiver<(OpId, Result<LeaseReply, StoreError>)>>,
     lease_pending: Option<OpId>,
     handlers: Handlers,
     app_tx: mpsc::UnboundedSender<Done>,
-    app_rx: Option<mpsc::UnboundedReceiver<Done>>,
+    rx: Receivers,
+    /// The node's outputs being carried out (kept for its allocation).
+    outs: Vec<Output>,
+    /// The loop's armed timer and when it fires.
+    timer: Option<(Instant, Timer)>,
+    /// Wakes the loop task (a direct input that needs it to act).
+    loop_waker: Option<Waker>,
+    /// This driver's own [`DriverCell`], for handler tasks to finish in.
+    me: Weak<DriverCell<R>>,
+    span: tracing::Span,
     in_flight: usize,
     queued: VecDeque<Job>,
     consumed_tx: mpsc::UnboundedSender<Consumed>,
@@ -236,10 +419,13 @@ enum Wake {
 }
 
 impl<R: Runtime> Driver<R> {
-    pub(crate) fn new(p: Parts<R>) -> Self {
+    pub(crate) fn new(p: Parts<R>, inbox: Inbox) -> Self {
         let (lease_tx, lease_rx) = mpsc::unbounded();
         let (app_tx, app_rx) = mpsc::unbounded();
-        let group = lock(&p.node).config().cluster.clone();
+        let (group, me) = {
+            let node = lock(&p.node);
+            (node.config().cluster.clone(), node.identity().id.clone())
+        };
         let started = p.rt.now();
         Driver {
             rt: p.rt,
@@ -259,11 +445,21 @@ impl<R: Runtime> Driver<R> {
             started,
             clock_failing: false,
             lease_tx,
-            lease_rx: Some(lease_rx),
             lease_pending: None,
             handlers: p.handlers,
             app_tx,
-            app_rx: Some(app_rx),
+            rx: Receivers {
+                lease: lease_rx,
+                app: app_rx,
+                net: inbox.net,
+                consumed: inbox.consumed,
+                commands: inbox.commands,
+            },
+            outs: Vec::new(),
+            timer: None,
+            loop_waker: None,
+            me: Weak::new(),
+            span: tracing::info_span!("hedgerow", node = %me),
             in_flight: 0,
             queued: VecDeque::new(),
             consumed_tx: p.consumed,
@@ -279,82 +475,116 @@ impl<R: Runtime> Driver<R> {
         }
     }
 
-    /// Runs until shut down, left, or every handle is dropped.
-    pub(crate) async fn run(mut self, inbox: Inbox) {
-        let Inbox {
-            mut commands,
-            mut net,
-            mut consumed,
-        } = inbox;
-        let (Some(mut lease_rx), Some(mut app_rx)) = (self.lease_rx.take(), self.app_rx.take())
-        else {
-            return;
-        };
-        let me = lock(&self.node).identity().id.clone();
-        let span = tracing::info_span!("hedgerow", node = %me);
-        let _enter = span.enter();
-        tracing::info!(clock = %self.clock.describe(), "node started");
-        self.input(Input::Tick);
-        let mut sleep: Option<(Instant, Timer)> = None;
-        while !self.stop {
-            if self.leave_finished() {
-                break;
+    /// One turn of the loop task: takes what is ready (in priority
+    /// order) and carries it out, until nothing is; `Ready` once the
+    /// driver has stopped.
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self
+            .loop_waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            self.loop_waker = Some(cx.waker().clone());
+        }
+        loop {
+            if self.stop || self.leave_finished() {
+                self.close();
+                return Poll::Ready(());
             }
             // A timer is armed only when the node wants to be woken earlier
             // than the armed one would: re-arming on every wake cost two
             // trips through the runtime's timer lock per input. A timer
             // that fires before it is needed is one spare tick.
-            let wait = self.wait();
-            let due = self.rt.now() + wait;
-            if sleep.as_ref().is_none_or(|(at, _)| due < *at) {
-                sleep = Some((due, self.rt.sleep(wait).fuse()));
+            let now = self.rt.now();
+            let due = self
+                .due()
+                .map_or(now + MAX_SLEEP, |d| d.min(now + MAX_SLEEP));
+            if self.timer.as_ref().is_none_or(|(at, _)| due < *at) {
+                let wait = due.saturating_duration_since(now);
+                self.timer = Some((due, self.rt.sleep(wait).fuse()));
             }
-            let mut timer = match sleep.as_mut() {
-                Some((_, timer)) => timer,
-                None => break,
-            };
-            // Fixed priority: store answers, then finished handlers, then the
-            // network, then the application; timers last (every input also
-            // lets the node act on whatever is due).
-            let wake = futures::select_biased! {
-                r = lease_rx.next() => Wake::Lease(r),
-                d = app_rx.next() => Wake::App(d),
-                e = net.next() => Wake::Net(e),
-                c = consumed.next() => Wake::Consumed(c),
-                c = commands.next() => Wake::Command(c),
-                () = timer => Wake::Tick,
+            let Some(wake) = self.poll_wake(cx) else {
+                return Poll::Pending;
             };
             if matches!(wake, Wake::Tick) {
-                sleep = None;
+                self.timer = None;
             }
             self.on_wake(wake);
             // Take whatever else is ready now, in the same priority order,
             // before writing anything: one wake, one write per connection.
             // Bounded so timers and the flush are never put off for long. A
-            // closed channel is left to the select above to report.
+            // closed channel is left to `poll_wake` to report.
             for _ in 0..MAX_INPUTS_PER_WAKE {
                 if self.stop {
                     break;
                 }
-                let ready = if let Ok(r) = lease_rx.try_recv() {
-                    Wake::Lease(Some(r))
-                } else if let Ok(d) = app_rx.try_recv() {
-                    Wake::App(Some(d))
-                } else if let Ok(e) = net.try_recv() {
-                    Wake::Net(Some(e))
-                } else if let Ok(c) = consumed.try_recv() {
-                    Wake::Consumed(Some(c))
-                } else if let Ok(c) = commands.try_recv() {
-                    Wake::Command(Some(c))
-                } else {
+                let Some(ready) = self.try_wake() else {
                     break;
                 };
                 self.on_wake(ready);
             }
             self.flush();
         }
-        self.close();
-        tracing::info!("node stopped");
+    }
+
+    /// The first input ready, in priority order, registering the loop's
+    /// waker with every source that has none.
+    fn poll_wake(&mut self, cx: &mut Context<'_>) -> Option<Wake> {
+        let rx = &mut self.rx;
+        if let Poll::Ready(r) = rx.lease.poll_next_unpin(cx) {
+            return Some(Wake::Lease(r));
+        }
+        if let Poll::Ready(d) = rx.app.poll_next_unpin(cx) {
+            return Some(Wake::App(d));
+        }
+        if let Poll::Ready(e) = rx.net.poll_next_unpin(cx) {
+            return Some(Wake::Net(e));
+        }
+        if let Poll::Ready(c) = rx.consumed.poll_next_unpin(cx) {
+            return Some(Wake::Consumed(c));
+        }
+        if let Poll::Ready(c) = rx.commands.poll_next_unpin(cx) {
+            return Some(Wake::Command(c));
+        }
+        let (_, timer) = self.timer.as_mut()?;
+        timer.poll_unpin(cx).is_ready().then_some(Wake::Tick)
+    }
+
+    /// The first input ready, in priority order, without registering.
+    fn try_wake(&mut self) -> Option<Wake> {
+        let rx = &mut self.rx;
+        if let Ok(r) = rx.lease.try_recv() {
+            Some(Wake::Lease(Some(r)))
+        } else if let Ok(d) = rx.app.try_recv() {
+            Some(Wake::App(Some(d)))
+        } else if let Ok(e) = rx.net.try_recv() {
+            Some(Wake::Net(Some(e)))
+        } else if let Ok(c) = rx.consumed.try_recv() {
+            Some(Wake::Consumed(Some(c)))
+        } else if let Ok(c) = rx.commands.try_recv() {
+            Some(Wake::Command(Some(c)))
+        } else {
+            None
+        }
+    }
+
+    /// After a direct input: writes what it queued, and wakes the loop if
+    /// it must stop, is leaving (it watches the deadline), or the node now
+    /// wants a timer well before the armed one.
+    fn after_direct(&mut self) {
+        self.flush();
+        let wake_loop = self.stop
+            || self.leaving.is_some()
+            || match (self.due(), &self.timer) {
+                (Some(due), Some((at, _))) => due + TIMER_SLACK < *at,
+                (None, Some(_)) => false,
+                (_, None) => true,
+            };
+        if wake_loop {
+            if let Some(w) = &self.loop_waker {
+                w.wake_by_ref();
+            }
+        }
     }
 
     fn on_wake(&mut self, wake: Wake) {
@@ -419,20 +649,24 @@ impl<R: Runtime> Driver<R> {
         true
     }
 
-    fn wait(&mut self) -> Duration {
+    /// When the node next wants to be woken, on the runtime's clock
+    /// (`None`: not before [`MAX_SLEEP`]). Translated through the instant
+    /// of the last clock reading, so it costs no new reading.
+    fn due(&mut self) -> Option<Instant> {
         let deadline = lock(&self.node).poll_timeout();
-        let mut d = match (deadline, &self.last) {
-            (Some(t), Some((last, at))) => t
-                .saturating_since(last.mono)
-                .saturating_sub(self.rt.now().saturating_duration_since(*at)),
-            (Some(_), None) => Duration::ZERO,
-            (None, _) => MAX_SLEEP,
+        let due = match (deadline, &self.last) {
+            (Some(t), Some((last, at))) => {
+                let ahead = t.saturating_since(last.mono).min(MAX_SLEEP);
+                Some(*at + ahead)
+            }
+            (Some(_), None) => Some(self.rt.now()),
+            (None, _) => None,
         };
-        d = d.min(MAX_SLEEP);
-        if let Some(l) = &self.leaving {
-            d = d.min(l.deadline.saturating_duration_since(self.rt.now()));
+        match (&self.leaving, due) {
+            (Some(l), Some(due)) => Some(due.min(l.deadline)),
+            (Some(l), None) => Some(l.deadline),
+            (None, due) => due,
         }
-        d
     }
 
     /// A fresh reading; when the clock fails, a reading with status Unknown
@@ -500,15 +734,19 @@ impl<R: Runtime> Driver<R> {
     /// may call the node again (a reply, a write); those outputs are
     /// collected on the next round rather than by recursion.
     fn drain(&mut self) {
+        // One buffer reused across calls: a fresh one was an allocation
+        // per input.
+        let mut outs = std::mem::take(&mut self.outs);
         loop {
-            let outs: Vec<Output> = {
+            {
                 let mut node = lock(&self.node);
-                std::iter::from_fn(|| node.poll()).collect()
-            };
+                outs.extend(std::iter::from_fn(|| node.poll()));
+            }
             if outs.is_empty() {
+                self.outs = outs;
                 return;
             }
-            for out in outs {
+            for out in outs.drain(..) {
                 match out {
                     Output::Transmit { to, addr, msg } => self.transmit(to, addr, msg),
                     Output::Lease(op) => self.lease(op),
@@ -959,8 +1197,18 @@ impl<R: Runtime> Driver<R> {
         };
         self.in_flight += 1;
         let tx = self.app_tx.clone();
+        let me = self.me.clone();
         self.rt.spawn(Box::pin(async move {
             let done = fut.await;
+            // Finished on this task when the driver is free: the reply is
+            // written from here, without a hop to the loop.
+            let done = match me.upgrade() {
+                Some(shared) => match shared.done(done) {
+                    Ok(()) => return,
+                    Err(done) => done,
+                },
+                None => done,
+            };
             let _ = tx.unbounded_send(done);
         }));
     }

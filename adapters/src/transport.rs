@@ -1,6 +1,7 @@
 //! The TCP transport: dialing, accepting, the hello handshake, framing and
 //! per-connection read and write loops. Each connection is one task that
-//! reads frames into the driver's event channel. Outgoing frames go into
+//! hands the frames it reads to the driver: straight in, on this task, when
+//! the driver is free, else through its event channel. Outgoing frames go into
 //! the connection's [`Outbox`]: the driver encodes them there and, at the
 //! end of each of its wakes, writes them straight into the socket when no
 //! one else is writing it; only a write that would block is handed to the
@@ -17,7 +18,7 @@ use std::io::IoSlice;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -32,6 +33,7 @@ use hedgerow_core::wire::{
 };
 use hedgerow_core::{Bytes, Hello, Message, NodeId, Payload};
 
+use crate::driver::Inputs;
 use crate::runtime::{timeout, Runtime};
 
 /// Identifies one connection for the driver's bookkeeping.
@@ -99,6 +101,9 @@ pub(crate) struct NetCtx {
     pub(crate) max_frame_len: u32,
     pub(crate) limits: Limits,
     pub(crate) events: mpsc::Sender<NetEvent>,
+    /// The driver, for events handed over without a hop through `events`.
+    /// Weak: the driver holds this context.
+    inputs: OnceLock<Weak<dyn Inputs>>,
     /// Buffers for big frame bodies, shared by every connection.
     bodies: Arc<BodyPool>,
     next_conn: AtomicU64,
@@ -120,6 +125,7 @@ impl NetCtx {
             max_frame_len,
             limits,
             events,
+            inputs: OnceLock::new(),
             bodies: BodyPool::new(),
             next_conn: AtomicU64::new(1),
             handshakes: AtomicUsize::new(0),
@@ -130,6 +136,26 @@ impl NetCtx {
 
     pub(crate) fn next_conn(&self) -> ConnId {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Lets connections hand events to the driver directly.
+    pub(crate) fn set_inputs(&self, inputs: Weak<dyn Inputs>) {
+        let _ = self.inputs.set(inputs);
+    }
+
+    /// Hands `e` to the driver: at once, on this task, when the driver is
+    /// free; else through the event channel, which waits while it is full
+    /// and so pushes back on the peer through TCP. `Err` once the driver
+    /// has stopped.
+    async fn deliver(&self, events: &mut mpsc::Sender<NetEvent>, e: NetEvent) -> Result<(), ()> {
+        let e = match self.inputs.get().and_then(Weak::upgrade) {
+            Some(driver) => match driver.net(e) {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            },
+            None => e,
+        };
+        events.send(e).await.map_err(|_| ())
     }
 }
 
@@ -357,14 +383,13 @@ pub(crate) fn spawn_dial<R: Runtime>(
                     _ => "connect or handshake timed out".to_string(),
                 };
                 tracing::debug!(%peer, %addr, %reason, "dial failed");
-                let _ = events
-                    .send(NetEvent::Down {
-                        conn,
-                        peer,
-                        was_up: false,
-                        reason,
-                    })
-                    .await;
+                let down = NetEvent::Down {
+                    conn,
+                    peer,
+                    was_up: false,
+                    reason,
+                };
+                let _ = ctx.deliver(&mut events, down).await;
                 return;
             }
         };
@@ -374,7 +399,7 @@ pub(crate) fn spawn_dial<R: Runtime>(
             incarnation,
             inbound: None,
         };
-        if events.send(up).await.is_err() {
+        if ctx.deliver(&mut events, up).await.is_err() {
             return;
         }
         run(&rt2, stream, ctx, conn, peer, outbox).await;
@@ -473,7 +498,7 @@ pub(crate) fn spawn_listener<R: Runtime>(
                     inbound: Some((outbox.clone(), conn_abort)),
                 };
                 let mut events = ctx2.events.clone();
-                if events.send(up).await.is_err() {
+                if ctx2.deliver(&mut events, up).await.is_err() {
                     return;
                 }
                 run(&rt3, stream, ctx2, conn, hello.node_id, outbox).await;
@@ -545,10 +570,9 @@ async fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     let reader = read_loop(
         BufReader::with_capacity(READ_AHEAD, r),
         max,
-        ctx.bodies.clone(),
+        &ctx,
         conn,
         peer.clone(),
-        ctx.events.clone(),
         outbox.clone(),
     );
     let idle = idle_watch(rt, &outbox, ctx.limits.idle_timeout);
@@ -571,20 +595,20 @@ async fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         was_up: true,
         reason: closed.to_string(),
     };
-    let _ = events.send(down).await;
+    let _ = ctx.deliver(&mut events, down).await;
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(
     mut r: R,
     max: u32,
-    bodies: Arc<BodyPool>,
+    ctx: &NetCtx,
     conn: ConnId,
     peer: NodeId,
-    mut events: mpsc::Sender<NetEvent>,
     outbox: Arc<Outbox>,
 ) -> Closed {
+    let mut events = ctx.events.clone();
     loop {
-        let frame = match read_frame(&mut r, max, Some(&bodies)).await {
+        let frame = match read_frame(&mut r, max, Some(&ctx.bodies)).await {
             Ok(f) => f,
             Err(c) => return c,
         };
@@ -594,17 +618,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Frame::Hello(_) => return Closed::Protocol("second hello on one connection".into()),
             Frame::Refuse(why) => return Closed::Protocol(format!("peer refused: {why}")),
         };
-        // Awaiting here pushes back on the peer through TCP when the driver
-        // is busy, instead of buffering without bound.
-        if events
-            .send(NetEvent::Msg {
-                conn,
-                peer: peer.clone(),
-                msg,
-            })
-            .await
-            .is_err()
-        {
+        let msg = NetEvent::Msg {
+            conn,
+            peer: peer.clone(),
+            msg,
+        };
+        if ctx.deliver(&mut events, msg).await.is_err() {
             return Closed::Driver;
         }
     }
@@ -675,9 +694,10 @@ impl Batch {
     }
 
     /// The bytes not written yet, in order, as at most [`MAX_SLICES`]
-    /// slices.
-    fn unsent(&self) -> Vec<IoSlice<'_>> {
-        let mut slices = Vec::with_capacity((2 * self.bodies.len() + 1).min(MAX_SLICES));
+    /// slices in `slices`; returns how many. (An array on the caller's
+    /// stack: a `Vec` here was an allocation per write.)
+    fn unsent<'a>(&'a self, slices: &mut [IoSlice<'a>; MAX_SLICES]) -> usize {
+        let mut n = 0;
         let mut skip = self.sent;
         let mut at = 0;
         let segments = self
@@ -694,13 +714,14 @@ impl Batch {
                 skip -= seg.len();
                 continue;
             }
-            slices.push(IoSlice::new(&seg[skip..]));
+            slices[n] = IoSlice::new(&seg[skip..]);
+            n += 1;
             skip = 0;
-            if slices.len() == MAX_SLICES {
+            if n == MAX_SLICES {
                 break;
             }
         }
-        slices
+        n
     }
 
     fn last_body_end(&self) -> usize {
@@ -712,8 +733,9 @@ impl Batch {
     fn poll_write(&mut self, w: &mut Writer, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         while !self.is_empty() {
             let n = {
-                let slices = self.unsent();
-                match w.as_mut().poll_write_vectored(cx, &slices) {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let k = self.unsent(&mut slices);
+                match w.as_mut().poll_write_vectored(cx, &slices[..k]) {
                     Poll::Ready(Ok(n)) => n,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => return Poll::Pending,
