@@ -22,7 +22,9 @@ use hedgerow_core::{
     NodeStats, Payload, StepDownReason, StoreError, StreamId, Term,
 };
 
-use crate::driver::{self, lock, BroadcastItem, Chunk, Command, Commands, Consumed, Driver};
+use crate::driver::{
+    self, lock, BroadcastItem, Chunk, Command, Commands, Consumed, Credit, Driver,
+};
 use crate::runtime::{BoxFuture, Runtime};
 use crate::store::{AsyncLeaseStore, LeaseStore};
 use crate::transport::{self, NetCtx};
@@ -288,7 +290,7 @@ pub struct IncomingStream {
     sid: u64,
     kind: StreamKind,
     rx: mpsc::UnboundedReceiver<Chunk>,
-    consumed: mpsc::UnboundedSender<Consumed>,
+    consumed: Credit,
 }
 
 impl IncomingStream {
@@ -297,7 +299,7 @@ impl IncomingStream {
         sid: u64,
         kind: StreamKind,
         rx: mpsc::UnboundedReceiver<Chunk>,
-        consumed: mpsc::UnboundedSender<Consumed>,
+        consumed: Credit,
     ) -> Self {
         IncomingStream {
             from,
@@ -335,7 +337,7 @@ impl Stream for IncomingStream {
                     sid: self.sid,
                     n: data.len(),
                 };
-                let _ = self.consumed.unbounded_send(c);
+                self.consumed.send(c);
                 Poll::Ready(Some(Ok(data)))
             }
             Poll::Ready(Some(Err(why))) => Poll::Ready(Some(Err(Error::StreamReset(why)))),
@@ -370,7 +372,18 @@ impl SendStream {
             done,
         };
         self.commands.send(cmd)?;
-        rx.await.map_err(|_| Error::Closed)?
+        let mut rx = rx;
+        let r = match futures::FutureExt::now_or_never(&mut rx) {
+            // Taken at once (the driver ran on this task): yield once, so
+            // a writer with credit to spare does not keep the connection's
+            // task (or the receiver's) from running on this worker.
+            Some(r) => {
+                crate::runtime::yield_once().await;
+                r
+            }
+            None => rx.await,
+        };
+        r.map_err(|_| Error::Closed)?
     }
 
     /// Ends the stream and waits until every byte and the end were sent.

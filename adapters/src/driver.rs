@@ -199,6 +199,7 @@ pub(crate) trait Inputs: Send + Sync {
     // allocation per frame on the path this exists to make cheap.
     #[allow(clippy::result_large_err)]
     fn net(&self, e: NetEvent) -> Result<(), NetEvent>;
+    fn consumed(&self, c: Consumed) -> Result<(), Consumed>;
 }
 
 /// Where the public handles send commands: into the driver at once when it
@@ -220,6 +221,37 @@ impl Commands {
             Ok(()) => Ok(()),
             Err(c) => self.tx.unbounded_send(c).map_err(|_| Error::Closed),
         }
+    }
+}
+
+/// Where an inbound stream reports bytes its reader consumed (so credit
+/// goes back): into the driver at once when it is free, else through the
+/// loop's channel.
+pub(crate) struct Credit {
+    tx: mpsc::UnboundedSender<Consumed>,
+    inputs: Option<Arc<dyn Inputs>>,
+}
+
+impl Credit {
+    fn new(tx: mpsc::UnboundedSender<Consumed>, inputs: Option<Arc<dyn Inputs>>) -> Self {
+        Credit { tx, inputs }
+    }
+
+    pub(crate) fn send(&self, c: Consumed) {
+        let c = match &self.inputs {
+            Some(inputs) => match inputs.consumed(c) {
+                Ok(()) => return,
+                Err(c) => c,
+            },
+            None => c,
+        };
+        let _ = self.tx.unbounded_send(c);
+    }
+}
+
+impl std::fmt::Debug for Credit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credit")
     }
 }
 
@@ -294,6 +326,15 @@ impl<R: Runtime> Inputs for DriverCell<R> {
                 d.on_net(queued);
             }
             d.on_net(e);
+        })
+    }
+
+    fn consumed(&self, c: Consumed) -> Result<(), Consumed> {
+        self.direct(c, |d, c| {
+            while let Ok(queued) = d.rx.consumed.try_recv() {
+                d.on_consumed(queued);
+            }
+            d.on_consumed(c);
         })
     }
 }
@@ -592,11 +633,7 @@ impl<R: Runtime> Driver<R> {
             Wake::Lease(Some((op, result))) => self.on_lease(op, result),
             Wake::App(Some(done)) => self.on_done(done),
             Wake::Net(Some(e)) => self.on_net(e),
-            Wake::Consumed(Some(c)) => {
-                let now = self.now();
-                lock(&self.node).stream_consumed(now, &c.from, c.sid, c.n);
-                self.drain();
-            }
+            Wake::Consumed(Some(c)) => self.on_consumed(c),
             Wake::Command(Some(c)) => self.on_command(c),
             Wake::Command(None) => {
                 tracing::info!("every handle was dropped; stopping");
@@ -607,6 +644,12 @@ impl<R: Runtime> Driver<R> {
                 self.stop = true;
             }
         }
+    }
+
+    fn on_consumed(&mut self, c: Consumed) {
+        let now = self.now();
+        lock(&self.node).stream_consumed(now, &c.from, c.sid, c.n);
+        self.drain();
     }
 
     /// Writes what this wake queued, one write per connection.
@@ -1062,13 +1105,9 @@ impl<R: Runtime> Driver<R> {
                 let tx = match &self.handlers.stream {
                     Some(h) => {
                         let (tx, rx) = mpsc::unbounded();
-                        let s = IncomingStream::new(
-                            from.clone(),
-                            sid,
-                            kind,
-                            rx,
-                            self.consumed_tx.clone(),
-                        );
+                        let inputs = self.me.upgrade().map(|d| d as Arc<dyn Inputs>);
+                        let credit = Credit::new(self.consumed_tx.clone(), inputs);
+                        let s = IncomingStream::new(from.clone(), sid, kind, rx, credit);
                         let fut = h(s);
                         self.rt.spawn(Box::pin(async move {
                             if AssertUnwindSafe(fut).catch_unwind().await.is_err() {

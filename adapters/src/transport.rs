@@ -618,6 +618,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Frame::Hello(_) => return Closed::Protocol("second hello on one connection".into()),
             Frame::Refuse(why) => return Closed::Protocol(format!("peer refused: {why}")),
         };
+        // A big stream chunk has usually just woken its reader's task,
+        // which on tokio waits in this worker's LIFO slot (never stolen)
+        // until this task yields; reading on without yielding held back
+        // its consumption, and so the sender's credit.
+        let big = matches!(&msg, Message::StreamData { data, .. } if data.len() >= SPLIT_AT);
         let msg = NetEvent::Msg {
             conn,
             peer: peer.clone(),
@@ -625,6 +630,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
         };
         if ctx.deliver(&mut events, msg).await.is_err() {
             return Closed::Driver;
+        }
+        if big {
+            crate::runtime::yield_once().await;
         }
     }
 }
@@ -864,10 +872,15 @@ impl Outbox {
     /// (`wake` counts them), so everything the wake queued goes out in one
     /// write.
     ///
-    /// When the previous wake wrote here too, traffic is flowing (a
-    /// pipeline, a stream): the connection's task writes instead, so what
-    /// the next wakes queue while it is being scheduled goes out in the
-    /// same write, rather than one system call per message.
+    /// When the previous wake wrote here too and what is queued is small,
+    /// traffic is flowing (a pipeline of small messages): the connection's
+    /// task writes instead, so what the next wakes queue while it is being
+    /// scheduled goes out in the same write, rather than one system call
+    /// per message. A batch of [`SPLIT_AT`] bytes or more (a stream chunk)
+    /// is written here at once: handing it over left a stream's bytes
+    /// waiting while the writer kept queueing (on tokio, the connection's
+    /// task sat in the writer's worker's LIFO slot, which no other worker
+    /// may steal, until the writer ran out of credit).
     pub(crate) fn flush(&self, wake: u64) {
         let mut st = self.lock();
         if st.pending.is_empty() && !st.unflushed {
@@ -875,7 +888,7 @@ impl Outbox {
         }
         let flowing = st.last_flush.wrapping_add(1) == wake;
         st.last_flush = wake;
-        if flowing || st.handed_off || st.error.is_some() {
+        if (flowing && st.pending.len < SPLIT_AT) || st.handed_off || st.error.is_some() {
             return st.wake();
         }
         let Some(mut w) = st.writer.take() else {

@@ -120,3 +120,20 @@ pub(crate) async fn timeout<R: Runtime, T>(
         Either::Right(((), _)) => None,
     }
 }
+
+/// Returns `Pending` once, waking itself at once: the runtime runs other
+/// ready tasks (on tokio, the one a wake put in this worker's LIFO slot,
+/// which no other worker may steal) before this one goes on.
+pub(crate) async fn yield_once() {
+    let mut yielded = false;
+    futures::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
