@@ -702,14 +702,19 @@ impl Node {
     /// Sets this node's metadata; it reaches the leader with the next
     /// heartbeat and every member with the next view.
     pub fn set_meta(&mut self, now: Now, meta: impl Into<Payload>) -> Result<(), MetaTooLarge> {
+        // The reading counts even when the metadata is refused: like every
+        // call that takes one, this one moves the node's time forward (a
+        // refusal that skipped it left `poll_timeout` behind the caller's
+        // clock; found by the node fuzz target).
+        let now = self.observe(now);
         let meta = meta.into();
         if meta.len() > self.cfg.max_meta_len {
+            self.step(&now);
             return Err(MetaTooLarge {
                 len: meta.len(),
                 max: self.cfg.max_meta_len,
             });
         }
-        let now = self.observe(now);
         self.meta = meta;
         self.meta_version += 1;
         if self.roster.is_some() {

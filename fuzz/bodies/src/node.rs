@@ -1074,7 +1074,9 @@ impl Harness {
         if let Some(t) = n.poll_timeout() {
             assert!(
                 t.as_nanos() >= now.mono.as_nanos().min(self.mono),
-                "deadline in the past"
+                "deadline in the past: {t:?} now {:?} harness mono {} ctx {ctx}",
+                now.mono,
+                self.mono
             );
         }
         let stats = n.stats();
