@@ -28,8 +28,8 @@ use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader}
 use futures::task::noop_waker_ref;
 use futures::SinkExt;
 use hedgerow_core::wire::{
-    decode_body_shared, encode_frame, encode_message_split, peek_frame_len, Frame, LEN_PREFIX,
-    SPLIT_AT,
+    decode_body_shared, encode_frame, encode_message_for_version, peek_frame_len, Frame,
+    LEN_PREFIX, MIN_PROTOCOL_VERSION, SPLIT_AT,
 };
 use hedgerow_core::{Bytes, Hello, Message, NodeId, Payload};
 
@@ -375,7 +375,7 @@ pub(crate) fn spawn_dial<R: Runtime>(
         let mut events = ctx.events.clone();
         let limit = ctx.limits.handshake_timeout;
         let dialed = timeout(&rt2, limit, dial_handshake(&rt2, &ctx, &peer, addr.clone())).await;
-        let (stream, incarnation) = match dialed {
+        let (stream, incarnation, version) = match dialed {
             Some(Ok(x)) => x,
             failed => {
                 let reason = match failed {
@@ -402,6 +402,7 @@ pub(crate) fn spawn_dial<R: Runtime>(
         if ctx.deliver(&mut events, up).await.is_err() {
             return;
         }
+        outbox.set_version(version);
         run(&rt2, stream, ctx, conn, peer, outbox).await;
     };
     rt.spawn(Box::pin(async move {
@@ -415,21 +416,24 @@ async fn dial_handshake<R: Runtime>(
     ctx: &NetCtx,
     expected: &NodeId,
     addr: String,
-) -> Result<(R::Stream, u64), Closed> {
+) -> Result<(R::Stream, u64, u16), Closed> {
     let mut s = rt.connect(addr).await.map_err(Closed::Io)?;
     write_frame(&mut s, &Frame::Hello(ctx.hello.clone()), ctx.max_frame_len).await?;
     match read_frame(&mut s, MAX_HELLO_LEN.min(ctx.max_frame_len), None).await? {
         Frame::Hello(h) => {
-            if let Err(e) = ctx.hello.negotiate(&h) {
-                return Err(Closed::Protocol(format!("handshake refused by us: {e}")));
-            }
+            let version = match ctx.hello.negotiate(&h) {
+                Ok(v) => v,
+                Err(e) => {
+                    return Err(Closed::Protocol(format!("handshake refused by us: {e}")));
+                }
+            };
             if &h.node_id != expected {
                 return Err(Closed::Protocol(format!(
                     "expected node {expected} at that address, found {}",
                     h.node_id
                 )));
             }
-            Ok((s, h.incarnation))
+            Ok((s, h.incarnation, version))
         }
         Frame::Refuse(why) => {
             tracing::warn!(peer = %expected, reason = %why, "peer refused our handshake");
@@ -479,7 +483,7 @@ pub(crate) fn spawn_listener<R: Runtime>(
                 let limit = ctx2.limits.handshake_timeout;
                 let shaken = timeout(&rt3, limit, accept_handshake(&ctx2, stream)).await;
                 drop(slot);
-                let (stream, hello, _inbound) = match shaken {
+                let (stream, hello, version, _inbound) = match shaken {
                     Some(Ok(x)) => x,
                     Some(Err(e)) => {
                         tracing::info!(%from, reason = %e, "inbound handshake failed");
@@ -501,6 +505,7 @@ pub(crate) fn spawn_listener<R: Runtime>(
                 if ctx2.deliver(&mut events, up).await.is_err() {
                     return;
                 }
+                outbox.set_version(version);
                 run(&rt3, stream, ctx2, conn, hello.node_id, outbox).await;
             };
             rt2.spawn(Box::pin(async move {
@@ -517,7 +522,7 @@ pub(crate) fn spawn_listener<R: Runtime>(
 async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     ctx: &Arc<NetCtx>,
     mut s: S,
-) -> Result<(S, Hello, InboundSlot), Closed> {
+) -> Result<(S, Hello, u16, InboundSlot), Closed> {
     let max = ctx.max_frame_len;
     let hello = match read_frame(&mut s, MAX_HELLO_LEN.min(max), None).await? {
         Frame::Hello(h) => h,
@@ -527,13 +532,16 @@ async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
             return Err(Closed::Protocol(why));
         }
     };
-    if let Err(e) = ctx.hello.negotiate(&hello) {
-        let why = e.to_string();
-        tracing::warn!(peer = %hello.node_id, addr = %hello.addr, reason = %why, "refusing peer");
-        let _ = write_frame(&mut s, &Frame::Refuse(why.clone()), max).await;
-        let _ = s.close().await;
-        return Err(Closed::Protocol(why));
-    }
+    let version = match ctx.hello.negotiate(&hello) {
+        Ok(v) => v,
+        Err(e) => {
+            let why = e.to_string();
+            tracing::warn!(peer = %hello.node_id, addr = %hello.addr, reason = %why, "refusing peer");
+            let _ = write_frame(&mut s, &Frame::Refuse(why.clone()), max).await;
+            let _ = s.close().await;
+            return Err(Closed::Protocol(why));
+        }
+    };
     let Some(slot) = InboundSlot::take(ctx) else {
         let why = format!(
             "too many connections to this node (limit {}); try later",
@@ -545,7 +553,7 @@ async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         return Err(Closed::Protocol(why));
     };
     write_frame(&mut s, &Frame::Hello(ctx.hello.clone()), max).await?;
-    Ok((s, hello, slot))
+    Ok((s, hello, version, slot))
 }
 
 /// Runs an established connection until either direction ends, then tells
@@ -669,9 +677,9 @@ struct Batch {
 }
 
 impl Batch {
-    fn push(&mut self, msg: Message, max: u32) -> bool {
+    fn push(&mut self, msg: Message, max: u32, version: u16) -> bool {
         let before = self.head.len();
-        match encode_message_split(msg, max, &mut self.head) {
+        match encode_message_for_version(msg, version, max, &mut self.head) {
             Ok(body) => {
                 self.len += self.head.len() - before;
                 if let Some(body) = body {
@@ -806,6 +814,10 @@ struct OutboxState {
     error: Option<std::io::Error>,
     /// The driver wake that last flushed this outbox.
     last_flush: u64,
+    /// The protocol version agreed with the peer; until the handshake is
+    /// done (a dial queues before it), the oldest this build speaks, which
+    /// every peer it can talk to decodes.
+    version: u16,
 }
 
 impl OutboxState {
@@ -826,7 +838,10 @@ enum Work {
 impl Outbox {
     pub(crate) fn new(max_frame_len: u32, capacity: usize) -> Arc<Self> {
         Arc::new(Outbox {
-            state: Mutex::new(OutboxState::default()),
+            state: Mutex::new(OutboxState {
+                version: MIN_PROTOCOL_VERSION,
+                ..OutboxState::default()
+            }),
             activity: AtomicU64::new(0),
             max_frame_len,
             capacity: capacity.max(1),
@@ -857,7 +872,8 @@ impl Outbox {
         if st.frames >= self.capacity {
             return Err(Refused::Full(msg));
         }
-        if st.pending.push(msg, self.max_frame_len) {
+        let version = st.version;
+        if st.pending.push(msg, self.max_frame_len, version) {
             st.frames += 1;
         }
         if st.last_flush.wrapping_add(1) >= wake && st.last_flush != 0 {
@@ -935,6 +951,11 @@ impl Outbox {
         let mut st = self.lock();
         st.closed = true;
         st.wake();
+    }
+
+    /// The connection is up, with this protocol version agreed.
+    fn set_version(&self, version: u16) {
+        self.lock().version = version;
     }
 
     fn install(&self, w: Writer) {

@@ -3,7 +3,9 @@
 //! promises that makes. Replies are never lost or mixed up when many
 //! threads and tasks send at once; a deadline a direct input sets still
 //! fires on time; and once the driver stops (shut down, or its runtime
-//! dropped), every waiter gets `Closed` instead of hanging.
+//! dropped), every waiter gets `Closed` instead of hanging. Plus, over the
+//! same path: a leader's dedupe table stays as small as the requests in
+//! flight however many are sent (senders say what they settled).
 #![cfg(feature = "tokio")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -39,14 +41,20 @@ fn block_on<F: std::future::Future>(fut: F) -> F::Output {
 
 /// A node with `Config::local` timings and an echo handler that never
 /// answers a payload starting with `hang`.
-async fn node(rt: &TokioRuntime, store: &MemoryStore, name: &str) -> Hedgerow {
+async fn node_with(
+    rt: &TokioRuntime,
+    store: &MemoryStore,
+    name: &str,
+    tweak: fn(&mut Config),
+) -> Hedgerow {
     Builder::<TokioRuntime>::new("direct", name, "127.0.0.1:0")
         .runtime(rt.clone())
         .store(store.clone())
         .clock(SystemClock::new(Duration::from_millis(5)))
-        .config(|c| {
+        .config(move |c| {
             *c = Config::local(c.cluster.clone());
             c.lead_on_assumed_clock = true;
+            tweak(c);
         })
         .leader_handler(|req| async move {
             if req.payload.starts_with(b"hang") {
@@ -61,10 +69,14 @@ async fn node(rt: &TokioRuntime, store: &MemoryStore, name: &str) -> Hedgerow {
 
 /// A two-node cluster (the leader, then a member following it).
 async fn pair(rt: &TokioRuntime) -> (Hedgerow, Hedgerow) {
+    pair_with(rt, |_| {}).await
+}
+
+async fn pair_with(rt: &TokioRuntime, tweak: fn(&mut Config)) -> (Hedgerow, Hedgerow) {
     let store = MemoryStore::new();
-    let a = node(rt, &store, "a").await;
+    let a = node_with(rt, &store, "a", tweak).await;
     assert!(wait_until(rt, Duration::from_secs(10), || a.is_leader()).await);
-    let b = node(rt, &store, "b").await;
+    let b = node_with(rt, &store, "b", tweak).await;
     let ok = wait_until(rt, Duration::from_secs(10), || {
         b.leader().is_some_and(|l| &l.id == a.id()) && b.members().len() == 2
     })
@@ -223,4 +235,43 @@ fn dropping_the_runtime_releases_every_waiter() {
     let r = block_on(b.send(b"late".to_vec()));
     assert!(matches!(r, Err(Error::Closed)), "{r:?}");
     drop(a);
+}
+
+#[test]
+fn a_leader_answers_far_more_requests_than_its_dedupe_table_holds() {
+    let runtime = support::tokio_runtime();
+    runtime.block_on(async {
+        let rt = TokioRuntime::from_context().unwrap();
+        // 500 entries and a 30 s window: remembering every request for
+        // the window (as the table did before senders said what they
+        // settled) would refuse all but the first 500 ("overloaded").
+        let (a, b) = pair_with(&rt, |c| {
+            c.max_dedupe_entries = 500;
+            c.dedupe_window = Duration::from_secs(30);
+        })
+        .await;
+        let replies = futures::stream::iter(0..20_000u32)
+            .map(|i| {
+                let b = b.clone();
+                async move {
+                    b.send(i.to_be_bytes().to_vec())
+                        .await
+                        .map(|r| (r.payload, i))
+                }
+            })
+            .buffer_unordered(64)
+            .collect::<Vec<_>>()
+            .await;
+        for r in replies {
+            let (got, i) = r.expect("every request answered");
+            assert_eq!(got, i.to_be_bytes());
+        }
+        // What is left is what the last requests did not settle: the ids
+        // from the lowest one still outstanding when the last request went
+        // out, not 20 000.
+        let entries = a.stats().dedupe_entries;
+        assert!(entries < 500, "{entries} entries left");
+        b.shutdown().await;
+        a.shutdown().await;
+    });
 }

@@ -5,7 +5,8 @@
 //! timeout), may hold at most `max_handshakes` handshake slots at once, and
 //! must not keep a new node from joining. Plus the handshake cases not
 //! covered elsewhere over TCP: an old protocol version, a truncated frame
-//! and a peer that goes silent in the middle of its hello.
+//! and a peer that goes silent in the middle of its hello; and a peer of
+//! the previous protocol version (N-1), whose request is answered.
 //!
 //! Counts and durations are bounded: 400 connections, a 3 s handshake
 //! timeout, about five seconds in all.
@@ -20,8 +21,10 @@ use hedgerow::runtime::{Runtime, TokioRuntime};
 use hedgerow::store::MemoryStore;
 use hedgerow::{Builder, Config, Hedgerow, NodeId};
 use hedgerow_clock::SystemClock;
-use hedgerow_core::wire::{decode_frame, encode_frame, Frame, LEN_PREFIX};
-use hedgerow_core::Hello;
+use hedgerow_core::wire::{
+    decode_frame, encode_frame, encode_message_for_version, Frame, ReplyBody, LEN_PREFIX,
+};
+use hedgerow_core::{Hello, Message, Payload};
 
 mod support;
 use support::{tokio_runtime, wait_until};
@@ -322,6 +325,60 @@ fn old_versions_truncated_frames_and_stalled_hellos_are_closed() {
         ));
 
         assert!(a.is_leader(), "none of it disturbed the leader");
+        a.shutdown().await;
+    });
+}
+
+#[test]
+fn a_peer_of_the_previous_protocol_version_gets_its_request_answered() {
+    let runtime = tokio_runtime();
+    runtime.block_on(async {
+        let rt = TokioRuntime::from_context().unwrap();
+        let store = MemoryStore::new();
+        let a = node(&rt, &store, "a").await;
+        assert!(wait_until(&rt, Duration::from_secs(5), || a.is_leader()).await);
+        let addr = a.local_addr();
+        // A version-1 peer: its hello says so, and its request has no
+        // `settled_below` (version 2 added it).
+        let mut hello = Hello::new(CLUSTER, NodeId::new("v1").unwrap(), 77, "x:1");
+        hello.min_version = 1;
+        hello.max_version = 1;
+        let mut bytes = hello_bytes(hello);
+        let request = Message::Request {
+            id: 5,
+            incarnation: 77,
+            payload: Payload::from("from the past"),
+            settled_below: 0,
+        };
+        encode_message_for_version(request, 1, 1 << 20, &mut bytes).unwrap();
+        let reply = blocking(&rt, move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(&bytes).unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                while let Some((frame, used)) = decode_frame(&got, 1 << 20).unwrap() {
+                    got.drain(..used);
+                    if let Frame::Msg(Message::Reply { id, body }) = frame {
+                        return Some((id, body));
+                    }
+                }
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        // The node has no leader handler: it answers that, for request 5.
+        match reply {
+            Some((5, ReplyBody::Failed { reason, .. })) => {
+                assert!(reason.contains("handler"), "{reason}")
+            }
+            other => panic!("expected a reply to request 5, got {other:?}"),
+        }
+        assert!(a.is_leader());
         a.shutdown().await;
     });
 }

@@ -198,6 +198,7 @@ impl LeaderBench {
             id: self.request_id,
             incarnation: 7,
             payload: payload.clone(),
+            settled_below: self.request_id,
         };
         self.deliver(id, msg);
         for handle in std::mem::take(&mut self.requests) {

@@ -1193,6 +1193,7 @@ impl Node {
                     self.requests
                         .retry_at(id, now.mono + self.cfg.request_retry_interval, true);
                     let addr = (l.id != self.me.id).then_some(l.addr);
+                    let settled_below = self.requests.settled_below();
                     self.transmit(
                         l.id,
                         addr,
@@ -1200,6 +1201,7 @@ impl Node {
                             id,
                             incarnation: self.me.incarnation,
                             payload,
+                            settled_below,
                         },
                     );
                 }
@@ -1253,7 +1255,8 @@ impl Node {
                 id,
                 incarnation,
                 payload,
-            } => self.on_request(now, from, id, incarnation, payload),
+                settled_below,
+            } => self.on_request(now, from, (id, incarnation, settled_below), payload),
             Message::Reply { id, body } => self.on_reply(now, from, id, body),
             Message::Broadcast {
                 id,
@@ -1591,7 +1594,10 @@ impl Node {
         }
     }
 
-    fn on_request(&mut self, now: &Now, from: NodeId, id: u64, incarnation: u64, payload: Payload) {
+    /// `req` is `(id, incarnation, settled_below)` as the request carried
+    /// them.
+    fn on_request(&mut self, now: &Now, from: NodeId, req: (u64, u64, u64), payload: Payload) {
+        let (id, incarnation, settled_below) = req;
         if !self.lease.is_leader(now) {
             let hint = self
                 .leader
@@ -1616,6 +1622,7 @@ impl Node {
         let key = (from.clone(), incarnation, id);
         match self.dedupe.check(
             key,
+            settled_below,
             now.mono,
             self.cfg.dedupe_window,
             self.cfg.max_dedupe_entries,
@@ -1639,6 +1646,18 @@ impl Node {
                     body: ReplyBody::Failed {
                         term,
                         reason: "leader overloaded: too many requests in the dedupe window".into(),
+                    },
+                },
+            ),
+            // Nobody waits for this answer: the sender settled the id.
+            DedupeVerdict::Settled => self.transmit(
+                from,
+                None,
+                Message::Reply {
+                    id,
+                    body: ReplyBody::Failed {
+                        term,
+                        reason: "a stray copy of a request its sender already settled".into(),
                     },
                 },
             ),

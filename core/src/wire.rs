@@ -17,7 +17,12 @@ use crate::view::{Change, Member};
 /// First bytes of every handshake: "HGRW".
 pub const MAGIC: [u8; 4] = *b"HGRW";
 /// The newest protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// Version 2 added [`Message::Request`]'s `settled_below`. To a peer that
+/// negotiated version 1 a request goes without it
+/// ([`encode_message_for_version`]), and a version-1 request decodes with
+/// it 0 ("nothing said"), so N and N-1 still interoperate.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The oldest protocol version this build still speaks (N-1 interop).
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 /// Bytes a stream sender may send before the receiver's first credit.
@@ -305,6 +310,12 @@ pub enum Message {
         incarnation: u64,
         /// The application's bytes.
         payload: Payload,
+        /// Every id of this sender incarnation below this one is settled
+        /// at the sender (answered or given up) and never sent again, so
+        /// the leader may forget it (and refuses a stray copy that still
+        /// turns up). 0 says nothing. Last, so that a version-1 peer's
+        /// encoding is this one's minus its final byte.
+        settled_below: u64,
     },
     /// Leader (or a non-leader redirecting) → sender.
     Reply {
@@ -650,11 +661,29 @@ pub fn peek_frame_len(buf: &[u8], max_len: u32) -> Result<Option<usize>, DecodeE
 
 /// Decodes one frame body (without the length prefix).
 pub fn decode_body(body: &[u8]) -> Result<Frame, DecodeError> {
-    let (frame, rest) =
-        postcard::take_from_bytes::<Frame>(body).map_err(|_| DecodeError::Malformed)?;
+    let (frame, rest) = match postcard::take_from_bytes::<Frame>(body) {
+        Ok(x) => x,
+        // A version-1 peer's request: no `settled_below` (read as 0).
+        Err(_) if body.starts_with(&REQUEST_TAG) => {
+            let mut v2 = Vec::with_capacity(body.len() + 1);
+            v2.extend_from_slice(body);
+            v2.push(0);
+            let (frame, rest) =
+                postcard::take_from_bytes::<Frame>(&v2).map_err(|_| DecodeError::Malformed)?;
+            if !rest.is_empty() {
+                return Err(DecodeError::TrailingBytes);
+            }
+            return check_frame(frame);
+        }
+        Err(_) => return Err(DecodeError::Malformed),
+    };
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes);
     }
+    check_frame(frame)
+}
+
+fn check_frame(frame: Frame) -> Result<Frame, DecodeError> {
     match &frame {
         Frame::Msg(m) => m.check_shape()?,
         Frame::Hello(h) if !h.node_id.is_well_formed() || h.addr.len() > MAX_ADDR_LEN => {
@@ -668,6 +697,46 @@ pub fn decode_body(body: &[u8]) -> Result<Frame, DecodeError> {
 /// Postcard's first bytes of a `Frame::Msg(Message::StreamData { .. })`:
 /// the two variant indices (checked by a test against the encoder).
 const STREAM_DATA_TAG: [u8; 2] = [2, 11];
+/// Likewise for `Frame::Msg(Message::Request { .. })`.
+const REQUEST_TAG: [u8; 2] = [2, 6];
+
+/// As [`encode_message_split`], for a peer that negotiated `version`: a
+/// version-1 peer gets [`Message::Request`] without `settled_below` (the
+/// one field version 2 added), everything else is the same.
+pub fn encode_message_for_version(
+    msg: Message,
+    version: u16,
+    max_len: u32,
+    out: &mut Vec<u8>,
+) -> Result<Option<Payload>, EncodeError> {
+    match msg {
+        Message::Request {
+            id,
+            incarnation,
+            payload,
+            ..
+        } if version < 2 => {
+            // With `settled_below` 0 the frame ends in that field's one
+            // byte, 0: dropping it leaves the version-1 frame.
+            let start = out.len();
+            let msg = Message::Request {
+                id,
+                incarnation,
+                payload,
+                settled_below: 0,
+            };
+            append_frame(&Frame::Msg(msg), max_len, out)?;
+            if out.pop() != Some(0) {
+                out.truncate(start);
+                return Err(EncodeError::Serialize);
+            }
+            let len = out.len() - start - LEN_PREFIX;
+            out[start..start + LEN_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+            Ok(None)
+        }
+        other => encode_message_split(other, max_len, out),
+    }
+}
 
 /// Decodes one frame body (without the length prefix) held in a shared
 /// buffer: the same result as [`decode_body`], except that the bytes of a

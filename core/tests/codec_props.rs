@@ -172,13 +172,14 @@ fn message() -> impl Strategy<Value = Message> {
         snapshot().prop_map(Message::ViewSnapshot),
         term().prop_map(|term| Message::SnapshotRequest { term }),
         any::<u64>().prop_map(|incarnation| Message::Leave { incarnation }),
-        (any::<u64>(), any::<u64>(), payload()).prop_map(|(id, incarnation, payload)| {
-            Message::Request {
+        (any::<u64>(), any::<u64>(), payload(), any::<u64>()).prop_map(
+            |(id, incarnation, payload, settled_below)| Message::Request {
                 id,
                 incarnation,
                 payload,
+                settled_below,
             }
-        }),
+        ),
         (any::<u64>(), reply_body()).prop_map(|(id, body)| Message::Reply { id, body }),
         (any::<u64>(), any::<u64>(), payload()).prop_map(|(id, incarnation, payload)| {
             Message::Broadcast {
@@ -283,5 +284,34 @@ proptest! {
         let mut body = vec![2u8, 11];
         body.extend_from_slice(&rest);
         prop_assert_eq!(decode_body_shared(Bytes::from(body.clone())), decode_body(&body));
+    }
+}
+
+proptest! {
+    /// A request encoded for a version-1 peer is the version-1 frame (the
+    /// version-2 one minus `settled_below`), and it decodes here with
+    /// `settled_below` 0; every other message is encoded as for version 2.
+    #[test]
+    fn version_1_requests_drop_only_settled_below(msg in message()) {
+        let mut v1 = Vec::new();
+        let split = hedgerow_core::wire::encode_message_for_version(msg.clone(), 1, 1 << 24, &mut v1);
+        prop_assume!(split.is_ok());
+        if let Ok(Some(body)) = split {
+            v1.extend_from_slice(&body);
+        }
+        let decoded = decode_frame(&v1, 1 << 24).unwrap().unwrap().0;
+        let expected = match msg.clone() {
+            Message::Request { id, incarnation, payload, .. } => {
+                // The frame is one byte shorter than version 2's.
+                let mut v2 = Vec::new();
+                encode_frame(&Frame::Msg(Message::Request {
+                    id, incarnation, payload: payload.clone(), settled_below: 0,
+                }), 1 << 24, &mut v2).unwrap();
+                prop_assert_eq!(v1.len() + 1, v2.len());
+                Message::Request { id, incarnation, payload, settled_below: 0 }
+            }
+            other => other,
+        };
+        prop_assert_eq!(decoded, Frame::Msg(expected));
     }
 }

@@ -146,12 +146,19 @@ fn a_hello_from_another_cluster_is_refused_with_both_names() {
 #[test]
 fn an_old_or_disjoint_protocol_version_is_refused_and_an_overlap_agrees() {
     let ours = Hello::new("c", id("a"), 1, "a:1");
+    let (min_ours, max_ours) = (ours.min_version, ours.max_version);
+    assert!(min_ours < max_ours, "this build speaks N and N-1");
     let with = |min, max| Hello {
         min_version: min,
         max_version: max,
         ..Hello::new("c", id("b"), 2, "b:1")
     };
-    for (min, max) in [(0, 0), (2, 3), (1, 0), (u16::MAX, u16::MAX)] {
+    for (min, max) in [
+        (0, min_ours - 1),
+        (max_ours + 1, max_ours + 2),
+        (1, 0),
+        (u16::MAX, u16::MAX),
+    ] {
         assert!(
             matches!(
                 ours.negotiate(&with(min, max)),
@@ -161,8 +168,9 @@ fn an_old_or_disjoint_protocol_version_is_refused_and_an_overlap_agrees() {
         );
     }
     // N-1 and N+1 peers overlapping ours agree on the highest common one.
-    assert_eq!(ours.negotiate(&with(0, 1)), Ok(1));
-    assert_eq!(ours.negotiate(&with(1, 9)), Ok(1));
+    assert_eq!(ours.negotiate(&with(0, min_ours)), Ok(min_ours));
+    assert_eq!(ours.negotiate(&with(min_ours, max_ours)), Ok(max_ours));
+    assert_eq!(ours.negotiate(&with(max_ours, 9)), Ok(max_ours));
 }
 
 #[test]
@@ -210,7 +218,9 @@ fn an_oversize_length_prefix_is_refused_from_the_prefix_alone() {
 
 #[test]
 fn a_truncated_frame_waits_for_more_bytes_and_a_truncated_body_is_malformed() {
-    let msg = Message::Request {
+    // (Not a request: a request without its last byte is a version-1
+    // peer's request, which decodes.)
+    let msg = Message::Broadcast {
         id: 7,
         incarnation: 1,
         payload: Payload::from("hello"),

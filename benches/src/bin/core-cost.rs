@@ -97,6 +97,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         id: 1,
         incarnation: 7,
         payload: Payload::from(&[7u8; 64][..]),
+        settled_below: 1,
     });
     msgs.push(Message::Broadcast {
         id: 1,

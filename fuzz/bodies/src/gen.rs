@@ -213,6 +213,7 @@ pub fn message(u: &mut Unstructured, p: &Pools) -> Message {
             id: num(u, p),
             incarnation: u.below(4),
             payload: payload(u, 1024),
+            settled_below: num(u, p),
         },
         7 => Message::Reply {
             id: num(u, p),
