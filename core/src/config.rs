@@ -53,13 +53,16 @@ pub struct Config {
     pub request_retry_interval: Duration,
     /// How long a broadcast waits for each member (default 5 s).
     pub broadcast_timeout: Duration,
-    /// How long the leader remembers a handled request id. Must be at least
-    /// `request_timeout` so a retry is never handled twice by one leader
-    /// (default 10 s).
+    /// How long the leader remembers a handled request id its sender has
+    /// not said it settled (a sender says so with each later request).
+    /// Must be at least `request_timeout` so a retry is never handled twice
+    /// by one leader (default 10 s).
     pub dedupe_window: Duration,
     /// Most request ids remembered at once; beyond it new requests are
     /// refused with "overloaded" rather than risk handling one twice
-    /// (default 100 000).
+    /// (default 100 000). Ids a sender settled are forgotten at once, so
+    /// this bounds the requests in flight (and those of senders that
+    /// stopped or speak protocol version 1), not the request rate.
     pub max_dedupe_entries: usize,
     /// Most requests and broadcasts this node has outstanding at once
     /// (default 10 000).

@@ -673,25 +673,27 @@ pub fn decode_body(body: &[u8]) -> Result<Frame, DecodeError> {
             if !rest.is_empty() {
                 return Err(DecodeError::TrailingBytes);
             }
-            return check_frame(frame);
+            check_frame(&frame)?;
+            return Ok(frame);
         }
         Err(_) => return Err(DecodeError::Malformed),
     };
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes);
     }
-    check_frame(frame)
+    check_frame(&frame)?;
+    Ok(frame)
 }
 
-fn check_frame(frame: Frame) -> Result<Frame, DecodeError> {
-    match &frame {
+fn check_frame(frame: &Frame) -> Result<(), DecodeError> {
+    match frame {
         Frame::Msg(m) => m.check_shape()?,
         Frame::Hello(h) if !h.node_id.is_well_formed() || h.addr.len() > MAX_ADDR_LEN => {
             return Err(DecodeError::Invalid("hello id or address"))
         }
         _ => {}
     }
-    Ok(frame)
+    Ok(())
 }
 
 /// Postcard's first bytes of a `Frame::Msg(Message::StreamData { .. })`:
