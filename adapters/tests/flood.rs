@@ -265,14 +265,19 @@ fn hello_bytes(hello: Hello) -> Vec<u8> {
     buf
 }
 
+/// A single node, once it leads.
+async fn lone_leader(rt: &TokioRuntime) -> Hedgerow {
+    let a = node(rt, &MemoryStore::new(), "a").await;
+    assert!(wait_until(rt, Duration::from_secs(5), || a.is_leader()).await);
+    a
+}
+
 #[test]
 fn old_versions_truncated_frames_and_stalled_hellos_are_closed() {
     let runtime = tokio_runtime();
     runtime.block_on(async {
         let rt = TokioRuntime::from_context().unwrap();
-        let store = MemoryStore::new();
-        let a = node(&rt, &store, "a").await;
-        assert!(wait_until(&rt, Duration::from_secs(5), || a.is_leader()).await);
+        let a = lone_leader(&rt).await;
         let addr = a.local_addr();
         let limit = HANDSHAKE_TIMEOUT * 3;
 
@@ -334,9 +339,7 @@ fn a_peer_of_the_previous_protocol_version_gets_its_request_answered() {
     let runtime = tokio_runtime();
     runtime.block_on(async {
         let rt = TokioRuntime::from_context().unwrap();
-        let store = MemoryStore::new();
-        let a = node(&rt, &store, "a").await;
-        assert!(wait_until(&rt, Duration::from_secs(5), || a.is_leader()).await);
+        let a = lone_leader(&rt).await;
         let addr = a.local_addr();
         // A version-1 peer: its hello says so, and its request has no
         // `settled_below` (version 2 added it).

@@ -1638,30 +1638,27 @@ impl Node {
             }),
             DedupeVerdict::InProgress => {}
             DedupeVerdict::Replay(body) => self.transmit(from, None, Message::Reply { id, body }),
-            DedupeVerdict::Full => self.transmit(
+            DedupeVerdict::Full => self.refuse_request(
                 from,
-                None,
-                Message::Reply {
-                    id,
-                    body: ReplyBody::Failed {
-                        term,
-                        reason: "leader overloaded: too many requests in the dedupe window".into(),
-                    },
-                },
+                (id, term),
+                "leader overloaded: too many requests in the dedupe window",
             ),
             // Nobody waits for this answer: the sender settled the id.
-            DedupeVerdict::Settled => self.transmit(
+            DedupeVerdict::Settled => self.refuse_request(
                 from,
-                None,
-                Message::Reply {
-                    id,
-                    body: ReplyBody::Failed {
-                        term,
-                        reason: "a stray copy of a request its sender already settled".into(),
-                    },
-                },
+                (id, term),
+                "a stray copy of a request its sender already settled",
             ),
         }
+    }
+
+    /// Answers request `id` with a failure under `term`, unhandled.
+    fn refuse_request(&mut self, to: NodeId, (id, term): (u64, Term), reason: &str) {
+        let body = ReplyBody::Failed {
+            term,
+            reason: reason.into(),
+        };
+        self.transmit(to, None, Message::Reply { id, body });
     }
 
     fn on_reply(&mut self, now: &Now, from: NodeId, id: u64, body: ReplyBody) {
