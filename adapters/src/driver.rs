@@ -364,10 +364,19 @@ pub(crate) async fn run<R: Runtime>(cell: Arc<DriverCell<R>>) {
     };
     let turn = futures::future::poll_fn(|cx| {
         let mut slot = release.0.lock();
-        match slot.as_mut() {
-            Some(driver) => driver.poll_run(cx),
-            None => Poll::Ready(()),
+        let Some(driver) = slot.as_mut() else {
+            return Poll::Ready(());
+        };
+        if driver.poll_run(cx).is_pending() {
+            return Poll::Pending;
         }
+        // Stopped and closed: out of the cell before the lock goes, so no
+        // direct input runs a closed driver (it would dial anew); dropped
+        // outside the lock.
+        let stopped = slot.take();
+        drop(slot);
+        drop(stopped);
+        Poll::Ready(())
     });
     tracing::Instrument::instrument(turn, span.clone()).await;
     drop(release);
