@@ -24,7 +24,7 @@ use hedgerow_core::wire::{decode_frame, encode_frame, Frame};
 use hedgerow_core::Hello;
 
 mod support;
-use support::wait_until;
+use support::{blocking, wait_until};
 
 const BOUND: Duration = Duration::from_millis(5);
 
@@ -336,24 +336,20 @@ async fn raw_exchange<R: Runtime>(
     hello: Hello,
     after: Vec<u8>,
 ) -> Vec<u8> {
-    let (tx, rx) = futures::channel::oneshot::channel();
-    rt.spawn_blocking(Box::new(move || {
+    let run = move || -> std::io::Result<Vec<u8>> {
         use std::io::{Read, Write};
-        let run = || -> std::io::Result<Vec<u8>> {
-            let mut s = std::net::TcpStream::connect(addr)?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            let mut buf = Vec::new();
-            encode_frame(&Frame::Hello(hello), 1 << 20, &mut buf).unwrap();
-            buf.extend_from_slice(&after);
-            s.write_all(&buf)?;
-            let mut got = Vec::new();
-            s.read_to_end(&mut got)?;
-            Ok(got)
-        };
-        let _ = tx.send(run());
-    }));
-    rx.await
-        .unwrap()
+        let mut s = std::net::TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut buf = Vec::new();
+        encode_frame(&Frame::Hello(hello), 1 << 20, &mut buf).unwrap();
+        buf.extend_from_slice(&after);
+        s.write_all(&buf)?;
+        let mut got = Vec::new();
+        s.read_to_end(&mut got)?;
+        Ok(got)
+    };
+    blocking(rt, run)
+        .await
         .expect("the node answers, then closes the connection")
 }
 

@@ -27,7 +27,7 @@ use hedgerow_core::wire::{
 use hedgerow_core::{Hello, Message, Payload};
 
 mod support;
-use support::{tokio_runtime, wait_until};
+use support::{blocking, tokio_runtime, wait_until};
 
 const CLUSTER: &str = "flood";
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -70,19 +70,6 @@ fn closed_by_node(mut s: &TcpStream) -> bool {
             Err(_) => return true,
         }
     }
-}
-
-/// Runs blocking socket work on the runtime's blocking pool, so the nodes
-/// keep running meanwhile.
-async fn blocking<T: Send + 'static>(
-    rt: &TokioRuntime,
-    work: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = futures::channel::oneshot::channel();
-    rt.spawn_blocking(Box::new(move || {
-        let _ = tx.send(work());
-    }));
-    rx.await.unwrap()
 }
 
 fn connect(addr: SocketAddr) -> TcpStream {

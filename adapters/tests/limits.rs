@@ -24,7 +24,7 @@ use hedgerow_core::wire::{decode_frame, encode_frame, Frame};
 use hedgerow_core::{Hello, NodeId};
 
 mod support;
-use support::{tokio_runtime, wait_until};
+use support::{blocking, tokio_runtime, wait_until};
 
 const CLUSTER: &str = "limits";
 
@@ -44,17 +44,6 @@ async fn node(
         })
         .broadcast_handler(|req| async move { Ok(req.payload) });
     tweak(b).start().await.expect("node starts")
-}
-
-async fn blocking<T: Send + 'static>(
-    rt: &TokioRuntime,
-    work: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = futures::channel::oneshot::channel();
-    rt.spawn_blocking(Box::new(move || {
-        let _ = tx.send(work());
-    }));
-    rx.await.unwrap()
 }
 
 fn hello_bytes(name: &str) -> Vec<u8> {

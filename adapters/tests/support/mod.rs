@@ -26,6 +26,19 @@ pub async fn wait_until<R: Runtime>(
     }
 }
 
+/// Runs blocking socket work on `rt`'s blocking pool, so the nodes keep
+/// running meanwhile, and hands back its result.
+pub async fn blocking<R: Runtime, T: Send + 'static>(
+    rt: &R,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = futures::channel::oneshot::channel();
+    rt.spawn_blocking(Box::new(move || {
+        let _ = tx.send(work());
+    }));
+    rx.await.expect("the blocking work ran to the end")
+}
+
 /// A tokio runtime as the tests use it: multi-threaded, 2 workers, every
 /// driver enabled.
 pub fn tokio_runtime() -> tokio::runtime::Runtime {
