@@ -337,7 +337,8 @@ impl Stream for IncomingStream {
                     sid: self.sid,
                     n: data.len(),
                 };
-                self.consumed.send(c);
+                // A stopped node needs no credit back.
+                let _ = self.consumed.send(c);
                 Poll::Ready(Some(Ok(data)))
             }
             Poll::Ready(Some(Err(why))) => Poll::Ready(Some(Err(Error::StreamReset(why)))),
@@ -1103,7 +1104,7 @@ impl<R: Runtime> Builder<R> {
         Ok(Hedgerow {
             node,
             clock,
-            commands: Commands::new(cmd_tx, inputs),
+            commands: driver::commands(cmd_tx, inputs),
             id,
             addr,
             local_addr,

@@ -130,7 +130,7 @@ enum Job {
     Broadcast(BroadcastHandle, Payload),
 }
 
-enum Done {
+pub(crate) enum Done {
     Request(RequestHandle, Result<Vec<u8>, String>),
     Broadcast(BroadcastHandle, Result<Vec<u8>, String>),
 }
@@ -190,9 +190,9 @@ struct Receivers {
     commands: mpsc::UnboundedReceiver<Command>,
 }
 
-/// How commands and network events reach a running driver on the sender's
-/// own thread (see the module docs). Each method gives the input back when
-/// the driver is busy or stopped; the sender then uses the channel.
+/// How inputs reach a running driver on the sender's own thread (see the
+/// module docs). Each method gives the input back when the driver is busy
+/// or stopped; the sender then uses the channel.
 pub(crate) trait Inputs: Send + Sync {
     fn command(&self, c: Command) -> Result<(), Command>;
     // The event comes back to be queued; boxing it would cost an
@@ -200,64 +200,60 @@ pub(crate) trait Inputs: Send + Sync {
     #[allow(clippy::result_large_err)]
     fn net(&self, e: NetEvent) -> Result<(), NetEvent>;
     fn consumed(&self, c: Consumed) -> Result<(), Consumed>;
+    fn done(&self, d: Done) -> Result<(), Done>;
 }
 
-/// Where the public handles send commands: into the driver at once when it
-/// is free, else through the loop's channel.
-#[derive(Clone)]
-pub(crate) struct Commands {
-    tx: mpsc::UnboundedSender<Command>,
-    inputs: Arc<dyn Inputs>,
+/// One kind of input's way into the driver: straight in, on the sender's
+/// thread, when the driver is free (`direct`), else through the loop's
+/// channel.
+pub(crate) struct Route<T> {
+    tx: mpsc::UnboundedSender<T>,
+    inputs: Option<Arc<dyn Inputs>>,
+    direct: fn(&dyn Inputs, T) -> Result<(), T>,
 }
 
-impl Commands {
-    pub(crate) fn new(tx: mpsc::UnboundedSender<Command>, inputs: Arc<dyn Inputs>) -> Self {
-        Commands { tx, inputs }
+/// Where the public handles send commands.
+pub(crate) type Commands = Route<Command>;
+/// Where an inbound stream reports the bytes its reader consumed (so
+/// credit goes back).
+pub(crate) type Credit = Route<Consumed>;
+
+impl<T> Route<T> {
+    /// Hands `x` to the driver; [`Error::Closed`] once it has stopped.
+    pub(crate) fn send(&self, x: T) -> Result<(), Error> {
+        let x = match &self.inputs {
+            Some(inputs) => match (self.direct)(inputs.as_ref(), x) {
+                Ok(()) => return Ok(()),
+                Err(x) => x,
+            },
+            None => x,
+        };
+        self.tx.unbounded_send(x).map_err(|_| Error::Closed)
     }
+}
 
-    /// Hands `c` to the driver; [`Error::Closed`] once it has stopped.
-    pub(crate) fn send(&self, c: Command) -> Result<(), Error> {
-        match self.inputs.command(c) {
-            Ok(()) => Ok(()),
-            Err(c) => self.tx.unbounded_send(c).map_err(|_| Error::Closed),
+/// The public handles' route for commands into the driver `inputs`.
+pub(crate) fn commands(tx: mpsc::UnboundedSender<Command>, inputs: Arc<dyn Inputs>) -> Commands {
+    Route {
+        tx,
+        inputs: Some(inputs),
+        direct: |d, c| d.command(c),
+    }
+}
+
+impl<T> Clone for Route<T> {
+    fn clone(&self) -> Self {
+        Route {
+            tx: self.tx.clone(),
+            inputs: self.inputs.clone(),
+            direct: self.direct,
         }
     }
 }
 
-/// Where an inbound stream reports bytes its reader consumed (so credit
-/// goes back): into the driver at once when it is free, else through the
-/// loop's channel.
-pub(crate) struct Credit {
-    tx: mpsc::UnboundedSender<Consumed>,
-    inputs: Option<Arc<dyn Inputs>>,
-}
-
-impl Credit {
-    fn new(tx: mpsc::UnboundedSender<Consumed>, inputs: Option<Arc<dyn Inputs>>) -> Self {
-        Credit { tx, inputs }
-    }
-
-    pub(crate) fn send(&self, c: Consumed) {
-        let c = match &self.inputs {
-            Some(inputs) => match inputs.consumed(c) {
-                Ok(()) => return,
-                Err(c) => c,
-            },
-            None => c,
-        };
-        let _ = self.tx.unbounded_send(c);
-    }
-}
-
-impl std::fmt::Debug for Credit {
+impl<T> std::fmt::Debug for Route<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Credit")
-    }
-}
-
-impl std::fmt::Debug for Commands {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Commands")
+        f.write_str("Route")
     }
 }
 
@@ -302,40 +298,39 @@ impl<R: Runtime> DriverCell<R> {
         Ok(())
     }
 
-    fn done(&self, done: Done) -> Result<(), Done> {
-        self.direct(done, Driver::on_done)
+    /// As [`DriverCell::direct`], after what `input`'s channel already
+    /// holds (it was queued while the driver was busy): one sender's
+    /// commands, or one connection's frames, keep their order.
+    fn in_order<T>(
+        &self,
+        input: T,
+        queued: fn(&mut Receivers) -> Option<T>,
+        handle: fn(&mut Driver<R>, T),
+    ) -> Result<(), T> {
+        self.direct(input, |d, input| {
+            while let Some(earlier) = queued(&mut d.rx) {
+                handle(d, earlier);
+            }
+            handle(d, input);
+        })
     }
 }
 
 impl<R: Runtime> Inputs for DriverCell<R> {
     fn command(&self, c: Command) -> Result<(), Command> {
-        self.direct(c, |d, c| {
-            // Commands queued while the driver was busy go first, so one
-            // caller's commands keep their order.
-            while let Ok(queued) = d.rx.commands.try_recv() {
-                d.on_command(queued);
-            }
-            d.on_command(c);
-        })
+        self.in_order(c, |rx| rx.commands.try_recv().ok(), Driver::on_command)
     }
 
     fn net(&self, e: NetEvent) -> Result<(), NetEvent> {
-        self.direct(e, |d, e| {
-            // Likewise for a connection's frames.
-            while let Ok(queued) = d.rx.net.try_recv() {
-                d.on_net(queued);
-            }
-            d.on_net(e);
-        })
+        self.in_order(e, |rx| rx.net.try_recv().ok(), Driver::on_net)
     }
 
     fn consumed(&self, c: Consumed) -> Result<(), Consumed> {
-        self.direct(c, |d, c| {
-            while let Ok(queued) = d.rx.consumed.try_recv() {
-                d.on_consumed(queued);
-            }
-            d.on_consumed(c);
-        })
+        self.in_order(c, |rx| rx.consumed.try_recv().ok(), Driver::on_consumed)
+    }
+
+    fn done(&self, d: Done) -> Result<(), Done> {
+        self.direct(d, Driver::on_done)
     }
 }
 
@@ -437,7 +432,7 @@ pub(crate) struct Driver<R: Runtime> {
     timer: Option<(Instant, Timer)>,
     /// Wakes the loop task (a direct input that needs it to act).
     loop_waker: Option<Waker>,
-    /// This driver's own [`DriverCell`], for handler tasks to finish in.
+    /// This driver's own [`DriverCell`], for the routes it hands out.
     me: Weak<DriverCell<R>>,
     span: tracing::Span,
     in_flight: usize,
@@ -652,6 +647,21 @@ impl<R: Runtime> Driver<R> {
             Wake::Lease(None) | Wake::App(None) | Wake::Net(None) | Wake::Consumed(None) => {
                 self.stop = true;
             }
+        }
+    }
+
+    /// A route into this driver for inputs that `tx` queues, for a task
+    /// to hand them in on its own thread. (Not kept: the driver holding a
+    /// route into its own cell would keep the cell alive.)
+    fn route<T>(
+        &self,
+        tx: &mpsc::UnboundedSender<T>,
+        direct: fn(&dyn Inputs, T) -> Result<(), T>,
+    ) -> Route<T> {
+        Route {
+            tx: tx.clone(),
+            inputs: self.me.upgrade().map(|d| d as Arc<dyn Inputs>),
+            direct,
         }
     }
 
@@ -1114,8 +1124,7 @@ impl<R: Runtime> Driver<R> {
                 let tx = match &self.handlers.stream {
                     Some(h) => {
                         let (tx, rx) = mpsc::unbounded();
-                        let inputs = self.me.upgrade().map(|d| d as Arc<dyn Inputs>);
-                        let credit = Credit::new(self.consumed_tx.clone(), inputs);
+                        let credit = self.route(&self.consumed_tx, |d, c| d.consumed(c));
                         let s = IncomingStream::new(from.clone(), sid, kind, rx, credit);
                         let fut = h(s);
                         self.rt.spawn(Box::pin(async move {
@@ -1244,20 +1253,11 @@ impl<R: Runtime> Driver<R> {
             },
         };
         self.in_flight += 1;
-        let tx = self.app_tx.clone();
-        let me = self.me.clone();
+        // Finished on the handler's task when the driver is free: the
+        // reply is written from there, without a hop to the loop.
+        let finished = self.route(&self.app_tx, |d, done| d.done(done));
         self.rt.spawn(Box::pin(async move {
-            let done = fut.await;
-            // Finished on this task when the driver is free: the reply is
-            // written from here, without a hop to the loop.
-            let done = match me.upgrade() {
-                Some(shared) => match shared.done(done) {
-                    Ok(()) => return,
-                    Err(done) => done,
-                },
-                None => done,
-            };
-            let _ = tx.unbounded_send(done);
+            let _ = finished.send(fut.await);
         }));
     }
 
