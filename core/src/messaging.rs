@@ -256,11 +256,12 @@ impl Dedupe {
         let (from, inc, id) = &key;
         let sender = self.by_sender.entry(from.clone()).or_default();
         let floor = sender.floors.entry(*inc).or_insert(0);
-        if settled_below > *floor {
-            *floor = settled_below;
+        let raised = settled_below > *floor;
+        *floor = (*floor).max(settled_below);
+        let floor = *floor;
+        if raised {
             // Forget what the sender settled; an entry still being
             // handled stays until its reply (it is settled then).
-            let floor = *floor;
             while let Some(k) = sender
                 .entries
                 .range((*inc, 0)..(*inc, floor))
@@ -271,7 +272,6 @@ impl Dedupe {
                 self.len -= 1;
             }
         }
-        let floor = sender.floors.get(inc).copied().unwrap_or(0);
         match sender.entries.get(&(*inc, *id)) {
             Some(Handled::InProgress) => DedupeVerdict::InProgress,
             Some(Handled::Done(body)) => DedupeVerdict::Replay(body.clone()),
