@@ -399,10 +399,12 @@ pub(crate) fn spawn_dial<R: Runtime>(
             incarnation,
             inbound: None,
         };
+        // Before the driver hears of the connection, so everything it
+        // queues from then on is encoded for the version agreed.
+        outbox.set_version(version);
         if ctx.deliver(&mut events, up).await.is_err() {
             return;
         }
-        outbox.set_version(version);
         run(&rt2, stream, ctx, conn, peer, outbox).await;
     };
     rt.spawn(Box::pin(async move {
@@ -495,6 +497,7 @@ pub(crate) fn spawn_listener<R: Runtime>(
                     }
                 };
                 let outbox = Outbox::new(ctx2.max_frame_len, ctx2.limits.send_queue);
+                outbox.set_version(version);
                 let up = NetEvent::Up {
                     conn,
                     peer: hello.node_id.clone(),
@@ -505,7 +508,6 @@ pub(crate) fn spawn_listener<R: Runtime>(
                 if ctx2.deliver(&mut events, up).await.is_err() {
                     return;
                 }
-                outbox.set_version(version);
                 run(&rt3, stream, ctx2, conn, hello.node_id, outbox).await;
             };
             rt2.spawn(Box::pin(async move {
