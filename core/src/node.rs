@@ -12,6 +12,7 @@
 
 use alloc::collections::{BTreeSet, VecDeque};
 use alloc::string::{String, ToString};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 use core::time::Duration;
@@ -1049,7 +1050,7 @@ impl Node {
     }
 
     fn push_delta(&mut self, delta: ViewDelta) {
-        self.send_to_members(&Message::ViewDelta(delta));
+        self.send_to_members(&Message::ViewDelta(Arc::new(delta)));
     }
 
     /// Sends `msg` to every other member of the view.
@@ -1548,7 +1549,7 @@ impl Node {
         }
     }
 
-    fn on_delta(&mut self, now: &Now, from: NodeId, d: ViewDelta) {
+    fn on_delta(&mut self, now: &Now, from: NodeId, d: Arc<ViewDelta>) {
         if !self.accept_leader_message(now, &from, d.term) {
             return;
         }
@@ -1561,6 +1562,8 @@ impl Node {
             }
             return;
         }
+        // Decoded, the delta is this node's alone: no copy.
+        let d = Arc::unwrap_or_clone(d);
         let mut effects = Vec::new();
         for c in d.changes {
             if let Some(e) = self.view.apply(c) {

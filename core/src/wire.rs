@@ -5,6 +5,7 @@
 //! checks a frame's length against the limit before anything is allocated.
 
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use bytes::Bytes;
 use core::fmt;
@@ -288,8 +289,10 @@ pub enum Message {
     Heartbeat(Heartbeat),
     /// Leader → member answer to a heartbeat.
     HeartbeatAck(HeartbeatAck),
-    /// Leader → members view change.
-    ViewDelta(ViewDelta),
+    /// Leader → members view change. Shared: the leader sends the same
+    /// delta to every member, and a clone per member was most of a
+    /// delta's cost in a large view. (Encoded as the delta itself.)
+    ViewDelta(Arc<ViewDelta>),
     /// Leader → member full view chunk.
     ViewSnapshot(ViewSnapshot),
     /// Member → leader: send me a full view.

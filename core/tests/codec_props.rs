@@ -161,13 +161,13 @@ fn message() -> impl Strategy<Value = Message> {
             proptest::collection::vec(change(), 0..5)
         )
             .prop_map(|(term, base_version, version, digest, changes)| {
-                Message::ViewDelta(ViewDelta {
+                Message::ViewDelta(std::sync::Arc::new(ViewDelta {
                     term,
                     base_version,
                     version,
                     digest,
                     changes,
-                })
+                }))
             }),
         snapshot().prop_map(Message::ViewSnapshot),
         term().prop_map(|term| Message::SnapshotRequest { term }),

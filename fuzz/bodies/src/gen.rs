@@ -181,13 +181,13 @@ pub fn message(u: &mut Unstructured, p: &Pools) -> Message {
             lease_version: num(u, p),
             your_meta_version: u.chance(128).then(|| u.below(5)),
         }),
-        2 => Message::ViewDelta(ViewDelta {
+        2 => Message::ViewDelta(std::sync::Arc::new(ViewDelta {
             term: term(u, p),
             base_version: num(u, p),
             version: num(u, p),
             digest: num(u, p),
             changes: list(u, 6, |u| change(u, p)),
-        }),
+        })),
         3 => {
             let members = list(u, 6, |u| member(u, p));
             let (chunk, chunks, total) = if u.chance(192) {
