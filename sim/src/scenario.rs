@@ -18,6 +18,7 @@
 //! net drop 0.01                # drop | dup probability
 //! net latency 1ms 20ms
 //! send 10                      # sends from random nodes
+//! stream 3 200000              # streams of that many bytes to the leader
 //! converge within 30s          # must converge; the time is reported
 //! ```
 //!
@@ -26,7 +27,7 @@
 
 use std::time::Duration;
 
-use hedgerow_core::{ClockStatus, Rng};
+use hedgerow_core::{ClockStatus, Rng, StreamTarget};
 
 use crate::{Cluster, ClusterConfig, SimClock};
 
@@ -75,6 +76,9 @@ pub enum Step {
     NetLatency(Duration, Duration),
     /// Sends from random live nodes.
     Send(usize),
+    /// Streams from random live nodes to the leader: how many, and how
+    /// many bytes each. Each must arrive whole and in order, or fail.
+    Stream(usize, u64),
     /// The cluster must converge within the limit.
     Converge(Duration),
 }
@@ -276,6 +280,7 @@ impl Scenario {
                 ("net", Some("dup")) => Step::NetDup(prob(w.get(2))?),
                 ("net", Some("latency")) => Step::NetLatency(dur(w.get(2))?, dur(w.get(3))?),
                 ("send", _) => Step::Send(num(w.get(1))?),
+                ("stream", _) => Step::Stream(num(w.get(1))?, num(w.get(2))? as u64),
                 ("converge", Some("within")) => Step::Converge(dur(w.get(2))?),
                 _ => return Err(err(format!("unknown step {line:?}"))),
             };
@@ -437,6 +442,15 @@ pub fn run_with(scenario: &Scenario, mut cfg: ClusterConfig) -> (Outcome, Cluste
                     }
                 }
             }
+            Step::Stream(k, bytes) => {
+                for _ in 0..*k {
+                    if let Some(s) = pick(&c, &mut rng, Target::Random) {
+                        // No leader known yet: nothing opened, as a caller
+                        // would be told (NoLeader).
+                        let _ = c.stream(s, StreamTarget::Leader, *bytes);
+                    }
+                }
+            }
             Step::Converge(limit) => {
                 let t0 = c.now_ns();
                 let done = c
@@ -469,5 +483,10 @@ mod tests {
         assert_eq!(e.line, 2);
         assert!(Scenario::parse("x", "run 3parsecs").is_err());
         assert!(Scenario::parse("x", "net drop 2").is_err());
+        assert_eq!(
+            Scenario::parse("x", "stream 3 65536").unwrap().steps,
+            vec![Step::Stream(3, 65536)]
+        );
+        assert!(Scenario::parse("x", "stream 3").is_err());
     }
 }

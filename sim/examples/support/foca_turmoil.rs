@@ -718,6 +718,17 @@ pub fn run(scenario: &Scenario, seed: u64, opts: &Opts) -> Report {
                 }
                 d.mark(format!("send {k}"));
             }
+            // SWIM carries no application streams: skipped, with the same
+            // draws as hedgerow's runner so the schedules stay aligned.
+            Step::Stream(k, bytes) => {
+                skipped.push(format!("{step:?}"));
+                for _ in 0..*k {
+                    if d.pick(Target::Random).is_some() {
+                        let _ = d.rng.next_u64();
+                    }
+                }
+                d.mark(format!("stream {k} {bytes}"));
+            }
         }
     }
     let end = d.now();

@@ -23,6 +23,7 @@ use super::store::{serve, StoreClient, StoreState, STORE_PORT};
 use crate::check::convergence::{self, NodeReport};
 use crate::check::leadership::Leadership;
 use crate::check::requests::{Handling, Requests};
+use crate::check::streams::{check_delivery, header, pattern_byte, Reader, Seen};
 use crate::check::views::ViewOrder;
 use crate::check::{tokens, Violation};
 use crate::compare::MembershipTrace;
@@ -123,6 +124,9 @@ pub struct TurmoilReport {
     pub events: usize,
     /// Sends that returned Ok / an error, and handlings by leaders.
     pub sends: (u64, u64, u64),
+    /// Streams whose `finish()` answered Ok / that failed loudly, and the
+    /// body bytes receivers read and checked.
+    pub streams: (u64, u64, u64),
     /// Wall-clock time the run took.
     pub wall: Duration,
 }
@@ -188,6 +192,13 @@ impl TurmoilReport {
                 s,
                 "  sends: {} ok, {} failed, {} handlings",
                 self.sends.0, self.sends.1, self.sends.2
+            );
+        }
+        if self.streams != (0, 0, 0) {
+            let _ = writeln!(
+                s,
+                "  streams: {} ok, {} failed, {} bytes read and checked",
+                self.streams.0, self.streams.1, self.streams.2
             );
         }
         if !self.failovers.is_empty() {
@@ -320,6 +331,7 @@ enum What {
         key: (NodeId, u64, u64),
     },
     SendFailed(String),
+    Stream(Seen),
     Left(bool),
     /// `is_leader()` said yes, holding this term.
     Leads(Term),
@@ -342,6 +354,8 @@ struct Rec {
 enum Cmd {
     Leave,
     Send(u64),
+    /// Open a stream to the leader: its key and body length.
+    Stream(u64, u64),
     Stopped,
 }
 
@@ -450,6 +464,43 @@ async fn host_main(ctx: HostCtx) -> Result<(), Box<dyn std::error::Error>> {
                     },
                 );
                 async move { Ok(req.payload) }
+            })
+            .stream_handler({
+                let (shared, truth) = (ctx.shared.clone(), ctx.truth.clone());
+                move |mut s| {
+                    let (shared, truth) = (shared.clone(), truth.clone());
+                    let rec = move |what| {
+                        lock(&shared).rec(truth.now_ns(), slot, inc, What::Stream(what))
+                    };
+                    async move {
+                        let from = s.from().to_string();
+                        let mut r = Reader::default();
+                        let mut clean = true;
+                        while let Some(item) = s.next().await {
+                            let Ok(chunk) = item else {
+                                clean = false;
+                                break;
+                            };
+                            if r.chunk(&chunk) {
+                                let key = r.header.map_or(0, |(k, _)| k);
+                                rec(Seen::Opened {
+                                    at: slot,
+                                    from: from.clone(),
+                                    key,
+                                });
+                            }
+                        }
+                        rec(Seen::Ended {
+                            at: slot,
+                            from,
+                            key: r.header.map(|(k, _)| k),
+                            got: r.got,
+                            announced: r.header.map_or(0, |(_, n)| n),
+                            clean,
+                            bad: r.bad,
+                        });
+                    }
+                }
             });
     if let Some(limit) = ctx.store_timeout {
         b = b.store_timeout(limit);
@@ -538,6 +589,16 @@ async fn host_main(ctx: HostCtx) -> Result<(), Box<dyn std::error::Error>> {
                         lock(&shared).rec(truth.now_ns(), slot, inc, what);
                     });
                 }
+                Some(Cmd::Stream(key, len)) => {
+                    let node = node.clone();
+                    let (shared, truth) = (ctx.shared.clone(), ctx.truth.clone());
+                    tokio::task::spawn_local(async move {
+                        let ok = send_checked_stream(&node, key, len).await.is_ok();
+                        let from = node.id().to_string();
+                        let what = What::Stream(Seen::Sent { from, key, ok });
+                        lock(&shared).rec(truth.now_ns(), slot, inc, what);
+                    });
+                }
                 Some(Cmd::Stopped) | None => {
                     while let Some(Some(ev)) = watch.next().now_or_never() {
                         on_event(ev);
@@ -547,6 +608,21 @@ async fn host_main(ctx: HostCtx) -> Result<(), Box<dyn std::error::Error>> {
             },
         }
     }
+}
+
+/// Writes a checked stream (its header, then `len` pattern bytes in
+/// chunks of at most 16 KiB) to the leader and finishes it.
+async fn send_checked_stream(node: &Hedgerow, key: u64, len: u64) -> Result<(), hedgerow::Error> {
+    let mut s = node.send_stream().await?;
+    s.write_all(header(key, len).to_vec()).await?;
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(16 * 1024);
+        let chunk: Vec<u8> = (at..at + n).map(|o| pattern_byte(key, o)).collect();
+        s.write_all(chunk).await?;
+        at += n;
+    }
+    s.finish().await
 }
 
 struct Slot {
@@ -1024,6 +1100,15 @@ impl Runner<'_> {
                 }
                 self.mark(format!("send {k}"));
             }
+            Step::Stream(k, bytes) => {
+                for _ in 0..*k {
+                    if let Some(s) = self.pick(Target::Random) {
+                        let key = self.rng.next_u64() >> 1;
+                        lock(&self.shared).command(s, Cmd::Stream(key, *bytes));
+                    }
+                }
+                self.mark(format!("stream {k} {bytes}"));
+            }
             Step::Converge(limit) => {
                 self.converge(format!("converge #{}", i + 1), *limit)?;
                 self.mark(format!("converged #{}", i + 1));
@@ -1184,6 +1269,36 @@ impl Runner<'_> {
             v.trace = trace_of(v.at_ns);
         }
         report.sends.2 = requests.handlings;
+        let seen: Vec<(u64, Seen)> = log
+            .iter()
+            .filter_map(|r| match &r.what {
+                What::Stream(s) => Some((r.t, s.clone())),
+                _ => None,
+            })
+            .collect();
+        for (_, s) in &seen {
+            match s {
+                Seen::Sent { ok: true, .. } => report.streams.0 += 1,
+                Seen::Sent { ok: false, .. } => report.streams.1 += 1,
+                Seen::Ended { got, .. } => report.streams.2 += got,
+                Seen::Opened { .. } => {}
+            }
+        }
+        // A receiver that crashed, restarted or left after it opened a
+        // stream may have died with bytes it had been handed unread.
+        let gone_after = |slot: usize, t: u64| {
+            log.iter().any(|r| {
+                r.slot == slot
+                    && r.t >= t
+                    && matches!(r.what, What::Crashed | What::Restarted | What::Left(_))
+            })
+        };
+        let mut stream_violations = check_delivery(&seen, gone_after);
+        for v in &mut stream_violations {
+            v.what = format!("seed {}: {}", self.seed, v.what);
+            v.trace = trace_of(v.at_ns);
+        }
+        violations.extend(stream_violations);
         report.violations = violations;
         for (i, s) in self.slots.iter().enumerate().skip(1) {
             report
