@@ -331,7 +331,6 @@ enum What {
         key: (NodeId, u64, u64),
     },
     SendFailed(String),
-    Stream(Seen),
     Left(bool),
     /// `is_leader()` said yes, holding this term.
     Leads(Term),
@@ -340,6 +339,10 @@ enum What {
     Restarted,
     ClockUntrusted,
     Mark(String),
+    /// A checked stream, as its sender or a receiver saw it. Last, so
+    /// that adding it left the trace hashes of runs without streams as
+    /// they were.
+    Stream(Seen),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
