@@ -73,7 +73,7 @@ fn parse() -> Result<Args, String> {
             "--tick-ms" => a.tick_ms = num(value()?)?.max(1),
             "-h" | "--help" => {
                 return Err("usage: hedgerow-sim [--net inprocess|turmoil] [--tick-ms T] [--scenario NAME|FILE] [--nodes N] [--seeds N | --seed S] [--bound-ms B] [--preset lan|local|wan]\n\
-                     built-in scenarios: scale-2-150-2, partitions, lossy (see hedgerow_sim::scenario for the file format)".into())
+                     built-in scenarios: scale-2-150-2, partitions, lossy, streams (see hedgerow_sim::scenario for the file format)".into())
             }
             other => return Err(format!("unknown argument {other:?}; try --help")),
         }

@@ -182,6 +182,34 @@ clock unknown leader
 converge within 40s
 ",
     ),
+    (
+        "streams",
+        "# Streams to the leader cut by crashes, a restart, a leave and an isolated node:
+# each must arrive whole or fail loudly; the last batch, sent in a settled
+# cluster, must get through.
+nodes 6
+converge within 15s
+stream 6 300000
+run 100ms
+crash leader
+stream 6 200000
+run 300ms
+restart random
+stream 4 500000
+leave random
+converge within 30s
+stream 6 300000
+run 50ms
+crash random
+isolate random
+stream 4 300000
+run 3s
+heal
+converge within 40s
+stream 4 100000
+run 10s
+",
+    ),
 ];
 
 fn duration(s: &str) -> Result<Duration, String> {

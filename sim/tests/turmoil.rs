@@ -231,3 +231,21 @@ fn streams_arrive_whole_or_fail_loudly_through_a_leader_crash() {
         assert!(bytes >= ok * 300_000, "{:?}", r.streams);
     }
 }
+
+/// The built-in `streams` scenario: 30 streams through crashes (the
+/// leader's and a random node's), a restart, a leave and an isolated node.
+#[test]
+fn the_streams_scenario_runs_clean_over_turmoil() {
+    let s = Scenario::load("streams").unwrap();
+    for seed in [3, 4, 5] {
+        let r = run(&s, seed, &TurmoilOptions::default());
+        print!("{}", r.summary());
+        assert!(r.passed(), "{}", r.summary());
+        // A stream whose sender crashed, restarted or left has no answer;
+        // the checkers hold every one that was read.
+        let (ok, failed, bytes) = r.streams;
+        assert!(ok + failed <= 30, "{:?}", r.streams);
+        assert!(ok >= 4, "the last batch gets through: {:?}", r.streams);
+        assert!(bytes >= ok * 100_000, "{:?}", r.streams);
+    }
+}
