@@ -15,6 +15,8 @@
 //! store spike 1500ms 5s        # extra store latency for a while
 //! cut-store leader 4s          # cut one node from the store for a while
 //! clock unknown leader         # that node's clock reports Unknown
+//! clock disrupted 1            # … Disrupted (a VM migration), and back:
+//! clock synchronized 1         # unknown | disrupted | free-running | synchronized
 //! net drop 0.01                # drop | dup probability
 //! net latency 1ms 20ms
 //! send 10                      # sends from random nodes
@@ -66,8 +68,10 @@ pub enum Step {
     StoreSpike(Duration, Duration),
     /// Cut a node from the store for a while.
     CutStore(Target, Duration),
-    /// Set a node's clock status to Unknown.
-    ClockUnknown(Target),
+    /// Set a node's clock status, as its ClockBound daemon would report
+    /// it: Unknown or Disrupted (a VM migration) take away its right to
+    /// lead; Synchronized or FreeRunning give it back. The bound is kept.
+    Clock(ClockStatus, Target),
     /// Drop probability.
     NetDrop(f64),
     /// Duplicate probability.
@@ -229,6 +233,22 @@ fn duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// The clock statuses a scenario can set, by their word in the text.
+const CLOCK_STATUSES: [(&str, ClockStatus); 4] = [
+    ("unknown", ClockStatus::Unknown),
+    ("disrupted", ClockStatus::Disrupted),
+    ("free-running", ClockStatus::FreeRunning),
+    ("synchronized", ClockStatus::Synchronized),
+];
+
+/// A clock status as a scenario writes it (`clock <word> <target>`).
+pub fn clock_word(status: ClockStatus) -> &'static str {
+    CLOCK_STATUSES
+        .iter()
+        .find(|(_, s)| *s == status)
+        .map_or("other", |(w, _)| *w)
+}
+
 fn target(s: Option<&str>) -> Result<Target, String> {
     match s {
         Some("leader") => Ok(Target::Leader),
@@ -301,8 +321,17 @@ impl Scenario {
                 ("store", Some("down")) => Step::StoreDown(dur(w.get(2))?),
                 ("store", Some("spike")) => Step::StoreSpike(dur(w.get(2))?, dur(w.get(3))?),
                 ("cut-store", t) => Step::CutStore(target(t).map_err(err)?, dur(w.get(2))?),
-                ("clock", Some("unknown")) => {
-                    Step::ClockUnknown(target(w.get(2).copied()).map_err(err)?)
+                ("clock", Some(word)) => {
+                    let Some(status) = CLOCK_STATUSES
+                        .iter()
+                        .find(|(w, _)| *w == word)
+                        .map(|(_, s)| *s)
+                    else {
+                        return Err(err(format!(
+                            "unknown clock status {word:?}: unknown, disrupted, free-running or synchronized"
+                        )));
+                    };
+                    Step::Clock(status, target(w.get(2).copied()).map_err(err)?)
                 }
                 ("net", Some("drop")) => Step::NetDrop(prob(w.get(2))?),
                 ("net", Some("dup")) => Step::NetDup(prob(w.get(2))?),
@@ -453,10 +482,10 @@ pub fn run_with(scenario: &Scenario, mut cfg: ClusterConfig) -> (Outcome, Cluste
                     c.cut_store(s, false);
                 }
             }
-            Step::ClockUnknown(t) => {
+            Step::Clock(status, t) => {
                 if let Some(s) = pick(&c, &mut rng, *t) {
                     let clock = SimClock {
-                        status: ClockStatus::Unknown,
+                        status: *status,
                         ..c.node(s).clock
                     };
                     c.set_clock(s, clock);
@@ -516,5 +545,16 @@ mod tests {
             vec![Step::Stream(3, 65536)]
         );
         assert!(Scenario::parse("x", "stream 3").is_err());
+        assert_eq!(
+            Scenario::parse("x", "clock disrupted 2\nclock synchronized leader")
+                .unwrap()
+                .steps,
+            vec![
+                Step::Clock(ClockStatus::Disrupted, Target::Slot(2)),
+                Step::Clock(ClockStatus::Synchronized, Target::Leader)
+            ]
+        );
+        let e = Scenario::parse("x", "clock sideways 1").unwrap_err();
+        assert!(e.what.contains("sideways"), "{e}");
     }
 }

@@ -55,3 +55,27 @@ fn streams_in_a_scenario_are_checked_byte_by_byte() {
         );
     }
 }
+
+/// `clock disrupted` then `clock synchronized` in the in-process harness:
+/// the first leader (slot 0) loses its clock mid-term, slot 1 takes over,
+/// and once slot 0's clock is synchronized again and slot 1 has crashed,
+/// slot 0 leads again.
+#[test]
+fn a_disrupted_clock_recovers_and_its_node_leads_again() {
+    let sc = Scenario::parse(
+        "disrupted",
+        "nodes 1\nconverge within 15s\nnodes 1\nconverge within 15s\nclock disrupted 0\n\
+         converge within 30s\nrun 2s\nclock synchronized 0\ncrash leader\nconverge within 30s\n",
+    )
+    .unwrap();
+    for seed in seeds(93, 3).list {
+        let (out, c) = scenario::run_with(&sc, ClusterConfig::new(seed));
+        assert!(
+            out.passed(),
+            "seed {seed}: {:?} {:?}",
+            out.converge,
+            out.violations.first().map(ToString::to_string)
+        );
+        assert_eq!(c.leader(), Some(0), "seed {seed}");
+    }
+}

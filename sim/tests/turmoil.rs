@@ -184,6 +184,53 @@ fn a_node_whose_clock_is_disrupted_is_a_member_and_never_leads() {
     );
 }
 
+/// A VM migration under the leader: its ClockBound turns Disrupted
+/// mid-term. It must stop leading at once, not at its lease's end (another
+/// node takes over with no overlap, which the checkers hold), and once its
+/// clock is synchronized again it may lead again: with the other leader
+/// crashed it is the only candidate left, and it is elected.
+#[test]
+fn a_leader_whose_clock_is_disrupted_steps_down_and_leads_again_once_synchronized() {
+    let s = scenario(
+        "nodes 1\nconverge within 15s\nnodes 1\nconverge within 15s\nclock disrupted 1\n\
+         converge within 30s\nrun 2s\nclock synchronized 1\ncrash leader\nconverge within 30s\n",
+    );
+    for seed in [6, 7] {
+        let r = run(&s, seed, &TurmoilOptions::default());
+        print!("{}", r.summary());
+        assert!(r.passed(), "{}", r.summary());
+        let disrupted = mark(&r, "clock disrupted n1");
+        let synced = mark(&r, "clock synchronized n1");
+        let first = &r.elections[0];
+        assert_eq!(first.1, "n1", "{:?}", r.elections);
+        let down = r
+            .step_downs
+            .iter()
+            .find(|(t, n, _)| n == "n1" && *t >= disrupted)
+            .expect("n1 stepped down after its clock was disrupted");
+        // On its next clock reading, well inside one renew interval; the
+        // lease itself would have run for seconds more.
+        let c = TurmoilOptions::default().config;
+        assert!(
+            down.0 - disrupted <= c.renew_interval(),
+            "stepped down {:?} after the disruption",
+            down.0 - disrupted
+        );
+        assert!(
+            r.elections
+                .iter()
+                .any(|(t, n, _)| n == "n2" && *t > disrupted && *t < synced),
+            "n2 took over: {:?}",
+            r.elections
+        );
+        assert!(
+            r.elections.iter().any(|(t, n, _)| n == "n1" && *t > synced),
+            "n1 leads again once synchronized: {:?}",
+            r.elections
+        );
+    }
+}
+
 /// Sends across a leader crash, a restart and a leave of one node in the
 /// same instant, a joining wave, a leader whose clock turns Unknown, a
 /// store outage, a leader cut from the store, and a split: no violation,

@@ -703,10 +703,14 @@ pub fn run(scenario: &Scenario, seed: u64, opts: &Opts) -> Report {
                     d.mark(format!("uncut-store {}", Driver::name(s)));
                 }
             }
-            Step::ClockUnknown(t) => {
+            Step::Clock(status, t) => {
                 skipped.push(format!("{step:?}"));
                 if let Some(s) = d.pick(*t) {
-                    d.mark(format!("clock unknown {}", Driver::name(s)));
+                    d.mark(format!(
+                        "clock {} {}",
+                        hedgerow_sim::scenario::clock_word(*status),
+                        Driver::name(s)
+                    ));
                 }
             }
             Step::Send(k) => {

@@ -27,7 +27,7 @@ use crate::check::streams::{check_delivery, header, pattern_byte, Reader, Seen};
 use crate::check::views::ViewOrder;
 use crate::check::{tokens, Violation};
 use crate::compare::MembershipTrace;
-use crate::scenario::{Scenario, Step, Target};
+use crate::scenario::{clock_word, Scenario, Step, Target};
 use crate::SimClock;
 
 /// The cluster id every simulated node uses.
@@ -1053,15 +1053,21 @@ impl Runner<'_> {
                     self.mark(format!("uncut-store n{s}"));
                 }
             }
-            Step::ClockUnknown(t) => {
+            Step::Clock(status, t) => {
                 if let Some(s) = self.pick(*t) {
                     let clock = &self.slots[s].clock;
                     clock.set(SimClock {
-                        status: ClockStatus::Unknown,
+                        status: *status,
                         ..clock.params()
                     });
-                    self.rec(s, What::ClockUntrusted);
-                    self.mark(format!("clock unknown n{s}"));
+                    // A clock that may not lead ends the node's leadership
+                    // interval now (it steps down on its next reading); one
+                    // that may lead again starts nothing by itself: a new
+                    // interval starts with a store write, as always.
+                    if !status.may_lead() {
+                        self.rec(s, What::ClockUntrusted);
+                    }
+                    self.mark(format!("clock {} n{s}", clock_word(*status)));
                 }
             }
             // Applied when the simulation was built.
