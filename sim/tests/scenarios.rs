@@ -18,16 +18,24 @@ fn built_in_scenarios_run_clean() {
     for (name, _) in BUILT_IN {
         let sc = Scenario::load(name).unwrap();
         for &seed in &list {
-            let out = scenario::run(&sc, ClusterConfig::new(seed));
-            assert!(
-                out.passed(),
-                "scenario {name} seed {seed}: converge {:?} ({:?}), violations {:?}; replay with HEDGEROW_SEED={seed}",
-                out.converge,
-                out.divergence,
-                out.violations.first().map(ToString::to_string)
-            );
+            run_clean(&sc, seed);
         }
     }
+}
+
+/// Runs `sc` from `seed`, which must converge after each phase with no
+/// violation; hands back the cluster to inspect.
+fn run_clean(sc: &Scenario, seed: u64) -> hedgerow_sim::Cluster {
+    let (out, c) = scenario::run_with(sc, ClusterConfig::new(seed));
+    assert!(
+        out.passed(),
+        "scenario {} seed {seed}: converge {:?} ({:?}), violations {:?}; replay with HEDGEROW_SEED={seed}",
+        sc.name,
+        out.converge,
+        out.divergence,
+        out.violations.first().map(ToString::to_string)
+    );
+    c
 }
 
 /// The `stream` step in the in-process harness: streams to the leader,
@@ -40,13 +48,7 @@ fn streams_in_a_scenario_are_checked_byte_by_byte() {
     )
     .unwrap();
     for seed in seeds(91, 2).list {
-        let (out, c) = scenario::run_with(&sc, ClusterConfig::new(seed));
-        assert!(
-            out.passed(),
-            "seed {seed}: {:?} {:?}",
-            out.converge,
-            out.violations.first().map(ToString::to_string)
-        );
+        let c = run_clean(&sc, seed);
         // The three after the crash reach the new leader whole.
         assert!(
             c.stream_bytes_checked() >= 600_000,
@@ -69,13 +71,7 @@ fn a_disrupted_clock_recovers_and_its_node_leads_again() {
     )
     .unwrap();
     for seed in seeds(93, 3).list {
-        let (out, c) = scenario::run_with(&sc, ClusterConfig::new(seed));
-        assert!(
-            out.passed(),
-            "seed {seed}: {:?} {:?}",
-            out.converge,
-            out.violations.first().map(ToString::to_string)
-        );
+        let c = run_clean(&sc, seed);
         assert_eq!(c.leader(), Some(0), "seed {seed}");
     }
 }
