@@ -379,6 +379,20 @@ pub(crate) async fn run<R: Runtime>(cell: Arc<DriverCell<R>>) {
     tracing::info!("node stopped");
 }
 
+impl<R: Runtime> Drop for Driver<R> {
+    /// However the driver ends (shutdown, leave, the runtime dropping its
+    /// task), an inbound stream not finished by then was cut: its reader
+    /// gets [`Error::StreamReset`]. Dropping the sender alone would end
+    /// the reader's stream cleanly, as if every byte had come.
+    fn drop(&mut self) {
+        for tx in std::mem::take(&mut self.in_streams).into_values().flatten() {
+            let _ = tx.unbounded_send(Err(
+                "the receiving node stopped before the stream ended".into()
+            ));
+        }
+    }
+}
+
 /// The lease store, as the builder was given it.
 #[derive(Clone)]
 pub(crate) enum Store {

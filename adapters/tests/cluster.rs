@@ -422,6 +422,51 @@ async fn leave_hands_over<R: Runtime>(rt: R) {
     }
 }
 
+/// A leader that leaves with a stream half read: its reader must see the
+/// stream cut (`StreamReset`), never a clean end that would pass for all of
+/// it (found by the turmoil stream checker).
+async fn receiver_stopping_resets_its_reader<R: Runtime>(rt: R) {
+    let (mut nodes, received) = start_cluster(&rt, "facade-cut", 2).await;
+    assert!(wait_until(&rt, Duration::from_secs(10), || converged(&nodes).is_some()).await);
+    let leader = converged(&nodes).unwrap();
+    let i = nodes.iter().position(|n| n.id() == &leader).unwrap();
+    let gone = nodes.remove(i);
+    let mut s = nodes[0]
+        .send_stream()
+        .await
+        .expect("a stream to the leader");
+    let data: Vec<u8> = (0..256 * 1024).map(pattern).collect();
+    s.write_all(data).await.expect("written");
+    assert!(
+        wait_until(&rt, Duration::from_secs(5), || received
+            .bytes
+            .load(Ordering::SeqCst)
+            > 0)
+        .await,
+        "the leader's handler read some of it"
+    );
+    gone.leave().await.expect("left");
+    assert!(
+        wait_until(&rt, Duration::from_secs(5), || received
+            .corrupt
+            .lock()
+            .unwrap()
+            .is_some())
+        .await,
+        "the reader saw no error"
+    );
+    let why = received.corrupt.lock().unwrap().clone().unwrap();
+    assert!(why.contains("stopped"), "{why}");
+    assert!(
+        !received.finished.load(Ordering::SeqCst),
+        "a cut stream ended as if whole"
+    );
+    drop(s);
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
 /// A system clock that can be made to fail.
 struct FlakyClock {
     inner: SystemClock,
@@ -608,6 +653,7 @@ per_runtime!(
     elect_send_broadcast_stream,
     failover,
     leave_hands_over,
+    receiver_stopping_resets_its_reader,
     clock_and_store_failures,
     refuses_other_cluster,
     async_store,
