@@ -6,9 +6,16 @@ use std::collections::HashMap;
 use super::Violation;
 use hedgerow_core::NodeId;
 
-/// The byte at `offset` of a checked stream: a pattern both ends know.
+/// The byte at `offset` of a checked stream: a pattern both ends know,
+/// from a hash of the stream and the offset's 8-byte word, so that it
+/// does not repeat (a pattern that did would let a skipped or repeated
+/// run of exactly one period pass, and a byte of another stream match).
 pub fn pattern_byte(sid: u64, offset: u64) -> u8 {
-    (offset.wrapping_mul(31).wrapping_add(sid.wrapping_mul(7)) % 251) as u8
+    let mut z = sid ^ (offset >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> ((offset & 7) * 8)) as u8
 }
 
 /// Per inbound stream: the next expected offset.
@@ -112,7 +119,7 @@ impl Reader {
             self.header = Some((word(0..8), word(8..16)));
             opened = true;
         }
-        let Some((key, _)) = self.header else {
+        let Some((key, announced)) = self.header else {
             return opened;
         };
         if self.bad.is_none() {
@@ -125,6 +132,12 @@ impl Reader {
             }
         }
         self.got += data.len() as u64;
+        if self.bad.is_none() && self.got > announced {
+            self.bad = Some(format!(
+                "{} bytes, more than the {announced} announced",
+                self.got
+            ));
+        }
         opened
     }
 }
@@ -189,9 +202,12 @@ fn violation(t: u64, what: String) -> Violation {
 ///   (a reset is an error the application sees; a short clean end would be
 ///   silent loss);
 /// * a stream whose `finish()` answered Ok was read whole by a receiver,
-///   unless the receiver that had it crashed or restarted after opening it
-///   (`lost_after(slot, t)`): its bytes had reached that process, which is
-///   all `finish()` promises.
+///   unless the receiver that had it crashed, restarted or left after
+///   opening it (`lost_after(slot, t)`) without recording an end: its
+///   bytes had reached that process, which is all `finish()` promises. (A
+///   receiver that dies after `StreamDone` but before its handler read the
+///   header leaves no `Opened` and would be reported; in turmoil a handler
+///   reads within the same step.)
 pub fn check_delivery(
     seen: &[(u64, Seen)],
     lost_after: impl Fn(usize, u64) -> bool,
@@ -228,9 +244,15 @@ pub fn check_delivery(
                     matches!(e, Seen::Ended { from: f, key: Some(k), got, announced, clean: true, bad: None, .. }
                         if f == from && k == key && got == announced)
                 });
-                let lost = seen.iter().any(|(t2, e)| {
-                    matches!(e, Seen::Opened { at, from: f, key: k } if f == from && k == key && lost_after(*at, *t2))
+                // A receiver that recorded an end (a reset, a short read)
+                // is not excused by dying later: it saw the stream cut.
+                let ended = seen.iter().any(|(_, e)| {
+                    matches!(e, Seen::Ended { from: f, key: Some(k), .. } if f == from && k == key)
                 });
+                let lost = !ended
+                    && seen.iter().any(|(t2, e)| {
+                        matches!(e, Seen::Opened { at, from: f, key: k } if f == from && k == key && lost_after(*at, *t2))
+                    });
                 if !whole && !lost {
                     out.push(violation(
                         *t,
@@ -331,6 +353,36 @@ mod tests {
         );
         // ... unless the receiver crashed after opening it.
         let crashed = |slot: usize, _: u64| slot == 2;
-        assert!(check_delivery(&[(1, opened), (3, sent_ok)], crashed).is_empty());
+        assert!(check_delivery(&[(1, opened.clone()), (3, sent_ok.clone())], crashed).is_empty());
+        // ... but not when it recorded the stream cut before dying.
+        assert_eq!(
+            check_delivery(
+                &[(1, opened), (2, ended(600, false)), (3, sent_ok)],
+                crashed
+            )
+            .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn more_bytes_than_announced_and_a_shifted_run_are_caught() {
+        let h = header(4, 100);
+        let mut r = Reader::default();
+        r.chunk(&h);
+        r.chunk(&body(4, 0, 150));
+        assert!(
+            r.bad.as_deref().is_some_and(|b| b.contains("more than")),
+            "{:?}",
+            r.bad
+        );
+        // The pattern does not repeat: a run skipped at any length shows.
+        for skip in [1u64, 8, 251, 4096] {
+            let mut r = Reader::default();
+            r.chunk(&header(4, 10_000));
+            r.chunk(&body(4, 0, 100));
+            r.chunk(&body(4, 100 + skip, 100));
+            assert!(r.bad.is_some(), "a skip of {skip} bytes passed");
+        }
     }
 }
