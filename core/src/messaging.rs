@@ -211,6 +211,9 @@ enum Handled {
 /// senders, then integers, instead of comparing ids all the way down one
 /// big table (which cost thousands of instructions per request at tens of
 /// thousands of entries).
+/// Expiry records beyond twice the table before [`Dedupe::compact`] runs.
+const ORDER_SLACK: usize = 1024;
+
 #[derive(Debug, Default)]
 pub(crate) struct Dedupe {
     by_sender: BTreeMap<NodeId, Sender>,
@@ -282,6 +285,11 @@ impl Dedupe {
                 sender.last_new = now;
                 self.len += 1;
                 self.order.push_back((now, key));
+                // After a compaction the queue holds at most one record
+                // per entry and per sender: wait for as many again.
+                if self.order.len() > 2 * (self.len + self.by_sender.len()) + ORDER_SLACK {
+                    self.compact();
+                }
                 DedupeVerdict::New
             }
         }
@@ -300,6 +308,28 @@ impl Dedupe {
             }
         } else if let Some(slot) = sender.entries.get_mut(&(*inc, *id)) {
             *slot = Handled::Done(body);
+        }
+    }
+
+    /// Drops the expiry records of settled entries, which otherwise stay
+    /// until their window ends: at a steady rate the queue held every
+    /// request of the last window whatever `max` said. Runs when the
+    /// queue is twice what it keeps, so it costs O(1) per request
+    /// amortized.
+    fn compact(&mut self) {
+        let senders = &self.by_sender;
+        self.order.retain(|(_, (from, inc, id))| {
+            senders
+                .get(from)
+                .is_some_and(|s| s.entries.contains_key(&(*inc, *id)))
+        });
+        // A sender with nothing left keeps its floors until it has been
+        // quiet for a window: one record at its last new request lets
+        // `expire` forget it then (the key, id 0, is never a request's).
+        for (from, s) in &self.by_sender {
+            if s.entries.is_empty() {
+                self.order.push_back((s.last_new, (from.clone(), 0, 0)));
+            }
         }
     }
 
@@ -563,6 +593,12 @@ mod tests {
             d.complete(&key(n), body());
         }
         assert!(d.len() <= 9, "{} entries", d.len());
+        // The expiry queue is bounded by the table too, not by the rate.
+        assert!(
+            d.order.len() <= 2 * (d.len() + d.by_sender.len()) + ORDER_SLACK + 1,
+            "{} expiry records",
+            d.order.len()
+        );
     }
 
     #[test]
@@ -580,6 +616,37 @@ mod tests {
             d.check(key(1), 2, t0, w, 10),
             DedupeVerdict::Settled
         ));
+    }
+
+    #[test]
+    fn a_sender_whose_records_were_compacted_is_still_forgotten_when_quiet() {
+        let mut d = Dedupe::default();
+        let w = Duration::from_secs(10);
+        let t0 = MonoTime::from_nanos(0);
+        let body = || reply_body(Term(1), Ok(Payload::from("r")));
+        let a = |id| (NodeId::new("a").unwrap(), 1, id);
+        let b = |id| (NodeId::new("b").unwrap(), 1, id);
+        // `a`'s request 1 is being handled when its request 2 (saying 1
+        // is settled) is refused by a full table; 1 then completes and is
+        // dropped as settled: `a` has no entries, only expiry records.
+        assert!(matches!(d.check(a(1), 1, t0, w, 2), DedupeVerdict::New));
+        assert!(matches!(d.check(b(1), 1, t0, w, 2), DedupeVerdict::New));
+        assert!(matches!(d.check(a(2), 2, t0, w, 2), DedupeVerdict::Full));
+        d.complete(&a(1), body());
+        d.complete(&b(1), body());
+        // `b` keeps sending; compaction drops `a`'s records.
+        for n in 2..=3_000u64 {
+            assert!(matches!(d.check(b(n), n, t0, w, 10), DedupeVerdict::New));
+            d.complete(&b(n), body());
+        }
+        assert!(d.order.len() < 2_000, "{} records", d.order.len());
+        // A window later `a` is forgotten all the same.
+        let later = t0 + Duration::from_secs(11);
+        assert!(matches!(
+            d.check(b(3_001), 3_001, later, w, 10),
+            DedupeVerdict::New
+        ));
+        assert!(!d.by_sender.contains_key(&a(1).0));
     }
 
     #[test]
