@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use hedgerow_core::{
     BroadcastHandle, BroadcastId, Config, Event, Identity, Input, LeaseOp, LeaseReply, Message,
-    Node, NodeId, OpId, Output, Payload, RequestHandle, RequestId, Rng, SendError, SendReply,
-    StoreError, StreamId, StreamTarget,
+    Node, NodeId, Now, OpId, Output, Payload, RequestHandle, RequestId, Rng, SendError, SendReply,
+    StoreError, StreamId, StreamTarget, Term,
 };
 
 use crate::check::convergence::{self, NodeReport};
@@ -661,8 +661,15 @@ impl Cluster {
             .collect()
     }
 
+    /// The term of the lease claim the node in `slot` holds, if it holds
+    /// one: its fencing token. Holding a claim is not leading ([`Cluster::leader`]
+    /// says who leads now).
+    pub fn lease_term(&self, slot: usize) -> Option<Term> {
+        self.nodes[slot].node.lease_claim().map(|(term, _)| term)
+    }
+
     /// The reading a node's clock gives now.
-    pub fn now_of(&self, slot: usize) -> hedgerow_core::Now {
+    pub fn now_of(&self, slot: usize) -> Now {
         self.nodes[slot].clock.now(self.t)
     }
 

@@ -4,32 +4,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::Duration;
 
+use common::{converged, leader, term_of};
 use hedgerow_core::{ClockStatus, Config, SendError, StreamTarget, Term};
 use hedgerow_sim::{Cluster, ClusterConfig, NetConfig, SimClock};
 
 const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000_000_000;
-
-fn converged(c: &mut Cluster, limit_s: u64) -> u64 {
-    match c.run_until_converged(Duration::from_secs(limit_s)) {
-        Some(t) => t,
-        None => panic!("no convergence: {:?}", c.divergence()),
-    }
-}
-
-fn leader(c: &Cluster) -> usize {
-    c.leader().expect("one leader")
-}
-
-fn term_of(c: &Cluster, slot: usize) -> Term {
-    c.node(slot)
-        .node
-        .lease_claim()
-        .map(|x| x.0)
-        .unwrap_or_default()
-}
 
 #[test]
 fn single_leader_is_elected_and_agreed() {

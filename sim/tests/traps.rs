@@ -2,28 +2,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::Duration;
 
+use common::{converged, term_of};
 use hedgerow_core::wire::{HeartbeatAck, ViewSnapshot};
 use hedgerow_core::{ClockStatus, Config, Message, NotLeadingReason, StepDownReason, Term};
 use hedgerow_sim::{seeds, Cluster, ClusterConfig, SimClock};
 
 const MS: u64 = 1_000_000;
-
-fn converged(c: &mut Cluster, limit_s: u64) -> u64 {
-    match c.run_until_converged(Duration::from_secs(limit_s)) {
-        Some(t) => t,
-        None => panic!("no convergence: {:?}", c.divergence()),
-    }
-}
-
-fn term_of(c: &Cluster, slot: usize) -> Term {
-    c.node(slot)
-        .node
-        .lease_claim()
-        .map(|x| x.0)
-        .unwrap_or_default()
-}
 
 /// Trap 1: a renew the store applies late races a takeover based on the
 /// older row; exactly one wins. Store latency spikes past the driver's
