@@ -856,7 +856,7 @@ impl Cluster {
         self.events += 1;
         match ev {
             Ev::Deliver { to, inc, from, msg } => {
-                if self.incarnation(to) == Some(inc) {
+                if self.is_current(to, inc) {
                     self.nodes[to].app.recv_msgs += 1;
                     self.input(to, Input::Message { from, msg });
                 }
@@ -910,31 +910,15 @@ impl Cluster {
             Ev::StoreTimeout { slot, inc, op } => {
                 self.store_answer(slot, inc, op, Err(StoreError::Timeout))
             }
-            Ev::AppReply { slot, inc, handle } => {
-                if self.incarnation(slot) == Some(inc) {
-                    let now = self.now_of(slot);
-                    let body = format!(
-                        "handled by {} term {}",
-                        self.nodes[slot].node.identity().id,
-                        handle.term
-                    );
-                    self.nodes[slot]
-                        .node
-                        .reply(now, handle, Ok(Payload::from(body.as_str())));
-                    self.after(slot);
-                }
-            }
+            Ev::AppReply { slot, inc, handle } => self.on_current(slot, inc, |node, now| {
+                let body = format!("handled by {} term {}", node.identity().id, handle.term);
+                node.reply(now, handle, Ok(Payload::from(body.as_str())));
+            }),
             Ev::AppBroadcastReply { slot, inc, handle } => {
-                if self.incarnation(slot) == Some(inc) {
-                    let now = self.now_of(slot);
-                    let body = self.nodes[slot].node.identity().id.to_string();
-                    self.nodes[slot].node.reply_broadcast(
-                        now,
-                        handle,
-                        Ok(Payload::from(body.as_str())),
-                    );
-                    self.after(slot);
-                }
+                self.on_current(slot, inc, |node, now| {
+                    let body = node.identity().id.to_string();
+                    node.reply_broadcast(now, handle, Ok(Payload::from(body.as_str())));
+                })
             }
             Ev::Consume {
                 slot,
@@ -942,13 +926,9 @@ impl Cluster {
                 from,
                 sid,
                 n,
-            } => {
-                if self.incarnation(slot) == Some(inc) {
-                    let now = self.now_of(slot);
-                    self.nodes[slot].node.stream_consumed(now, &from, sid, n);
-                    self.after(slot);
-                }
-            }
+            } => self.on_current(slot, inc, |node, now| {
+                node.stream_consumed(now, &from, sid, n);
+            }),
         }
     }
 
@@ -959,7 +939,7 @@ impl Cluster {
         op: OpId,
         result: Result<LeaseReply, StoreError>,
     ) {
-        if self.incarnation(slot) != Some(inc) || self.nodes[slot].pending_store != Some(op) {
+        if !self.is_current(slot, inc) || self.nodes[slot].pending_store != Some(op) {
             return; // a late answer the driver already gave up on
         }
         self.nodes[slot].pending_store = None;
@@ -973,6 +953,23 @@ impl Cluster {
     fn incarnation(&self, slot: usize) -> Option<u64> {
         let n = &self.nodes[slot];
         n.alive.then(|| n.node.identity().incarnation)
+    }
+
+    /// Whether the process in `slot` is still the incarnation `inc` an
+    /// event was scheduled for: a message, reply or store answer meant for
+    /// a process that has since crashed or restarted is dropped.
+    fn is_current(&self, slot: usize, inc: u64) -> bool {
+        self.incarnation(slot) == Some(inc)
+    }
+
+    /// Hands the node in `slot` to `act` with its clock's reading, if it
+    /// is still the incarnation `inc`, then carries out what it produced.
+    fn on_current(&mut self, slot: usize, inc: u64, act: impl FnOnce(&mut Node, Now)) {
+        if self.is_current(slot, inc) {
+            let now = self.now_of(slot);
+            act(&mut self.nodes[slot].node, now);
+            self.after(slot);
+        }
     }
 
     fn store_latency(&mut self) -> u64 {
