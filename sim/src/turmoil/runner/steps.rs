@@ -1,0 +1,287 @@
+//! Carrying out a scenario's steps on turmoil, one method a step, and the
+//! `converge within` check. Steps turmoil cannot carry out honestly fail
+//! the run with a reason instead of being skipped.
+
+use std::time::Duration;
+
+use hedgerow_core::ClockStatus;
+
+use super::record::{lock, name, Cmd, What};
+use super::{Runner, STORE_HOST};
+use crate::check::convergence::{self, NodeReport};
+use crate::scenario::{clock_word, Step, Target};
+use crate::SimClock;
+
+/// Why `net drop` cannot run here.
+const NO_NET_DROP: &str = "`net drop` is not supported on turmoil: its TCP drops segments \
+                            without retransmission, which leaves gaps no real TCP stream has; \
+                            use the in-process harness for lossy networks";
+/// Why `net dup` cannot run here.
+const NO_NET_DUP: &str = "`net dup` is not supported on turmoil: TCP never duplicates";
+
+impl Runner<'_> {
+    /// Carries out step `i` of the schedule.
+    pub(super) fn step(&mut self, i: usize, step: &Step) -> Result<(), String> {
+        match step {
+            Step::Nodes(n) => self.start_nodes(*n),
+            Step::Run(d) => self.run_for(*d)?,
+            Step::ScaleTo { n, waves, over } => self.scale_to(*n, *waves, *over)?,
+            Step::Crash(t) => self.crash_target(*t),
+            Step::Leave(t) => self.leave_target(*t),
+            Step::Restart(t) => self.restart_target(*t),
+            Step::Isolate(t) => self.isolate_target(*t),
+            Step::Split => self.split_live(),
+            Step::Heal => self.heal(),
+            Step::StoreDown(d) => self.store_down(*d)?,
+            Step::CutStore(t, d) => self.cut_store(*t, *d)?,
+            Step::Clock(status, t) => self.set_clock_status(*status, *t),
+            // Applied when the simulation was built.
+            Step::NetLatency(..) => {}
+            Step::NetDrop(_) => return Err(NO_NET_DROP.into()),
+            Step::NetDup(_) => return Err(NO_NET_DUP.into()),
+            Step::StoreSpike(extra, d) => self.store_spike(*extra, *d)?,
+            Step::Send(k) => self.send_from_random(*k),
+            Step::Stream(k, bytes) => self.stream_from_random(*k, *bytes),
+            Step::Converge(limit) => {
+                self.converge(format!("converge #{}", i + 1), *limit)?;
+                self.mark(format!("converged #{}", i + 1));
+            }
+        }
+        Ok(())
+    }
+
+    fn start_nodes(&mut self, n: usize) {
+        for _ in 0..n {
+            self.add_node();
+        }
+        self.mark(format!("nodes {n}"));
+    }
+
+    fn run_for(&mut self, d: Duration) -> Result<(), String> {
+        self.advance(d)?;
+        self.mark(format!("run {d:?}"));
+        Ok(())
+    }
+
+    /// Grows or shrinks the live set to `n` in `waves` evenly spaced waves
+    /// over `over`; a shrinking wave crashes one node in four and tells
+    /// the others to leave.
+    fn scale_to(&mut self, n: usize, waves: usize, over: Duration) -> Result<(), String> {
+        let pause = over / waves as u32;
+        for w in 0..waves {
+            let live = self.live().len();
+            let left = waves - w;
+            if live < n {
+                for _ in 0..(n - live).div_ceil(left) {
+                    self.add_node();
+                }
+            } else {
+                for _ in 0..(live - n).div_ceil(left) {
+                    let l = self.live();
+                    let s = l[self.rng.below(l.len() as u64) as usize];
+                    if self.rng.below(4) == 0 {
+                        self.crash(s);
+                    } else {
+                        self.leave(s);
+                    }
+                }
+            }
+            self.mark(format!("wave {}/{waves} to {n}", w + 1));
+            self.advance(pause)?;
+        }
+        Ok(())
+    }
+
+    fn crash_target(&mut self, t: Target) {
+        if let Some(s) = self.pick(t) {
+            if t == Target::Leader {
+                self.crashes_of_leader.push(self.now());
+            }
+            self.crash(s);
+            self.mark(format!("crash n{s}"));
+        }
+    }
+
+    fn leave_target(&mut self, t: Target) {
+        if let Some(s) = self.pick(t) {
+            self.leave(s);
+            self.mark(format!("leave n{s}"));
+        }
+    }
+
+    fn restart_target(&mut self, t: Target) {
+        if let Some(s) = self.pick(t) {
+            self.rec(s, What::Restarted);
+            self.forget(s);
+            self.sim.bounce(name(s).as_str());
+            self.mark(format!("restart n{s}"));
+        }
+    }
+
+    fn isolate_target(&mut self, t: Target) {
+        if let Some(s) = self.pick(t) {
+            self.isolated.insert(s);
+            for o in 1..self.slots.len() {
+                self.hold(s, o);
+            }
+            self.mark(format!("isolate n{s}"));
+        }
+    }
+
+    /// Cuts the first half of the live nodes from the second half.
+    fn split_live(&mut self) {
+        let live = self.live();
+        let (a, b) = live.split_at(live.len() / 2);
+        for x in a {
+            for y in b {
+                self.hold(*x, *y);
+            }
+        }
+        self.split = Some(a.iter().copied().collect());
+        self.mark("split".into());
+    }
+
+    fn heal(&mut self) {
+        for (a, b) in std::mem::take(&mut self.held) {
+            self.sim.release(name(a).as_str(), name(b).as_str());
+        }
+        self.isolated.clear();
+        self.split = None;
+        self.mark("heal".into());
+    }
+
+    fn store_down(&mut self, d: Duration) -> Result<(), String> {
+        self.sim.crash(STORE_HOST);
+        self.mark("store down".into());
+        self.advance(d)?;
+        self.sim.bounce(STORE_HOST);
+        self.mark("store up".into());
+        Ok(())
+    }
+
+    fn cut_store(&mut self, t: Target, d: Duration) -> Result<(), String> {
+        if let Some(s) = self.pick(t) {
+            self.sim.hold(name(s).as_str(), STORE_HOST);
+            self.mark(format!("cut-store n{s}"));
+            self.advance(d)?;
+            self.sim.release(name(s).as_str(), STORE_HOST);
+            self.mark(format!("uncut-store n{s}"));
+        }
+        Ok(())
+    }
+
+    fn set_clock_status(&mut self, status: ClockStatus, t: Target) {
+        if let Some(s) = self.pick(t) {
+            let clock = &self.slots[s].clock;
+            clock.set(SimClock {
+                status,
+                ..clock.params()
+            });
+            // A clock that may not lead ends the node's leadership
+            // interval now (it steps down on its next reading); one
+            // that may lead again starts nothing by itself: a new
+            // interval starts with a store write, as always.
+            if !status.may_lead() {
+                self.rec(s, What::ClockUntrusted);
+            }
+            self.mark(format!("clock {} n{s}", clock_word(status)));
+        }
+    }
+
+    /// Every node's link to the store gets a fixed latency of `extra` for
+    /// `d`, then the run's latency range again.
+    fn store_spike(&mut self, extra: Duration, d: Duration) -> Result<(), String> {
+        let nodes: Vec<String> = (1..self.slots.len()).map(name).collect();
+        for n in &nodes {
+            self.sim.set_link_latency(n.as_str(), STORE_HOST, extra);
+        }
+        self.mark(format!("store spike {extra:?}"));
+        self.advance(d)?;
+        let (lo, hi) = self.latency;
+        for n in &nodes {
+            self.sim.set_link_latency(n.as_str(), STORE_HOST, lo);
+            self.sim
+                .set_link_max_message_latency(n.as_str(), STORE_HOST, hi);
+        }
+        self.mark("store spike over".into());
+        Ok(())
+    }
+
+    /// `k` sends, each from a random live node.
+    fn send_from_random(&mut self, k: usize) {
+        for _ in 0..k {
+            if let Some(s) = self.pick(Target::Random) {
+                let n = self.rng.next_u64() >> 1;
+                lock(&self.shared).command(s, Cmd::Send(n));
+            }
+        }
+        self.mark(format!("send {k}"));
+    }
+
+    /// `k` checked streams of `bytes` each, each from a random live node.
+    fn stream_from_random(&mut self, k: usize, bytes: u64) {
+        for _ in 0..k {
+            if let Some(s) = self.pick(Target::Random) {
+                let key = self.rng.next_u64() >> 1;
+                lock(&self.shared).command(s, Cmd::Stream(key, bytes));
+            }
+        }
+        self.mark(format!("stream {k} {bytes}"));
+    }
+
+    /// What each live node's handle says, for the convergence check.
+    fn reports(&self) -> Vec<NodeReport> {
+        let sh = lock(&self.shared);
+        let mut out = Vec::new();
+        for slot in self.live() {
+            let Some(h) = sh.handles.get(&slot) else {
+                continue;
+            };
+            let cut = self.isolated.contains(&slot)
+                || self.split.as_ref().is_some_and(|m| m.contains(&slot));
+            out.push(NodeReport {
+                slot,
+                me: (h.id().clone(), h.incarnation()),
+                reachable: !cut,
+                leads: h.is_leader(),
+                leader: h.leader().map(|l| (l.id, l.term)),
+                stamp: h.view_stamp(),
+                members: h
+                    .members()
+                    .into_iter()
+                    .map(|m| (m.id, m.incarnation))
+                    .collect(),
+                stale: h.view_is_stale(),
+            });
+        }
+        out
+    }
+
+    /// Steps until every live node's view is the live set, or `limit`
+    /// passes; records how long it took under `label`.
+    fn converge(&mut self, label: String, limit: Duration) -> Result<(), String> {
+        let t0 = self.sim.elapsed();
+        let done = loop {
+            let reports = self.reports();
+            // A live node whose host has not registered yet is not converged.
+            let booting = reports.len() != self.live().len();
+            let why = if booting {
+                Some("a node is still starting".to_string())
+            } else {
+                convergence::diverged(&reports)
+            };
+            match why {
+                None => break Some(self.sim.elapsed() - t0),
+                Some(why) if self.sim.elapsed() - t0 >= limit => {
+                    if self.report.divergence.is_none() {
+                        self.report.divergence = Some(format!("{label}: {why}"));
+                    }
+                    break None;
+                }
+                Some(_) => self.advance(self.opts.check_every)?,
+            }
+        };
+        self.report.converge.push((label, done));
+        Ok(())
+    }
+}
