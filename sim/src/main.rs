@@ -130,6 +130,13 @@ fn main() -> ExitCode {
             run_scenario(&scenario, name, &args, node, bound)
         };
     }
+    run_benchmark(&args, &node, bound)
+}
+
+/// The default run: `args.nodes` nodes a seed through election, steady
+/// load at the leader, a worst-case leader crash and a 50-node join, one
+/// table row a seed.
+fn run_benchmark(args: &Args, node: &Config, bound: Duration) -> ExitCode {
     let budget = node.lease_duration + bound * 2;
     println!(
         "hedgerow-sim: {} nodes, preset {} (lease {:?}, heartbeat {:?}, failure timeout {:?}), clock bound ±{:?}",
@@ -152,72 +159,13 @@ fn main() -> ExitCode {
     let mut failed = false;
     for seed in args.first_seed..args.first_seed + args.seeds {
         let wall = Instant::now();
-        let mut cfg = ClusterConfig::new(seed);
-        cfg.node = node.clone();
-        cfg.bound = bound;
-        cfg.trace_len = 64;
+        let mut cfg = cluster_config(seed, node, bound);
         cfg.measure_bytes = true;
-        let mut c = Cluster::with_nodes(cfg, args.nodes);
-        let converged = c.run_until_converged(Duration::from_secs(120));
-        let first = c.first_leader_at();
-        // Steady-state load at the leader over ten heartbeat intervals.
-        let load = c.leader().map(|l| {
-            let a = &c.node(l).app;
-            let before = (a.sent_bytes, a.sent_msgs, a.recv_msgs);
-            let span = node.heartbeat_interval * 10;
-            c.run_for(span);
-            let a = &c.node(l).app;
-            let s = span.as_secs_f64();
-            (
-                (a.sent_bytes - before.0) as f64 / s,
-                (a.sent_msgs - before.1) as f64 / s,
-                (a.recv_msgs - before.2) as f64 / s,
-            )
-        });
-        // Worst case: crash the leader right after a renew.
-        let version = c.store().row().map_or(0, |r| r.version);
-        c.run_until_true(node.lease_duration, Duration::from_millis(1), |c| {
-            c.store().row().map_or(0, |r| r.version) > version
-        });
-        let t0 = c.now_ns();
-        if let Some(l) = c.leader() {
-            c.crash(l);
-        }
-        let failover = c
-            .run_until_true(node.lease_duration * 4, Duration::from_millis(1), |c| {
-                c.leader().is_some()
-            })
-            .map(|t| t - t0);
-        let _ = c.run_until_converged(Duration::from_secs(120));
-        let t1 = c.now_ns();
-        for _ in 0..50 {
-            c.add_node();
-        }
-        let join = c
-            .run_until_converged(Duration::from_secs(120))
-            .map(|t| t - t1);
-        let violations = c.violations();
-        let cell = |v: Option<u64>| v.map_or("never".to_string(), |x| format!("{:.3}", secs(x)));
-        println!(
-            "{:>8} {:>12} {:>11} {:>12} {:>11} {:>10} {:>14} {:>10} {:>10} {:>10} {:>7.2}",
-            seed,
-            cell(first),
-            cell(failover),
-            failover.map_or("-".into(), |f| format!(
-                "{:.3}",
-                f as f64 / budget.as_nanos() as f64
-            )),
-            cell(converged),
-            cell(join),
-            load.map_or("-".into(), |l| format!("{:.1} KB", l.0 / 1000.0)),
-            load.map_or("-".into(), |l| format!("{:.0}", l.1)),
-            load.map_or("-".into(), |l| format!("{:.0}", l.2)),
-            violations.len(),
-            wall.elapsed().as_secs_f64()
-        );
-        if !violations.is_empty() || converged.is_none() || join.is_none() {
+        let m = measure(cfg, args.nodes, node);
+        print_row(seed, &m, budget, wall);
+        if !m.violations.is_empty() || m.converged.is_none() || m.join.is_none() {
             failed = true;
-            for v in violations.iter().take(3) {
+            for v in m.violations.iter().take(3) {
                 eprintln!("{v}");
             }
             eprintln!(
@@ -227,6 +175,106 @@ fn main() -> ExitCode {
         }
     }
     exit_code(failed)
+}
+
+/// The cluster configuration every run of one seed starts from.
+fn cluster_config(seed: u64, node: &Config, bound: Duration) -> ClusterConfig {
+    let mut cfg = ClusterConfig::new(seed);
+    cfg.node = node.clone();
+    cfg.bound = bound;
+    cfg.trace_len = 64;
+    cfg
+}
+
+/// What one benchmark seed measured (times in ns of simulated time).
+struct Measured {
+    first: Option<u64>,
+    failover: Option<u64>,
+    converged: Option<u64>,
+    join: Option<u64>,
+    /// Bytes, messages out and messages in per second at the leader.
+    load: Option<(f64, f64, f64)>,
+    violations: Vec<hedgerow_sim::check::Violation>,
+}
+
+fn measure(cfg: ClusterConfig, nodes: usize, node: &Config) -> Measured {
+    let mut c = Cluster::with_nodes(cfg, nodes);
+    let converged = c.run_until_converged(Duration::from_secs(120));
+    let first = c.first_leader_at();
+    let load = c
+        .leader()
+        .map(|l| steady_load(&mut c, l, node.heartbeat_interval * 10));
+    let failover = worst_case_failover(&mut c, node.lease_duration);
+    let _ = c.run_until_converged(Duration::from_secs(120));
+    let t1 = c.now_ns();
+    for _ in 0..50 {
+        c.add_node();
+    }
+    let join = c
+        .run_until_converged(Duration::from_secs(120))
+        .map(|t| t - t1);
+    Measured {
+        first,
+        failover,
+        converged,
+        join,
+        load,
+        violations: c.violations(),
+    }
+}
+
+/// Steady-state load at the leader `l` over `span`: bytes, messages out
+/// and messages in per second.
+fn steady_load(c: &mut Cluster, l: usize, span: Duration) -> (f64, f64, f64) {
+    let a = &c.node(l).app;
+    let before = (a.sent_bytes, a.sent_msgs, a.recv_msgs);
+    c.run_for(span);
+    let a = &c.node(l).app;
+    let s = span.as_secs_f64();
+    (
+        (a.sent_bytes - before.0) as f64 / s,
+        (a.sent_msgs - before.1) as f64 / s,
+        (a.recv_msgs - before.2) as f64 / s,
+    )
+}
+
+/// The worst case: crash the leader right after a renew; how long until
+/// another leads (`None`: not within four leases).
+fn worst_case_failover(c: &mut Cluster, lease: Duration) -> Option<u64> {
+    let version = c.store().row().map_or(0, |r| r.version);
+    c.run_until_true(lease, Duration::from_millis(1), |c| {
+        c.store().row().map_or(0, |r| r.version) > version
+    });
+    let t0 = c.now_ns();
+    if let Some(l) = c.leader() {
+        c.crash(l);
+    }
+    c.run_until_true(lease * 4, Duration::from_millis(1), |c| {
+        c.leader().is_some()
+    })
+    .map(|t| t - t0)
+}
+
+fn print_row(seed: u64, m: &Measured, budget: Duration, wall: Instant) {
+    let cell = |v: Option<u64>| v.map_or("never".to_string(), |x| format!("{:.3}", secs(x)));
+    let load = m.load;
+    println!(
+        "{:>8} {:>12} {:>11} {:>12} {:>11} {:>10} {:>14} {:>10} {:>10} {:>10} {:>7.2}",
+        seed,
+        cell(m.first),
+        cell(m.failover),
+        m.failover.map_or("-".into(), |f| format!(
+            "{:.3}",
+            f as f64 / budget.as_nanos() as f64
+        )),
+        cell(m.converged),
+        cell(m.join),
+        load.map_or("-".into(), |l| format!("{:.1} KB", l.0 / 1000.0)),
+        load.map_or("-".into(), |l| format!("{:.0}", l.1)),
+        load.map_or("-".into(), |l| format!("{:.0}", l.2)),
+        m.violations.len(),
+        wall.elapsed().as_secs_f64()
+    );
 }
 
 fn run_scenario(
@@ -245,11 +293,7 @@ fn run_scenario(
     let mut failed = false;
     for seed in args.first_seed..args.first_seed + args.seeds {
         let wall = Instant::now();
-        let mut cfg = ClusterConfig::new(seed);
-        cfg.node = node.clone();
-        cfg.bound = bound;
-        cfg.trace_len = 64;
-        let out = scenario::run(scenario, cfg);
+        let out = scenario::run(scenario, cluster_config(seed, &node, bound));
         let conv: Vec<String> = out
             .converge
             .iter()
