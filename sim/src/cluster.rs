@@ -1100,35 +1100,8 @@ impl Cluster {
                 self.note(format!("{slot} stepped down from term {term}: {reason:?}"));
             }
             Event::LeaderChanged { .. } => self.nodes[slot].app.leader_changes += 1,
-            Event::Request { handle, .. } => {
-                let id = self.nodes[slot].node.identity().id.clone();
-                let key = (handle.from.clone(), handle.incarnation, handle.id);
-                let leading = self
-                    .leadership
-                    .leaders_at(t)
-                    .iter()
-                    .any(|o| o.slot == slot && o.term == handle.term);
-                let h = Handling {
-                    slot,
-                    incarnation: inc,
-                    id,
-                    term: handle.term,
-                    leading,
-                };
-                let v = self.requests.handled(h, key, t);
-                self.violation(v);
-                let at = t + self.cfg.reply_delay.as_nanos() as u64;
-                self.schedule(at, Ev::AppReply { slot, inc, handle });
-            }
-            Event::SendDone { id, result } => {
-                if let Ok(r) = &result {
-                    let me = self.nodes[slot].node.identity();
-                    let key = (me.id.clone(), me.incarnation, id.0);
-                    let v = self.requests.replied_ok(&r.leader, r.term, &key, t);
-                    self.violation(v);
-                }
-                self.nodes[slot].app.sends.insert(id, result);
-            }
+            Event::Request { handle, .. } => self.on_request(slot, inc, handle),
+            Event::SendDone { id, result } => self.on_send_done(slot, id, result),
             Event::Broadcast { handle, .. } => {
                 let at = t + self.cfg.reply_delay.as_nanos() as u64;
                 self.schedule(at, Ev::AppBroadcastReply { slot, inc, handle });
@@ -1149,27 +1122,7 @@ impl Cluster {
                 sid,
                 offset,
                 data,
-            } => {
-                let v = self.streams.data(slot, &from, sid, offset, &data, t);
-                self.violation(v);
-                let pending = self.nodes[slot]
-                    .node
-                    .stream_unconsumed(&from, sid)
-                    .unwrap_or(0);
-                let app = &mut self.nodes[slot].app;
-                app.peak_unconsumed = app.peak_unconsumed.max(pending);
-                let at = t + self.cfg.consume_delay.as_nanos() as u64;
-                self.schedule(
-                    at,
-                    Ev::Consume {
-                        slot,
-                        inc,
-                        from,
-                        sid,
-                        n: data.len(),
-                    },
-                );
-            }
+            } => self.on_stream_data(slot, inc, from, sid, offset, &data),
             Event::StreamFinished { from, sid } => {
                 self.nodes[slot].app.streams_finished.insert((from, sid));
             }
@@ -1190,6 +1143,74 @@ impl Cluster {
             }
             _ => {}
         }
+    }
+
+    /// The app handles a request as leader: the request checker sees the
+    /// handling now, the reply goes back after `reply_delay`.
+    fn on_request(&mut self, slot: usize, inc: u64, handle: RequestHandle) {
+        let t = self.t;
+        let id = self.nodes[slot].node.identity().id.clone();
+        let key = (handle.from.clone(), handle.incarnation, handle.id);
+        let leading = self
+            .leadership
+            .leaders_at(t)
+            .iter()
+            .any(|o| o.slot == slot && o.term == handle.term);
+        let h = Handling {
+            slot,
+            incarnation: inc,
+            id,
+            term: handle.term,
+            leading,
+        };
+        let v = self.requests.handled(h, key, t);
+        self.violation(v);
+        let at = t + self.cfg.reply_delay.as_nanos() as u64;
+        self.schedule(at, Ev::AppReply { slot, inc, handle });
+    }
+
+    /// A send finished: an Ok reply is checked against the handlings.
+    fn on_send_done(&mut self, slot: usize, id: RequestId, result: Result<SendReply, SendError>) {
+        if let Ok(r) = &result {
+            let me = self.nodes[slot].node.identity();
+            let key = (me.id.clone(), me.incarnation, id.0);
+            let v = self.requests.replied_ok(&r.leader, r.term, &key, self.t);
+            self.violation(v);
+        }
+        self.nodes[slot].app.sends.insert(id, result);
+    }
+
+    /// Stream bytes reached the app: checked byte by byte, and consumed
+    /// after `consume_delay` (the slow-reader lever).
+    fn on_stream_data(
+        &mut self,
+        slot: usize,
+        inc: u64,
+        from: NodeId,
+        sid: u64,
+        offset: u64,
+        data: &[u8],
+    ) {
+        let t = self.t;
+        let v = self.streams.data(slot, &from, sid, offset, data, t);
+        self.violation(v);
+        let pending = self.nodes[slot]
+            .node
+            .stream_unconsumed(&from, sid)
+            .unwrap_or(0);
+        let app = &mut self.nodes[slot].app;
+        app.peak_unconsumed = app.peak_unconsumed.max(pending);
+        let at = t + self.cfg.consume_delay.as_nanos() as u64;
+        self.schedule(
+            at,
+            Ev::Consume {
+                slot,
+                inc,
+                from,
+                sid,
+                n: data.len(),
+            },
+        );
     }
 
     fn pump_writer_later(&mut self, w: usize) {
