@@ -382,8 +382,27 @@ pub fn run(scenario: &Scenario, cfg: ClusterConfig) -> Outcome {
 
 /// Runs a scenario and hands back the cluster too, to inspect it.
 pub fn run_with(scenario: &Scenario, mut cfg: ClusterConfig) -> (Outcome, Cluster) {
-    let mut rng = Rng::new(cfg.seed ^ 0x5CE7_A210);
-    // `net` steps before the first node shape the network from the start.
+    let rng = Rng::new(cfg.seed ^ 0x5CE7_A210);
+    shape_network(scenario, &mut cfg);
+    let mut run = InProcess {
+        c: Cluster::new(cfg),
+        rng,
+        out: Outcome::default(),
+    };
+    for step in &scenario.steps {
+        run.step(step);
+    }
+    let InProcess { c, mut out, .. } = run;
+    out.violations = c.violations();
+    out.first_leader = c.first_leader_at().map(Duration::from_nanos);
+    out.end = Duration::from_nanos(c.now_ns());
+    out.events = c.events();
+    (out, c)
+}
+
+/// `net` steps shape the network from the start, wherever they stand; a
+/// lossy or duplicating network is also a reordering one.
+fn shape_network(scenario: &Scenario, cfg: &mut ClusterConfig) {
     for step in &scenario.steps {
         match step {
             Step::NetDrop(p) => cfg.net.drop = *p,
@@ -398,133 +417,187 @@ pub fn run_with(scenario: &Scenario, mut cfg: ClusterConfig) -> (Outcome, Cluste
     if cfg.net.drop > 0.0 || cfg.net.duplicate > 0.0 {
         cfg.net.fifo = false;
     }
-    let mut c = Cluster::new(cfg);
-    let mut out = Outcome::default();
-    let pick = |c: &Cluster, rng: &mut Rng, t: Target| -> Option<usize> {
-        let live = c.live();
+}
+
+/// A cluster a `scale-to` step grows and shrinks: the in-process harness,
+/// the turmoil runner and the foca example run the same waves through it.
+pub trait Resizable {
+    /// What letting time pass can fail with.
+    type Error;
+    /// The live slots.
+    fn live(&self) -> Vec<usize>;
+    /// Starts one more node.
+    fn add_node(&mut self);
+    /// Kills the process in `slot` at once.
+    fn crash(&mut self, slot: usize);
+    /// Tells the process in `slot` to leave.
+    fn leave(&mut self, slot: usize);
+    /// The schedule's random choices.
+    fn rng(&mut self) -> &mut Rng;
+    /// A wave is done (`wave` says which, e.g. `wave 2/10 to 150`): let
+    /// `pause` pass before the next.
+    fn wave_done(&mut self, wave: String, pause: Duration) -> Result<(), Self::Error>;
+}
+
+/// Runs `scale-to n waves k over d` on `cluster`: each of the `waves`
+/// waves starts or stops its share of the nodes still to go (rounded up),
+/// then `over / waves` passes. A node to stop is picked at random among
+/// the live ones and crashed one time in four, told to leave otherwise.
+pub fn scale_to<C: Resizable + ?Sized>(
+    cluster: &mut C,
+    n: usize,
+    waves: usize,
+    over: Duration,
+) -> Result<(), C::Error> {
+    let pause = over / waves as u32;
+    for w in 0..waves {
+        let live = cluster.live().len();
+        let left = waves - w;
+        if live < n {
+            for _ in 0..(n - live).div_ceil(left) {
+                cluster.add_node();
+            }
+        } else {
+            for _ in 0..(live - n).div_ceil(left) {
+                let l = cluster.live();
+                let s = l[cluster.rng().below(l.len() as u64) as usize];
+                if cluster.rng().below(4) == 0 {
+                    cluster.crash(s);
+                } else {
+                    cluster.leave(s);
+                }
+            }
+        }
+        cluster.wave_done(format!("wave {}/{waves} to {n}", w + 1), pause)?;
+    }
+    Ok(())
+}
+
+/// One in-process run in progress: the cluster, the schedule's own random
+/// choices (apart from the cluster's), and what it measured so far.
+struct InProcess {
+    c: Cluster,
+    rng: Rng,
+    out: Outcome,
+}
+
+impl Resizable for InProcess {
+    type Error = std::convert::Infallible;
+    fn live(&self) -> Vec<usize> {
+        self.c.live()
+    }
+    fn add_node(&mut self) {
+        self.c.add_node();
+    }
+    fn crash(&mut self, slot: usize) {
+        self.c.crash(slot);
+    }
+    fn leave(&mut self, slot: usize) {
+        self.c.leave(slot);
+    }
+    fn rng(&mut self) -> &mut Rng {
+        &mut self.rng
+    }
+    fn wave_done(&mut self, _wave: String, pause: Duration) -> Result<(), Self::Error> {
+        self.c.run_for(pause);
+        Ok(())
+    }
+}
+
+impl InProcess {
+    fn pick(&mut self, t: Target) -> Option<usize> {
+        let live = self.c.live();
         match t {
-            Target::Leader => c.leader(),
+            Target::Leader => self.c.leader(),
             Target::Random if live.is_empty() => None,
-            Target::Random => Some(live[rng.below(live.len() as u64) as usize]),
+            Target::Random => Some(live[self.rng.below(live.len() as u64) as usize]),
             Target::Slot(s) => live.contains(&s).then_some(s),
         }
-    };
-    for step in &scenario.steps {
+    }
+
+    /// Carries out one step; `net` steps were applied before the start.
+    fn step(&mut self, step: &Step) {
         match step {
             Step::Nodes(n) => {
                 for _ in 0..*n {
-                    c.add_node();
+                    self.c.add_node();
                 }
             }
-            Step::Run(d) => c.run_for(*d),
+            Step::Run(d) => self.c.run_for(*d),
             Step::ScaleTo { n, waves, over } => {
-                let pause = *over / *waves as u32;
-                for w in 0..*waves {
-                    let live = c.live().len();
-                    let left = *waves - w;
-                    if live < *n {
-                        for _ in 0..(*n - live).div_ceil(left) {
-                            c.add_node();
-                        }
-                    } else {
-                        for _ in 0..(live - *n).div_ceil(left) {
-                            let l = c.live();
-                            let s = l[rng.below(l.len() as u64) as usize];
-                            if rng.below(4) == 0 {
-                                c.crash(s);
-                            } else {
-                                c.leave(s);
-                            }
-                        }
-                    }
-                    c.run_for(pause);
-                }
+                let Ok(()) = scale_to(self, *n, *waves, *over);
             }
-            Step::Crash(t) => {
-                if let Some(s) = pick(&c, &mut rng, *t) {
-                    c.crash(s);
-                }
-            }
-            Step::Leave(t) => {
-                if let Some(s) = pick(&c, &mut rng, *t) {
-                    c.leave(s);
-                }
-            }
-            Step::Restart(t) => {
-                if let Some(s) = pick(&c, &mut rng, *t) {
-                    c.restart(s);
-                }
-            }
-            Step::Isolate(t) => {
-                if let Some(s) = pick(&c, &mut rng, *t) {
-                    c.isolate(s);
-                }
-            }
+            Step::Crash(t) => self.on_target(*t, Cluster::crash),
+            Step::Leave(t) => self.on_target(*t, Cluster::leave),
+            Step::Restart(t) => self.on_target(*t, Cluster::restart),
+            Step::Isolate(t) => self.on_target(*t, Cluster::isolate),
             Step::Split => {
-                let live = c.live();
-                c.split(&live[..live.len() / 2]);
+                let live = self.c.live();
+                self.c.split(&live[..live.len() / 2]);
             }
-            Step::Heal => c.heal(),
+            Step::Heal => self.c.heal(),
             Step::StoreDown(d) => {
-                c.store_down(true);
-                c.run_for(*d);
-                c.store_down(false);
+                self.c.store_down(true);
+                self.c.run_for(*d);
+                self.c.store_down(false);
             }
             Step::StoreSpike(extra, d) => {
-                c.store_spike(*extra);
+                self.c.store_spike(*extra);
+                self.c.run_for(*d);
+                self.c.store_spike(Duration::ZERO);
+            }
+            Step::CutStore(t, d) => self.on_target(*t, |c, s| {
+                c.cut_store(s, true);
                 c.run_for(*d);
-                c.store_spike(Duration::ZERO);
-            }
-            Step::CutStore(t, d) => {
-                if let Some(s) = pick(&c, &mut rng, *t) {
-                    c.cut_store(s, true);
-                    c.run_for(*d);
-                    c.cut_store(s, false);
-                }
-            }
-            Step::Clock(status, t) => {
-                if let Some(s) = pick(&c, &mut rng, *t) {
-                    let clock = SimClock {
-                        status: *status,
-                        ..c.node(s).clock
-                    };
-                    c.set_clock(s, clock);
-                }
-            }
+                c.cut_store(s, false);
+            }),
+            Step::Clock(status, t) => self.on_target(*t, |c, s| {
+                let clock = SimClock {
+                    status: *status,
+                    ..c.node(s).clock
+                };
+                c.set_clock(s, clock);
+            }),
             Step::NetDrop(_) | Step::NetDup(_) | Step::NetLatency(..) => {}
-            Step::Send(k) => {
-                for _ in 0..*k {
-                    if let Some(s) = pick(&c, &mut rng, Target::Random) {
-                        c.send(s, b"scenario");
-                    }
-                }
-            }
-            Step::Stream(k, bytes) => {
-                for _ in 0..*k {
-                    if let Some(s) = pick(&c, &mut rng, Target::Random) {
-                        // No leader known yet: nothing opened, as a caller
-                        // would be told (NoLeader).
-                        let _ = c.stream(s, StreamTarget::Leader, *bytes);
-                    }
-                }
-            }
-            Step::Converge(limit) => {
-                let t0 = c.now_ns();
-                let done = c
-                    .run_until_converged(*limit)
-                    .map(|t| Duration::from_nanos(t - t0));
-                if done.is_none() && out.divergence.is_none() {
-                    out.divergence = c.divergence();
-                }
-                out.converge.push(done);
+            Step::Send(k) => self.on_random(*k, |c, s| {
+                c.send(s, b"scenario");
+            }),
+            Step::Stream(k, bytes) => self.on_random(*k, |c, s| {
+                // No leader known yet: nothing opened, as a caller
+                // would be told (NoLeader).
+                let _ = c.stream(s, StreamTarget::Leader, *bytes);
+            }),
+            Step::Converge(limit) => self.converge(*limit),
+        }
+    }
+
+    /// Does `act` to the node `t` names, if one is live.
+    fn on_target(&mut self, t: Target, act: impl FnOnce(&mut Cluster, usize)) {
+        if let Some(s) = self.pick(t) {
+            act(&mut self.c, s);
+        }
+    }
+
+    /// Does `act` `k` times, each to a random live node.
+    fn on_random(&mut self, k: usize, mut act: impl FnMut(&mut Cluster, usize)) {
+        for _ in 0..k {
+            if let Some(s) = self.pick(Target::Random) {
+                act(&mut self.c, s);
             }
         }
     }
-    out.violations = c.violations();
-    out.first_leader = c.first_leader_at().map(Duration::from_nanos);
-    out.end = Duration::from_nanos(c.now_ns());
-    out.events = c.events();
-    (out, c)
+
+    fn converge(&mut self, limit: Duration) {
+        let t0 = self.c.now_ns();
+        let done = self
+            .c
+            .run_until_converged(limit)
+            .map(|t| Duration::from_nanos(t - t0));
+        if done.is_none() && self.out.divergence.is_none() {
+            self.out.divergence = self.c.divergence();
+        }
+        self.out.converge.push(done);
+    }
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use std::time::Duration;
 use foca::{Config, Foca, Identity, Notification, PostcardCodec, Runtime, Timer};
 use hedgerow_core::Rng;
 use hedgerow_sim::compare::{MembershipTrace, NodeName};
-use hedgerow_sim::scenario::{Scenario, Step, Target};
+use hedgerow_sim::scenario::{scale_to, Resizable, Scenario, Step, Target};
 use hedgerow_sim::turmoil::TurmoilOptions;
 use rand::SeedableRng;
 use tokio::sync::Notify;
@@ -376,6 +376,31 @@ struct Driver<'a> {
     held: BTreeSet<(usize, usize)>,
 }
 
+/// Foca's run marks each wave in the trace, as hedgerow's does.
+impl Resizable for Driver<'_> {
+    type Error = std::convert::Infallible;
+    fn live(&self) -> Vec<usize> {
+        Driver::live(self)
+    }
+    fn add_node(&mut self) {
+        Driver::add_node(self);
+    }
+    fn crash(&mut self, slot: usize) {
+        Driver::crash(self, slot);
+    }
+    fn leave(&mut self, slot: usize) {
+        Driver::leave(self, slot);
+    }
+    fn rng(&mut self) -> &mut Rng {
+        &mut self.rng
+    }
+    fn wave_done(&mut self, wave: String, pause: Duration) -> Result<(), Self::Error> {
+        self.mark(wave);
+        self.run_for(pause);
+        Ok(())
+    }
+}
+
 impl Driver<'_> {
     fn now(&self) -> Duration {
         self.sim.elapsed()
@@ -609,28 +634,7 @@ pub fn run(scenario: &Scenario, seed: u64, opts: &Opts) -> Report {
                 d.mark(format!("run {t:?}"));
             }
             Step::ScaleTo { n, waves, over } => {
-                let pause = *over / *waves as u32;
-                for w in 0..*waves {
-                    let live = d.live().len();
-                    let left = *waves - w;
-                    if live < *n {
-                        for _ in 0..(*n - live).div_ceil(left) {
-                            d.add_node();
-                        }
-                    } else {
-                        for _ in 0..(live - *n).div_ceil(left) {
-                            let l = d.live();
-                            let s = l[d.rng.below(l.len() as u64) as usize];
-                            if d.rng.below(4) == 0 {
-                                d.crash(s);
-                            } else {
-                                d.leave(s);
-                            }
-                        }
-                    }
-                    d.mark(format!("wave {}/{waves} to {n}", w + 1));
-                    d.run_for(pause);
-                }
+                let Ok(()) = scale_to(&mut d, *n, *waves, *over);
             }
             Step::Crash(t) => {
                 if let Some(s) = d.pick(*t) {

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use hedgerow_core::ClockStatus;
+use hedgerow_core::{ClockStatus, Rng};
 
 use super::record::{lock, name, Cmd, What};
 use super::{Runner, STORE_HOST};
 use crate::check::convergence::{self, NodeReport};
-use crate::scenario::{clock_word, Step, Target};
+use crate::scenario::{clock_word, scale_to, Resizable, Step, Target};
 use crate::SimClock;
 
 /// Why `net drop` cannot run here.
@@ -19,13 +19,37 @@ const NO_NET_DROP: &str = "`net drop` is not supported on turmoil: its TCP drops
 /// Why `net dup` cannot run here.
 const NO_NET_DUP: &str = "`net dup` is not supported on turmoil: TCP never duplicates";
 
+/// The turmoil run marks each wave in the trace.
+impl Resizable for Runner<'_> {
+    type Error = String;
+    fn live(&self) -> Vec<usize> {
+        Runner::live(self)
+    }
+    fn add_node(&mut self) {
+        Runner::add_node(self);
+    }
+    fn crash(&mut self, slot: usize) {
+        Runner::crash(self, slot);
+    }
+    fn leave(&mut self, slot: usize) {
+        Runner::leave(self, slot);
+    }
+    fn rng(&mut self) -> &mut Rng {
+        &mut self.rng
+    }
+    fn wave_done(&mut self, wave: String, pause: Duration) -> Result<(), String> {
+        self.mark(wave);
+        self.advance(pause)
+    }
+}
+
 impl Runner<'_> {
     /// Carries out step `i` of the schedule.
     pub(super) fn step(&mut self, i: usize, step: &Step) -> Result<(), String> {
         match step {
             Step::Nodes(n) => self.start_nodes(*n),
             Step::Run(d) => self.run_for(*d)?,
-            Step::ScaleTo { n, waves, over } => self.scale_to(*n, *waves, *over)?,
+            Step::ScaleTo { n, waves, over } => scale_to(self, *n, *waves, *over)?,
             Step::Crash(t) => self.crash_target(*t),
             Step::Leave(t) => self.leave_target(*t),
             Step::Restart(t) => self.restart_target(*t),
@@ -60,35 +84,6 @@ impl Runner<'_> {
     fn run_for(&mut self, d: Duration) -> Result<(), String> {
         self.advance(d)?;
         self.mark(format!("run {d:?}"));
-        Ok(())
-    }
-
-    /// Grows or shrinks the live set to `n` in `waves` evenly spaced waves
-    /// over `over`; a shrinking wave crashes one node in four and tells
-    /// the others to leave.
-    fn scale_to(&mut self, n: usize, waves: usize, over: Duration) -> Result<(), String> {
-        let pause = over / waves as u32;
-        for w in 0..waves {
-            let live = self.live().len();
-            let left = waves - w;
-            if live < n {
-                for _ in 0..(n - live).div_ceil(left) {
-                    self.add_node();
-                }
-            } else {
-                for _ in 0..(live - n).div_ceil(left) {
-                    let l = self.live();
-                    let s = l[self.rng.below(l.len() as u64) as usize];
-                    if self.rng.below(4) == 0 {
-                        self.crash(s);
-                    } else {
-                        self.leave(s);
-                    }
-                }
-            }
-            self.mark(format!("wave {}/{waves} to {n}", w + 1));
-            self.advance(pause)?;
-        }
         Ok(())
     }
 
