@@ -169,10 +169,40 @@ fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
     Some(sorted[i])
 }
 
+/// One instant of a replayed trace: when, whether every live view was the
+/// live set after it, and whether the live set changed at it.
+type InstantVerdict = (Duration, bool, bool);
+
 impl MembershipTrace {
     /// Measures the trace. Events at the same instant are applied together
     /// before anything is judged at that instant.
     pub fn metrics(&self) -> Metrics {
+        let (instants, distinct_views, max_groups) = self.replay();
+        let intervals = live_intervals(self);
+        let (false_reports, latencies) = self.judge_failure_reports(&intervals);
+        let rates = self.byte_rates(&intervals);
+        Metrics {
+            convergence: self.convergence_at_marks(&instants),
+            distinct_views,
+            max_groups,
+            false_reports,
+            true_reports: latencies.len(),
+            detection_p50: percentile(&latencies, 0.5),
+            detection_max: latencies.last().copied(),
+            bytes_per_node_sec_mean: if rates.is_empty() {
+                0.0
+            } else {
+                rates.iter().sum::<f64>() / rates.len() as f64
+            },
+            bytes_per_node_sec_max: rates.iter().copied().fold(0.0, f64::max),
+            nodes_started: intervals.len(),
+        }
+    }
+
+    /// Replays the live-set and view changes instant by instant: each
+    /// instant's verdict, how many distinct views live nodes held, and the
+    /// most disjoint groups at once.
+    fn replay(&self) -> (Vec<InstantVerdict>, usize, usize) {
         enum Ev<'a> {
             Live(&'a BTreeSet<NodeName>),
             View(&'a str, &'a BTreeSet<NodeName>),
@@ -188,8 +218,7 @@ impl MembershipTrace {
             .collect();
         events.sort_by_key(|(at, _)| *at);
 
-        // (instant, agreed after it, live set changed at it)
-        let mut instants: Vec<(Duration, bool, bool)> = Vec::new();
+        let mut instants: Vec<InstantVerdict> = Vec::new();
         let mut state = Replay::default();
         let mut distinct: BTreeSet<BTreeSet<&str>> = BTreeSet::new();
         let mut max_groups = 0;
@@ -221,9 +250,15 @@ impl MembershipTrace {
             max_groups = max_groups.max(state.groups());
             instants.push((at, state.agreed(), live_changed));
         }
+        (instants, distinct.len(), max_groups)
+    }
 
-        let convergence = self
-            .marks
+    /// For each mark: how the views came to agree after it.
+    fn convergence_at_marks(
+        &self,
+        instants: &[InstantVerdict],
+    ) -> Vec<(String, Duration, Convergence)> {
+        self.marks
             .iter()
             .map(|(m, label)| {
                 // The state at the mark is the one after the last instant
@@ -246,9 +281,16 @@ impl MembershipTrace {
                 };
                 (label.clone(), *m, verdict)
             })
-            .collect();
+            .collect()
+    }
 
-        let intervals = live_intervals(self);
+    /// Failure reports about a node that was live at the time are false;
+    /// the others are true, each detected this long (sorted) after its
+    /// subject stopped.
+    fn judge_failure_reports(
+        &self,
+        intervals: &BTreeMap<&str, Vec<(Duration, Duration)>>,
+    ) -> (usize, Vec<Duration>) {
         let mut false_reports = 0;
         let mut latencies = Vec::new();
         for (at, _reporter, subject) in &self.failed_reports {
@@ -265,32 +307,19 @@ impl MembershipTrace {
             }
         }
         latencies.sort();
+        (false_reports, latencies)
+    }
 
-        let rates: Vec<f64> = intervals
+    /// Bytes each node sent per second of its own life.
+    fn byte_rates(&self, intervals: &BTreeMap<&str, Vec<(Duration, Duration)>>) -> Vec<f64> {
+        intervals
             .iter()
             .filter_map(|(n, spans)| {
                 let live: Duration = spans.iter().map(|(s, e)| *e - *s).sum();
                 let bytes = self.bytes_sent.get(*n).copied().unwrap_or(0);
                 (!live.is_zero()).then(|| bytes as f64 / live.as_secs_f64())
             })
-            .collect();
-
-        Metrics {
-            convergence,
-            distinct_views: distinct.len(),
-            max_groups,
-            false_reports,
-            true_reports: latencies.len(),
-            detection_p50: percentile(&latencies, 0.5),
-            detection_max: latencies.last().copied(),
-            bytes_per_node_sec_mean: if rates.is_empty() {
-                0.0
-            } else {
-                rates.iter().sum::<f64>() / rates.len() as f64
-            },
-            bytes_per_node_sec_max: rates.iter().copied().fold(0.0, f64::max),
-            nodes_started: intervals.len(),
-        }
+            .collect()
     }
 }
 
@@ -308,6 +337,7 @@ fn opt_secs(d: Option<Duration>) -> String {
 pub fn side_by_side(runs: &[(&str, &MembershipTrace)]) -> String {
     use std::fmt::Write;
     let metrics: Vec<Metrics> = runs.iter().map(|(_, t)| t.metrics()).collect();
+    let each = |f: &dyn Fn(&Metrics) -> String| metrics.iter().map(f).collect::<Vec<_>>();
     let mut out = String::new();
     let mut row = |name: &str, cells: Vec<String>| {
         let _ = writeln!(out, "| {name} | {} |", cells.join(" | "));
@@ -318,100 +348,89 @@ pub fn side_by_side(runs: &[(&str, &MembershipTrace)]) -> String {
         "simulated duration",
         runs.iter().map(|(_, t)| secs(t.duration)).collect(),
     );
+    row("nodes started", each(&|m| m.nodes_started.to_string()));
+    for (label, cells) in convergence_rows(&metrics) {
+        row(&format!("views = live set after {label}"), cells);
+    }
     row(
-        "nodes started",
-        metrics
-            .iter()
-            .map(|m| m.nodes_started.to_string())
-            .collect(),
+        "marks converged before the next step",
+        each(&|m| {
+            let ok = m
+                .convergence
+                .iter()
+                .filter(|(.., c)| matches!(c, Convergence::After(_)))
+                .count();
+            format!("{ok} of {}", m.convergence.len())
+        }),
     );
+    row(
+        "distinct views (live nodes)",
+        each(&|m| m.distinct_views.to_string()),
+    );
+    row(
+        "max disjoint groups at once",
+        each(&|m| m.max_groups.to_string()),
+    );
+    row(
+        "false \"dead\" reports",
+        each(&|m| m.false_reports.to_string()),
+    );
+    row(
+        "true \"dead\" reports",
+        each(&|m| m.true_reports.to_string()),
+    );
+    row(
+        "detection latency p50 / max",
+        each(&|m| {
+            format!(
+                "{} / {}",
+                opt_secs(m.detection_p50),
+                opt_secs(m.detection_max)
+            )
+        }),
+    );
+    row(
+        "bytes/node/s mean / max",
+        each(&|m| {
+            format!(
+                "{:.0} / {:.0}",
+                m.bytes_per_node_sec_mean, m.bytes_per_node_sec_max
+            )
+        }),
+    );
+    out
+}
+
+/// One row a mark, matched by position: its label (from the first run)
+/// and each run's verdict, with the run's own label where it differs.
+fn convergence_rows(metrics: &[Metrics]) -> Vec<(String, Vec<String>)> {
     let marks = metrics
         .iter()
         .map(|m| m.convergence.len())
         .max()
         .unwrap_or(0);
     let first = metrics.first();
-    for k in 0..marks {
-        let label = first.and_then(|m| m.convergence.get(k)).map_or_else(
-            || format!("mark {}", k + 1),
-            |(l, at, _)| format!("{l} @ {}", secs(*at)),
-        );
-        let cells = metrics
-            .iter()
-            .map(|m| match m.convergence.get(k) {
-                None => "–".into(),
-                Some((l, _, c))
-                    if first.and_then(|f| f.convergence.get(k)).map(|f| &f.0) != Some(l) =>
-                {
-                    format!("{c} ({l})")
-                }
-                Some((_, _, c)) => c.to_string(),
-            })
-            .collect();
-        row(&format!("views = live set after {label}"), cells);
-    }
-    row(
-        "marks converged before the next step",
-        metrics
-            .iter()
-            .map(|m| {
-                let ok = m
-                    .convergence
-                    .iter()
-                    .filter(|(.., c)| matches!(c, Convergence::After(_)))
-                    .count();
-                format!("{ok} of {}", m.convergence.len())
-            })
-            .collect(),
-    );
-    row(
-        "distinct views (live nodes)",
-        metrics
-            .iter()
-            .map(|m| m.distinct_views.to_string())
-            .collect(),
-    );
-    row(
-        "max disjoint groups at once",
-        metrics.iter().map(|m| m.max_groups.to_string()).collect(),
-    );
-    row(
-        "false \"dead\" reports",
-        metrics
-            .iter()
-            .map(|m| m.false_reports.to_string())
-            .collect(),
-    );
-    row(
-        "true \"dead\" reports",
-        metrics.iter().map(|m| m.true_reports.to_string()).collect(),
-    );
-    row(
-        "detection latency p50 / max",
-        metrics
-            .iter()
-            .map(|m| {
-                format!(
-                    "{} / {}",
-                    opt_secs(m.detection_p50),
-                    opt_secs(m.detection_max)
-                )
-            })
-            .collect(),
-    );
-    row(
-        "bytes/node/s mean / max",
-        metrics
-            .iter()
-            .map(|m| {
-                format!(
-                    "{:.0} / {:.0}",
-                    m.bytes_per_node_sec_mean, m.bytes_per_node_sec_max
-                )
-            })
-            .collect(),
-    );
-    out
+    (0..marks)
+        .map(|k| {
+            let label = first.and_then(|m| m.convergence.get(k)).map_or_else(
+                || format!("mark {}", k + 1),
+                |(l, at, _)| format!("{l} @ {}", secs(*at)),
+            );
+            let cells = metrics
+                .iter()
+                .map(|m| match m.convergence.get(k) {
+                    None => "–".into(),
+                    Some((l, _, c))
+                        if first.and_then(|f| f.convergence.get(k)).map(|f| &f.0) != Some(l) =>
+                    {
+                        format!("{c} ({l})")
+                    }
+                    Some((_, _, c)) => c.to_string(),
+                })
+                .collect();
+            (label, cells)
+        })
+        .collect()
 }
 
 #[cfg(test)]
