@@ -184,10 +184,12 @@ pub fn run(scenario: &Scenario, seed: u64, opts: &TurmoilOptions) -> TurmoilRepo
 }
 
 impl Runner<'_> {
+    /// Simulated true time, ns.
     fn now(&self) -> u64 {
         u64::try_from(self.sim.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// Steps turmoil for `d`, keeping every host's true time in step.
     fn advance(&mut self, d: Duration) -> Result<(), String> {
         let end = self.sim.elapsed() + d;
         while self.sim.elapsed() < end {
@@ -197,6 +199,8 @@ impl Runner<'_> {
         Ok(())
     }
 
+    /// Records what the runner did to the process in `slot` (a crash, a
+    /// restart, an untrusted clock) under its current incarnation.
     fn rec(&mut self, slot: usize, what: What) {
         let t = self.now();
         let inc = lock(&self.shared)
@@ -206,6 +210,7 @@ impl Runner<'_> {
         lock(&self.shared).rec(t, slot, inc, what);
     }
 
+    /// Marks the end of a schedule step, in the trace and the log.
     fn mark(&mut self, label: String) {
         let t = self.now();
         self.report
@@ -215,12 +220,14 @@ impl Runner<'_> {
         lock(&self.shared).rec(t, 0, 0, What::Mark(label));
     }
 
+    /// Slots started and not crashed or told to leave.
     fn live(&self) -> Vec<usize> {
         (1..self.slots.len())
             .filter(|s| self.slots[*s].alive)
             .collect()
     }
 
+    /// Records the live set in the trace if it changed.
     fn live_changed(&mut self) {
         let set: BTreeSet<String> = self.live().into_iter().map(name).collect();
         if self.last_live.as_ref() != Some(&set) {
@@ -230,6 +237,7 @@ impl Runner<'_> {
         }
     }
 
+    /// The first live node whose handle says it leads.
     fn leader(&self) -> Option<usize> {
         let sh = lock(&self.shared);
         self.live()
@@ -237,6 +245,7 @@ impl Runner<'_> {
             .find(|s| sh.handles.get(s).is_some_and(Hedgerow::is_leader))
     }
 
+    /// The live node a step's target names, if any.
     fn pick(&mut self, t: Target) -> Option<usize> {
         let live = self.live();
         match t {
