@@ -26,9 +26,7 @@ use hedgerow::store::conformance::postgres_server::PostgresServer;
 
 // The binary's own minimal HTTP client, so the test speaks to the control
 // API exactly as the demo does.
-#[path = "../src/bin/hedgerow/http.rs"]
-mod http;
-use http::request;
+use hedgerow_cli::http::request;
 use serde_json::Value;
 
 const BOUND_MS: u64 = 5;
