@@ -1,8 +1,9 @@
 //! The conformance suite against PostgreSQL, on throw-away servers these
 //! tests start themselves (skipped, saying why, where PostgreSQL is not
 //! installed, unless HEDGEROW_REQUIRE_POSTGRES=1). Also: a server stopped
-//! and restarted under a live store, a frozen server, separate processes
-//! racing, idle connections closed, and damaged rows reported.
+//! and restarted under a live store, a frozen server, idle connections
+//! closed, and damaged rows reported. Separate processes race in the
+//! workspace's `tests/tests/store_races.rs`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -136,35 +137,6 @@ fn a_frozen_server_is_a_timeout_not_a_hang() {
         store.compare_and_set(&group, Some(row.version), &next),
         Ok(CasOutcome::Applied(next.clone().into_row(row.version + 1)))
     );
-}
-
-#[test]
-fn separate_processes_never_both_win() {
-    let Some(pg) = server("separate_processes_never_both_win") else {
-        return;
-    };
-    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
-    let url = pg.server.connection_string();
-    conformance::race_in_processes(
-        &pg.open(),
-        "race_child",
-        &[("HEDGEROW_TEST_POSTGRES", &url)],
-        4,
-        300,
-        scratch.path(),
-    );
-}
-
-/// A child process of `separate_processes_never_both_win`; does nothing
-/// when run on its own.
-#[test]
-#[ignore = "started by separate_processes_never_both_win"]
-fn race_child() {
-    conformance::race_child(|| {
-        let url = std::env::var("HEDGEROW_TEST_POSTGRES")
-            .unwrap_or_else(|_| panic!("HEDGEROW_TEST_POSTGRES is not set"));
-        open(&url)
-    });
 }
 
 /// Trap 8's part in the store: members that touch the store now and then

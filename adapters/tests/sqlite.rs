@@ -1,6 +1,7 @@
 //! The conformance suite against SQLite: threads with their own
-//! connections, separate processes sharing one file, and a database held
-//! locked by another writer as the outage.
+//! connections, and a database held locked by another writer as the
+//! outage. Separate processes sharing one file race in the workspace's
+//! `tests/tests/store_races.rs`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -11,7 +12,6 @@ use hedgerow::store::SqliteStore;
 use rusqlite::Connection;
 
 const BUSY_TIMEOUT: Duration = Duration::from_millis(700);
-const RACE_BUSY_TIMEOUT: Duration = Duration::from_secs(15);
 
 struct Sqlite {
     _dir: tempfile::TempDir,
@@ -71,37 +71,4 @@ fn conformance() {
 #[test]
 fn store_down_is_an_error_then_recovers() {
     conformance::store_down_is_an_error_then_recovers(&Sqlite::new());
-}
-
-#[test]
-fn separate_processes_never_both_win() {
-    let harness = Sqlite::new();
-    let path = harness.path.to_string_lossy().into_owned();
-    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
-    conformance::race_in_processes(
-        &harness.open(),
-        "race_child",
-        &[("HEDGEROW_TEST_SQLITE_PATH", &path)],
-        4,
-        300,
-        scratch.path(),
-    );
-}
-
-/// A child process of `separate_processes_never_both_win`; does nothing
-/// when run on its own.
-#[test]
-#[ignore = "started by separate_processes_never_both_win"]
-fn race_child() {
-    conformance::race_child(|| {
-        let path = std::env::var("HEDGEROW_TEST_SQLITE_PATH")
-            .unwrap_or_else(|_| panic!("HEDGEROW_TEST_SQLITE_PATH is not set"));
-        // Four processes fsyncing one file on a loaded 2-core machine can
-        // wait longer than the short timeout the outage tests use; a busy
-        // error here would be a flake, not a finding.
-        SqliteStore::builder(Path::new(&path))
-            .busy_timeout(RACE_BUSY_TIMEOUT)
-            .open()
-            .unwrap_or_else(|e| panic!("open {path}: {e}"))
-    });
 }

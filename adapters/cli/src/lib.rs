@@ -6,8 +6,8 @@
 //! The binary (`src/main.rs`) only calls [`main`]; everything else lives in
 //! this library so that tests can drive the same code: [`Cli`] and
 //! [`Command`] are the parsed command line, [`run`] runs one, and [`http`]
-//! is the small client the demo (and the black-box tests) speak to a
-//! node's control API with.
+//! is the small client the demo (and the black-box tests in
+//! `hedgerow-tests`) speak to a node's control API with.
 //!
 //! This file owns the command line only (flags, env vars, logging setup);
 //! what a node does lives in [`node`], the demo in [`demo`]. It decides

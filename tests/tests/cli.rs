@@ -17,17 +17,20 @@ use std::fs::File;
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
-
-use hedgerow::store::conformance::postgres_server::PostgresServer;
 
 // The binary's own minimal HTTP client, so the test speaks to the control
 // API exactly as the demo does.
 use hedgerow_cli::http::request;
+use hedgerow_tests::{log_tails, one_at_a_time, postgres, postgres_url, temp_dir};
+use hedgerow_tests::{Node, NodeCommand, Process, TempDir};
 use serde_json::Value;
+
+/// The `hedgerow` binary, built from its own `main.rs` as a binary of this
+/// package (see the crate docs).
+const HEDGEROW: &str = env!("CARGO_BIN_EXE_hedgerow-under-test");
 
 const BOUND_MS: u64 = 5;
 const HEARTBEAT_MS: u64 = 100;
@@ -36,39 +39,18 @@ const FAILURE_TIMEOUT_MS: u64 = 400;
 /// beyond what the timings imply.
 const SLACK: Duration = Duration::from_millis(2500);
 
-fn one_at_a_time() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// One `hedgerow node` process; killed on drop.
-struct Node {
-    id: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    http: SocketAddr,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.stdin = None;
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Several nodes sharing a store, with their logs in a temporary
 /// directory (printed when a wait fails).
 struct Cluster {
     nodes: Vec<Node>,
-    dir: tempfile::TempDir,
+    dir: TempDir,
     store: String,
     lease_ms: u64,
 }
 
 impl Cluster {
     fn start(n: usize, store: Option<String>, lease_ms: u64) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = temp_dir();
         let store =
             store.unwrap_or_else(|| format!("sqlite:{}", dir.path().join("lease.db").display()));
         let mut cluster = Cluster {
@@ -86,11 +68,7 @@ impl Cluster {
 
     fn spawn(&self, id: &str) -> Node {
         let log = File::create(self.dir.path().join(format!("{id}.log"))).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hedgerow"))
-            .arg("node")
-            .args(["--cluster", "cli-test", "--id", id])
-            .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-            .args(["--store", &self.store])
+        NodeCommand::new(Path::new(HEDGEROW), "cli-test", id, &self.store)
             .args([
                 "--clock",
                 "system",
@@ -106,62 +84,14 @@ impl Cluster {
             .args(["--heartbeat-ms", &HEARTBEAT_MS.to_string()])
             .args(["--failure-timeout-ms", &FAILURE_TIMEOUT_MS.to_string()])
             .args(["--meta", &format!("zone-{id}")])
-            .arg("--exit-on-stdin-eof")
             .env("RUST_LOG", "info")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            for line in lines.by_ref().map_while(Result::ok) {
-                let http = line
-                    .strip_prefix("ready ")
-                    .and_then(|r| r.split(' ').find_map(|kv| kv.strip_prefix("http=")))
-                    .and_then(|a| a.parse::<SocketAddr>().ok());
-                if let Some(http) = http {
-                    let _ = tx.send(http);
-                    break;
-                }
-            }
-            for _ in lines {}
-        });
-        let stdin = child.stdin.take();
-        let mut node = Node {
-            id: id.to_owned(),
-            child,
-            stdin,
-            http: "127.0.0.1:1".parse().unwrap(),
-        };
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(http) => node.http = http,
-            Err(_) => panic!("{id} did not get ready in 20 s\n{}", self.logs()),
-        }
-        node
+            .log_to(log)
+            .start(Duration::from_secs(20))
+            .unwrap_or_else(|why| panic!("{why}\n{}", self.logs()))
     }
 
     fn logs(&self) -> String {
-        let mut out = String::new();
-        let mut entries: Vec<_> = std::fs::read_dir(self.dir.path())
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        entries.sort();
-        for path in entries
-            .iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(30).collect();
-            out.push_str(&format!("---- {}\n", file_name(path)));
-            for line in tail.into_iter().rev() {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-        out
+        log_tails(self.dir.path(), 30)
     }
 
     /// The id of some node other than `id`.
@@ -218,12 +148,6 @@ impl Cluster {
         });
         (code, json)
     }
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }
 
 fn agreement(
@@ -326,8 +250,7 @@ fn elect_send_broadcast_failover(store: Option<String>) {
     // Crash the leader: the lease must expire before anyone takes over.
     let mut old = cluster.remove(&leader);
     let killed = Instant::now();
-    old.child.kill().unwrap();
-    old.child.wait().unwrap();
+    old.process.kill();
     // DESIGN.md: crash to takeover is at most lease + 4 x bound plus the
     // taker's reaction; dropping the dead member takes a failure timeout.
     let bound = Duration::from_millis(lease_ms + 4 * BOUND_MS + FAILURE_TIMEOUT_MS) + SLACK;
@@ -384,11 +307,10 @@ fn five_processes_on_sqlite_elect_serve_and_fail_over() {
 #[test]
 fn five_processes_on_postgres_elect_serve_and_fail_over() {
     let _one = one_at_a_time();
-    let Some(server) = PostgresServer::start_for_test("five_processes_on_postgres") else {
+    let Some(server) = postgres("five_processes_on_postgres") else {
         return;
     };
-    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", server.port());
-    elect_send_broadcast_failover(Some(url));
+    elect_send_broadcast_failover(Some(postgres_url(&server)));
 }
 
 #[test]
@@ -400,28 +322,16 @@ fn sigterm_hands_over_well_before_the_lease_expires() {
     let (leader, term) = cluster.wait_agreed(Duration::from_secs(15), 0);
     let mut old = cluster.remove(&leader);
     let sent = Instant::now();
-    let kill = Command::new("kill")
-        .args(["-TERM", &old.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    old.process.signal("TERM");
     let limit = Duration::from_millis(lease_ms / 2);
     let (next, next_term) = cluster.wait_agreed(limit, term);
     let took = sent.elapsed();
     assert_ne!(next, leader);
     // The old leader exited by itself, with status 0.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let exit = loop {
-        if let Some(status) = old.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{leader} did not exit after SIGTERM\n{}",
-            cluster.logs()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let exit = old
+        .process
+        .wait_exit(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("{leader} did not exit after SIGTERM\n{}", cluster.logs()));
     assert!(
         exit.success(),
         "{leader} exited with {exit}\n{}",
@@ -435,7 +345,7 @@ fn sigterm_hands_over_well_before_the_lease_expires() {
 #[test]
 fn bad_flags_fail_fast_with_a_clear_message() {
     let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_hedgerow"))
+        let out = Command::new(HEDGEROW)
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -475,7 +385,7 @@ fn bad_flags_fail_fast_with_a_clear_message() {
     assert_eq!(code, Some(2));
     assert!(err.contains("failure_timeout"), "{err}");
     // Every flag can come from a HEDGEROW_* variable instead.
-    let out = Command::new(env!("CARGO_BIN_EXE_hedgerow"))
+    let out = Command::new(HEDGEROW)
         .arg("node")
         .env("HEDGEROW_CLUSTER", "c")
         .env("HEDGEROW_ID", "a")
@@ -492,12 +402,9 @@ fn bad_flags_fail_fast_with_a_clear_message() {
 #[test]
 fn without_a_leader_send_is_a_503_with_a_json_error() {
     let _one = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hedgerow"))
-        .args(["node", "--cluster", "lonely", "--id", "m1"])
-        .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-        .arg("--store")
-        .arg(format!("sqlite:{}", dir.path().join("lease.db").display()))
+    let dir = temp_dir();
+    let store = format!("sqlite:{}", dir.path().join("lease.db").display());
+    let mut node = NodeCommand::new(Path::new(HEDGEROW), "lonely", "m1", &store)
         .args([
             "--clock",
             "system",
@@ -506,21 +413,10 @@ fn without_a_leader_send_is_a_503_with_a_json_error() {
             "--preset",
             "local",
         ])
-        .args(["--candidate", "false", "--exit-on-stdin-eof"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let http: SocketAddr = line
-        .trim()
-        .rsplit_once("http=")
-        .and_then(|(_, a)| a.parse().ok())
-        .unwrap_or_else(|| panic!("no ready line: {line:?}"));
+        .args(["--candidate", "false"])
+        .start(Duration::from_secs(20))
+        .unwrap_or_else(|why| panic!("{why}"));
+    let http = node.http;
     let (code, body) = request(http, "POST", "/v1/send", b"x", Duration::from_secs(10)).unwrap();
     let json: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(code, 503, "{json}");
@@ -532,53 +428,29 @@ fn without_a_leader_send_is_a_503_with_a_json_error() {
     let st = status(http).unwrap();
     assert!(st["leader"].is_null() && st["is_leader"] == false, "{st}");
     // Closing stdin makes it leave and exit 0.
-    drop(child.stdin.take());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let exit = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("no exit 10 s after stdin closed");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    node.process.close_stdin();
+    let exit = node
+        .process
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no exit 10 s after stdin closed"));
     assert!(exit.success(), "{exit}");
 }
 
 #[test]
 fn the_demo_shows_a_failover_and_cleans_up_on_ctrl_c() {
     let _one = one_at_a_time();
-    let mut demo = Command::new(env!("CARGO_BIN_EXE_hedgerow"))
-        .args(["demo", "--nodes", "3", "--duration-secs", "25"])
-        .args(["--kill-every-secs", "3", "--restart-after-secs", "1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let pid = demo.id();
-    // Stop the demo if this test fails before it does: Ctrl-C first, so
-    // it removes its directory, then SIGKILL.
-    struct Reap(Option<Child>);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            if let Some(c) = self.0.as_mut() {
-                let _ = Command::new("kill")
-                    .args(["-INT", &c.id().to_string()])
-                    .status();
-                let deadline = Instant::now() + Duration::from_secs(8);
-                while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-    let stdout = demo.stdout.take().unwrap();
-    let mut reap = Reap(Some(demo));
+    // Stopped if this test fails before it does: Ctrl-C first, so it
+    // removes its directory, then SIGKILL.
+    let mut demo = Process::spawn(
+        Command::new(HEDGEROW)
+            .args(["demo", "--nodes", "3", "--duration-secs", "25"])
+            .args(["--kill-every-secs", "3", "--restart-after-secs", "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    )
+    .signal_on_drop("INT", Duration::from_secs(8));
+    let stdout = demo.take_stdout().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -610,13 +482,8 @@ fn the_demo_shows_a_failover_and_cleans_up_on_ctrl_c() {
         }
     }
     assert!(pids.len() >= 3, "{}", seen.join("\n"));
-    let kill = Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let mut demo = reap.0.take().unwrap();
-    let exit = demo.wait().unwrap();
+    demo.signal("INT");
+    let exit = demo.wait();
     seen.extend(rx.iter());
     let out = seen.join("\n");
     assert!(exit.success(), "demo exited with {exit}:\n{out}");

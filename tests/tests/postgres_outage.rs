@@ -4,18 +4,15 @@
 //! again after the restart. Skips (saying why) without PostgreSQL unless
 //! `HEDGEROW_REQUIRE_POSTGRES=1`.
 
-#![cfg(all(feature = "tokio", feature = "postgres"))]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
 use hedgerow::runtime::TokioRuntime;
-use hedgerow::store::conformance::postgres_server::PostgresServer;
 use hedgerow::store::PostgresStore;
 use hedgerow::{Builder, Config, Hedgerow};
 use hedgerow_clock::SystemClock;
-
-mod support;
+use hedgerow_tests::{postgres, tokio_runtime};
 
 const BOUND: Duration = Duration::from_millis(5);
 
@@ -53,12 +50,10 @@ async fn watch(
 
 #[test]
 fn postgres_killed_under_a_cluster_and_restarted() {
-    let Some(server) =
-        PostgresServer::start_for_test("postgres_killed_under_a_cluster_and_restarted")
-    else {
+    let Some(server) = postgres("postgres_killed_under_a_cluster_and_restarted") else {
         return;
     };
-    let runtime = support::tokio_runtime();
+    let runtime = tokio_runtime();
     runtime.block_on(async {
         use hedgerow::runtime::Runtime;
         let rt = TokioRuntime::from_context().unwrap();
