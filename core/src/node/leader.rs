@@ -13,9 +13,13 @@ use crate::time::Now;
 use crate::view::Member;
 use crate::wire::{Heartbeat, HeartbeatAck, Message, ViewDelta};
 
+use super::role::{LeaderState, Role};
 use super::{Event, LeaderInfo, Node};
 
 impl Node {
+    /// The lease elected this node under `term`: it authors a new view
+    /// (itself in it), starts a roster seeded from the old one, and sends
+    /// every member the whole view.
     pub(super) fn become_leader(&mut self, now: &Now, term: Term) {
         self.stats.elections_won += 1;
         let previous = self.last_followed.clone().filter(|id| id != &self.me.id);
@@ -26,7 +30,6 @@ impl Node {
             term,
         });
         self.claim = None;
-        self.cut_off = false;
         let mut members: Vec<Member> = self
             .view
             .members()
@@ -40,7 +43,7 @@ impl Node {
             self.view.version() + 1
         };
         let changes = self.view.replace(term, version, members);
-        self.roster = Some(Roster::new(
+        self.role.lead(Roster::new(
             term,
             &self.view,
             &self.me.id,
@@ -118,8 +121,10 @@ impl Node {
         }
     }
 
+    /// The leader's periodic work: drop members gone silent, push the
+    /// batched changes as one delta, resign if nobody hears it.
     pub(super) fn step_leader(&mut self, now: &Now) {
-        let Some(roster) = &mut self.roster else {
+        let Role::Leader(LeaderState { roster, .. }) = &mut self.role else {
             return;
         };
         if !self.lease.is_leader(now) {
@@ -139,11 +144,12 @@ impl Node {
         }
     }
 
+    /// A member's heartbeat: the roster hears it, the member gets an ack.
     pub(super) fn on_heartbeat(&mut self, now: &Now, from: NodeId, hb: Heartbeat) {
         if !self.lease.is_leader(now) {
             return;
         }
-        let Some(roster) = &mut self.roster else {
+        let Role::Leader(LeaderState { roster, .. }) = &mut self.role else {
             return;
         };
         let Some(your_meta) = roster.heard(
@@ -171,7 +177,7 @@ impl Node {
 
     /// A member asks for the whole view of this leader's term.
     pub(super) fn on_snapshot_request(&mut self, now: &Now, from: &NodeId, term: Term) {
-        if self.roster.is_some() && self.lease.is_leader(now) && term == self.view.term() {
+        if self.role.is_leader() && self.lease.is_leader(now) && term == self.view.term() {
             self.send_snapshot(from);
         }
     }
@@ -179,8 +185,8 @@ impl Node {
     /// A member leaves for good.
     pub(super) fn on_leave(&mut self, now: &Now, from: &NodeId, incarnation: u64) {
         let (ft, batch) = (self.cfg.failure_timeout, self.cfg.batch_window);
-        if let Some(r) = &mut self.roster {
-            r.left(from, incarnation, now.mono, batch, ft);
+        if let Role::Leader(LeaderState { roster, .. }) = &mut self.role {
+            roster.left(from, incarnation, now.mono, batch, ft);
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::store::{LeaseReply, LeaseRow, OpId, StoreError};
 use crate::time::Now;
 use crate::wire::Message;
 
+use super::role::Role;
 use super::{Event, Node, Output};
 
 impl Node {
@@ -52,7 +53,9 @@ impl Node {
     /// Nobody hears this leader: it resigns at once so that a reachable
     /// node leads instead, and says why when it steps down.
     pub(super) fn resign_unreachable(&mut self, now: &Now) {
-        self.unreachable_resign = true;
+        if let Role::Leader(l) = &mut self.role {
+            l.unreachable_resign = true;
+        }
         self.lease.resign(now, self.cfg.failure_timeout);
         let mut notes = core::mem::take(&mut self.notes);
         // The release goes out before the step-down is applied.
@@ -74,27 +77,25 @@ impl Node {
         }
     }
 
+    /// The lease ended this node's term: it becomes a member that looks
+    /// for the next leader (or, after a `leave`, a node that left).
     fn step_down(&mut self, now: &Now, term: Term, reason: StepDownReason) {
-        let reason = if reason == StepDownReason::Resigned && self.unreachable_resign {
+        // Without a leader this node looks in the store every failure
+        // timeout until it finds one (a successor's first snapshot may be
+        // lost).
+        let unreachable = self.role.stop_leading(now.mono + self.cfg.failure_timeout);
+        let reason = if reason == StepDownReason::Resigned && unreachable {
             StepDownReason::Unreachable
         } else {
             reason
         };
-        self.unreachable_resign = false;
         if reason == StepDownReason::Resigned || reason == StepDownReason::Unreachable {
             self.releasing = Some(term);
         }
-        self.roster = None;
         self.event(Event::SteppedDown { term, reason });
         if self.leader.as_ref().is_some_and(|l| l.id == self.me.id) {
-            self.leader = None;
-            self.event(Event::LeaderChanged { leader: None, term });
+            self.lose_leader(now, term);
         }
-        // Without a leader this node looks in the store every
-        // failure timeout until it finds one (a successor's
-        // first snapshot may be lost).
-        self.cut_off = true;
-        self.next_lost_read = now.mono + self.cfg.failure_timeout;
         let at = now.mono + self.read_spread();
         self.lease.want_read(at);
     }
@@ -108,7 +109,7 @@ impl Node {
             Some(h) if h.id == self.me.id && h.nonce == self.me.incarnation => {}
             Some(h) => {
                 let newer = self.leader.is_none() || row.token > known;
-                if newer && self.roster.is_none() {
+                if newer && !self.role.is_leader() {
                     self.follow(now, h, row.token);
                 }
             }
@@ -129,13 +130,7 @@ impl Node {
                     .as_ref()
                     .is_some_and(|l| l.term <= row.token && l.id != self.me.id)
                 {
-                    self.leader = None;
-                    self.cut_off = true;
-                    self.next_lost_read = now.mono + self.cfg.failure_timeout;
-                    self.event(Event::LeaderChanged {
-                        leader: None,
-                        term: row.token,
-                    });
+                    self.lose_leader(now, row.token);
                 }
             }
         }

@@ -13,63 +13,74 @@ use crate::store::{Holder, LeaseRow};
 use crate::time::Now;
 use crate::wire::{Heartbeat, HeartbeatAck, Message, ViewDelta, ViewSnapshot};
 
+use super::role::Role;
 use super::{Event, LeaderInfo, Node};
 
 impl Node {
+    /// A member's periodic work: notice a leader gone quiet, look in the
+    /// store while cut off, heartbeat the leader when due.
     pub(super) fn step_member(&mut self, now: &Now) {
-        if self.left {
+        let ft = self.cfg.failure_timeout;
+        let following = self.following().is_some();
+        let Role::Member(m) = &mut self.role else {
             return;
-        }
-        if self.following().is_none() {
-            if self.roster.is_none() && self.cut_off && now.mono >= self.next_lost_read {
-                self.next_lost_read = now.mono + self.cfg.failure_timeout;
-                let at = now.mono + self.read_spread();
-                self.lease.want_read(at);
-            }
-            return;
-        }
-        if !self.cut_off && now.mono.saturating_since(self.last_ack) > self.cfg.failure_timeout {
+        };
+        if following && !m.cut_off && now.mono.saturating_since(m.last_ack) > ft {
             // The leader went quiet: look in the store for who leads now.
-            self.cut_off = true;
-            self.next_lost_read = now.mono;
+            m.look_at(now.mono);
         }
-        if self.cut_off && now.mono >= self.next_lost_read {
-            self.next_lost_read = now.mono + self.cfg.failure_timeout;
+        let read_due = m.cut_off && now.mono >= m.next_lost_read;
+        if read_due {
+            m.next_lost_read = now.mono + ft;
+        }
+        let heartbeat_due = following && now.mono >= m.next_heartbeat;
+        if read_due {
             let at = now.mono + self.read_spread();
             self.lease.want_read(at);
         }
-        if now.mono >= self.next_heartbeat {
-            // Cloned only when a heartbeat is due: it holds strings.
-            let Some(l) = self.following().cloned() else {
-                return;
-            };
-            self.next_heartbeat = now.mono + self.cfg.heartbeat_interval;
-            let meta = (self.leader_has_meta != Some((l.term, self.meta_version)))
-                .then(|| self.meta.clone());
-            let hb = Heartbeat {
-                term: l.term,
-                incarnation: self.me.incarnation,
-                addr: self.me.addr.clone(),
-                meta_version: self.meta_version,
-                meta,
-                view_term: self.view.term(),
-                view_version: self.view.version(),
-            };
-            self.transmit(l.id.clone(), Some(l.addr.clone()), Message::Heartbeat(hb));
-            if self.view.term() < l.term {
-                self.ask_snapshot(now, &l);
-            }
+        if heartbeat_due {
+            self.heartbeat(now);
         }
     }
 
+    fn heartbeat(&mut self, now: &Now) {
+        // Cloned only when a heartbeat is due: it holds strings.
+        let Some(l) = self.following().cloned() else {
+            return;
+        };
+        let Some(m) = self.role.member_mut() else {
+            return;
+        };
+        m.next_heartbeat = now.mono + self.cfg.heartbeat_interval;
+        let meta =
+            (m.leader_has_meta != Some((l.term, self.meta_version))).then(|| self.meta.clone());
+        let hb = Heartbeat {
+            term: l.term,
+            incarnation: self.me.incarnation,
+            addr: self.me.addr.clone(),
+            meta_version: self.meta_version,
+            meta,
+            view_term: self.view.term(),
+            view_version: self.view.version(),
+        };
+        self.transmit(l.id.clone(), Some(l.addr.clone()), Message::Heartbeat(hb));
+        if self.view.term() < l.term {
+            self.ask_snapshot(now, &l);
+        }
+    }
+
+    /// Asks the leader for the whole view, at most once a heartbeat
+    /// interval.
     fn ask_snapshot(&mut self, now: &Now, l: &LeaderInfo) {
-        if self
-            .snapshot_asked
+        let Some(m) = self.role.member_mut() else {
+            return;
+        };
+        if m.snapshot_asked
             .is_some_and(|at| now.mono.saturating_since(at) < self.cfg.heartbeat_interval)
         {
             return;
         }
-        self.snapshot_asked = Some(now.mono);
+        m.snapshot_asked = Some(now.mono);
         self.transmit(
             l.id.clone(),
             Some(l.addr.clone()),
@@ -81,20 +92,19 @@ impl Node {
     /// from the leader this node follows, under its confirmed term. A higher
     /// term is a claim, checked against the store before it is followed.
     fn accept_leader_message(&mut self, now: &Now, from: &NodeId, term: Term) -> bool {
-        if self.roster.is_some() {
-            if term > self.term() {
-                self.claim(now, term);
-            }
-            return false;
+        // A leader follows nobody: only its own messages carry its term.
+        let followed = !self.role.is_leader()
+            && self
+                .leader
+                .as_ref()
+                .is_some_and(|l| &l.id == from && l.term == term);
+        if followed {
+            return true;
         }
-        match &self.leader {
-            Some(l) if &l.id == from && l.term == term => true,
-            _ if term > self.term() => {
-                self.claim(now, term);
-                false
-            }
-            _ => false,
+        if term > self.term() {
+            self.claim(now, term);
         }
+        false
     }
 
     pub(super) fn on_ack(&mut self, now: &Now, from: NodeId, ack: HeartbeatAck) {
@@ -102,8 +112,13 @@ impl Node {
             return;
         }
         let Some(l) = self.leader.clone() else { return };
-        self.last_ack = now.mono;
-        self.cut_off = false;
+        // Accepted only while following, so there is a member state.
+        let Some(m) = self.role.member_mut() else {
+            return;
+        };
+        m.last_ack = now.mono;
+        m.cut_off = false;
+        m.leader_has_meta = ack.your_meta_version.map(|v| (ack.term, v));
         self.lease.learn_from_leader(LeaseRow {
             holder: Some(Holder {
                 id: from,
@@ -114,7 +129,6 @@ impl Node {
             expires_ns: ack.lease_expires_ns,
             version: ack.lease_version,
         });
-        self.leader_has_meta = ack.your_meta_version.map(|v| (ack.term, v));
         let behind = (self.view.term(), self.view.version()) < (ack.term, ack.view_version);
         let diverged =
             self.view.stamp() == (ack.term, ack.view_version) && self.view.digest() != ack.digest;
@@ -148,7 +162,9 @@ impl Node {
         self.emit_view_changes(effects);
         if self.view.digest() != d.digest {
             if let Some(l) = self.leader.clone() {
-                self.snapshot_asked = None;
+                if let Some(m) = self.role.member_mut() {
+                    m.snapshot_asked = None;
+                }
                 self.ask_snapshot(now, &l);
             }
         }
@@ -164,9 +180,12 @@ impl Node {
             return;
         }
         let max_members = 1 << 20;
-        if let Some((term, version, _digest, members)) = self.assembly.add(s, max_members) {
+        let Some(m) = self.role.member_mut() else {
+            return;
+        };
+        if let Some((term, version, _digest, members)) = m.assembly.add(s, max_members) {
+            m.snapshot_asked = None;
             let changes = self.view.replace(term, version, members);
-            self.snapshot_asked = None;
             self.emit_view_changes(changes);
         }
     }
@@ -183,17 +202,14 @@ impl Node {
             .leader
             .as_ref()
             .is_some_and(|l| &l.id == from && l.term == term);
-        if ours && self.roster.is_none() {
-            self.leader = None;
-            self.cut_off = true;
-            self.next_lost_read = now.mono + self.cfg.failure_timeout;
+        if ours && !self.role.is_leader() {
+            self.lose_leader(now, term);
             self.lease.learn_from_leader(LeaseRow {
                 holder: None,
                 token: term,
                 expires_ns,
                 version,
             });
-            self.event(Event::LeaderChanged { leader: None, term });
             // Candidates race for the released row at once; the
             // others learn the successor from its first snapshot (a
             // claim they confirm) or, failing that, from a read.
@@ -213,25 +229,33 @@ impl Node {
             incarnation: h.nonce,
             term,
         });
-        self.last_ack = now.mono;
-        self.cut_off = false;
-        self.next_heartbeat = now.mono;
-        self.leader_has_meta = None;
-        self.snapshot_asked = None;
+        // Followed only while not leading, so there is a member state.
+        if let Some(m) = self.role.member_mut() {
+            m.followed(now.mono);
+        }
         self.event(Event::LeaderChanged {
             leader: Some(h.id),
             term,
         });
     }
 
+    /// Forgets the leader this node knew, says so, and looks in the store
+    /// for the next every failure timeout until it finds one.
+    pub(super) fn lose_leader(&mut self, now: &Now, term: Term) {
+        self.leader = None;
+        if let Some(m) = self.role.member_mut() {
+            m.look_at(now.mono + self.cfg.failure_timeout);
+        }
+        self.event(Event::LeaderChanged { leader: None, term });
+    }
+
     /// The metadata changed: a leader authors its own entry, a member
     /// heartbeats it now.
     pub(super) fn meta_changed(&mut self, now: &Now) {
-        if self.roster.is_some() {
+        match &mut self.role {
             // The leader authors its own entry directly.
-            self.upsert_self();
-        } else {
-            self.next_heartbeat = now.mono;
+            Role::Leader(_) => self.upsert_self(),
+            Role::Member(m) | Role::Left(m) => m.next_heartbeat = now.mono,
         }
     }
 
@@ -249,6 +273,6 @@ impl Node {
                 },
             );
         }
-        self.left = true;
+        self.role.leave();
     }
 }

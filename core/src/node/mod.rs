@@ -25,7 +25,6 @@ use core::time::Duration;
 use crate::config::{Config, ConfigError};
 use crate::id::{Identity, NodeId, Term};
 use crate::lease::{Lease, LeaseNote, NotLeadingReason};
-use crate::membership::{Assembly, Roster};
 use crate::messaging::{BroadcastId, Broadcasts, Dedupe, RequestId, Requests, SeenBroadcasts};
 use crate::payload::Payload;
 use crate::rng::Rng;
@@ -40,7 +39,10 @@ mod leader;
 mod lease;
 mod member;
 mod requests;
+mod role;
 mod streams;
+
+use role::{MemberState, Role};
 
 pub use contract::{
     BroadcastHandle, Event, Input, LeaderInfo, MetaTooLarge, NodeStats, Output, RequestHandle,
@@ -69,21 +71,13 @@ pub struct Node {
     view: View,
     meta: Payload,
     meta_version: u64,
-    next_heartbeat: MonoTime,
-    last_ack: MonoTime,
-    cut_off: bool,
-    next_lost_read: MonoTime,
-    leader_has_meta: Option<(Term, u64)>,
-    snapshot_asked: Option<MonoTime>,
-    assembly: Assembly,
-    roster: Option<Roster>,
-    unreachable_resign: bool,
+    /// Leader, member, or left, with the state only that role has.
+    role: Role,
     requests: Requests,
     dedupe: Dedupe,
     broadcasts: Broadcasts,
     seen_broadcasts: SeenBroadcasts,
     streams: Streams,
-    left: bool,
     stats: NodeStats,
 }
 
@@ -120,21 +114,12 @@ impl Node {
             view: View::new(),
             meta: Payload::default(),
             meta_version: 0,
-            next_heartbeat: MonoTime::ZERO,
-            last_ack: MonoTime::ZERO,
-            cut_off: true,
-            next_lost_read: MonoTime::MAX,
-            leader_has_meta: None,
-            snapshot_asked: None,
-            assembly: Assembly::default(),
-            roster: None,
-            unreachable_resign: false,
+            role: Role::Member(MemberState::looking(MonoTime::MAX)),
             requests: Requests::default(),
             dedupe: Dedupe::default(),
             broadcasts: Broadcasts::default(),
             seen_broadcasts: SeenBroadcasts::default(),
             streams: Streams::default(),
-            left: false,
             stats: NodeStats::default(),
         })
     }
@@ -168,20 +153,28 @@ impl Node {
     pub fn poll_timeout(&self) -> Option<MonoTime> {
         let now = self.last.as_ref()?;
         let mut t = self.lease.next_wake(now);
-        if let Some(r) = self.roster.as_ref().filter(|_| self.lease.is_leader(now)) {
-            t = t.min(r.next_due());
-            if r.expect_contact {
-                t = t.min(r.last_contact + self.cfg.failure_timeout * self.cfg.unreachable_factor);
+        match &self.role {
+            Role::Leader(l) if self.lease.is_leader(now) => {
+                let r = &l.roster;
+                t = t.min(r.next_due());
+                if r.expect_contact {
+                    t = t.min(
+                        r.last_contact + self.cfg.failure_timeout * self.cfg.unreachable_factor,
+                    );
+                }
             }
-        }
-        if self.following().is_some() && !self.left {
-            t = t.min(self.next_heartbeat);
-            if !self.cut_off {
-                t = t.min(self.last_ack + self.cfg.failure_timeout + Duration::from_nanos(1));
+            Role::Member(m) => {
+                if self.following().is_some() {
+                    t = t.min(m.next_heartbeat);
+                    if !m.cut_off {
+                        t = t.min(m.quiet_at(self.cfg.failure_timeout));
+                    }
+                }
+                if m.cut_off {
+                    t = t.min(m.next_lost_read);
+                }
             }
-        }
-        if self.cut_off && self.roster.is_none() && !self.left {
-            t = t.min(self.next_lost_read);
+            Role::Leader(_) | Role::Left(_) => {}
         }
         t = t
             .min(self.requests.next_due())
@@ -240,11 +233,11 @@ impl Node {
     /// has not answered for a failure timeout. A cut-off node says so
     /// instead of leading a group of its own.
     pub fn view_is_stale(&self) -> bool {
-        if self.roster.is_some() {
+        let Some(m) = self.role.member() else {
             return false;
-        }
+        };
         self.leader.is_none()
-            || self.cut_off
+            || m.cut_off
             || self.view.term() < self.leader.as_ref().map_or(Term(0), |l| l.term)
     }
 
@@ -406,7 +399,7 @@ impl Node {
 
     /// Whether this node may compete for the lease.
     pub fn set_candidate(&mut self, candidate: bool) {
-        if !self.left {
+        if !self.role.has_left() {
             self.lease.set_candidate(candidate);
         }
     }
@@ -426,7 +419,9 @@ impl Node {
                 // one. A member that cannot take over itself (not a
                 // candidate, or a clock that may not lead) would otherwise
                 // never find the leader elected after it started.
-                self.next_lost_read = now.mono + self.cfg.failure_timeout;
+                if let Some(m) = self.role.member_mut() {
+                    m.next_lost_read = now.mono + self.cfg.failure_timeout;
+                }
             }
         }
         self.last = Some(now);
