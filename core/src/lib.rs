@@ -46,7 +46,7 @@ pub use lease::{NotLeadingReason, StepDownReason};
 pub use messaging::{BroadcastError, BroadcastId, RequestId, SendError, SendReply};
 pub use node::{
     BroadcastHandle, Event, Input, LeaderInfo, MetaTooLarge, Node, NodeStats, Output,
-    RequestHandle, StreamTarget,
+    RequestHandle, StreamTarget, Timer,
 };
 pub use payload::Payload;
 pub use rng::Rng;

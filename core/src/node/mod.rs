@@ -41,6 +41,7 @@ mod member;
 mod requests;
 mod role;
 mod streams;
+mod timers;
 
 use role::{MemberState, Role};
 
@@ -48,6 +49,7 @@ pub use contract::{
     BroadcastHandle, Event, Input, LeaderInfo, MetaTooLarge, NodeStats, Output, RequestHandle,
     StreamTarget,
 };
+pub use timers::Timer;
 
 /// The hedgerow state machine of one node.
 #[derive(Debug)]
@@ -151,35 +153,26 @@ impl Node {
 
     /// When to call [`Node::handle`] with [`Input::Tick`] at the latest.
     pub fn poll_timeout(&self) -> Option<MonoTime> {
+        self.next_timer().map(|(_, at)| at)
+    }
+
+    /// Which timer [`Node::poll_timeout`] is waiting for, and when (never
+    /// before the last reading): for logs and tests that ask why a node
+    /// wakes. On a tie the timer listed first in [`Timer`] is named.
+    ///
+    /// ```
+    /// use hedgerow_core::*;
+    /// let me = Identity { id: NodeId::new("a").unwrap(), addr: "127.0.0.1:7000".into(), incarnation: 1 };
+    /// let mut node = Node::new(Config::local("demo"), me, 42).unwrap();
+    /// let now = Now { mono: MonoTime::from_nanos(0), clock: ClockReading::synchronized(1_700_000_000_000_000_000, 1_000_000) };
+    /// node.handle(now, Input::Tick);
+    /// // A node starts by reading the lease row.
+    /// assert!(matches!(node.next_timer(), Some((Timer::Lease, _))));
+    /// ```
+    pub fn next_timer(&self) -> Option<(Timer, MonoTime)> {
         let now = self.last.as_ref()?;
-        let mut t = self.lease.next_wake(now);
-        match &self.role {
-            Role::Leader(l) if self.lease.is_leader(now) => {
-                let r = &l.roster;
-                t = t.min(r.next_due());
-                if r.expect_contact {
-                    t = t.min(
-                        r.last_contact + self.cfg.failure_timeout * self.cfg.unreachable_factor,
-                    );
-                }
-            }
-            Role::Member(m) => {
-                if self.following().is_some() {
-                    t = t.min(m.next_heartbeat);
-                    if !m.cut_off {
-                        t = t.min(m.quiet_at(self.cfg.failure_timeout));
-                    }
-                }
-                if m.cut_off {
-                    t = t.min(m.next_lost_read);
-                }
-            }
-            Role::Leader(_) | Role::Left(_) => {}
-        }
-        t = t
-            .min(self.requests.next_due())
-            .min(self.broadcasts.next_due());
-        (t != MonoTime::MAX).then_some(t.max(now.mono))
+        let (timer, at) = self.timers(now).next()?;
+        Some((timer, at.max(now.mono)))
     }
 
     // ---- queries ---------------------------------------------------------------
