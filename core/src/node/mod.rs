@@ -153,7 +153,9 @@ impl Node {
 
     /// When to call [`Node::handle`] with [`Input::Tick`] at the latest.
     pub fn poll_timeout(&self) -> Option<MonoTime> {
-        self.next_timer().map(|(_, at)| at)
+        let now = self.last.as_ref()?;
+        let at = self.timers(now).earliest()?;
+        Some(at.max(now.mono))
     }
 
     /// Which timer [`Node::poll_timeout`] is waiting for, and when (never
