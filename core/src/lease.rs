@@ -330,6 +330,20 @@ impl Lease {
     /// Checks leadership against the reading and decides the next store
     /// operation, if any.
     pub(crate) fn step(&mut self, now: &Now, notes: &mut Vec<LeaseNote>) -> Option<LeaseOp> {
+        self.check_held(now, notes);
+        if self.in_flight.is_some() {
+            return None;
+        }
+        if let Some(h) = self.held.clone() {
+            return self.step_held(now, h, notes);
+        }
+        self.release_wanted = false;
+        self.step_unheld(now)
+    }
+
+    /// Steps down at once when the reading may not lead or the lease has
+    /// expired by it.
+    fn check_held(&mut self, now: &Now, notes: &mut Vec<LeaseNote>) {
         if let Some(h) = &self.held {
             let reason = if !self.clock_may_lead(&now.clock) {
                 Some(StepDownReason::ClockUntrusted)
@@ -343,49 +357,51 @@ impl Lease {
                 self.held = None;
             }
         }
-        if self.in_flight.is_some() {
-            return None;
+    }
+
+    /// While holding: release when asked, read when unsure, renew when due.
+    fn step_held(&mut self, now: &Now, h: Held, notes: &mut Vec<LeaseNote>) -> Option<LeaseOp> {
+        if self.release_wanted {
+            self.release_wanted = false;
+            self.held = None;
+            notes.push(LeaseNote::SteppedDown(h.term, StepDownReason::Resigned));
+            let write = LeaseWrite {
+                holder: None,
+                token: h.term,
+                expires_ns: now.clock.interval.latest,
+            };
+            return Some(self.issue(Purpose::Release, |op| LeaseOp::CompareAndSet {
+                op,
+                expected_version: Some(h.version),
+                write,
+            }));
         }
-        if let Some(h) = self.held.clone() {
-            if self.release_wanted {
-                self.release_wanted = false;
-                self.held = None;
-                notes.push(LeaseNote::SteppedDown(h.term, StepDownReason::Resigned));
-                let write = LeaseWrite {
-                    holder: None,
-                    token: h.term,
-                    expires_ns: now.clock.interval.latest,
-                };
-                return Some(self.issue(Purpose::Release, |op| LeaseOp::CompareAndSet {
-                    op,
-                    expected_version: Some(h.version),
-                    write,
-                }));
+        if self.unsure || self.need_read {
+            if now.mono >= self.read_at {
+                return Some(self.issue(Purpose::Read, |op| LeaseOp::Read { op }));
             }
-            if self.unsure || self.need_read {
-                if now.mono >= self.read_at {
-                    return Some(self.issue(Purpose::Read, |op| LeaseOp::Read { op }));
-                }
-                if self.unsure {
-                    return None;
-                }
+            if self.unsure {
+                return None;
             }
-            if now.mono >= h.renew_at {
-                // Never shorten the lease: a reading's `latest` can go back
-                // (the bound shrinks, the clock steps), and if this write
-                // lands but its answer is lost we keep leading until the
-                // old expiry, so the row must not end before it.
-                let mut write = self.write(now, h.term);
-                write.expires_ns = write.expires_ns.max(h.expires_ns);
-                return Some(self.issue(Purpose::Renew, |op| LeaseOp::CompareAndSet {
-                    op,
-                    expected_version: Some(h.version),
-                    write,
-                }));
-            }
-            return None;
         }
-        self.release_wanted = false;
+        if now.mono >= h.renew_at {
+            // Never shorten the lease: a reading's `latest` can go back
+            // (the bound shrinks, the clock steps), and if this write
+            // lands but its answer is lost we keep leading until the
+            // old expiry, so the row must not end before it.
+            let mut write = self.write(now, h.term);
+            write.expires_ns = write.expires_ns.max(h.expires_ns);
+            return Some(self.issue(Purpose::Renew, |op| LeaseOp::CompareAndSet {
+                op,
+                expected_version: Some(h.version),
+                write,
+            }));
+        }
+        None
+    }
+
+    /// While not holding: read when due, else take over when allowed.
+    fn step_unheld(&mut self, now: &Now) -> Option<LeaseOp> {
         if (self.need_read || self.unsure) && now.mono >= self.read_at {
             return Some(self.issue(Purpose::Read, |op| LeaseOp::Read { op }));
         }
@@ -460,95 +476,118 @@ impl Lease {
         }
         self.in_flight = None;
         match result {
-            Ok(LeaseReply::Read(row)) => {
-                self.need_read = false;
-                self.unsure = false;
-                self.row_absent = row.is_none();
-                if let Some(h) = &mut self.held {
-                    match &row {
-                        Some(r)
-                            if r.holder.as_ref().is_some_and(|x| {
-                                x.id == self.me.id && x.nonce == self.me.nonce
-                            }) =>
-                        {
-                            h.version = r.version;
-                        }
-                        _ => {
-                            notes.push(LeaseNote::SteppedDown(h.term, StepDownReason::LostRace));
-                            self.held = None;
-                        }
-                    }
-                }
-                self.learn_row(row, notes);
-            }
+            Ok(LeaseReply::Read(row)) => self.on_read(row, notes),
             Ok(LeaseReply::Cas(CasOutcome::Applied(row))) => {
-                self.unsure = false;
-                self.row_absent = false;
-                let valid =
-                    self.clock_may_lead(&now.clock) && now.clock.interval.latest < row.expires_ns;
-                let mine = self.is_mine(&row);
-                match purpose {
-                    Purpose::Acquire | Purpose::Renew if mine && valid => {
-                        // A store that answers a renew with another token
-                        // broke its contract; still, the application hears
-                        // of every change of term: the old one ends first.
-                        if let Some(h) = self.held.take_if(|h| h.term != row.token) {
-                            notes.push(LeaseNote::SteppedDown(h.term, StepDownReason::LostRace));
-                        }
-                        let held = Held {
-                            term: row.token,
-                            expires_ns: row.expires_ns,
-                            version: row.version,
-                            renew_at: now.mono + self.renew_every,
-                        };
-                        if self.held.is_none() {
-                            notes.push(LeaseNote::Elected(row.token));
-                        }
-                        self.held = Some(held);
-                    }
-                    Purpose::Renew => {
-                        // Renewed, but the reading no longer allows leading
-                        // (the clock went bad while the write was out).
-                        if let Some(h) = self.held.take() {
-                            notes.push(LeaseNote::SteppedDown(
-                                h.term,
-                                StepDownReason::ClockUntrusted,
-                            ));
-                        }
-                    }
-                    _ => {}
-                }
-                self.learn_row(Some(row), notes);
+                self.on_applied(now, purpose, row, notes)
             }
             Ok(LeaseReply::Cas(CasOutcome::Conflict(current))) => {
-                if let Some(h) = self.held.take() {
+                self.on_conflict(now, current, notes)
+            }
+            Err(_) => self.on_store_error(now, purpose),
+        }
+    }
+
+    /// A read answered: a held lease is kept only if the row is still ours.
+    fn on_read(&mut self, row: Option<LeaseRow>, notes: &mut Vec<LeaseNote>) {
+        self.need_read = false;
+        self.unsure = false;
+        self.row_absent = row.is_none();
+        if let Some(h) = &mut self.held {
+            match &row {
+                Some(r)
+                    if r.holder
+                        .as_ref()
+                        .is_some_and(|x| x.id == self.me.id && x.nonce == self.me.nonce) =>
+                {
+                    h.version = r.version;
+                }
+                _ => {
                     notes.push(LeaseNote::SteppedDown(h.term, StepDownReason::LostRace));
-                }
-                if current.is_none() {
-                    self.want_read(now.mono);
-                }
-                self.row_absent = false;
-                if let Some(row) = current {
-                    self.learn_row(Some(row), notes);
+                    self.held = None;
                 }
             }
-            Err(_) => match purpose {
-                Purpose::Renew => {
-                    // Keep leading until expiry; the write may or may not
-                    // have landed, so read before the next write.
-                    self.unsure = true;
-                    self.read_at = now.mono + self.backoff();
+        }
+        self.learn_row(row, notes);
+    }
+
+    /// A write of ours landed as `row`.
+    fn on_applied(
+        &mut self,
+        now: &Now,
+        purpose: Purpose,
+        row: LeaseRow,
+        notes: &mut Vec<LeaseNote>,
+    ) {
+        self.unsure = false;
+        self.row_absent = false;
+        let valid = self.clock_may_lead(&now.clock) && now.clock.interval.latest < row.expires_ns;
+        let mine = self.is_mine(&row);
+        match purpose {
+            Purpose::Acquire | Purpose::Renew if mine && valid => {
+                // A store that answers a renew with another token
+                // broke its contract; still, the application hears
+                // of every change of term: the old one ends first.
+                if let Some(h) = self.held.take_if(|h| h.term != row.token) {
+                    notes.push(LeaseNote::SteppedDown(h.term, StepDownReason::LostRace));
                 }
-                Purpose::Acquire => {
-                    self.unsure = true;
-                    self.read_at = now.mono + self.backoff();
+                let held = Held {
+                    term: row.token,
+                    expires_ns: row.expires_ns,
+                    version: row.version,
+                    renew_at: now.mono + self.renew_every,
+                };
+                if self.held.is_none() {
+                    notes.push(LeaseNote::Elected(row.token));
                 }
-                Purpose::Read => {
-                    self.need_read = true;
-                    self.read_at = now.mono + self.backoff();
+                self.held = Some(held);
+            }
+            Purpose::Renew => {
+                // Renewed, but the reading no longer allows leading
+                // (the clock went bad while the write was out).
+                if let Some(h) = self.held.take() {
+                    notes.push(LeaseNote::SteppedDown(
+                        h.term,
+                        StepDownReason::ClockUntrusted,
+                    ));
                 }
-                Purpose::Release => {}
-            },
+            }
+            _ => {}
+        }
+        self.learn_row(Some(row), notes);
+    }
+
+    /// A write of ours lost to `current` (`None`: the row is gone).
+    fn on_conflict(&mut self, now: &Now, current: Option<LeaseRow>, notes: &mut Vec<LeaseNote>) {
+        if let Some(h) = self.held.take() {
+            notes.push(LeaseNote::SteppedDown(h.term, StepDownReason::LostRace));
+        }
+        if current.is_none() {
+            self.want_read(now.mono);
+        }
+        self.row_absent = false;
+        if let Some(row) = current {
+            self.learn_row(Some(row), notes);
+        }
+    }
+
+    /// The store did not answer; retry after a backoff.
+    fn on_store_error(&mut self, now: &Now, purpose: Purpose) {
+        match purpose {
+            Purpose::Renew => {
+                // Keep leading until expiry; the write may or may not
+                // have landed, so read before the next write.
+                self.unsure = true;
+                self.read_at = now.mono + self.backoff();
+            }
+            Purpose::Acquire => {
+                self.unsure = true;
+                self.read_at = now.mono + self.backoff();
+            }
+            Purpose::Read => {
+                self.need_read = true;
+                self.read_at = now.mono + self.backoff();
+            }
+            Purpose::Release => {}
         }
     }
 

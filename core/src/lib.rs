@@ -24,6 +24,7 @@
 extern crate alloc;
 
 mod config;
+mod decode;
 mod id;
 mod lease;
 mod membership;
@@ -39,12 +40,13 @@ pub mod wire;
 
 pub use bytes::Bytes;
 pub use config::{Config, ConfigError, DEFAULT_MAX_FRAME_LEN};
+pub use decode::DecodeError;
 pub use id::{Identity, InvalidId, NodeId, Term, MAX_ADDR_LEN, MAX_NODE_ID_LEN};
 pub use lease::{NotLeadingReason, StepDownReason};
 pub use messaging::{BroadcastError, BroadcastId, RequestId, SendError, SendReply};
 pub use node::{
     BroadcastHandle, Event, Input, LeaderInfo, MetaTooLarge, Node, NodeStats, Output,
-    RequestHandle, StreamTarget,
+    RequestHandle, StreamTarget, Timer,
 };
 pub use payload::Payload;
 pub use rng::Rng;
@@ -57,4 +59,4 @@ pub use time::{
     duration_nanos, ClockReading, ClockSource, ClockStatus, MonoTime, Now, TimeInterval,
 };
 pub use view::{Change, LeaveReason, Member, MemberChange, View};
-pub use wire::{DecodeError, EncodeError, HandshakeError, Hello, Message};
+pub use wire::{EncodeError, HandshakeError, Hello, Message};

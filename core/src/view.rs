@@ -8,9 +8,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
+use crate::decode::DecodeError;
 use crate::id::{NodeId, Term, MAX_ADDR_LEN};
 use crate::payload::Payload;
-use crate::wire::DecodeError;
 
 /// One member as the view records it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,280 @@
+//! The vocabulary of the sans-IO contract: what the driver hands the node
+//! ([`Input`]), what it carries out ([`Output`], [`Event`]), and the
+//! handles and small results the public verbs give back. Plain data: this
+//! room decides nothing.
+
+use alloc::string::String;
+use core::fmt;
+
+use crate::id::{NodeId, Term};
+use crate::lease::StepDownReason;
+use crate::messaging::{BroadcastError, BroadcastId, RequestId, SendError, SendReply};
+use crate::payload::Payload;
+use crate::store::{LeaseOp, LeaseReply, OpId, StoreError};
+use crate::stream::StreamId;
+use crate::view::MemberChange;
+use crate::wire::{Message, StreamKind};
+
+#[cfg(doc)]
+use super::Node;
+
+/// Something that happened to the node, for the driver to carry to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Input {
+    /// Time passed (a timer from [`Node::poll_timeout`] fired, or any wakeup).
+    Tick,
+    /// A message from a peer whose handshake succeeded.
+    Message {
+        /// The peer's node id, as its hello said.
+        from: NodeId,
+        /// The message.
+        msg: Message,
+    },
+    /// The answer to a [`LeaseOp`].
+    Lease {
+        /// The operation answered.
+        op: OpId,
+        /// The store's answer, or why there is none.
+        result: Result<LeaseReply, StoreError>,
+    },
+    /// The connection to a peer was lost (streams with it are reset).
+    PeerLost {
+        /// The peer.
+        peer: NodeId,
+    },
+}
+
+/// Something the driver must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Output {
+    /// Send `msg` to `to`, over the existing connection to it, or by dialing
+    /// `addr` when there is none.
+    Transmit {
+        /// The peer.
+        to: NodeId,
+        /// Where to dial if not connected (`None`: reply on the connection
+        /// the peer opened).
+        addr: Option<String>,
+        /// The message.
+        msg: Message,
+    },
+    /// Execute a store operation and answer with [`Input::Lease`].
+    Lease(LeaseOp),
+    /// Tell the application.
+    Event(Event),
+}
+
+/// The leader as this node knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderInfo {
+    /// Its id.
+    pub id: NodeId,
+    /// Its address.
+    pub addr: String,
+    /// Its incarnation (the lease nonce).
+    pub incarnation: u64,
+    /// Its term, confirmed by the store.
+    pub term: Term,
+}
+
+/// Hands a request delivered to the leader back with the reply.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RequestHandle {
+    /// Sender.
+    pub from: NodeId,
+    /// Sender's incarnation.
+    pub incarnation: u64,
+    /// Sender's request id: across a failover a retried request can reach
+    /// a new leader after the old one handled it, so applications that must
+    /// not act twice dedupe on `(from, incarnation, id)`.
+    pub id: u64,
+    /// The term under which this leader handles it (its fencing token).
+    pub term: Term,
+}
+
+/// Hands a broadcast delivered to a member back with the reply.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BroadcastHandle {
+    /// Sender.
+    pub from: NodeId,
+    /// Sender's incarnation.
+    pub incarnation: u64,
+    /// Broadcast id.
+    pub id: u64,
+}
+
+/// Where a stream goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamTarget {
+    /// The current leader (accepted only while it leads).
+    Leader,
+    /// One member of the view (a leg of a broadcast stream).
+    Member(NodeId),
+}
+
+/// What the node tells the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// This node became leader under `term`.
+    Elected {
+        /// The term (fencing token).
+        term: Term,
+    },
+    /// This node stopped leading.
+    SteppedDown {
+        /// The term it led.
+        term: Term,
+        /// Why.
+        reason: StepDownReason,
+    },
+    /// The leader this node follows changed (`None`: none known).
+    LeaderChanged {
+        /// The new leader.
+        leader: Option<NodeId>,
+        /// Its term.
+        term: Term,
+    },
+    /// Membership changed.
+    Member(MemberChange),
+    /// The view reached a new `(term, version)`.
+    ViewChanged {
+        /// The authoring leader's term.
+        term: Term,
+        /// The version.
+        version: u64,
+        /// Number of members.
+        size: usize,
+    },
+    /// This node leads and a request arrived: answer with [`Node::reply`].
+    Request {
+        /// Give it back to [`Node::reply`].
+        handle: RequestHandle,
+        /// The request.
+        payload: Payload,
+    },
+    /// A `send` finished.
+    SendDone {
+        /// Which.
+        id: RequestId,
+        /// The leader's reply or why there is none.
+        result: Result<SendReply, SendError>,
+    },
+    /// A broadcast arrived: answer with [`Node::reply_broadcast`].
+    Broadcast {
+        /// Give it back to [`Node::reply_broadcast`].
+        handle: BroadcastHandle,
+        /// The message.
+        payload: Payload,
+    },
+    /// One member answered a broadcast of ours (or timed out).
+    BroadcastReply {
+        /// Which broadcast.
+        id: BroadcastId,
+        /// Which member.
+        from: NodeId,
+        /// Its reply.
+        result: Result<Payload, BroadcastError>,
+    },
+    /// Every member of a broadcast answered or timed out.
+    BroadcastDone {
+        /// Which broadcast.
+        id: BroadcastId,
+    },
+    /// A peer opened a stream to this node.
+    StreamOpened {
+        /// The peer.
+        from: NodeId,
+        /// Its stream id.
+        sid: u64,
+        /// For the leader, or for any member.
+        kind: StreamKind,
+    },
+    /// Stream bytes, in order. Call [`Node::stream_consumed`] as the
+    /// application processes them, or the sender stops after one window.
+    StreamData {
+        /// The peer.
+        from: NodeId,
+        /// Its stream id.
+        sid: u64,
+        /// Offset of `data`.
+        offset: u64,
+        /// The bytes.
+        data: Payload,
+    },
+    /// An inbound stream ended cleanly.
+    StreamFinished {
+        /// The peer.
+        from: NodeId,
+        /// Its stream id.
+        sid: u64,
+    },
+    /// An inbound stream was abandoned.
+    StreamReset {
+        /// The peer.
+        from: NodeId,
+        /// Its stream id.
+        sid: u64,
+        /// Why.
+        reason: String,
+    },
+    /// One of our streams can take more data after pushing back.
+    StreamWritable {
+        /// Which.
+        id: StreamId,
+    },
+    /// One of our streams was delivered in full, end included (the
+    /// receiver confirmed it).
+    StreamSent {
+        /// Which.
+        id: StreamId,
+    },
+    /// One of our streams was abandoned (by the peer, or the connection).
+    StreamFailed {
+        /// Which.
+        id: StreamId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Metadata larger than the configured limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetaTooLarge {
+    /// Its size.
+    pub len: usize,
+    /// The limit.
+    pub max: usize,
+}
+
+impl fmt::Display for MetaTooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "metadata of {} bytes exceeds max_meta_len {}",
+            self.len, self.max
+        )
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for MetaTooLarge {}
+
+/// Counters for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Messages handed to the driver.
+    pub messages_sent: u64,
+    /// Messages received.
+    pub messages_received: u64,
+    /// Store operations issued.
+    pub store_ops: u64,
+    /// Times this node became leader.
+    pub elections_won: u64,
+    /// Times the followed leader changed.
+    pub leader_changes: u64,
+    /// Requests currently remembered for dedupe.
+    pub dedupe_entries: usize,
+}

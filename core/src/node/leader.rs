@@ -1,0 +1,192 @@
+//! What only a leader does: authoring the view (its own entry, the roster's
+//! joins and leaves as deltas, full snapshots), answering members'
+//! heartbeats, and noticing when nobody hears it. It must never act
+//! without checking the lease at the reading it was given.
+
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use crate::id::{NodeId, Term};
+use crate::membership::{members_per_chunk, snapshot_chunks, Roster};
+use crate::time::Now;
+use crate::view::Member;
+use crate::wire::{Heartbeat, HeartbeatAck, Message, ViewDelta};
+
+use super::role::{LeaderState, Role};
+use super::{Event, LeaderInfo, Node};
+
+impl Node {
+    /// The lease elected this node under `term`: it authors a new view
+    /// (itself in it), starts a roster seeded from the old one, and sends
+    /// every member the whole view.
+    pub(super) fn become_leader(&mut self, now: &Now, term: Term) {
+        self.stats.elections_won += 1;
+        let previous = self.last_followed.clone().filter(|id| id != &self.me.id);
+        self.leader = Some(LeaderInfo {
+            id: self.me.id.clone(),
+            addr: self.me.addr.clone(),
+            incarnation: self.me.incarnation,
+            term,
+        });
+        self.claim = None;
+        let mut members: Vec<Member> = self
+            .view
+            .members()
+            .filter(|m| m.id != self.me.id)
+            .cloned()
+            .collect();
+        members.push(self.self_member());
+        let version = if term > self.view.term() {
+            1
+        } else {
+            self.view.version() + 1
+        };
+        let changes = self.view.replace(term, version, members);
+        self.role.lead(Roster::new(
+            term,
+            &self.view,
+            &self.me.id,
+            previous.as_ref(),
+            now.mono,
+            self.cfg.failure_timeout,
+        ));
+        self.event(Event::Elected { term });
+        self.event(Event::LeaderChanged {
+            leader: Some(self.me.id.clone()),
+            term,
+        });
+        self.emit_view_changes(changes);
+        // The first view of a term is always a full snapshot.
+        let targets: Vec<NodeId> = self.view.members().map(|m| m.id.clone()).collect();
+        for id in targets {
+            self.send_snapshot(&id);
+        }
+    }
+
+    fn self_member(&self) -> Member {
+        Member {
+            id: self.me.id.clone(),
+            incarnation: self.me.incarnation,
+            addr: self.me.addr.clone(),
+            meta_version: self.meta_version,
+            meta: self.meta.clone(),
+        }
+    }
+
+    /// The leader's own metadata changed: it authors its own entry at once.
+    pub(super) fn upsert_self(&mut self) {
+        let change = crate::view::Change::Upsert(self.self_member());
+        let base = self.view.version();
+        if let Some(e) = self.view.apply(change.clone()) {
+            let term = self.view.term();
+            self.view.set_stamp(term, base + 1);
+            let digest = self.view.digest();
+            self.emit_view_changes(alloc::vec![e]);
+            self.push_delta(ViewDelta {
+                term,
+                base_version: base,
+                version: base + 1,
+                digest,
+                changes: alloc::vec![change],
+            });
+        }
+    }
+
+    fn push_delta(&mut self, delta: ViewDelta) {
+        self.send_to_members(&Message::ViewDelta(Arc::new(delta)));
+    }
+
+    /// Sends `msg` to every other member of the view.
+    pub(super) fn send_to_members(&mut self, msg: &Message) {
+        let targets: Vec<(NodeId, String)> = self
+            .view
+            .members()
+            .filter(|m| m.id != self.me.id)
+            .map(|m| (m.id.clone(), m.addr.clone()))
+            .collect();
+        for (id, addr) in targets {
+            self.transmit(id, Some(addr), msg.clone());
+        }
+    }
+
+    fn send_snapshot(&mut self, to: &NodeId) {
+        if to == &self.me.id {
+            return;
+        }
+        let addr = self.addr_of(to);
+        let per = members_per_chunk(self.cfg.max_frame_len, self.cfg.max_meta_len);
+        for chunk in snapshot_chunks(&self.view, per) {
+            self.transmit(to.clone(), addr.clone(), Message::ViewSnapshot(chunk));
+        }
+    }
+
+    /// The leader's periodic work: drop members gone silent, push the
+    /// batched changes as one delta, resign if nobody hears it.
+    pub(super) fn step_leader(&mut self, now: &Now) {
+        let Role::Leader(LeaderState { roster, .. }) = &mut self.role else {
+            return;
+        };
+        if !self.lease.is_leader(now) {
+            return;
+        }
+        let (ft, batch) = (self.cfg.failure_timeout, self.cfg.batch_window);
+        roster.scan(now.mono, ft, batch);
+        let unreachable = roster.expect_contact
+            && now.mono.saturating_since(roster.last_contact) >= ft * self.cfg.unreachable_factor;
+        if let Some((delta, effects)) = roster.flush(now.mono, &mut self.view) {
+            self.emit_view_changes(effects);
+            self.push_delta(delta);
+        }
+        if unreachable {
+            // Nobody hears us: let a reachable node lead instead.
+            self.resign_unreachable(now);
+        }
+    }
+
+    /// A member's heartbeat: the roster hears it, the member gets an ack.
+    pub(super) fn on_heartbeat(&mut self, now: &Now, from: NodeId, hb: Heartbeat) {
+        if !self.lease.is_leader(now) {
+            return;
+        }
+        let Role::Leader(LeaderState { roster, .. }) = &mut self.role else {
+            return;
+        };
+        let Some(your_meta) = roster.heard(
+            &from,
+            &hb,
+            now.mono,
+            self.cfg.batch_window,
+            self.cfg.max_meta_len,
+            self.cfg.max_members,
+        ) else {
+            return;
+        };
+        let (expires, _) = self.lease.claim().map_or((0, Term(0)), |c| (c.1, c.0));
+        let ack = HeartbeatAck {
+            term: roster.term(),
+            leader_incarnation: self.me.incarnation,
+            view_version: self.view.version(),
+            digest: self.view.digest(),
+            lease_expires_ns: expires,
+            lease_version: self.lease.held_version().unwrap_or(0),
+            your_meta_version: your_meta,
+        };
+        self.transmit(from, Some(hb.addr), Message::HeartbeatAck(ack));
+    }
+
+    /// A member asks for the whole view of this leader's term.
+    pub(super) fn on_snapshot_request(&mut self, now: &Now, from: &NodeId, term: Term) {
+        if self.role.is_leader() && self.lease.is_leader(now) && term == self.view.term() {
+            self.send_snapshot(from);
+        }
+    }
+
+    /// A member leaves for good.
+    pub(super) fn on_leave(&mut self, now: &Now, from: &NodeId, incarnation: u64) {
+        let (ft, batch) = (self.cfg.failure_timeout, self.cfg.batch_window);
+        if let Role::Leader(LeaderState { roster, .. }) = &mut self.role {
+            roster.left(from, incarnation, now.mono, batch, ft);
+        }
+    }
+}

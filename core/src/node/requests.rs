@@ -1,0 +1,332 @@
+//! Send-to-leader and broadcast bookkeeping: starting them, retrying and
+//! timing them out, answering them (the leader dedupes requests so a retry
+//! is never handled twice), and turning replies into events. Which node
+//! leads is the lease's business; this room only asks.
+
+use alloc::collections::BTreeSet;
+use alloc::string::String;
+
+use crate::id::{NodeId, Term};
+use crate::messaging::{
+    due, reply_body, BroadcastError, BroadcastId, DedupeVerdict, RequestId, SendError, SendReply,
+};
+use crate::payload::Payload;
+use crate::time::Now;
+use crate::wire::{LeaderHint, Message, ReplyBody};
+
+use super::{BroadcastHandle, Event, Node, RequestHandle};
+
+impl Node {
+    /// Starts a request to the leader (or refuses it at once when too many
+    /// are outstanding).
+    pub(super) fn start_request(&mut self, now: &Now, payload: impl Into<Payload>) -> RequestId {
+        let id = if self.requests.len() >= self.cfg.max_outstanding {
+            let id = self
+                .requests
+                .start(Payload::default(), now.mono, core::time::Duration::ZERO);
+            self.requests.remove(id);
+            self.event(Event::SendDone {
+                id: RequestId(id),
+                result: Err(SendError::Overloaded),
+            });
+            id
+        } else {
+            self.requests
+                .start(payload.into(), now.mono, self.cfg.request_timeout)
+        };
+        RequestId(id)
+    }
+
+    /// The application's answer to a request this leader handled.
+    pub(super) fn answer_request(
+        &mut self,
+        handle: RequestHandle,
+        result: Result<Payload, String>,
+    ) {
+        let body = reply_body(handle.term, result);
+        self.dedupe.complete(
+            &(handle.from.clone(), handle.incarnation, handle.id),
+            body.clone(),
+        );
+        self.transmit(
+            handle.from,
+            None,
+            Message::Reply {
+                id: handle.id,
+                body,
+            },
+        );
+    }
+
+    /// Starts a broadcast to every member of the view, this node included.
+    pub(super) fn start_broadcast(&mut self, now: &Now, payload: Payload) -> BroadcastId {
+        let mut targets: BTreeSet<NodeId> = self.view.members().map(|m| m.id.clone()).collect();
+        targets.insert(self.me.id.clone());
+        let id = self
+            .broadcasts
+            .start(targets.clone(), now.mono + self.cfg.broadcast_timeout);
+        for to in targets {
+            let addr = self.addr_of(&to);
+            self.transmit(
+                to,
+                addr,
+                Message::Broadcast {
+                    id,
+                    incarnation: self.me.incarnation,
+                    payload: payload.clone(),
+                },
+            );
+        }
+        BroadcastId(id)
+    }
+
+    /// The application's answer to a broadcast delivered here.
+    pub(super) fn answer_broadcast(
+        &mut self,
+        handle: BroadcastHandle,
+        result: Result<Payload, String>,
+    ) {
+        self.transmit(
+            handle.from,
+            None,
+            Message::BroadcastReply {
+                id: handle.id,
+                result,
+            },
+        );
+    }
+
+    /// `req` is `(id, incarnation, settled_below)` as the request carried
+    /// them.
+    pub(super) fn on_request(
+        &mut self,
+        now: &Now,
+        from: NodeId,
+        req: (u64, u64, u64),
+        payload: Payload,
+    ) {
+        let (id, incarnation, settled_below) = req;
+        if !self.lease.is_leader(now) {
+            let hint = self
+                .leader
+                .as_ref()
+                .filter(|l| l.id != self.me.id)
+                .map(|l| LeaderHint {
+                    id: l.id.clone(),
+                    addr: l.addr.clone(),
+                    term: l.term,
+                });
+            self.transmit(
+                from,
+                None,
+                Message::Reply {
+                    id,
+                    body: ReplyBody::NotLeader { hint },
+                },
+            );
+            return;
+        }
+        let term = self.lease.claim().map_or(Term(0), |c| c.0);
+        let key = (from.clone(), incarnation, id);
+        match self.dedupe.check(
+            key,
+            settled_below,
+            now.mono,
+            self.cfg.dedupe_window,
+            self.cfg.max_dedupe_entries,
+        ) {
+            DedupeVerdict::New => self.event(Event::Request {
+                handle: RequestHandle {
+                    from,
+                    incarnation,
+                    id,
+                    term,
+                },
+                payload,
+            }),
+            DedupeVerdict::InProgress => {}
+            DedupeVerdict::Replay(body) => self.transmit(from, None, Message::Reply { id, body }),
+            DedupeVerdict::Full => self.refuse_request(
+                from,
+                (id, term),
+                "leader overloaded: too many requests in the dedupe window",
+            ),
+            // Nobody waits for this answer: the sender settled the id.
+            DedupeVerdict::Settled => self.refuse_request(
+                from,
+                (id, term),
+                "a stray copy of a request its sender already settled",
+            ),
+        }
+    }
+
+    /// Answers request `id` with a failure under `term`, unhandled.
+    fn refuse_request(&mut self, to: NodeId, (id, term): (u64, Term), reason: &str) {
+        let body = ReplyBody::Failed {
+            term,
+            reason: reason.into(),
+        };
+        self.transmit(to, None, Message::Reply { id, body });
+    }
+
+    pub(super) fn on_reply(&mut self, now: &Now, from: NodeId, id: u64, body: ReplyBody) {
+        if !self.requests.contains(id) {
+            return;
+        }
+        match body {
+            ReplyBody::Ok { term, payload } => {
+                self.requests.remove(id);
+                self.event(Event::SendDone {
+                    id: RequestId(id),
+                    result: Ok(SendReply {
+                        leader: from,
+                        term,
+                        payload,
+                    }),
+                });
+            }
+            ReplyBody::Failed { reason, .. } => {
+                self.requests.remove(id);
+                self.event(Event::SendDone {
+                    id: RequestId(id),
+                    result: Err(SendError::Failed(reason)),
+                });
+            }
+            ReplyBody::NotLeader { hint } => {
+                // Retry soon; a hint with a higher term is checked against
+                // the store before this node follows it.
+                if let Some(h) = hint {
+                    if h.term > self.term() {
+                        self.claim(now, h.term);
+                    }
+                }
+                if let Some(o) = self.requests.get(id) {
+                    let at = o
+                        .next_try
+                        .min(now.mono + self.cfg.request_retry_interval / 4);
+                    self.requests.retry_at(id, at, false);
+                }
+            }
+        }
+    }
+
+    /// A broadcast arrived: delivered once per `(sender, incarnation, id)`.
+    pub(super) fn on_broadcast(
+        &mut self,
+        now: &Now,
+        from: NodeId,
+        (id, incarnation): (u64, u64),
+        payload: Payload,
+    ) {
+        let key = (from.clone(), incarnation, id);
+        let window = self.cfg.broadcast_timeout * 2;
+        if self
+            .seen_broadcasts
+            .first(key, now.mono, window, self.cfg.max_dedupe_entries)
+        {
+            self.event(Event::Broadcast {
+                handle: BroadcastHandle {
+                    from,
+                    incarnation,
+                    id,
+                },
+                payload,
+            });
+        }
+    }
+
+    /// A member answered one of our broadcasts.
+    pub(super) fn on_broadcast_reply(
+        &mut self,
+        from: NodeId,
+        id: u64,
+        result: Result<Payload, String>,
+    ) {
+        let Some(b) = self.broadcasts.pending.get_mut(&id) else {
+            return;
+        };
+        if !b.waiting.remove(&from) {
+            return;
+        }
+        let done = b.waiting.is_empty();
+        self.event(Event::BroadcastReply {
+            id: BroadcastId(id),
+            from,
+            result: result.map_err(BroadcastError::Failed),
+        });
+        if done {
+            self.broadcasts.pending.remove(&id);
+            self.event(Event::BroadcastDone {
+                id: BroadcastId(id),
+            });
+        }
+    }
+
+    pub(super) fn step_requests(&mut self, now: &Now) {
+        if self.requests.next_due() > now.mono {
+            return;
+        }
+        for id in self.requests.due(now.mono) {
+            let Some(o) = self.requests.get(id) else {
+                continue;
+            };
+            if o.deadline <= now.mono {
+                let err = if o.ever_sent {
+                    SendError::Timeout
+                } else {
+                    SendError::NoLeader
+                };
+                self.requests.remove(id);
+                self.event(Event::SendDone {
+                    id: RequestId(id),
+                    result: Err(err),
+                });
+                continue;
+            }
+            match self.leader.clone() {
+                Some(l) => {
+                    let payload = o.payload.clone();
+                    self.requests
+                        .retry_at(id, now.mono + self.cfg.request_retry_interval, true);
+                    let addr = (l.id != self.me.id).then_some(l.addr);
+                    let settled_below = self.requests.settled_below();
+                    self.transmit(
+                        l.id,
+                        addr,
+                        Message::Request {
+                            id,
+                            incarnation: self.me.incarnation,
+                            payload,
+                            settled_below,
+                        },
+                    );
+                }
+                None => {
+                    let at = now.mono + self.cfg.request_retry_interval / 4;
+                    self.requests.retry_at(id, at, false);
+                }
+            }
+        }
+    }
+
+    pub(super) fn step_broadcasts(&mut self, now: &Now) {
+        if self.broadcasts.next_due() > now.mono {
+            return;
+        }
+        let ids = due(&self.broadcasts.pending, |b| b.deadline <= now.mono);
+        for id in ids {
+            if let Some(b) = self.broadcasts.pending.remove(&id) {
+                for from in b.waiting {
+                    self.event(Event::BroadcastReply {
+                        id: BroadcastId(id),
+                        from,
+                        result: Err(BroadcastError::Timeout),
+                    });
+                }
+                self.event(Event::BroadcastDone {
+                    id: BroadcastId(id),
+                });
+            }
+        }
+    }
+}
