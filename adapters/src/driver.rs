@@ -36,18 +36,17 @@ use futures::future::{AbortHandle, Shared};
 use futures::{FutureExt, StreamExt};
 use hedgerow_clock::Clock;
 use hedgerow_core::{
-    duration_nanos, BroadcastError, BroadcastHandle, Bytes, ClockReading, ClockStatus, Event,
-    Input, LeaseOp, LeaseReply, Message, MonoTime, Node, NodeId, Now, OpId, Output, Payload,
-    RequestHandle, Rng, SendError, StoreError, StreamError, StreamId, StreamTarget, Term,
-    TimeInterval,
+    duration_nanos, BroadcastHandle, ClockReading, ClockStatus, Event, Input, LeaseOp, LeaseReply,
+    Message, MonoTime, Node, NodeId, Now, OpId, Output, Payload, RequestHandle, Rng, StoreError,
+    StreamError, StreamId, StreamTarget, Term, TimeInterval,
 };
 
-use crate::api::{
-    BroadcastRequest, Error, Handlers, IncomingStream, LeaderGuard, Reply, Request, WatchEvent,
-};
-use crate::runtime::{timeout, Runtime};
+use crate::input::{Accept, BroadcastItem, Chunk, Command, Consumed, Route};
+use crate::runtime::{timeout, BoxFuture, Runtime};
 use crate::store::{AsyncLeaseStore, LeaseStore};
+use crate::stream::IncomingStream;
 use crate::transport::{self, ConnId, NetCtx, NetEvent, Outbox, Refused};
+use crate::types::{lock, BroadcastRequest, Error, LeaderGuard, Reply, Request, WatchEvent};
 
 /// Requests and broadcasts waiting for a free handler slot beyond this are
 /// refused at once ("overloaded") instead of queued.
@@ -63,67 +62,7 @@ const MAX_INPUTS_PER_WAKE: usize = 256;
 const TIMER_SLACK: Duration = Duration::from_millis(1);
 
 /// The loop's armed timer.
-type Timer = futures::future::Fuse<crate::runtime::BoxFuture<'static, ()>>;
-
-/// A broadcast reply as the API hands it out.
-pub(crate) type BroadcastItem = (NodeId, Result<Vec<u8>, Error>);
-
-/// What the public handle asks the driver to do.
-pub(crate) enum Command {
-    Send {
-        payload: Vec<u8>,
-        reply: oneshot::Sender<Result<Reply, Error>>,
-    },
-    Broadcast {
-        payload: Vec<u8>,
-        replies: mpsc::UnboundedSender<BroadcastItem>,
-    },
-    OpenStream {
-        reply: oneshot::Sender<Result<StreamId, Error>>,
-    },
-    OpenBroadcastStream {
-        reply: oneshot::Sender<Vec<(NodeId, Result<StreamId, Error>)>>,
-    },
-    Write {
-        id: StreamId,
-        data: Payload,
-        done: oneshot::Sender<Result<(), Error>>,
-    },
-    Finish {
-        id: StreamId,
-        done: oneshot::Sender<Result<(), Error>>,
-    },
-    Reset {
-        id: StreamId,
-        reason: String,
-    },
-    SetMeta {
-        meta: Vec<u8>,
-        done: oneshot::Sender<Result<(), Error>>,
-    },
-    Watch(mpsc::Sender<WatchEvent>),
-    Guard {
-        reply: oneshot::Sender<Option<LeaderGuard>>,
-    },
-    Resign,
-    Leave {
-        done: oneshot::Sender<Result<(), Error>>,
-    },
-    Shutdown {
-        done: oneshot::Sender<()>,
-    },
-}
-
-/// An inbound stream's bytes as the application reads them; `Err` carries a
-/// reset reason.
-pub(crate) type Chunk = Result<Bytes, String>;
-
-/// An inbound stream chunk the application has read: credit goes back.
-pub(crate) struct Consumed {
-    pub(crate) from: NodeId,
-    pub(crate) sid: u64,
-    pub(crate) n: usize,
-}
+type Timer = futures::future::Fuse<BoxFuture<'static, ()>>;
 
 enum Job {
     Request(RequestHandle, Payload),
@@ -190,73 +129,6 @@ struct Receivers {
     commands: mpsc::UnboundedReceiver<Command>,
 }
 
-/// How inputs reach a running driver on the sender's own thread (see the
-/// module docs). Each method gives the input back when the driver is busy
-/// or stopped; the sender then uses the channel.
-pub(crate) trait Inputs: Send + Sync {
-    fn command(&self, c: Command) -> Result<(), Command>;
-    // The event comes back to be queued; boxing it would cost an
-    // allocation per frame on the path this exists to make cheap.
-    #[allow(clippy::result_large_err)]
-    fn net(&self, e: NetEvent) -> Result<(), NetEvent>;
-    fn consumed(&self, c: Consumed) -> Result<(), Consumed>;
-    fn done(&self, d: Done) -> Result<(), Done>;
-}
-
-/// One kind of input's way into the driver: straight in, on the sender's
-/// thread, when the driver is free (`direct`), else through the loop's
-/// channel.
-pub(crate) struct Route<T> {
-    tx: mpsc::UnboundedSender<T>,
-    inputs: Option<Arc<dyn Inputs>>,
-    direct: fn(&dyn Inputs, T) -> Result<(), T>,
-}
-
-/// Where the public handles send commands.
-pub(crate) type Commands = Route<Command>;
-/// Where an inbound stream reports the bytes its reader consumed (so
-/// credit goes back).
-pub(crate) type Credit = Route<Consumed>;
-
-impl<T> Route<T> {
-    /// Hands `x` to the driver; [`Error::Closed`] once it has stopped.
-    pub(crate) fn send(&self, x: T) -> Result<(), Error> {
-        let x = match &self.inputs {
-            Some(inputs) => match (self.direct)(inputs.as_ref(), x) {
-                Ok(()) => return Ok(()),
-                Err(x) => x,
-            },
-            None => x,
-        };
-        self.tx.unbounded_send(x).map_err(|_| Error::Closed)
-    }
-}
-
-/// The public handles' route for commands into the driver `inputs`.
-pub(crate) fn commands(tx: mpsc::UnboundedSender<Command>, inputs: Arc<dyn Inputs>) -> Commands {
-    Route {
-        tx,
-        inputs: Some(inputs),
-        direct: |d, c| d.command(c),
-    }
-}
-
-impl<T> Clone for Route<T> {
-    fn clone(&self) -> Self {
-        Route {
-            tx: self.tx.clone(),
-            inputs: self.inputs.clone(),
-            direct: self.direct,
-        }
-    }
-}
-
-impl<T> std::fmt::Debug for Route<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Route")
-    }
-}
-
 /// The driver behind its lock, shared by its loop task and every direct
 /// input. `None` once the driver stopped: its state (and every waiter it
 /// held) is dropped then, not when the last handle goes.
@@ -316,20 +188,26 @@ impl<R: Runtime> DriverCell<R> {
     }
 }
 
-impl<R: Runtime> Inputs for DriverCell<R> {
-    fn command(&self, c: Command) -> Result<(), Command> {
+impl<R: Runtime> Accept<Command> for DriverCell<R> {
+    fn accept(&self, c: Command) -> Result<(), Command> {
         self.in_order(c, |rx| rx.commands.try_recv().ok(), Driver::on_command)
     }
+}
 
-    fn net(&self, e: NetEvent) -> Result<(), NetEvent> {
+impl<R: Runtime> Accept<NetEvent> for DriverCell<R> {
+    fn accept(&self, e: NetEvent) -> Result<(), NetEvent> {
         self.in_order(e, |rx| rx.net.try_recv().ok(), Driver::on_net)
     }
+}
 
-    fn consumed(&self, c: Consumed) -> Result<(), Consumed> {
+impl<R: Runtime> Accept<Consumed> for DriverCell<R> {
+    fn accept(&self, c: Consumed) -> Result<(), Consumed> {
         self.in_order(c, |rx| rx.consumed.try_recv().ok(), Driver::on_consumed)
     }
+}
 
-    fn done(&self, d: Done) -> Result<(), Done> {
+impl<R: Runtime> Accept<Done> for DriverCell<R> {
+    fn accept(&self, d: Done) -> Result<(), Done> {
         self.direct(d, Driver::on_done)
     }
 }
@@ -400,6 +278,21 @@ pub(crate) enum Store {
     Blocking(Arc<dyn LeaseStore>),
     /// Calls are futures: they run as tasks on the runtime.
     Async(Arc<dyn AsyncLeaseStore>),
+}
+
+pub(crate) type LeaderFn =
+    Arc<dyn Fn(Request) -> BoxFuture<'static, Result<Vec<u8>, String>> + Send + Sync>;
+pub(crate) type BroadcastFn =
+    Arc<dyn Fn(BroadcastRequest) -> BoxFuture<'static, Result<Vec<u8>, String>> + Send + Sync>;
+pub(crate) type StreamFn = Arc<dyn Fn(IncomingStream) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// The application's handlers, as the builder was given them.
+#[derive(Clone)]
+pub(crate) struct Handlers {
+    pub(crate) leader: Option<LeaderFn>,
+    pub(crate) broadcast: Option<BroadcastFn>,
+    pub(crate) stream: Option<StreamFn>,
+    pub(crate) max_in_flight: usize,
 }
 
 /// Everything the driver is built from.
@@ -667,16 +560,12 @@ impl<R: Runtime> Driver<R> {
     /// A route into this driver for inputs that `tx` queues, for a task
     /// to hand them in on its own thread. (Not kept: the driver holding a
     /// route into its own cell would keep the cell alive.)
-    fn route<T>(
-        &self,
-        tx: &mpsc::UnboundedSender<T>,
-        direct: fn(&dyn Inputs, T) -> Result<(), T>,
-    ) -> Route<T> {
-        Route {
-            tx: tx.clone(),
-            inputs: self.me.upgrade().map(|d| d as Arc<dyn Inputs>),
-            direct,
-        }
+    fn route<T>(&self, tx: &mpsc::UnboundedSender<T>) -> Route<T>
+    where
+        DriverCell<R>: Accept<T>,
+    {
+        let direct = self.me.upgrade().map(|d| d as Arc<dyn Accept<T>>);
+        Route::new(tx.clone(), direct)
     }
 
     fn on_consumed(&mut self, c: Consumed) {
@@ -1110,24 +999,14 @@ impl<R: Runtime> Driver<R> {
                             term: r.term,
                             payload: r.payload.into_vec(),
                         })
-                        .map_err(|e| match e {
-                            SendError::Timeout => Error::Timeout,
-                            SendError::NoLeader => Error::NoLeader,
-                            SendError::Failed(why) => Error::Refused(why),
-                            SendError::Overloaded => Error::Overloaded,
-                            other => Error::Refused(other.to_string()),
-                        });
+                        .map_err(Error::from_send);
                     let _ = tx.send(r);
                 }
             }
             Event::Broadcast { handle, payload } => self.job(Job::Broadcast(handle, payload)),
             Event::BroadcastReply { id, from, result } => {
                 if let Some(tx) = self.broadcasts.get(&id.0) {
-                    let r = result.map(Payload::into_vec).map_err(|e| match e {
-                        BroadcastError::Timeout => Error::Timeout,
-                        BroadcastError::Failed(why) => Error::Refused(why),
-                        other => Error::Refused(other.to_string()),
-                    });
+                    let r = result.map(Payload::into_vec).map_err(Error::from_broadcast);
                     let _ = tx.unbounded_send((from, r));
                 }
             }
@@ -1138,7 +1017,7 @@ impl<R: Runtime> Driver<R> {
                 let tx = match &self.handlers.stream {
                     Some(h) => {
                         let (tx, rx) = mpsc::unbounded();
-                        let credit = self.route(&self.consumed_tx, |d, c| d.consumed(c));
+                        let credit = self.route(&self.consumed_tx);
                         let s = IncomingStream::new(from.clone(), sid, kind, rx, credit);
                         let fut = h(s);
                         self.rt.spawn(Box::pin(async move {
@@ -1269,7 +1148,7 @@ impl<R: Runtime> Driver<R> {
         self.in_flight += 1;
         // Finished on the handler's task when the driver is free: the
         // reply is written from there, without a hop to the loop.
-        let finished = self.route(&self.app_tx, |d, done| d.done(done));
+        let finished = self.route(&self.app_tx);
         self.rt.spawn(Box::pin(async move {
             let _ = finished.send(fut.await);
         }));
@@ -1334,7 +1213,7 @@ impl<R: Runtime> Driver<R> {
                 }
             }
             Err(e) => {
-                let _ = done.send(Err(stream_error(e)));
+                let _ = done.send(Err(Error::from_stream(e)));
             }
         }
     }
@@ -1355,7 +1234,7 @@ impl<R: Runtime> Driver<R> {
                 if let Ok(id) = r {
                     self.out_streams.insert(id.0, OutStream::default());
                 }
-                let _ = reply.send(r.map_err(stream_error));
+                let _ = reply.send(r.map_err(Error::from_stream));
             }
             Command::OpenBroadcastStream { reply } => {
                 let mut targets: Vec<NodeId> = {
@@ -1372,14 +1251,14 @@ impl<R: Runtime> Driver<R> {
                     if let Ok(sid) = r {
                         self.out_streams.insert(sid.0, OutStream::default());
                     }
-                    legs.push((id, r.map_err(stream_error)));
+                    legs.push((id, r.map_err(Error::from_stream)));
                 }
                 let _ = reply.send(legs);
             }
             Command::Write { id, data, done } => {
                 match self.out_streams.get(&id.0).map(|s| s.failed.clone()) {
                     None => {
-                        let _ = done.send(Err(stream_error(StreamError::Unknown)));
+                        let _ = done.send(Err(Error::from_stream(StreamError::Unknown)));
                     }
                     Some(Some(why)) => {
                         let _ = done.send(Err(Error::StreamReset(why)));
@@ -1390,7 +1269,7 @@ impl<R: Runtime> Driver<R> {
             Command::Finish { id, done } => {
                 match self.out_streams.get(&id.0).map(|s| s.failed.clone()) {
                     None => {
-                        let _ = done.send(Err(stream_error(StreamError::Unknown)));
+                        let _ = done.send(Err(Error::from_stream(StreamError::Unknown)));
                     }
                     Some(Some(why)) => {
                         self.out_streams.remove(&id.0);
@@ -1405,7 +1284,7 @@ impl<R: Runtime> Driver<R> {
                                 }
                             }
                             Err(e) => {
-                                let _ = done.send(Err(stream_error(e)));
+                                let _ = done.send(Err(Error::from_stream(e)));
                             }
                         }
                     }
@@ -1449,9 +1328,9 @@ impl<R: Runtime> Driver<R> {
 }
 
 fn run_handler(
-    call: std::thread::Result<crate::runtime::BoxFuture<'static, Result<Vec<u8>, String>>>,
+    call: std::thread::Result<BoxFuture<'static, Result<Vec<u8>, String>>>,
     wrap: impl FnOnce(Result<Vec<u8>, String>) -> Done + Send + 'static,
-) -> crate::runtime::BoxFuture<'static, Done> {
+) -> BoxFuture<'static, Done> {
     Box::pin(async move {
         let r = match call {
             Ok(fut) => match AssertUnwindSafe(fut).catch_unwind().await {
@@ -1462,19 +1341,4 @@ fn run_handler(
         };
         wrap(r)
     })
-}
-
-fn stream_error(e: StreamError) -> Error {
-    match e {
-        StreamError::NoLeader => Error::NoLeader,
-        StreamError::TooMany => Error::Overloaded,
-        StreamError::Reset(why) => Error::StreamReset(why),
-        other => Error::StreamReset(other.to_string()),
-    }
-}
-
-/// Locks the node; a panic while it was held cannot leave it half-updated
-/// in a way a lock could repair, so a poisoned lock is used as is.
-pub(crate) fn lock(node: &Mutex<Node>) -> MutexGuard<'_, Node> {
-    node.lock().unwrap_or_else(|p| p.into_inner())
 }

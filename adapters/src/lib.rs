@@ -85,12 +85,14 @@
 
 mod api;
 mod driver;
+mod input;
 pub mod runtime;
 pub mod store;
+mod stream;
 mod transport;
+mod types;
 
-pub use api::{
-    BroadcastReplies, BroadcastRequest, BroadcastStream, Builder, Error, Hedgerow, IncomingStream,
-    LeaderGuard, Reply, Request, SendStream, Watch, WatchEvent,
-};
+pub use api::{BroadcastReplies, Builder, Hedgerow, Watch};
 pub use hedgerow_core::{Bytes, Config, LeaderInfo, Member, NodeId, NodeStats, Payload, Term};
+pub use stream::{BroadcastStream, IncomingStream, SendStream};
+pub use types::{BroadcastRequest, Error, LeaderGuard, Reply, Request, WatchEvent};
