@@ -19,7 +19,7 @@ use hedgerow_clock::Clock;
 use hedgerow_core::{Config, Hello, Identity, LeaderInfo, Member, Node, NodeId, NodeStats, Term};
 
 use crate::driver::{self, Driver, DriverCell, Handlers};
-use crate::input::{Accept, BroadcastItem, Command, Commands, Route};
+use crate::input::{Accept, BroadcastItem, Command, Commands, Route, StreamCommand};
 use crate::runtime::Runtime;
 use crate::store::{AsyncLeaseStore, LeaseStore};
 use crate::stream::{BroadcastStream, IncomingStream, SendStream};
@@ -247,7 +247,7 @@ impl Hedgerow {
     /// Opens a stream to the leader (its stream handler reads it).
     pub async fn send_stream(&self) -> Result<SendStream, Error> {
         let (reply, rx) = oneshot::channel();
-        self.command(Command::OpenStream { reply })?;
+        self.command(Command::Stream(StreamCommand::Open { reply }))?;
         let id = rx.await.map_err(|_| Error::Closed)??;
         Ok(SendStream::new(id, None, self.commands.clone()))
     }
@@ -256,7 +256,7 @@ impl Hedgerow {
     /// included (each member's stream handler reads its leg).
     pub async fn broadcast_stream(&self) -> Result<BroadcastStream, Error> {
         let (reply, rx) = oneshot::channel();
-        self.command(Command::OpenBroadcastStream { reply })?;
+        self.command(Command::Stream(StreamCommand::OpenBroadcast { reply }))?;
         let mut legs = Vec::new();
         let mut failed = Vec::new();
         for (to, r) in rx.await.map_err(|_| Error::Closed)? {

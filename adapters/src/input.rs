@@ -29,25 +29,7 @@ pub(crate) enum Command {
         payload: Vec<u8>,
         replies: mpsc::UnboundedSender<BroadcastItem>,
     },
-    OpenStream {
-        reply: oneshot::Sender<Result<StreamId, Error>>,
-    },
-    OpenBroadcastStream {
-        reply: oneshot::Sender<Vec<(NodeId, Result<StreamId, Error>)>>,
-    },
-    Write {
-        id: StreamId,
-        data: Payload,
-        done: oneshot::Sender<Result<(), Error>>,
-    },
-    Finish {
-        id: StreamId,
-        done: oneshot::Sender<Result<(), Error>>,
-    },
-    Reset {
-        id: StreamId,
-        reason: String,
-    },
+    Stream(StreamCommand),
     SetMeta {
         meta: Vec<u8>,
         done: oneshot::Sender<Result<(), Error>>,
@@ -62,6 +44,32 @@ pub(crate) enum Command {
     },
     Shutdown {
         done: oneshot::Sender<()>,
+    },
+}
+
+/// What the stream handles (and the handle opening them) ask of the
+/// driver.
+pub(crate) enum StreamCommand {
+    /// A stream to the leader.
+    Open {
+        reply: oneshot::Sender<Result<StreamId, Error>>,
+    },
+    /// A stream to each member of the view, this node included.
+    OpenBroadcast {
+        reply: oneshot::Sender<Vec<(NodeId, Result<StreamId, Error>)>>,
+    },
+    Write {
+        id: StreamId,
+        data: Payload,
+        done: oneshot::Sender<Result<(), Error>>,
+    },
+    Finish {
+        id: StreamId,
+        done: oneshot::Sender<Result<(), Error>>,
+    },
+    Reset {
+        id: StreamId,
+        reason: String,
     },
 }
 

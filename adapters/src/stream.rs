@@ -13,7 +13,7 @@ use futures::Stream;
 use hedgerow_core::wire::StreamKind;
 use hedgerow_core::{Bytes, NodeId, Payload, StreamId};
 
-use crate::input::{Chunk, Command, Commands, Consumed, Credit};
+use crate::input::{Chunk, Command, Commands, Consumed, Credit, StreamCommand};
 use crate::types::Error;
 
 /// A stream opened to this node: to the leader
@@ -119,11 +119,11 @@ impl SendStream {
     /// slice is copied once).
     pub async fn write_all(&mut self, data: impl Into<Payload>) -> Result<(), Error> {
         let (done, rx) = oneshot::channel();
-        let cmd = Command::Write {
+        let cmd = Command::Stream(StreamCommand::Write {
             id: self.id,
             data: data.into(),
             done,
-        };
+        });
         self.commands.send(cmd)?;
         let mut rx = rx;
         let r = match futures::FutureExt::now_or_never(&mut rx) {
@@ -143,17 +143,18 @@ impl SendStream {
     pub async fn finish(mut self) -> Result<(), Error> {
         self.done = true;
         let (done, rx) = oneshot::channel();
-        self.commands.send(Command::Finish { id: self.id, done })?;
+        self.commands
+            .send(Command::Stream(StreamCommand::Finish { id: self.id, done }))?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
     /// Abandons the stream; the receiver sees [`Error::StreamReset`].
     pub fn reset(mut self, reason: &str) {
         self.done = true;
-        let _ = self.commands.send(Command::Reset {
+        let _ = self.commands.send(Command::Stream(StreamCommand::Reset {
             id: self.id,
             reason: reason.into(),
-        });
+        }));
     }
 
     /// The member this leg goes to (`None` for a stream to the leader).
@@ -165,10 +166,10 @@ impl SendStream {
 impl Drop for SendStream {
     fn drop(&mut self) {
         if !self.done {
-            let _ = self.commands.send(Command::Reset {
+            let _ = self.commands.send(Command::Stream(StreamCommand::Reset {
                 id: self.id,
                 reason: "the sender dropped the stream unfinished".into(),
-            });
+            }));
         }
     }
 }
