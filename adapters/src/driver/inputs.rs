@@ -1,8 +1,10 @@
 //! How inputs reach the driver: the [`DriverCell`] that lets whoever has
 //! an input run the driver on its own thread when it is free, the channels
 //! its loop task waits on otherwise (with the timer, its waker, and
-//! whether it must stop), and the order the loop takes them in. What an
-//! input then does is the other books' business.
+//! whether it must stop), and the one order the loop takes them in
+//! ([`Receivers::next`]: store answers, finished handlers, the network,
+//! consumed stream bytes, commands; the timer after them). What an input
+//! then does is the other books' business.
 
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
 use std::task::{Context, Poll, Waker};
@@ -120,13 +122,70 @@ pub(crate) struct Inbox {
     pub(crate) consumed: mpsc::UnboundedReceiver<Consumed>,
 }
 
-/// Every channel into the driver, in the loop's priority order.
+/// Every channel into the driver.
 struct Receivers {
     lease: mpsc::UnboundedReceiver<LeaseAnswer>,
     app: mpsc::UnboundedReceiver<Done>,
     net: mpsc::Receiver<NetEvent>,
     consumed: mpsc::UnboundedReceiver<Consumed>,
     commands: mpsc::UnboundedReceiver<Command>,
+}
+
+impl Receivers {
+    /// The first input ready, in the one order the loop takes inputs in,
+    /// whether it polls (`cx`: registering its waker with each channel it
+    /// looks at, and hearing of a closed one) or only takes what is
+    /// already queued (`None`). The order is fixed so a simulated runtime
+    /// replays the loop deterministically.
+    fn next(&mut self, mut cx: Option<&mut Context<'_>>) -> Option<Wake> {
+        if let Some(r) = self.lease.pull(cx.as_deref_mut()) {
+            return Some(Wake::Lease(r));
+        }
+        if let Some(d) = self.app.pull(cx.as_deref_mut()) {
+            return Some(Wake::App(d));
+        }
+        if let Some(e) = self.net.pull(cx.as_deref_mut()) {
+            return Some(Wake::Net(e));
+        }
+        if let Some(c) = self.consumed.pull(cx.as_deref_mut()) {
+            return Some(Wake::Consumed(c));
+        }
+        self.commands.pull(cx).map(Wake::Command)
+    }
+}
+
+/// One input channel as the loop looks at it: polled with a context
+/// (`Some(None)` once it is closed), else only what is queued.
+trait Source {
+    type Item;
+    fn pull(&mut self, cx: Option<&mut Context<'_>>) -> Option<Option<Self::Item>>;
+}
+
+impl<T> Source for mpsc::UnboundedReceiver<T> {
+    type Item = T;
+    fn pull(&mut self, cx: Option<&mut Context<'_>>) -> Option<Option<T>> {
+        match cx {
+            Some(cx) => ready(self.poll_next_unpin(cx)),
+            None => self.try_recv().ok().map(Some),
+        }
+    }
+}
+
+impl<T> Source for mpsc::Receiver<T> {
+    type Item = T;
+    fn pull(&mut self, cx: Option<&mut Context<'_>>) -> Option<Option<T>> {
+        match cx {
+            Some(cx) => ready(self.poll_next_unpin(cx)),
+            None => self.try_recv().ok().map(Some),
+        }
+    }
+}
+
+fn ready<T>(p: Poll<T>) -> Option<T> {
+    match p {
+        Poll::Ready(x) => Some(x),
+        Poll::Pending => None,
+    }
 }
 
 /// What woke the loop: an input (`None`: its channel closed) or the timer.
@@ -200,24 +259,11 @@ impl<R: Runtime> Inputs<R> {
         }
     }
 
-    /// The first input ready, in priority order, registering the loop's
-    /// waker with every source that has none.
+    /// The first input ready, in [`Receivers::next`]'s order, then the
+    /// timer; registers the loop's waker with every source it looks at.
     pub(super) fn poll_next(&mut self, cx: &mut Context<'_>) -> Option<Wake> {
-        let rx = &mut self.rx;
-        if let Poll::Ready(r) = rx.lease.poll_next_unpin(cx) {
-            return Some(Wake::Lease(r));
-        }
-        if let Poll::Ready(d) = rx.app.poll_next_unpin(cx) {
-            return Some(Wake::App(d));
-        }
-        if let Poll::Ready(e) = rx.net.poll_next_unpin(cx) {
-            return Some(Wake::Net(e));
-        }
-        if let Poll::Ready(c) = rx.consumed.poll_next_unpin(cx) {
-            return Some(Wake::Consumed(c));
-        }
-        if let Poll::Ready(c) = rx.commands.poll_next_unpin(cx) {
-            return Some(Wake::Command(c));
+        if let Some(wake) = self.rx.next(Some(cx)) {
+            return Some(wake);
         }
         let (_, timer) = self.timer.as_mut()?;
         if timer.poll_unpin(cx).is_pending() {
@@ -227,22 +273,10 @@ impl<R: Runtime> Inputs<R> {
         Some(Wake::Tick)
     }
 
-    /// The first input ready, in priority order, without registering.
+    /// The first input ready, in [`Receivers::next`]'s order, without
+    /// registering; a closed channel is left for `poll_next` to report.
     pub(super) fn try_next(&mut self) -> Option<Wake> {
-        let rx = &mut self.rx;
-        if let Ok(r) = rx.lease.try_recv() {
-            Some(Wake::Lease(Some(r)))
-        } else if let Ok(d) = rx.app.try_recv() {
-            Some(Wake::App(Some(d)))
-        } else if let Ok(e) = rx.net.try_recv() {
-            Some(Wake::Net(Some(e)))
-        } else if let Ok(c) = rx.consumed.try_recv() {
-            Some(Wake::Consumed(Some(c)))
-        } else if let Ok(c) = rx.commands.try_recv() {
-            Some(Wake::Command(Some(c)))
-        } else {
-            None
-        }
+        self.rx.next(None)
     }
 
     /// Whether the node, wanting to be woken at `due`, needs the timer

@@ -8,9 +8,8 @@
 //! an input for it:
 //!
 //! * its **loop task** waits on every input channel and the timer, and
-//!   takes what is ready in a fixed priority (store answers, finished
-//!   handlers, the network, consumed stream bytes, commands, the timer),
-//!   so a simulated runtime replays it deterministically;
+//!   takes what is ready in one fixed priority order (`inputs` defines
+//!   it), so a simulated runtime replays it deterministically;
 //! * a **caller** (a `send`, a stream write), a **connection task** with a
 //!   frame it just read, or a **handler task** with its result runs the
 //!   driver itself, on its own thread, when the lock is free. That saves
