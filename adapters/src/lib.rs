@@ -93,6 +93,8 @@ mod transport;
 mod types;
 
 pub use api::{BroadcastReplies, Builder, Hedgerow, Watch};
-pub use hedgerow_core::{Bytes, Config, LeaderInfo, Member, NodeId, NodeStats, Payload, Term};
+pub use hedgerow_core::{
+    Bytes, Config, LeaderInfo, Member, MemberChange, NodeId, NodeStats, Payload, Term,
+};
 pub use stream::{BroadcastStream, IncomingStream, SendStream};
 pub use types::{BroadcastRequest, Error, LeaderGuard, Reply, Request, WatchEvent};

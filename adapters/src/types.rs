@@ -11,8 +11,8 @@ use futures::channel::oneshot;
 use futures::future::Shared;
 use hedgerow_clock::Clock;
 use hedgerow_core::{
-    BroadcastError, LeaveReason, Member, MemberChange, Node, NodeId, SendError, StepDownReason,
-    StoreError, StreamError, Term,
+    BroadcastError, MemberChange, Node, NodeId, SendError, StepDownReason, StoreError, StreamError,
+    Term,
 };
 
 /// What can go wrong, each variant saying what to do about it.
@@ -220,22 +220,31 @@ pub struct BroadcastRequest {
 
 /// A change in membership or leadership, from
 /// [`Hedgerow::watch`](crate::Hedgerow::watch).
+///
+/// Membership changes come as the core reports them, in
+/// [`WatchEvent::Member`]. (Earlier versions repeated
+/// [`MemberChange`]'s variants here as `Joined`, `Updated` and `Left`;
+/// match `WatchEvent::Member(MemberChange::Joined(m))` and so on instead.)
+///
+/// ```
+/// use hedgerow::{MemberChange, WatchEvent};
+///
+/// fn describe(ev: &WatchEvent) -> String {
+///     match ev {
+///         WatchEvent::Member(MemberChange::Joined(m)) => format!("{} joined", m.id),
+///         WatchEvent::Member(MemberChange::Left { id, reason, .. }) => {
+///             format!("{id} left ({reason:?})")
+///         }
+///         WatchEvent::Elected { term } => format!("elected under term {term}"),
+///         other => format!("{other:?}"),
+///     }
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WatchEvent {
-    /// A member joined the view.
-    Joined(Member),
-    /// A member's address or metadata changed.
-    Updated(Member),
-    /// A member left the view.
-    Left {
-        /// Its id.
-        id: NodeId,
-        /// Its incarnation.
-        incarnation: u64,
-        /// Why, where known.
-        reason: LeaveReason,
-    },
+    /// A member joined the view, changed its address or metadata, or left.
+    Member(MemberChange),
     /// The leader this node follows changed (`None`: none known).
     LeaderChanged {
         /// The new leader.
@@ -264,24 +273,6 @@ pub enum WatchEvent {
         /// Number of members.
         size: usize,
     },
-}
-
-impl From<MemberChange> for WatchEvent {
-    fn from(c: MemberChange) -> Self {
-        match c {
-            MemberChange::Joined(m) => WatchEvent::Joined(m),
-            MemberChange::Updated(m) => WatchEvent::Updated(m),
-            MemberChange::Left {
-                id,
-                incarnation,
-                reason,
-            } => WatchEvent::Left {
-                id,
-                incarnation,
-                reason,
-            },
-        }
-    }
 }
 
 /// Locks the node the driver, the handle's queries and every guard share;

@@ -348,7 +348,7 @@ impl<R: Runtime> Driver<R> {
             Event::Elected { term } => self.watch.elected(term),
             Event::SteppedDown { term, reason } => self.watch.stepped_down(term, reason),
             Event::LeaderChanged { leader, term } => self.watch.leader_changed(leader, term),
-            Event::Member(c) => self.watch.notify(WatchEvent::from(c)),
+            Event::Member(c) => self.watch.notify(WatchEvent::Member(c)),
             Event::ViewChanged {
                 term,
                 version,
