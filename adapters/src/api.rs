@@ -18,12 +18,12 @@ use futures::Stream;
 use hedgerow_clock::Clock;
 use hedgerow_core::{Config, Hello, Identity, LeaderInfo, Member, Node, NodeId, NodeStats, Term};
 
-use crate::driver::{self, Driver, DriverCell, Handlers};
-use crate::input::{Accept, BroadcastItem, Command, Commands, Route, StreamCommand};
+use crate::driver::{self, Handlers};
+use crate::input::{BroadcastItem, Command, Commands, StreamCommand};
 use crate::runtime::Runtime;
 use crate::store::{AsyncLeaseStore, LeaseStore};
 use crate::stream::{BroadcastStream, IncomingStream, SendStream};
-use crate::transport::{self, NetCtx, NetEvent};
+use crate::transport::{self, NetCtx};
 use crate::types::{lock, BroadcastRequest, Error, LeaderGuard, Reply, Request, WatchEvent};
 
 /// Membership and leadership changes as they happen (see [`WatchEvent`]).
@@ -560,22 +560,11 @@ impl<R: Runtime> Builder<R> {
                     .into(),
             )
         })?;
-        let clock: Arc<dyn Clock> = match self.clock {
+        let clock = match self.clock {
             Some(c) => c,
-            None => Arc::from(
-                hedgerow_clock::ClockConfig::Auto { bound: None }
-                    .open()
-                    .map_err(|e| Error::Clock(e.to_string()))?,
-            ),
+            None => default_clock()?,
         };
-        let mut config = Config::lan(self.cluster.clone());
-        if let Some(tweak) = self.tweak {
-            tweak(&mut config);
-        }
-        config.cluster = self.cluster;
-        config
-            .validate()
-            .map_err(|e| Error::Config(e.to_string()))?;
+        let config = node_config(self.cluster, self.tweak)?;
         let listen = self.listen.unwrap_or_else(|| self.advertise.clone());
         let listener = rt.bind(listen).await.map_err(Error::Io)?;
         let local_addr = R::local_addr(&listener).map_err(Error::Io)?;
@@ -617,26 +606,19 @@ impl<R: Runtime> Builder<R> {
             net: net_rx,
             consumed: consumed_rx,
         };
-        let driver = Driver::new(
-            driver::Parts {
-                rt: rt.clone(),
-                node: node.clone(),
-                clock: clock.clone(),
-                store,
-                store_timeout,
-                net: net.clone(),
-                listener,
-                handlers: self.handlers,
-                consumed: consumed_tx,
-                seed: seed ^ 0x9e37_79b9_7f4a_7c15,
-            },
-            inbox,
-        );
-        let cell = DriverCell::new(driver);
-        let frames: Arc<dyn Accept<NetEvent>> = cell.clone();
-        net.set_inputs(Arc::downgrade(&frames));
-        let commands = Route::new(cmd_tx, Some(cell.clone() as Arc<dyn Accept<Command>>));
-        rt.spawn(Box::pin(driver::run(cell)));
+        let parts = driver::Parts {
+            rt,
+            node: node.clone(),
+            clock: clock.clone(),
+            store,
+            store_timeout,
+            net,
+            listener,
+            handlers: self.handlers,
+            consumed: consumed_tx,
+            seed: seed ^ 0x9e37_79b9_7f4a_7c15,
+        };
+        let commands = driver::start(parts, inbox, cmd_tx);
         Ok(Hedgerow {
             node,
             clock,
@@ -646,6 +628,29 @@ impl<R: Runtime> Builder<R> {
             local_addr,
         })
     }
+}
+
+/// The clock when none was given: ClockBound if its segment exists, else
+/// one that never leads.
+fn default_clock() -> Result<Arc<dyn Clock>, Error> {
+    let clock = hedgerow_clock::ClockConfig::Auto { bound: None }
+        .open()
+        .map_err(|e| Error::Clock(e.to_string()))?;
+    Ok(Arc::from(clock))
+}
+
+/// The node configuration for `cluster`: `Config::lan` with the builder's
+/// tweak applied (the cluster id itself cannot be changed), validated.
+fn node_config(cluster: String, tweak: Option<ConfigTweak>) -> Result<Config, Error> {
+    let mut config = Config::lan(cluster.clone());
+    if let Some(tweak) = tweak {
+        tweak(&mut config);
+    }
+    config.cluster = cluster;
+    config
+        .validate()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    Ok(config)
 }
 
 /// A random number from the standard library's per-process hash keys and

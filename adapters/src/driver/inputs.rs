@@ -35,12 +35,12 @@ pub(super) type LeaseAnswer = (OpId, Result<LeaseReply, StoreError>);
 /// The driver behind its lock, shared by its loop task and every direct
 /// input. `None` once the driver stopped: its state (and every waiter it
 /// held) is dropped then, not when the last handle goes.
-pub(crate) struct DriverCell<R: Runtime> {
+pub(super) struct DriverCell<R: Runtime> {
     driver: Mutex<Option<Driver<R>>>,
 }
 
 impl<R: Runtime> DriverCell<R> {
-    pub(crate) fn new(driver: Driver<R>) -> Arc<Self> {
+    pub(super) fn new(driver: Driver<R>) -> Arc<Self> {
         Arc::new_cyclic(|me| {
             let mut driver = driver;
             driver.inputs.me = me.clone();

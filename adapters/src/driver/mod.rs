@@ -58,15 +58,15 @@ use futures::future::AbortHandle;
 use hedgerow_clock::Clock;
 use hedgerow_core::{Event, Input, Node, Now, Output};
 
-pub(crate) use inputs::{DriverCell, Inbox};
+pub(crate) use inputs::Inbox;
 pub(crate) use lease::Store;
 
-use crate::input::{Command, Consumed};
+use crate::input::{Accept, Command, Commands, Consumed, Route};
 use crate::runtime::{BoxFuture, Runtime};
 use crate::stream::IncomingStream;
-use crate::transport::NetCtx;
+use crate::transport::{NetCtx, NetEvent};
 use crate::types::{lock, BroadcastRequest, Error, Request, WatchEvent};
-use inputs::{Inputs, Wake};
+use inputs::{DriverCell, Inputs, Wake};
 use jobs::{Job, Jobs};
 use lease::Lease;
 use node::Core;
@@ -112,7 +112,7 @@ pub(crate) struct Parts<R: Runtime> {
 /// The driver's books. They drop in this order when the driver goes, and
 /// the waiters their senders hold are woken in it: keep it fixed, or a
 /// simulated run no longer replays.
-pub(crate) struct Driver<R: Runtime> {
+struct Driver<R: Runtime> {
     rt: R,
     /// The core node and the clock read before every call into it.
     core: Core,
@@ -142,10 +142,28 @@ impl<R: Runtime> Drop for Driver<R> {
     }
 }
 
+/// Builds the driver, lets the transport's connections and the public
+/// handles hand it inputs on their own threads, and spawns its loop task.
+/// The handles' route for `commands` comes back.
+pub(crate) fn start<R: Runtime>(
+    parts: Parts<R>,
+    inbox: Inbox,
+    commands: mpsc::UnboundedSender<Command>,
+) -> Commands {
+    let rt = parts.rt.clone();
+    let net = parts.net.clone();
+    let cell = DriverCell::new(Driver::new(parts, inbox));
+    let frames: Arc<dyn Accept<NetEvent>> = cell.clone();
+    net.set_inputs(Arc::downgrade(&frames));
+    let commands = Route::new(commands, Some(cell.clone() as Arc<dyn Accept<Command>>));
+    rt.spawn(Box::pin(run(cell)));
+    commands
+}
+
 /// Runs the driver's loop task until the driver stops, shuts down, leaves,
 /// or every handle is dropped. However the task ends (a runtime shutting
 /// down drops it), the driver's state goes with it.
-pub(crate) async fn run<R: Runtime>(cell: Arc<DriverCell<R>>) {
+async fn run<R: Runtime>(cell: Arc<DriverCell<R>>) {
     struct Release<R: Runtime>(Arc<DriverCell<R>>);
     impl<R: Runtime> Drop for Release<R> {
         fn drop(&mut self) {
@@ -188,7 +206,7 @@ pub(crate) async fn run<R: Runtime>(cell: Arc<DriverCell<R>>) {
 }
 
 impl<R: Runtime> Driver<R> {
-    pub(crate) fn new(p: Parts<R>, inbox: Inbox) -> Self {
+    fn new(p: Parts<R>, inbox: Inbox) -> Self {
         let (lease_tx, lease_rx) = mpsc::unbounded();
         let (app_tx, app_rx) = mpsc::unbounded();
         let (group, me) = {
