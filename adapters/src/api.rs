@@ -1,7 +1,8 @@
-//! The public API: [`Hedgerow`], its [`Builder`], the handler types and the
-//! one [`Error`] enum. Everything here talks to the driver task through
-//! channels, except the read-only queries, which ask the node directly
-//! (under a short lock) with a fresh clock reading.
+//! The public API: [`Hedgerow`], its [`Builder`], and the streams of
+//! watch events and broadcast replies. Everything here talks to the driver
+//! through [`Commands`], except the read-only queries, which ask the node
+//! directly (under a short lock) with a fresh clock reading. The values it
+//! hands out live in `types`, the stream handles in `stream`.
 
 use std::fmt;
 use std::future::Future;
@@ -13,473 +14,17 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::channel::{mpsc, oneshot};
-use futures::future::Shared;
 use futures::Stream;
 use hedgerow_clock::Clock;
-use hedgerow_core::wire::StreamKind;
-use hedgerow_core::{
-    Bytes, Config, Hello, Identity, LeaderInfo, LeaveReason, Member, MemberChange, Node, NodeId,
-    NodeStats, Payload, StepDownReason, StoreError, StreamId, Term,
-};
+use hedgerow_core::{Config, Hello, Identity, LeaderInfo, Member, Node, NodeId, NodeStats, Term};
 
-use crate::driver::{
-    self, lock, BroadcastItem, Chunk, Command, Commands, Consumed, Credit, Driver,
-};
-use crate::runtime::{BoxFuture, Runtime};
+use crate::driver::{self, Handlers};
+use crate::input::{BroadcastItem, Command, Commands, StreamCommand};
+use crate::runtime::Runtime;
 use crate::store::{AsyncLeaseStore, LeaseStore};
+use crate::stream::{BroadcastStream, IncomingStream, SendStream};
 use crate::transport::{self, NetCtx};
-
-/// What can go wrong, each variant saying what to do about it.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Error {
-    /// No leader was known before the deadline: check that a candidate runs
-    /// with a clock that may lead and can reach the store.
-    NoLeader,
-    /// No answer before the deadline; a request may still have been
-    /// handled (dedupe on [`Request::id`] if that matters).
-    Timeout,
-    /// The leader (or a member) refused or its handler failed; the text is
-    /// the handler's error or the refusal.
-    Refused(String),
-    /// Too many requests, handler calls or streams outstanding; retry later.
-    Overloaded,
-    /// The lease store failed (e.g. releasing the lease on `leave`).
-    Store(StoreError),
-    /// The clock could not be read; the node does not lead meanwhile.
-    Clock(String),
-    /// A stream was abandoned by the peer or the connection; the text says why.
-    StreamReset(String),
-    /// The node was shut down (or its driver stopped).
-    Closed,
-    /// A socket could not be bound or used.
-    Io(std::io::Error),
-    /// The configuration, id or address is invalid; the text says which.
-    Config(String),
-    /// No async runtime was found: call `start()` from inside one, or pass
-    /// one with [`Builder::runtime`].
-    NoRuntime,
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::NoLeader => f.write_str("no leader known; is a candidate running with a clock that may lead, and can it reach the store?"),
-            Error::Timeout => f.write_str("no answer before the deadline; the request may still have been handled"),
-            Error::Refused(why) => write!(f, "refused: {why}"),
-            Error::Overloaded => f.write_str("too much outstanding work; retry later"),
-            Error::Store(e) => write!(f, "lease store: {e}"),
-            Error::Clock(why) => write!(f, "clock: {why}"),
-            Error::StreamReset(why) => write!(f, "stream reset: {why}"),
-            Error::Closed => f.write_str("the node was shut down"),
-            Error::Io(e) => write!(f, "socket: {e}"),
-            Error::Config(why) => write!(f, "invalid configuration: {why}"),
-            Error::NoRuntime => f.write_str("no async runtime found: start the node from inside one, or pass it with Builder::runtime"),
-        }
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Io(e) => Some(e),
-            Error::Store(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-/// The leader's answer to a [`Hedgerow::send`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Reply {
-    /// Who answered.
-    pub leader: NodeId,
-    /// The term under which it answered (its fencing token).
-    pub term: Term,
-    /// The handler's reply.
-    pub payload: Vec<u8>,
-}
-
-/// Leadership under one term, as a handler or caller holds it: work
-/// started as leader checks [`LeaderGuard::is_current`] before acting, or
-/// stops when [`LeaderGuard::lost`] completes (the node stepped down, or
-/// shut down). Clones share the same signal.
-#[derive(Clone)]
-pub struct LeaderGuard {
-    term: Term,
-    node: Arc<Mutex<Node>>,
-    clock: Arc<dyn Clock>,
-    lost: Shared<oneshot::Receiver<()>>,
-}
-
-impl fmt::Debug for LeaderGuard {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LeaderGuard")
-            .field("term", &self.term)
-            .finish_non_exhaustive()
-    }
-}
-
-impl LeaderGuard {
-    pub(crate) fn new(
-        term: Term,
-        node: Arc<Mutex<Node>>,
-        clock: Arc<dyn Clock>,
-        lost: Shared<oneshot::Receiver<()>>,
-    ) -> Self {
-        LeaderGuard {
-            term,
-            node,
-            clock,
-            lost,
-        }
-    }
-
-    /// The term this guard is for: the fencing token to pass downstream.
-    pub fn term(&self) -> Term {
-        self.term
-    }
-
-    /// Whether this node still leads under this term, from a fresh clock
-    /// reading (`false` if the clock cannot be read).
-    pub fn is_current(&self) -> bool {
-        let Ok(now) = self.clock.now() else {
-            return false;
-        };
-        let node = lock(&self.node);
-        node.is_leader(&now) && node.lease_claim().map(|c| c.0) == Some(self.term)
-    }
-
-    /// Unix time (ns, ClockBound time) until which the lease under this
-    /// term is held as of the last renewal, if it still is.
-    pub fn valid_until_ns(&self) -> Option<u64> {
-        lock(&self.node)
-            .lease_claim()
-            .filter(|c| c.0 == self.term)
-            .map(|c| c.1)
-    }
-
-    /// Completes when leadership under this term ends (at once if it
-    /// already has).
-    pub async fn lost(&self) {
-        let _ = self.lost.clone().await;
-    }
-}
-
-/// A request delivered to the leader's handler.
-#[derive(Clone, Debug)]
-pub struct Request {
-    /// The sender.
-    pub from: NodeId,
-    /// The sender's incarnation.
-    pub incarnation: u64,
-    /// The sender's request id. Across a failover a retried request can
-    /// reach a new leader after the old one handled it; applications that
-    /// must not act twice dedupe on `(from, incarnation, id)`.
-    pub id: u64,
-    /// The term under which this leader handles it: pass it to downstream
-    /// systems as a fencing token.
-    pub term: Term,
-    /// The request's bytes.
-    pub payload: Vec<u8>,
-    /// Leadership under [`Request::term`]: a long handler can stop when it
-    /// ends.
-    pub guard: LeaderGuard,
-}
-
-/// A broadcast delivered to a member's handler.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BroadcastRequest {
-    /// The sender.
-    pub from: NodeId,
-    /// The sender's broadcast id.
-    pub id: u64,
-    /// The broadcast's bytes.
-    pub payload: Vec<u8>,
-}
-
-/// A change in membership or leadership, from [`Hedgerow::watch`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum WatchEvent {
-    /// A member joined the view.
-    Joined(Member),
-    /// A member's address or metadata changed.
-    Updated(Member),
-    /// A member left the view.
-    Left {
-        /// Its id.
-        id: NodeId,
-        /// Its incarnation.
-        incarnation: u64,
-        /// Why, where known.
-        reason: LeaveReason,
-    },
-    /// The leader this node follows changed (`None`: none known).
-    LeaderChanged {
-        /// The new leader.
-        leader: Option<NodeId>,
-        /// Its term.
-        term: Term,
-    },
-    /// This node became leader.
-    Elected {
-        /// Its term (fencing token).
-        term: Term,
-    },
-    /// This node stopped leading.
-    SteppedDown {
-        /// The term it led.
-        term: Term,
-        /// Why.
-        reason: StepDownReason,
-    },
-    /// The view reached a new version.
-    ViewChanged {
-        /// The authoring leader's term.
-        term: Term,
-        /// The version.
-        version: u64,
-        /// Number of members.
-        size: usize,
-    },
-}
-
-impl From<MemberChange> for WatchEvent {
-    fn from(c: MemberChange) -> Self {
-        match c {
-            MemberChange::Joined(m) => WatchEvent::Joined(m),
-            MemberChange::Updated(m) => WatchEvent::Updated(m),
-            MemberChange::Left {
-                id,
-                incarnation,
-                reason,
-            } => WatchEvent::Left {
-                id,
-                incarnation,
-                reason,
-            },
-        }
-    }
-}
-
-pub(crate) type LeaderFn =
-    Arc<dyn Fn(Request) -> BoxFuture<'static, Result<Vec<u8>, String>> + Send + Sync>;
-pub(crate) type BroadcastFn =
-    Arc<dyn Fn(BroadcastRequest) -> BoxFuture<'static, Result<Vec<u8>, String>> + Send + Sync>;
-pub(crate) type StreamFn = Arc<dyn Fn(IncomingStream) -> BoxFuture<'static, ()> + Send + Sync>;
-
-#[derive(Clone)]
-pub(crate) struct Handlers {
-    pub(crate) leader: Option<LeaderFn>,
-    pub(crate) broadcast: Option<BroadcastFn>,
-    pub(crate) stream: Option<StreamFn>,
-    pub(crate) max_in_flight: usize,
-}
-
-/// A stream opened to this node: to the leader ([`Hedgerow::send_stream`])
-/// or to every member ([`Hedgerow::broadcast_stream`]). Read it as a
-/// [`Stream`] of chunks ([`Bytes`]: slices of the frames they arrived in,
-/// not copies), in order; each chunk read grants the sender more
-/// credit, so a slow reader slows the sender and memory stays bounded by
-/// the stream window. It ends after the last chunk, or with an
-/// [`Error::StreamReset`] item if the sender gave up.
-#[derive(Debug)]
-pub struct IncomingStream {
-    from: NodeId,
-    sid: u64,
-    kind: StreamKind,
-    rx: mpsc::UnboundedReceiver<Chunk>,
-    consumed: Credit,
-}
-
-impl IncomingStream {
-    pub(crate) fn new(
-        from: NodeId,
-        sid: u64,
-        kind: StreamKind,
-        rx: mpsc::UnboundedReceiver<Chunk>,
-        consumed: Credit,
-    ) -> Self {
-        IncomingStream {
-            from,
-            sid,
-            kind,
-            rx,
-            consumed,
-        }
-    }
-
-    /// The sender.
-    pub fn from(&self) -> &NodeId {
-        &self.from
-    }
-
-    /// The sender's stream id.
-    pub fn id(&self) -> u64 {
-        self.sid
-    }
-
-    /// Whether it was sent to the leader (`true`) or to every member.
-    pub fn to_leader(&self) -> bool {
-        self.kind == StreamKind::ToLeader
-    }
-}
-
-impl Stream for IncomingStream {
-    type Item = Result<Bytes, Error>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match Pin::new(&mut self.rx).poll_next(cx) {
-            Poll::Ready(Some(Ok(data))) => {
-                let c = Consumed {
-                    from: self.from.clone(),
-                    sid: self.sid,
-                    n: data.len(),
-                };
-                // A stopped node needs no credit back.
-                let _ = self.consumed.send(c);
-                Poll::Ready(Some(Ok(data)))
-            }
-            Poll::Ready(Some(Err(why))) => Poll::Ready(Some(Err(Error::StreamReset(why)))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-/// A stream this node sends: to the leader ([`Hedgerow::send_stream`]) or
-/// one leg of [`Hedgerow::broadcast_stream`]. Bytes arrive in order;
-/// [`SendStream::write_all`] waits while the receiver is behind (credit flow
-/// control), and [`SendStream::finish`] completes once everything was sent.
-/// Dropping it unfinished resets the stream.
-#[derive(Debug)]
-pub struct SendStream {
-    id: StreamId,
-    to: Option<NodeId>,
-    commands: Commands,
-    done: bool,
-}
-
-impl SendStream {
-    /// Queues `data`, waiting while the send buffer is full. An owned
-    /// `Vec<u8>` or [`Bytes`] is sent without being copied (a borrowed
-    /// slice is copied once).
-    pub async fn write_all(&mut self, data: impl Into<Payload>) -> Result<(), Error> {
-        let (done, rx) = oneshot::channel();
-        let cmd = Command::Write {
-            id: self.id,
-            data: data.into(),
-            done,
-        };
-        self.commands.send(cmd)?;
-        let mut rx = rx;
-        let r = match futures::FutureExt::now_or_never(&mut rx) {
-            // Taken at once (the driver ran on this task): yield once, so
-            // a writer with credit to spare does not keep the connection's
-            // task (or the receiver's) from running on this worker.
-            Some(r) => {
-                crate::runtime::yield_once().await;
-                r
-            }
-            None => rx.await,
-        };
-        r.map_err(|_| Error::Closed)?
-    }
-
-    /// Ends the stream and waits until every byte and the end were sent.
-    pub async fn finish(mut self) -> Result<(), Error> {
-        self.done = true;
-        let (done, rx) = oneshot::channel();
-        self.commands.send(Command::Finish { id: self.id, done })?;
-        rx.await.map_err(|_| Error::Closed)?
-    }
-
-    /// Abandons the stream; the receiver sees [`Error::StreamReset`].
-    pub fn reset(mut self, reason: &str) {
-        self.done = true;
-        let _ = self.commands.send(Command::Reset {
-            id: self.id,
-            reason: reason.into(),
-        });
-    }
-
-    /// The member this leg goes to (`None` for a stream to the leader).
-    pub fn to(&self) -> Option<&NodeId> {
-        self.to.as_ref()
-    }
-}
-
-impl Drop for SendStream {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = self.commands.send(Command::Reset {
-                id: self.id,
-                reason: "the sender dropped the stream unfinished".into(),
-            });
-        }
-    }
-}
-
-/// A stream to every member of the view (this node included): one
-/// [`SendStream`] leg per member, written together.
-#[derive(Debug)]
-pub struct BroadcastStream {
-    legs: Vec<SendStream>,
-    failed: Vec<(NodeId, Error)>,
-}
-
-impl BroadcastStream {
-    /// Writes `data` to every leg still alive, at the pace of the slowest;
-    /// a leg that fails is dropped and reported by [`BroadcastStream::finish`].
-    pub async fn write_all(&mut self, data: &[u8]) -> Result<(), Error> {
-        // One copy, shared by every leg.
-        let data = Payload::from(data);
-        let results =
-            futures::future::join_all(self.legs.iter_mut().map(|l| l.write_all(data.clone())))
-                .await;
-        let mut keep = Vec::new();
-        for (leg, r) in std::mem::take(&mut self.legs).into_iter().zip(results) {
-            match r {
-                Ok(()) => keep.push(leg),
-                Err(Error::Closed) => return Err(Error::Closed),
-                Err(e) => {
-                    let id = leg.to().cloned();
-                    leg.reset("write failed");
-                    if let Some(id) = id {
-                        self.failed.push((id, e));
-                    }
-                }
-            }
-        }
-        self.legs = keep;
-        Ok(())
-    }
-
-    /// Ends every leg; one result per member.
-    pub async fn finish(self) -> Vec<(NodeId, Result<(), Error>)> {
-        let mut out: Vec<(NodeId, Result<(), Error>)> = self
-            .failed
-            .into_iter()
-            .map(|(id, e)| (id, Err(e)))
-            .collect();
-        let finishing = self.legs.into_iter().map(|l| {
-            let id = l.to().cloned();
-            async move { (id, l.finish().await) }
-        });
-        for (id, r) in futures::future::join_all(finishing).await {
-            if let Some(id) = id {
-                out.push((id, r));
-            }
-        }
-        out
-    }
-
-    /// The members this stream goes to.
-    pub fn members(&self) -> impl Iterator<Item = &NodeId> {
-        self.legs.iter().filter_map(|l| l.to())
-    }
-}
+use crate::types::{lock, BroadcastRequest, Error, LeaderGuard, Reply, Request, WatchEvent};
 
 /// Membership and leadership changes as they happen (see [`WatchEvent`]).
 /// Events are dropped (with a warning) while this stream is not read and
@@ -702,35 +247,25 @@ impl Hedgerow {
     /// Opens a stream to the leader (its stream handler reads it).
     pub async fn send_stream(&self) -> Result<SendStream, Error> {
         let (reply, rx) = oneshot::channel();
-        self.command(Command::OpenStream { reply })?;
+        self.command(Command::Stream(StreamCommand::Open { reply }))?;
         let id = rx.await.map_err(|_| Error::Closed)??;
-        Ok(SendStream {
-            id,
-            to: None,
-            commands: self.commands.clone(),
-            done: false,
-        })
+        Ok(SendStream::new(id, None, self.commands.clone()))
     }
 
     /// Opens a stream to every member of the current view, this node
     /// included (each member's stream handler reads its leg).
     pub async fn broadcast_stream(&self) -> Result<BroadcastStream, Error> {
         let (reply, rx) = oneshot::channel();
-        self.command(Command::OpenBroadcastStream { reply })?;
+        self.command(Command::Stream(StreamCommand::OpenBroadcast { reply }))?;
         let mut legs = Vec::new();
         let mut failed = Vec::new();
         for (to, r) in rx.await.map_err(|_| Error::Closed)? {
             match r {
-                Ok(id) => legs.push(SendStream {
-                    id,
-                    to: Some(to),
-                    commands: self.commands.clone(),
-                    done: false,
-                }),
+                Ok(id) => legs.push(SendStream::new(id, Some(to), self.commands.clone())),
                 Err(e) => failed.push((to, e)),
             }
         }
-        Ok(BroadcastStream { legs, failed })
+        Ok(BroadcastStream::new(legs, failed))
     }
 
     /// Sets this node's metadata (at most `max_meta_len` bytes); members
@@ -1025,22 +560,11 @@ impl<R: Runtime> Builder<R> {
                     .into(),
             )
         })?;
-        let clock: Arc<dyn Clock> = match self.clock {
+        let clock = match self.clock {
             Some(c) => c,
-            None => Arc::from(
-                hedgerow_clock::ClockConfig::Auto { bound: None }
-                    .open()
-                    .map_err(|e| Error::Clock(e.to_string()))?,
-            ),
+            None => default_clock()?,
         };
-        let mut config = Config::lan(self.cluster.clone());
-        if let Some(tweak) = self.tweak {
-            tweak(&mut config);
-        }
-        config.cluster = self.cluster;
-        config
-            .validate()
-            .map_err(|e| Error::Config(e.to_string()))?;
+        let config = node_config(self.cluster, self.tweak)?;
         let listen = self.listen.unwrap_or_else(|| self.advertise.clone());
         let listener = rt.bind(listen).await.map_err(Error::Io)?;
         let local_addr = R::local_addr(&listener).map_err(Error::Io)?;
@@ -1082,34 +606,51 @@ impl<R: Runtime> Builder<R> {
             net: net_rx,
             consumed: consumed_rx,
         };
-        let driver = Driver::new(
-            driver::Parts {
-                rt: rt.clone(),
-                node: node.clone(),
-                clock: clock.clone(),
-                store,
-                store_timeout,
-                net: net.clone(),
-                listener,
-                handlers: self.handlers,
-                consumed: consumed_tx,
-                seed: seed ^ 0x9e37_79b9_7f4a_7c15,
-            },
-            inbox,
-        );
-        let cell = driver::DriverCell::new(driver);
-        let inputs: Arc<dyn driver::Inputs> = cell.clone();
-        net.set_inputs(Arc::downgrade(&inputs));
-        rt.spawn(Box::pin(driver::run(cell)));
+        let parts = driver::Parts {
+            rt,
+            node: node.clone(),
+            clock: clock.clone(),
+            store,
+            store_timeout,
+            net,
+            listener,
+            handlers: self.handlers,
+            consumed: consumed_tx,
+            seed: seed ^ 0x9e37_79b9_7f4a_7c15,
+        };
+        let commands = driver::start(parts, inbox, cmd_tx);
         Ok(Hedgerow {
             node,
             clock,
-            commands: driver::commands(cmd_tx, inputs),
+            commands,
             id,
             addr,
             local_addr,
         })
     }
+}
+
+/// The clock when none was given: ClockBound if its segment exists, else
+/// one that never leads.
+fn default_clock() -> Result<Arc<dyn Clock>, Error> {
+    let clock = hedgerow_clock::ClockConfig::Auto { bound: None }
+        .open()
+        .map_err(|e| Error::Clock(e.to_string()))?;
+    Ok(Arc::from(clock))
+}
+
+/// The node configuration for `cluster`: `Config::lan` with the builder's
+/// tweak applied (the cluster id itself cannot be changed), validated.
+fn node_config(cluster: String, tweak: Option<ConfigTweak>) -> Result<Config, Error> {
+    let mut config = Config::lan(cluster.clone());
+    if let Some(tweak) = tweak {
+        tweak(&mut config);
+    }
+    config.cluster = cluster;
+    config
+        .validate()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    Ok(config)
 }
 
 /// A random number from the standard library's per-process hash keys and

@@ -40,11 +40,17 @@
 //!
 //! # How a node runs
 //!
-//! One driver task owns the core node. Before every call into it the
-//! driver reads the clock (a failed read becomes a reading with status
-//! Unknown, so the node steps down rather than guess); it feeds the node
-//! network messages, timers, store answers and your commands, and carries
-//! out what the node asks for. Store calls run on the runtime's blocking
+//! One driver owns the core node. It sits behind a lock and runs on
+//! whichever task has an input for it: its own loop task, which waits on
+//! the timer and every input channel, or, when the lock is free, the task
+//! making a call, the connection that read a frame or the handler that
+//! finished (saving a hop to another thread). The handle's read-only
+//! queries, such as [`Hedgerow::is_leader`], lock the node briefly
+//! themselves. Before every call into the node the driver reads the clock
+//! (a failed read becomes a reading with status Unknown, so the node steps
+//! down rather than guess); it feeds the node network messages, timers,
+//! store answers and your commands, and carries out what the node asks
+//! for. Store calls run on the runtime's blocking
 //! pool (an [`store::AsyncLeaseStore`] runs as a task instead) with a
 //! timeout ([`Builder::store_timeout`]); a failure or timeout
 //! reaches the node as a store error, never a panic.
@@ -85,12 +91,16 @@
 
 mod api;
 mod driver;
+mod input;
 pub mod runtime;
 pub mod store;
+mod stream;
 mod transport;
+mod types;
 
-pub use api::{
-    BroadcastReplies, BroadcastRequest, BroadcastStream, Builder, Error, Hedgerow, IncomingStream,
-    LeaderGuard, Reply, Request, SendStream, Watch, WatchEvent,
+pub use api::{BroadcastReplies, Builder, Hedgerow, Watch};
+pub use hedgerow_core::{
+    Bytes, Config, LeaderInfo, Member, MemberChange, NodeId, NodeStats, Payload, Term,
 };
-pub use hedgerow_core::{Bytes, Config, LeaderInfo, Member, NodeId, NodeStats, Payload, Term};
+pub use stream::{BroadcastStream, IncomingStream, SendStream};
+pub use types::{BroadcastRequest, Error, LeaderGuard, Reply, Request, WatchEvent};

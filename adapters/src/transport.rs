@@ -33,7 +33,7 @@ use hedgerow_core::wire::{
 };
 use hedgerow_core::{Bytes, Hello, Message, NodeId, Payload};
 
-use crate::driver::Inputs;
+use crate::input::Accept;
 use crate::runtime::{timeout, Runtime};
 
 /// Identifies one connection for the driver's bookkeeping.
@@ -103,7 +103,7 @@ pub(crate) struct NetCtx {
     pub(crate) events: mpsc::Sender<NetEvent>,
     /// The driver, for events handed over without a hop through `events`.
     /// Weak: the driver holds this context.
-    inputs: OnceLock<Weak<dyn Inputs>>,
+    inputs: OnceLock<Weak<dyn Accept<NetEvent>>>,
     /// Buffers for big frame bodies, shared by every connection.
     bodies: Arc<BodyPool>,
     next_conn: AtomicU64,
@@ -139,7 +139,7 @@ impl NetCtx {
     }
 
     /// Lets connections hand events to the driver directly.
-    pub(crate) fn set_inputs(&self, inputs: Weak<dyn Inputs>) {
+    pub(crate) fn set_inputs(&self, inputs: Weak<dyn Accept<NetEvent>>) {
         let _ = self.inputs.set(inputs);
     }
 
@@ -149,7 +149,7 @@ impl NetCtx {
     /// has stopped.
     async fn deliver(&self, events: &mut mpsc::Sender<NetEvent>, e: NetEvent) -> Result<(), ()> {
         let e = match self.inputs.get().and_then(Weak::upgrade) {
-            Some(driver) => match driver.net(e) {
+            Some(driver) => match driver.accept(e) {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             },

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
 use hedgerow::{Hedgerow, IncomingStream, Request, Watch, WatchEvent};
-use hedgerow_core::{Config, LeaveReason};
+use hedgerow_core::{Config, LeaveReason, MemberChange};
 
 use super::record::{lock, mix, name, Cmd, Shared, What};
 use super::{CLUSTER, NODE_PORT, STORE_HOST};
@@ -229,11 +229,11 @@ impl Host {
                     .collect();
                 self.rec.rec(What::View((term, version), members));
             }
-            WatchEvent::Left {
+            WatchEvent::Member(MemberChange::Left {
                 id,
                 reason: LeaveReason::Failed,
                 ..
-            } => self.rec.rec(What::Failed(id.to_string())),
+            }) => self.rec.rec(What::Failed(id.to_string())),
             _ => {}
         }
     }

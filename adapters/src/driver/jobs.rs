@@ -1,0 +1,166 @@
+//! Handler jobs: each request this node gets as leader and each broadcast
+//! it gets as a member is a call of the application's handler, run as a
+//! task of its own, at most `max_handlers` at once (more wait in a bounded
+//! queue, beyond which they are refused as overloaded). A handler's answer,
+//! or its panic, goes back to the node as the reply. The driver never
+//! awaits a handler.
+
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+
+use futures::channel::mpsc;
+use futures::FutureExt;
+use hedgerow_core::{BroadcastHandle, Payload, RequestHandle};
+
+use super::{BroadcastFn, Driver, Handlers, LeaderFn};
+use crate::runtime::{BoxFuture, Runtime};
+use crate::types::{BroadcastRequest, Request};
+
+/// Requests and broadcasts waiting for a free handler slot beyond this are
+/// refused at once ("overloaded") instead of queued.
+const MAX_QUEUED_JOBS: usize = 10_000;
+
+/// A handler call the node asked for.
+pub(super) enum Job {
+    Request(RequestHandle, Payload),
+    Broadcast(BroadcastHandle, Payload),
+}
+
+/// A handler call's answer, on its way back to the node.
+pub(crate) enum Done {
+    Request(RequestHandle, Result<Vec<u8>, String>),
+    Broadcast(BroadcastHandle, Result<Vec<u8>, String>),
+}
+
+pub(super) struct Jobs {
+    leader: Option<LeaderFn>,
+    broadcast: Option<BroadcastFn>,
+    max_in_flight: usize,
+    in_flight: usize,
+    queued: VecDeque<Job>,
+    /// Where finished calls report (the loop's app channel).
+    finished: mpsc::UnboundedSender<Done>,
+}
+
+impl Jobs {
+    pub(super) fn new(handlers: &Handlers, finished: mpsc::UnboundedSender<Done>) -> Self {
+        Jobs {
+            leader: handlers.leader.clone(),
+            broadcast: handlers.broadcast.clone(),
+            max_in_flight: handlers.max_in_flight,
+            in_flight: 0,
+            queued: VecDeque::new(),
+            finished,
+        }
+    }
+
+    fn has_slot(&self) -> bool {
+        self.in_flight < self.max_in_flight
+    }
+}
+
+impl<R: Runtime> Driver<R> {
+    /// Runs `job` now if a slot is free, else queues or refuses it.
+    pub(super) fn job(&mut self, job: Job) {
+        if self.jobs.has_slot() {
+            self.start_job(job);
+        } else if self.jobs.queued.len() < MAX_QUEUED_JOBS {
+            self.jobs.queued.push_back(job);
+        } else {
+            let why = "overloaded: too many handler calls waiting".to_string();
+            self.finish_job(match job {
+                Job::Request(h, _) => Done::Request(h, Err(why)),
+                Job::Broadcast(h, _) => Done::Broadcast(h, Err(why)),
+            });
+        }
+    }
+
+    fn start_job(&mut self, job: Job) {
+        let fut = match self.call(job) {
+            Ok(fut) => fut,
+            Err(refused) => return self.finish_job(refused),
+        };
+        self.jobs.in_flight += 1;
+        // Finished on the handler's task when the driver is free: the
+        // reply is written from there, without a hop to the loop.
+        let finished = self.inputs.route(&self.jobs.finished);
+        self.rt.spawn(Box::pin(async move {
+            let _ = finished.send(fut.await);
+        }));
+    }
+
+    /// The handler's call for `job`, or the refusal when no handler is set.
+    fn call(&mut self, job: Job) -> Result<BoxFuture<'static, Done>, Done> {
+        match job {
+            Job::Request(handle, payload) => {
+                let Some(h) = self.jobs.leader.clone() else {
+                    let why = "no leader handler is set on the leader".to_string();
+                    return Err(Done::Request(handle, Err(why)));
+                };
+                let req = Request {
+                    from: handle.from.clone(),
+                    incarnation: handle.incarnation,
+                    id: handle.id,
+                    term: handle.term,
+                    payload: payload.into_vec(),
+                    guard: self.guard_for(handle.term),
+                };
+                let call = std::panic::catch_unwind(AssertUnwindSafe(|| h(req)));
+                Ok(run_handler(call, move |r| Done::Request(handle, r)))
+            }
+            Job::Broadcast(handle, payload) => {
+                let Some(h) = self.jobs.broadcast.clone() else {
+                    let why = "no broadcast handler is set on this member".to_string();
+                    return Err(Done::Broadcast(handle, Err(why)));
+                };
+                let req = BroadcastRequest {
+                    from: handle.from.clone(),
+                    id: handle.id,
+                    payload: payload.into_vec(),
+                };
+                let call = std::panic::catch_unwind(AssertUnwindSafe(|| h(req)));
+                Ok(run_handler(call, move |r| Done::Broadcast(handle, r)))
+            }
+        }
+    }
+
+    /// Hands a handler's answer to the node.
+    fn finish_job(&mut self, done: Done) {
+        let now = self.now();
+        let mut node = self.core.node();
+        match done {
+            Done::Request(h, r) => node.reply(now, h, r.map(Payload::from)),
+            Done::Broadcast(h, r) => node.reply_broadcast(now, h, r.map(Payload::from)),
+        }
+    }
+
+    /// A handler call finished: its answer goes out, and its slot to the
+    /// next job waiting.
+    pub(super) fn on_done(&mut self, done: Done) {
+        self.jobs.in_flight = self.jobs.in_flight.saturating_sub(1);
+        self.finish_job(done);
+        while self.jobs.has_slot() {
+            let Some(job) = self.jobs.queued.pop_front() else {
+                break;
+            };
+            self.start_job(job);
+        }
+        self.drain();
+    }
+}
+
+fn run_handler(
+    call: std::thread::Result<BoxFuture<'static, Result<Vec<u8>, String>>>,
+    wrap: impl FnOnce(Result<Vec<u8>, String>) -> Done + Send + 'static,
+) -> BoxFuture<'static, Done> {
+    Box::pin(async move {
+        let r = match call {
+            Ok(fut) => match AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(r) => r,
+                Err(_) => Err("the handler panicked".to_string()),
+            },
+            Err(_) => Err("the handler panicked".to_string()),
+        };
+        wrap(r)
+    })
+}

@@ -1,0 +1,207 @@
+//! The lease store as the driver uses it: each operation the node asks
+//! for runs off the driver (on the blocking pool, or as a task for an
+//! async store) under the store timeout, and its answer comes back as an
+//! input; a graceful leave waits here for its release to be answered.
+//! What to write and when is the node's call; a failure or timeout reaches
+//! it as a store error, never a panic.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::channel::{mpsc, oneshot};
+use hedgerow_core::{Input, LeaseOp, LeaseReply, OpId, StoreError};
+
+use super::inputs::LeaseAnswer;
+use super::Driver;
+use crate::runtime::{timeout, BoxFuture, Runtime};
+use crate::store::{AsyncLeaseStore, LeaseStore};
+use crate::types::Error;
+
+/// The lease store, as the builder was given it.
+#[derive(Clone)]
+pub(crate) enum Store {
+    /// Calls block: they run on the runtime's blocking pool.
+    Blocking(Arc<dyn LeaseStore>),
+    /// Calls are futures: they run as tasks on the runtime.
+    Async(Arc<dyn AsyncLeaseStore>),
+}
+
+/// A graceful leave waiting for the lease's release to be stored.
+struct Leaving {
+    deadline: Instant,
+    done: oneshot::Sender<Result<(), Error>>,
+    error: Option<StoreError>,
+}
+
+pub(super) struct Lease {
+    store: Store,
+    /// The lease's key in the store: the cluster's name.
+    group: String,
+    timeout: Duration,
+    /// Where store calls send their answers (the loop's lease channel).
+    answers: mpsc::UnboundedSender<LeaseAnswer>,
+    /// The operation in flight, if any.
+    pending: Option<OpId>,
+    leaving: Option<Leaving>,
+}
+
+impl Lease {
+    pub(super) fn new(
+        store: Store,
+        group: String,
+        timeout: Duration,
+        answers: mpsc::UnboundedSender<LeaseAnswer>,
+    ) -> Self {
+        Lease {
+            store,
+            group,
+            timeout,
+            answers,
+            pending: None,
+            leaving: None,
+        }
+    }
+
+    /// Runs `op` on the store; its answer (or a timeout) comes back on the
+    /// lease channel.
+    pub(super) fn call<R: Runtime>(&mut self, rt: &R, op: LeaseOp) {
+        let id = op.id();
+        self.pending = Some(id);
+        let (tx, rx) = oneshot::channel();
+        let group = self.group.clone();
+        match self.store.clone() {
+            Store::Blocking(store) => rt.spawn_blocking(Box::new(move || {
+                let _ = tx.send(call_blocking(store.as_ref(), &group, &op));
+            })),
+            Store::Async(store) => rt.spawn(call_async(store, group, op, tx)),
+        }
+        let timer = rt.clone();
+        let limit = self.timeout;
+        let answers = self.answers.clone();
+        rt.spawn(Box::pin(async move {
+            let result = match timeout(&timer, limit, rx).await {
+                Some(Ok(r)) => r,
+                Some(Err(_)) => Err(StoreError::Unavailable(
+                    "the store call panicked; see the log".into(),
+                )),
+                None => Err(StoreError::Timeout),
+            };
+            let _ = answers.unbounded_send((id, result));
+        }));
+    }
+
+    /// Notes the answer to `op` before the node hears it.
+    fn answered(&mut self, op: OpId, result: &Result<LeaseReply, StoreError>) {
+        if self.pending == Some(op) {
+            self.pending = None;
+        }
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "lease store operation failed");
+            if let Some(l) = &mut self.leaving {
+                l.error = Some(e.clone());
+            }
+        }
+    }
+
+    /// A graceful leave, asked for at runtime instant `now`: `done` hears
+    /// how the release went, or that it was not answered in time.
+    pub(super) fn leave(&mut self, now: Instant, done: oneshot::Sender<Result<(), Error>>) {
+        let deadline = now + self.timeout + Duration::from_millis(100);
+        self.leaving = Some(Leaving {
+            deadline,
+            done,
+            error: None,
+        });
+    }
+
+    pub(super) fn is_leaving(&self) -> bool {
+        self.leaving.is_some()
+    }
+
+    /// When a leave in progress gives up waiting.
+    pub(super) fn leave_deadline(&self) -> Option<Instant> {
+        self.leaving.as_ref().map(|l| l.deadline)
+    }
+
+    /// True once a graceful leave has released the lease (or given up).
+    pub(super) fn leave_finished<R: Runtime>(&mut self, rt: &R) -> bool {
+        let Some(l) = &self.leaving else {
+            return false;
+        };
+        let timed_out = rt.now() >= l.deadline;
+        if self.pending.is_some() && !timed_out {
+            return false;
+        }
+        if let Some(l) = self.leaving.take() {
+            let result = match (l.error, timed_out && self.pending.is_some()) {
+                (Some(e), _) => Err(Error::Store(e)),
+                (None, true) => Err(Error::Store(StoreError::Timeout)),
+                (None, false) => Ok(()),
+            };
+            let _ = l.done.send(result);
+        }
+        true
+    }
+}
+
+fn call_blocking(
+    store: &dyn LeaseStore,
+    group: &str,
+    op: &LeaseOp,
+) -> Result<LeaseReply, StoreError> {
+    match op {
+        LeaseOp::Read { .. } => store.read(group).map(LeaseReply::Read),
+        LeaseOp::CompareAndSet {
+            expected_version,
+            write,
+            ..
+        } => store
+            .compare_and_set(group, *expected_version, write)
+            .map(LeaseReply::Cas),
+    }
+}
+
+/// The call as a task of its own. When the timeout gives up, dropping the
+/// receiver does not stop it, so it is raced against the receiver's
+/// cancellation to end with the timeout.
+fn call_async(
+    store: Arc<dyn AsyncLeaseStore>,
+    group: String,
+    op: LeaseOp,
+    mut tx: oneshot::Sender<Result<LeaseReply, StoreError>>,
+) -> BoxFuture<'static, ()> {
+    Box::pin(async move {
+        let call = async {
+            match &op {
+                LeaseOp::Read { .. } => store.read(&group).await.map(LeaseReply::Read),
+                LeaseOp::CompareAndSet {
+                    expected_version,
+                    write,
+                    ..
+                } => store
+                    .compare_and_set(&group, *expected_version, write)
+                    .await
+                    .map(LeaseReply::Cas),
+            }
+        };
+        let result = {
+            let call = std::pin::pin!(call);
+            let cancelled = std::pin::pin!(tx.cancellation());
+            match futures::future::select(call, cancelled).await {
+                futures::future::Either::Left((result, _)) => Some(result),
+                futures::future::Either::Right(_) => None,
+            }
+        };
+        if let Some(result) = result {
+            let _ = tx.send(result);
+        }
+    })
+}
+
+impl<R: Runtime> Driver<R> {
+    /// The store answered (or timed out): the node hears it.
+    pub(super) fn on_lease(&mut self, op: OpId, result: Result<LeaseReply, StoreError>) {
+        self.lease.answered(op, &result);
+        self.input(Input::Lease { op, result });
+    }
+}

@@ -1,0 +1,164 @@
+//! The core node as the driver calls it: a fresh clock reading before
+//! every call in (a failed read becomes a reading with status Unknown,
+//! extrapolated from the last good one, so the node steps down rather than
+//! guess), when the node next wants to be woken, and the buffer its outputs
+//! are carried out from. It carries out no output itself: where each one
+//! goes is the driver's dispatch.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures::channel::oneshot;
+use futures::future::Shared;
+use hedgerow_clock::Clock;
+use hedgerow_core::{
+    duration_nanos, ClockReading, ClockSource, ClockStatus, MonoTime, Node, Now, Output, Term,
+    TimeInterval,
+};
+
+use crate::runtime::Runtime;
+use crate::types::{lock, LeaderGuard};
+
+pub(super) struct Core {
+    /// Shared with the public handle's queries and every [`LeaderGuard`].
+    node: Arc<Mutex<Node>>,
+    clock: Arc<dyn Clock>,
+    /// The last good reading, and the runtime's instant when it was taken.
+    last: Option<(Now, Instant)>,
+    /// When the driver started: mono time for a clock never read yet.
+    started: Instant,
+    clock_failing: bool,
+    /// The node's outputs being carried out (kept for its allocation).
+    outs: Vec<Output>,
+    /// The node's span, entered by whoever runs the driver.
+    span: tracing::Span,
+}
+
+impl Core {
+    pub(super) fn new(
+        node: Arc<Mutex<Node>>,
+        clock: Arc<dyn Clock>,
+        started: Instant,
+        span: tracing::Span,
+    ) -> Self {
+        Core {
+            node,
+            clock,
+            last: None,
+            started,
+            clock_failing: false,
+            outs: Vec::new(),
+            span,
+        }
+    }
+
+    /// The node, locked until the guard goes.
+    pub(super) fn node(&self) -> MutexGuard<'_, Node> {
+        lock(&self.node)
+    }
+
+    pub(super) fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    pub(super) fn describe_clock(&self) -> String {
+        self.clock.describe()
+    }
+
+    /// A guard on leadership under `term` that ends when `lost` fires.
+    pub(super) fn guard(&self, term: Term, lost: Shared<oneshot::Receiver<()>>) -> LeaderGuard {
+        LeaderGuard::new(term, self.node.clone(), self.clock.clone(), lost)
+    }
+
+    /// A fresh reading; when the clock fails, a reading with status Unknown
+    /// (the node steps down and does not lead) extrapolated from the last
+    /// good one.
+    pub(super) fn now<R: Runtime>(&mut self, rt: &R) -> Now {
+        match self.clock.now() {
+            Ok(now) => {
+                if self.clock_failing {
+                    tracing::info!("clock readable again");
+                    self.clock_failing = false;
+                }
+                self.last = Some((now, rt.now()));
+                now
+            }
+            Err(e) => {
+                if !self.clock_failing {
+                    tracing::warn!(error = %e, "cannot read the clock; this node will not lead until it can");
+                    self.clock_failing = true;
+                }
+                self.unknown(rt.now())
+            }
+        }
+    }
+
+    /// A reading with status Unknown for runtime instant `now`: the last
+    /// good reading moved on by the time since, or zero time if there was
+    /// none.
+    fn unknown(&self, now: Instant) -> Now {
+        let (mono, interval, source) = match &self.last {
+            Some((last, at)) => {
+                let el = duration_nanos(now.saturating_duration_since(*at));
+                let i = last.clock.interval;
+                (
+                    last.mono + Duration::from_nanos(el),
+                    TimeInterval {
+                        earliest: i.earliest.saturating_add(el),
+                        latest: i.latest.saturating_add(el),
+                    },
+                    last.clock.source,
+                )
+            }
+            None => (
+                MonoTime::from_nanos(duration_nanos(now.saturating_duration_since(self.started))),
+                TimeInterval {
+                    earliest: 0,
+                    latest: 0,
+                },
+                ClockSource::ClockBound,
+            ),
+        };
+        Now {
+            mono,
+            clock: ClockReading {
+                interval,
+                status: ClockStatus::Unknown,
+                source,
+            },
+        }
+    }
+
+    /// When the node next wants to be woken, on the runtime's clock, at
+    /// most `max_sleep` after the last reading (`None`: it wants no
+    /// timer). Translated through the instant of the last clock reading,
+    /// so it costs no new reading.
+    pub(super) fn due<R: Runtime>(&self, rt: &R, max_sleep: Duration) -> Option<Instant> {
+        let deadline = self.node().poll_timeout();
+        match (deadline, &self.last) {
+            (Some(t), Some((last, at))) => {
+                let ahead = t.saturating_since(last.mono).min(max_sleep);
+                Some(*at + ahead)
+            }
+            (Some(_), None) => Some(rt.now()),
+            (None, _) => None,
+        }
+    }
+
+    /// The buffer to collect outputs in (empty; one allocation reused
+    /// across calls: a fresh one was an allocation per input).
+    pub(super) fn take_outputs(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.outs)
+    }
+
+    /// Moves every output the node has into `outs`.
+    pub(super) fn poll_outputs(&self, outs: &mut Vec<Output>) {
+        let mut node = self.node();
+        outs.extend(std::iter::from_fn(|| node.poll()));
+    }
+
+    /// Gives the (emptied) buffer back for the next drain.
+    pub(super) fn keep_outputs(&mut self, outs: Vec<Output>) {
+        self.outs = outs;
+    }
+}

@@ -1,0 +1,143 @@
+//! The words the rest of the crate hands the driver, and the way they get
+//! in: the public handles' [`Command`]s, the credit an inbound stream's
+//! reader gives back ([`Consumed`]), and [`Route`], which hands an input
+//! straight to the driver on the sender's thread when the driver is free
+//! ([`Accept`]) and queues it on the driver's channel otherwise. The
+//! transport hands its connection events in through the same [`Accept`].
+//!
+//! This room knows nothing of the driver (the driver implements
+//! [`Accept`]), so the API and the transport can name what they send
+//! without importing what receives it.
+
+use std::sync::Arc;
+
+use futures::channel::{mpsc, oneshot};
+use hedgerow_core::{Bytes, NodeId, Payload, StreamId};
+
+use crate::types::{Error, LeaderGuard, Reply, WatchEvent};
+
+/// A broadcast reply as the API hands it out.
+pub(crate) type BroadcastItem = (NodeId, Result<Vec<u8>, Error>);
+
+/// What the public handle asks the driver to do.
+pub(crate) enum Command {
+    Send {
+        payload: Vec<u8>,
+        reply: oneshot::Sender<Result<Reply, Error>>,
+    },
+    Broadcast {
+        payload: Vec<u8>,
+        replies: mpsc::UnboundedSender<BroadcastItem>,
+    },
+    Stream(StreamCommand),
+    SetMeta {
+        meta: Vec<u8>,
+        done: oneshot::Sender<Result<(), Error>>,
+    },
+    Watch(mpsc::Sender<WatchEvent>),
+    Guard {
+        reply: oneshot::Sender<Option<LeaderGuard>>,
+    },
+    Resign,
+    Leave {
+        done: oneshot::Sender<Result<(), Error>>,
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// What the stream handles (and the handle opening them) ask of the
+/// driver.
+pub(crate) enum StreamCommand {
+    /// A stream to the leader.
+    Open {
+        reply: oneshot::Sender<Result<StreamId, Error>>,
+    },
+    /// A stream to each member of the view, this node included.
+    OpenBroadcast {
+        reply: oneshot::Sender<Vec<(NodeId, Result<StreamId, Error>)>>,
+    },
+    Write {
+        id: StreamId,
+        data: Payload,
+        done: oneshot::Sender<Result<(), Error>>,
+    },
+    Finish {
+        id: StreamId,
+        done: oneshot::Sender<Result<(), Error>>,
+    },
+    Reset {
+        id: StreamId,
+        reason: String,
+    },
+}
+
+/// An inbound stream's bytes as the application reads them; `Err` carries a
+/// reset reason.
+pub(crate) type Chunk = Result<Bytes, String>;
+
+/// An inbound stream chunk the application has read: credit goes back.
+pub(crate) struct Consumed {
+    pub(crate) from: NodeId,
+    pub(crate) sid: u64,
+    pub(crate) n: usize,
+}
+
+/// A running driver taking inputs of kind `T` on the sender's own thread.
+/// Gives the input back when the driver is busy or stopped; the sender
+/// then uses the channel.
+pub(crate) trait Accept<T>: Send + Sync {
+    // The input comes back to be queued; boxing it would cost an
+    // allocation per frame on the path this exists to make cheap.
+    #[allow(clippy::result_large_err)]
+    fn accept(&self, input: T) -> Result<(), T>;
+}
+
+/// One kind of input's way into the driver: straight in, on the sender's
+/// thread, when the driver is free (`direct`), else through the loop's
+/// channel.
+pub(crate) struct Route<T> {
+    tx: mpsc::UnboundedSender<T>,
+    direct: Option<Arc<dyn Accept<T>>>,
+}
+
+/// Where the public handles send commands.
+pub(crate) type Commands = Route<Command>;
+/// Where an inbound stream reports the bytes its reader consumed (so
+/// credit goes back).
+pub(crate) type Credit = Route<Consumed>;
+
+impl<T> Route<T> {
+    /// A route that queues on `tx` whenever `direct` (if any) is busy.
+    pub(crate) fn new(tx: mpsc::UnboundedSender<T>, direct: Option<Arc<dyn Accept<T>>>) -> Self {
+        Route { tx, direct }
+    }
+
+    /// Hands `x` to the driver; [`Error::Closed`] once it has stopped.
+    pub(crate) fn send(&self, x: T) -> Result<(), Error> {
+        let x = match &self.direct {
+            Some(driver) => match driver.accept(x) {
+                Ok(()) => return Ok(()),
+                Err(x) => x,
+            },
+            None => x,
+        };
+        self.tx.unbounded_send(x).map_err(|_| Error::Closed)
+    }
+}
+
+impl<T> Clone for Route<T> {
+    fn clone(&self) -> Self {
+        Route {
+            tx: self.tx.clone(),
+            direct: self.direct.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Route<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Route")
+    }
+}
