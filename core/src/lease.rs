@@ -206,8 +206,12 @@ impl Lease {
 
     /// Gives the lease up at the next step and stays out of the race for
     /// `cooldown`.
+    /// An acquire still on its way, or one whose answer was lost, may win
+    /// the row: that row is released too, without leading on it.
     pub(crate) fn resign(&mut self, now: &Now, cooldown: Duration) {
-        self.release_wanted = self.held.is_some();
+        let acquiring = matches!(self.in_flight, Some((_, Purpose::Acquire)))
+            || (self.unsure && self.held.is_none());
+        self.release_wanted = self.held.is_some() || acquiring;
         self.cooldown_until = now.mono + cooldown;
     }
 
@@ -337,8 +341,38 @@ impl Lease {
         if let Some(h) = self.held.clone() {
             return self.step_held(now, h, notes);
         }
-        self.release_wanted = false;
+        if self.release_wanted {
+            if let Some(op) = self.release_unheld(now) {
+                return Some(op);
+            }
+        }
         self.step_unheld(now)
+    }
+
+    /// A resign that came while an acquire was out: releases the row that
+    /// acquire won, if it did, without ever leading on it. When the
+    /// acquire's answer was lost, the read `step_unheld` issues decides.
+    fn release_unheld(&mut self, now: &Now) -> Option<LeaseOp> {
+        if self.unsure {
+            return None;
+        }
+        self.release_wanted = false;
+        let latest = now.clock.interval.latest;
+        let row = self
+            .row
+            .as_ref()
+            .filter(|r| self.is_mine(r) && latest < r.expires_ns)?;
+        let (version, token) = (row.version, row.token);
+        let write = LeaseWrite {
+            holder: None,
+            token,
+            expires_ns: latest,
+        };
+        Some(self.issue(Purpose::Release, |op| LeaseOp::CompareAndSet {
+            op,
+            expected_version: Some(version),
+            write,
+        }))
     }
 
     /// Steps down at once when the reading may not lead or the lease has
@@ -523,6 +557,9 @@ impl Lease {
         let valid = self.clock_may_lead(&now.clock) && now.clock.interval.latest < row.expires_ns;
         let mine = self.is_mine(&row);
         match purpose {
+            // Resigned while the acquire was out: the next step releases
+            // the row (`release_unheld`) instead of leading on it.
+            Purpose::Acquire if mine && self.release_wanted => {}
             Purpose::Acquire | Purpose::Renew if mine && valid => {
                 // A store that answers a renew with another token
                 // broke its contract; still, the application hears
@@ -868,5 +905,87 @@ mod tests {
                 .count();
             assert_eq!(applied, 1, "renew_first={renew_first}");
         }
+    }
+
+    /// Steps a fresh lease through its start-up read to its first write.
+    fn first_acquire(l: &mut Lease, n: &Now, store: &mut Option<LeaseRow>) -> LeaseOp {
+        let mut notes = Vec::new();
+        loop {
+            let op = l.step(n, &mut notes).expect("an operation");
+            if matches!(op, LeaseOp::CompareAndSet { .. }) {
+                return op;
+            }
+            notes.extend(answer(l, n, &op, store));
+        }
+    }
+
+    #[test]
+    fn a_resign_while_the_acquire_is_out_releases_the_lease_it_wins() {
+        let mut store = None;
+        let mut a = lease("a", 1);
+        let n = now(0, 1_000_000, 5);
+        let mut notes = Vec::new();
+        let op = first_acquire(&mut a, &n, &mut store);
+        // `leave` (or `resign`) while the acquire is on its way.
+        a.resign(&n, Duration::MAX / 4);
+        a.set_candidate(false);
+        notes.extend(answer(&mut a, &n, &op, &mut store));
+        notes.extend(run(&mut a, &n, &mut store));
+        assert!(
+            !a.is_leader(&n),
+            "a node that resigned kept the lease it won"
+        );
+        assert!(
+            !notes
+                .iter()
+                .any(|x| matches!(x, LeaseNote::Elected(_) | LeaseNote::SteppedDown(..))),
+            "it never leads on the row it releases: {notes:?}"
+        );
+        let row = store.expect("the acquire landed");
+        assert!(row.holder.is_none(), "the row was not released: {row:?}");
+        assert_eq!(row.token, Term(1));
+        // Nothing is written again: it stays out.
+        let later = now(60_000, 1_060_000, 5);
+        assert!(a.step(&later, &mut notes).is_none());
+    }
+
+    #[test]
+    fn a_resign_after_a_lost_acquire_answer_reads_then_releases_what_it_won() {
+        let mut store = None;
+        let mut a = lease("a", 1);
+        let n = now(0, 1_000_000, 5);
+        let mut notes = Vec::new();
+        let op = first_acquire(&mut a, &n, &mut store);
+        // The write lands but its answer is lost (a store timeout).
+        let _ = crate::store::execute_on_row(&mut store, &op);
+        a.on_result(&n, op.id(), Err(StoreError::Timeout), &mut notes);
+        a.resign(&n, Duration::MAX / 4);
+        a.set_candidate(false);
+        let later = now(2_000, 1_002_000, 5);
+        notes.extend(run(&mut a, &later, &mut store));
+        assert!(!a.is_leader(&later));
+        let row = store.expect("the acquire landed");
+        assert!(row.holder.is_none(), "the row was not released: {row:?}");
+        assert!(
+            !notes.iter().any(|x| matches!(x, LeaseNote::Elected(_))),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn a_resign_while_an_acquire_loses_releases_nothing() {
+        let (_a, mut store) = a_leads();
+        let mut b = lease("b", 2);
+        // b knows no row and tries the first insert, which conflicts.
+        let n = now(0, 1_000_000, 5);
+        let mut notes = Vec::new();
+        let op = first_acquire(&mut b, &n, &mut None);
+        b.resign(&n, Duration::MAX / 4);
+        b.set_candidate(false);
+        notes.extend(answer(&mut b, &n, &op, &mut store));
+        let before = store.clone();
+        notes.extend(run(&mut b, &n, &mut store));
+        assert_eq!(store, before, "b wrote a row it never won");
+        assert!(!b.is_leader(&n));
     }
 }

@@ -452,3 +452,36 @@ fn a_member_that_cannot_lead_started_first_finds_the_later_leader() {
         }
     }
 }
+
+/// A node that leaves while its first acquire is on its way to the store
+/// must not hold on to the row that acquire wins: it releases it, so the
+/// others need not wait out a lease it will never renew (and it never
+/// leads after `leave`). The leave instant is swept across the start-up
+/// read and the acquire, with a slow store so the acquire is out a while.
+#[test]
+fn a_leave_while_the_first_acquire_is_out_releases_the_row() {
+    let mut hits = 0;
+    for step in 0..60u64 {
+        let mut cfg = ClusterConfig::new(7);
+        cfg.store.latency_min = Duration::from_millis(150);
+        cfg.store.latency_max = Duration::from_millis(150);
+        let mut c = Cluster::with_nodes(cfg, 1);
+        c.run_for(Duration::from_millis(20 * step));
+        let acquiring = c.store().row().is_none();
+        c.leave(0);
+        c.run_for(Duration::from_secs(3));
+        let me = c.node(0).node.identity().id.clone();
+        if let Some(row) = c.store().row() {
+            hits += usize::from(acquiring);
+            assert!(
+                row.holder.as_ref().is_none_or(|h| h.id != me),
+                "left at {} ms, the row is still held: {row:?}",
+                20 * step
+            );
+        }
+        assert!(c.leaders().is_empty());
+        c.assert_no_violations();
+    }
+    // Some leave instants fell inside the acquire (the row appeared after it).
+    assert!(hits > 0, "no leave instant fell inside the first acquire");
+}
