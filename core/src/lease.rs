@@ -206,6 +206,7 @@ impl Lease {
 
     /// Gives the lease up at the next step and stays out of the race for
     /// `cooldown`.
+    ///
     /// An acquire still on its way, or one whose answer was lost, may win
     /// the row: that row is released too, without leading on it.
     pub(crate) fn resign(&mut self, now: &Now, cooldown: Duration) {
@@ -363,16 +364,22 @@ impl Lease {
             .as_ref()
             .filter(|r| self.is_mine(r) && latest < r.expires_ns)?;
         let (version, token) = (row.version, row.token);
+        Some(self.release(now, version, token))
+    }
+
+    /// The release write: no holder, the token kept (the next taker goes
+    /// above it), expiring at the reading's `latest`, on the row `version`.
+    fn release(&mut self, now: &Now, version: u64, token: Term) -> LeaseOp {
         let write = LeaseWrite {
             holder: None,
             token,
-            expires_ns: latest,
+            expires_ns: now.clock.interval.latest,
         };
-        Some(self.issue(Purpose::Release, |op| LeaseOp::CompareAndSet {
+        self.issue(Purpose::Release, |op| LeaseOp::CompareAndSet {
             op,
             expected_version: Some(version),
             write,
-        }))
+        })
     }
 
     /// Steps down at once when the reading may not lead or the lease has
@@ -399,16 +406,7 @@ impl Lease {
             self.release_wanted = false;
             self.held = None;
             notes.push(LeaseNote::SteppedDown(h.term, StepDownReason::Resigned));
-            let write = LeaseWrite {
-                holder: None,
-                token: h.term,
-                expires_ns: now.clock.interval.latest,
-            };
-            return Some(self.issue(Purpose::Release, |op| LeaseOp::CompareAndSet {
-                op,
-                expected_version: Some(h.version),
-                write,
-            }));
+            return Some(self.release(now, h.version, h.term));
         }
         if self.unsure || self.need_read {
             if now.mono >= self.read_at {
@@ -526,16 +524,11 @@ impl Lease {
         self.need_read = false;
         self.unsure = false;
         self.row_absent = row.is_none();
+        let mine = row.as_ref().filter(|r| self.is_mine(r)).map(|r| r.version);
         if let Some(h) = &mut self.held {
-            match &row {
-                Some(r)
-                    if r.holder
-                        .as_ref()
-                        .is_some_and(|x| x.id == self.me.id && x.nonce == self.me.nonce) =>
-                {
-                    h.version = r.version;
-                }
-                _ => {
+            match mine {
+                Some(version) => h.version = version,
+                None => {
                     notes.push(LeaseNote::SteppedDown(h.term, StepDownReason::LostRace));
                     self.held = None;
                 }
