@@ -24,6 +24,7 @@
 extern crate alloc;
 
 mod config;
+pub mod coord;
 mod decode;
 mod id;
 mod lease;

@@ -53,6 +53,9 @@ pub use hedgerow_core::{
 mod memory;
 pub use memory::MemoryStore;
 
+pub mod coord;
+pub use coord::CoordStore;
+
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 
@@ -98,6 +101,12 @@ pub trait LeaseStore: Send + Sync {
         expected_version: Option<u64>,
         write: &LeaseWrite,
     ) -> Result<CasOutcome, StoreError>;
+
+    /// This store's coordination side (KV, locks, semaphores), if it has
+    /// one; `None` (the default) for a lease-only store.
+    fn coord(&self) -> Option<&dyn CoordStore> {
+        None
+    }
 }
 
 impl<S: LeaseStore + ?Sized> LeaseStore for Arc<S> {
@@ -113,6 +122,10 @@ impl<S: LeaseStore + ?Sized> LeaseStore for Arc<S> {
     ) -> Result<CasOutcome, StoreError> {
         (**self).compare_and_set(group, expected_version, write)
     }
+
+    fn coord(&self) -> Option<&dyn CoordStore> {
+        (**self).coord()
+    }
 }
 
 impl<S: LeaseStore + ?Sized> LeaseStore for Box<S> {
@@ -127,6 +140,10 @@ impl<S: LeaseStore + ?Sized> LeaseStore for Box<S> {
         write: &LeaseWrite,
     ) -> Result<CasOutcome, StoreError> {
         (**self).compare_and_set(group, expected_version, write)
+    }
+
+    fn coord(&self) -> Option<&dyn CoordStore> {
+        (**self).coord()
     }
 }
 

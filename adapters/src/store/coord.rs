@@ -1,0 +1,68 @@
+//! The coordination services' side of a store: the fenced writes a leader
+//! makes for the KV store, locks and semaphores ([`CoordOp`], answered
+//! with a [`CoordReply`]), and the KV reads any node makes directly, with
+//! no leader hop. What to write and when is the core's call
+//! (`hedgerow_core::coord`); a store only applies or refuses, atomically
+//! with a check of the lease row in the same transaction, exactly as
+//! [`execute_coord`] defines.
+//!
+//! A store offers these by answering [`LeaseStore::coord`] with itself.
+//! The stores of this crate all do; a lease-only store written elsewhere
+//! keeps working for membership and election, and a node on it refuses
+//! the coordination verbs with a clear error.
+//!
+//! [`LeaseStore::coord`]: super::LeaseStore::coord
+
+pub use hedgerow_core::coord::{
+    execute_coord, CoordOp, CoordReply, CoordTables, Fence, KvEntry, Origin, PermitRow,
+    SemaphoreRow, COORD_SCHEMA_VERSION, MAX_KEY_LEN,
+};
+
+use super::StoreError;
+
+/// The table every SQL store keeps KV revisions in.
+pub const KV_TABLE: &str = "hedgerow_kv";
+/// The table of semaphore settings and last tokens.
+pub const SEMAPHORE_TABLE: &str = "hedgerow_semaphores";
+/// The table of granted permits.
+pub const PERMIT_TABLE: &str = "hedgerow_permits";
+
+/// Fenced coordination writes and KV reads, per group (the cluster name,
+/// the same key as the group's lease row). Calls block, as
+/// [`LeaseStore`](super::LeaseStore)'s do, and every failure is a
+/// [`StoreError`] within the store's timeouts; a
+/// [`StoreError::Timeout`] on a write means it may or may not have been
+/// applied (the core retries with the same dedupe key, so a retried write
+/// is recognised, never applied twice).
+pub trait CoordStore: Send + Sync {
+    /// Executes `op` as [`execute_coord`] defines, in one transaction with
+    /// the fence check against `group`'s lease row.
+    fn execute(&self, group: &str, op: &CoordOp) -> Result<CoordReply, StoreError>;
+
+    /// The latest revision of `key`.
+    fn kv_get(&self, group: &str, key: &str) -> Result<Option<KvEntry>, StoreError>;
+
+    /// Revision `revision`, if it is a revision of `key`.
+    fn kv_get_at(
+        &self,
+        group: &str,
+        key: &str,
+        revision: u64,
+    ) -> Result<Option<KvEntry>, StoreError>;
+
+    /// Every revision of `key`, oldest first.
+    fn kv_history(&self, group: &str, key: &str) -> Result<Vec<KvEntry>, StoreError>;
+
+    /// The latest revision of each key that starts with `prefix`, by key.
+    fn kv_list(&self, group: &str, prefix: &str) -> Result<Vec<KvEntry>, StoreError>;
+
+    /// Revisions after `after` of keys starting with `prefix`, oldest
+    /// first, at most `limit`.
+    fn kv_changes(
+        &self,
+        group: &str,
+        prefix: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<KvEntry>, StoreError>;
+}
