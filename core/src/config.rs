@@ -91,6 +91,13 @@ pub struct Config {
     pub takeover_jitter: Duration,
     /// Delay before retrying a failed store operation (default 500 ms).
     pub store_retry_interval: Duration,
+    /// How long a semaphore permit or lock stays valid without a renewal
+    /// (default 5 s). Each heartbeat the leader acknowledges renews the
+    /// holder's permits to the leader's `latest` plus this; a holder that
+    /// stops heartbeating (paused, partitioned, dead) loses them this long
+    /// (plus the clock bound) after its last renewal, and only then may the
+    /// leader grant them again. At least twice the heartbeat interval.
+    pub permit_lease: Duration,
 }
 
 impl Config {
@@ -122,6 +129,7 @@ impl Config {
             takeover_stagger: Duration::from_millis(5),
             takeover_jitter: Duration::from_millis(20),
             store_retry_interval: Duration::from_millis(500),
+            permit_lease: Duration::from_secs(5),
         }
     }
 
@@ -140,6 +148,7 @@ impl Config {
             takeover_stagger: Duration::from_millis(2),
             takeover_jitter: Duration::from_millis(5),
             store_retry_interval: Duration::from_millis(100),
+            permit_lease: Duration::from_secs(1),
             ..Config::lan(cluster)
         }
     }
@@ -159,6 +168,7 @@ impl Config {
             takeover_stagger: Duration::from_millis(20),
             takeover_jitter: Duration::from_millis(100),
             store_retry_interval: Duration::from_secs(1),
+            permit_lease: Duration::from_secs(15),
             ..Config::lan(cluster)
         }
     }
@@ -205,6 +215,9 @@ impl Config {
         }
         if self.max_meta_len > 64 * 1024 {
             return fail("max_meta_len must be at most 64 KiB");
+        }
+        if self.permit_lease < self.heartbeat_interval * 2 {
+            return fail("permit_lease must be at least twice heartbeat_interval, or permits lapse between renewals");
         }
         Ok(())
     }

@@ -92,9 +92,17 @@ impl fmt::Display for BroadcastError {
 #[cfg(feature = "std")]
 impl std::error::Error for BroadcastError {}
 
+/// What a request carries: the application's bytes, or a call to the
+/// coordination services.
+#[derive(Debug, Clone)]
+pub(crate) enum Body {
+    App(Payload),
+    Coord(crate::coord::CoordCall),
+}
+
 #[derive(Debug)]
 pub(crate) struct Outgoing {
-    pub(crate) payload: Payload,
+    pub(crate) body: Body,
     pub(crate) deadline: MonoTime,
     pub(crate) next_try: MonoTime,
     pub(crate) ever_sent: bool,
@@ -119,10 +127,10 @@ impl Outgoing {
 }
 
 impl Requests {
-    pub(crate) fn start(&mut self, payload: Payload, now: MonoTime, timeout: Duration) -> u64 {
+    pub(crate) fn start(&mut self, body: Body, now: MonoTime, timeout: Duration) -> u64 {
         self.next_id += 1;
         let o = Outgoing {
-            payload,
+            body,
             deadline: now + timeout,
             next_try: now,
             ever_sent: false,
@@ -474,7 +482,7 @@ mod tests {
             match rng.below(4) {
                 0 | 1 => {
                     let timeout = Duration::from_nanos(rng.below(2_000));
-                    r.start(Payload::default(), now, timeout);
+                    r.start(Body::App(Payload::default()), now, timeout);
                 }
                 2 => {
                     let id = rng.below(r.next_id + 1);

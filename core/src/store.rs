@@ -171,6 +171,9 @@ pub enum StoreError {
     /// (wrong schema version, corrupt row); retrying will not help until an
     /// operator fixes the store.
     Corrupt(String),
+    /// The store does not offer what was asked (a lease-only store asked
+    /// for the coordination services).
+    Unsupported,
 }
 
 impl fmt::Display for StoreError {
@@ -183,6 +186,9 @@ impl fmt::Display for StoreError {
             StoreError::Corrupt(why) => write!(
                 f,
                 "lease store returned an unusable row ({why}); check the table's schema version"
+            ),
+            StoreError::Unsupported => f.write_str(
+                "the store has no coordination tables (KV, locks, semaphores); use a store of the hedgerow crate",
             ),
         }
     }

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use core::fmt;
 use serde::{Deserialize, Serialize};
 
+use crate::coord::{check_name, CoordAnswer, CoordCall, MAX_VALUE_LEN};
 pub use crate::decode::DecodeError;
 use crate::id::{NodeId, Term, MAX_ADDR_LEN};
 use crate::payload::Payload;
@@ -24,7 +25,14 @@ pub const MAGIC: [u8; 4] = *b"HGRW";
 /// negotiated version 1 a request goes without it
 /// ([`encode_message_for_version`]), and a version-1 request decodes with
 /// it 0 ("nothing said"), so N and N-1 still interoperate.
-pub const PROTOCOL_VERSION: u16 = 2;
+///
+/// Version 3 added the coordination services: [`Message::Coord`],
+/// [`Message::PermitsRenewed`] and [`ReplyBody::Coord`]. They are never
+/// encoded for a peer that negotiated less ([`encode_message_for_version`]
+/// refuses them), so a mixed group keeps its membership, election and
+/// messaging while it upgrades; the new verbs work once the leader and the
+/// caller both speak version 3.
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The oldest protocol version this build still speaks (N-1 interop).
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 /// Bytes a stream sender may send before the receiver's first credit.
@@ -271,6 +279,13 @@ pub enum ReplyBody {
         /// What happened.
         reason: String,
     },
+    /// The leader's coordination services answered a [`Message::Coord`].
+    Coord {
+        /// The term under which it was handled.
+        term: Term,
+        /// The answer.
+        answer: CoordAnswer,
+    },
 }
 
 /// A request or a stream opening is for the leader, or for whoever receives it.
@@ -402,6 +417,26 @@ pub enum Message {
         /// Why.
         reason: String,
     },
+    /// Any node → leader: a call to the coordination services (version 3).
+    /// Shares the request ids, retries and redirects of [`Message::Request`];
+    /// the leader makes every call idempotent by `(sender, incarnation, id)`.
+    Coord {
+        /// Request id, unique per sender incarnation.
+        id: u64,
+        /// The sender's incarnation.
+        incarnation: u64,
+        /// The call.
+        call: CoordCall,
+    },
+    /// Leader → permit holder, with each heartbeat ack while it holds
+    /// permits (version 3): the listed permits are valid until `until_ns`.
+    PermitsRenewed {
+        /// The promise (Unix ns): the holder believes its permits while its
+        /// `latest` is below it.
+        until_ns: u64,
+        /// `(ticket, name)` of each permit renewed.
+        permits: Vec<(u64, String)>,
+    },
 }
 
 impl Message {
@@ -425,6 +460,21 @@ impl Message {
             Message::StreamDone { .. } => "stream_done",
             Message::Resigned { .. } => "resigned",
             Message::StreamReset { .. } => "stream_reset",
+            Message::Coord { .. } => "coord",
+            Message::PermitsRenewed { .. } => "permits_renewed",
+        }
+    }
+
+    /// The lowest protocol version that knows this message.
+    pub fn min_version(&self) -> u16 {
+        match self {
+            Message::Coord { .. }
+            | Message::PermitsRenewed { .. }
+            | Message::Reply {
+                body: ReplyBody::Coord { .. },
+                ..
+            } => 3,
+            _ => 1,
         }
     }
 
@@ -447,6 +497,29 @@ impl Message {
                 body: ReplyBody::NotLeader { hint: Some(h) },
                 ..
             } if !h.id.is_well_formed() || h.addr.len() > MAX_ADDR_LEN => bad("leader hint"),
+            Message::Coord { call, .. } => match call {
+                CoordCall::Put { key, value } => {
+                    if check_name(key).is_err() || value.len() > MAX_VALUE_LEN {
+                        return bad("kv key or value beyond the limits");
+                    }
+                    Ok(())
+                }
+                CoordCall::Acquire { name, limit, .. }
+                    if check_name(name).is_err() || *limit == 0 =>
+                {
+                    bad("semaphore name or limit")
+                }
+                CoordCall::Release { name, .. } if check_name(name).is_err() => {
+                    bad("semaphore name")
+                }
+                _ => Ok(()),
+            },
+            Message::PermitsRenewed { permits, .. } => {
+                if permits.iter().any(|(_, n)| check_name(n).is_err()) {
+                    return bad("renewed permit name");
+                }
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
@@ -476,6 +549,13 @@ pub enum EncodeError {
     },
     /// The serializer failed (should not happen for well-formed values).
     Serialize,
+    /// The peer's negotiated protocol version does not know this message.
+    NotInVersion {
+        /// The message's kind.
+        kind: &'static str,
+        /// The peer's version.
+        version: u16,
+    },
 }
 
 impl fmt::Display for EncodeError {
@@ -486,6 +566,10 @@ impl fmt::Display for EncodeError {
                 "message of {len} bytes exceeds max_frame_len {max}; send large data as a stream"
             ),
             EncodeError::Serialize => f.write_str("message could not be serialized"),
+            EncodeError::NotInVersion { kind, version } => write!(
+                f,
+                "a {kind} message needs protocol version 3, and the peer speaks {version}; upgrade it to use the coordination services"
+            ),
         }
     }
 }
@@ -675,6 +759,12 @@ pub fn encode_message_for_version(
     max_len: u32,
     out: &mut Vec<u8>,
 ) -> Result<Option<Payload>, EncodeError> {
+    if msg.min_version() > version {
+        return Err(EncodeError::NotInVersion {
+            kind: msg.kind(),
+            version,
+        });
+    }
     match msg {
         Message::Request {
             id,

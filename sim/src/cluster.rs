@@ -15,8 +15,12 @@ use hedgerow_core::{
     StoreError, StreamId, StreamTarget, Term,
 };
 
+use hedgerow_core::coord::{CoordAnswer, CoordOp, CoordReply, Origin};
+
 use crate::check::convergence::{self, NodeReport};
+use crate::check::kv::Puts;
 use crate::check::leadership::Leadership;
+use crate::check::permits::Permits;
 use crate::check::requests::{Handling, Requests};
 use crate::check::streams::{pattern_byte, StreamOrder};
 use crate::check::views::ViewOrder;
@@ -101,6 +105,17 @@ enum Ev {
         inc: u64,
         op: OpId,
     },
+    CoordArrive {
+        slot: usize,
+        inc: u64,
+        op: CoordOp,
+    },
+    CoordAnswer {
+        slot: usize,
+        inc: u64,
+        op: OpId,
+        result: Result<CoordReply, StoreError>,
+    },
     AppReply {
         slot: usize,
         inc: u64,
@@ -174,6 +189,12 @@ pub struct AppLog {
     pub sent_bytes: u64,
     /// Messages this node received.
     pub recv_msgs: u64,
+    /// Results of this node's coordination calls, by id.
+    pub coord: BTreeMap<RequestId, Result<CoordAnswer, SendError>>,
+    /// This node's puts, by id: key and value.
+    pub puts: BTreeMap<RequestId, (String, Payload)>,
+    /// Permits this node was told it lost: ticket, name, token.
+    pub permits_lost: Vec<(RequestId, String, u64)>,
 }
 
 struct Writer {
@@ -202,6 +223,10 @@ pub struct SimNode {
     pub app: AppLog,
     gen: u64,
     pending_store: Option<OpId>,
+    pending_coord: Option<OpId>,
+    /// Store answers that came while the process was paused: a real
+    /// driver's channel holds them until it runs again.
+    deferred: Vec<Input>,
 }
 
 /// A deterministic in-process cluster.
@@ -220,6 +245,8 @@ pub struct Cluster {
     writers: Vec<Writer>,
     pending_pumps: Vec<usize>,
     leadership: Leadership,
+    permits: Permits,
+    puts: Puts,
     views: ViewOrder,
     requests: Requests,
     streams: StreamOrder,
@@ -250,6 +277,8 @@ impl Cluster {
             writers: Vec::new(),
             pending_pumps: Vec::new(),
             leadership: Leadership::default(),
+            permits: Permits::default(),
+            puts: Puts::default(),
             views: ViewOrder::default(),
             requests: Requests::default(),
             streams: StreamOrder::default(),
@@ -304,6 +333,8 @@ impl Cluster {
             app: AppLog::default(),
             gen: 0,
             pending_store: None,
+            pending_coord: None,
+            deferred: Vec::new(),
         });
         self.note(format!("start {slot}"));
         self.input(slot, Input::Tick);
@@ -330,10 +361,12 @@ impl Cluster {
             return;
         }
         n.alive = false;
+        n.pending_coord = None;
         if n.pending_store.take().is_some() {
             self.store.in_flight = self.store.in_flight.saturating_sub(1);
         }
         self.leadership.end(slot, t);
+        self.permits.end(slot, t);
         self.net.forget_links_of(slot);
         self.note(format!("crash {slot}"));
         // The kernel closes a dead process's connections: peers see them drop.
@@ -353,6 +386,7 @@ impl Cluster {
         n.node = node;
         n.alive = true;
         n.leaving = false;
+        n.deferred.clear();
         n.gen += 1;
         self.note(format!("restart {slot}"));
         self.input(slot, Input::Tick);
@@ -381,10 +415,12 @@ impl Cluster {
         let t = self.t;
         self.nodes[slot].alive = false;
         self.nodes[slot].leaving = false;
+        self.nodes[slot].pending_coord = None;
         if self.nodes[slot].pending_store.take().is_some() {
             self.store.in_flight = self.store.in_flight.saturating_sub(1);
         }
         self.leadership.end(slot, t);
+        self.permits.end(slot, t);
     }
 
     /// Freezes a process (SIGSTOP): no timers, no messages, no store
@@ -481,6 +517,13 @@ impl Cluster {
         self.note("store row wiped".into());
     }
 
+    /// Loses the coordination tables (a restore from an old backup): a
+    /// deliberately broken store, for showing that the put checker fails.
+    pub fn store_lose_coord(&mut self) {
+        self.store.coord = Default::default();
+        self.note("store coordination tables lost".into());
+    }
+
     /// Adds extra one-way latency to every store operation (a spike).
     pub fn store_spike(&mut self, extra: Duration) {
         self.store.spike = extra;
@@ -540,6 +583,66 @@ impl Cluster {
         self.after(slot);
         self.pump_writer(self.writers.len() - 1);
         Ok(sid)
+    }
+
+    /// Puts `key = value` from a node through the leader; `None` if the
+    /// node refused the call (bad key or value). The result lands in its
+    /// [`AppLog::coord`] and, when acknowledged, in the put checker.
+    pub fn kv_put(&mut self, slot: usize, key: &str, value: &[u8]) -> Option<RequestId> {
+        let now = self.now_of(slot);
+        let id = self.nodes[slot]
+            .node
+            .kv_put(now, key, value.to_vec())
+            .ok()?;
+        self.nodes[slot]
+            .app
+            .puts
+            .insert(id, (key.into(), Payload::from(value.to_vec())));
+        self.note(format!("put {slot} {key}"));
+        self.after(slot);
+        Some(id)
+    }
+
+    /// Asks for a permit of `name` from a node (a lock: `limit` 1).
+    pub fn acquire(
+        &mut self,
+        slot: usize,
+        name: &str,
+        limit: u32,
+        wait: bool,
+        timeout: Duration,
+    ) -> Option<RequestId> {
+        let now = self.now_of(slot);
+        let id = self.nodes[slot]
+            .node
+            .acquire(now, name, limit, wait, timeout)
+            .ok()?;
+        self.permits.limit(name, limit);
+        self.note(format!("acquire {slot} {name} limit {limit}"));
+        self.after(slot);
+        Some(id)
+    }
+
+    /// Releases a permit (or a pending acquire) of a node.
+    pub fn release(&mut self, slot: usize, ticket: RequestId) -> bool {
+        if !self.nodes[slot].alive {
+            return false;
+        }
+        let now = self.now_of(slot);
+        let released = self.nodes[slot].node.release(now, ticket);
+        self.note(format!("release {slot} ticket {}", ticket.0));
+        self.after(slot);
+        released
+    }
+
+    /// Permit intervals granted so far.
+    pub fn permits_granted(&self) -> u64 {
+        self.permits.grants
+    }
+
+    /// Puts acknowledged so far.
+    pub fn puts_acked(&self) -> usize {
+        self.puts.count()
     }
 
     // ---- running ------------------------------------------------------------
@@ -684,6 +787,12 @@ impl Cluster {
         let intervals = self.leadership.intervals(self.t);
         v.extend(self.leadership.check(self.t).map(|x| self.with_trace(x)));
         v.extend(tokens::check(&intervals).map(|x| self.with_trace(x)));
+        v.extend(self.permits.check(self.t).map(|x| self.with_trace(x)));
+        v.extend(
+            self.puts
+                .check(self.store.coord())
+                .map(|x| self.with_trace(x)),
+        );
         v
     }
 
@@ -822,12 +931,23 @@ impl Cluster {
     }
 
     fn input(&mut self, slot: usize, input: Input) {
-        if !self.nodes[slot].alive || self.nodes[slot].paused {
+        if !self.nodes[slot].alive {
+            return;
+        }
+        if self.nodes[slot].paused {
+            if matches!(input, Input::Lease { .. } | Input::Coord { .. }) {
+                self.nodes[slot].deferred.push(input);
+            }
             return;
         }
         let now = self.now_of(slot);
         self.nodes[slot].node.handle(now, input);
         self.after(slot);
+        for input in std::mem::take(&mut self.nodes[slot].deferred) {
+            let now = self.now_of(slot);
+            self.nodes[slot].node.handle(now, input);
+            self.after(slot);
+        }
     }
 
     /// A timer fired. A node that asks to be woken at the same instant
@@ -909,6 +1029,35 @@ impl Cluster {
             } => self.store_answer(slot, inc, op, result),
             Ev::StoreTimeout { slot, inc, op } => {
                 self.store_answer(slot, inc, op, Err(StoreError::Timeout))
+            }
+            Ev::CoordArrive { slot, inc, op } => {
+                let result = self.store.execute_coord(&op);
+                if let Ok(r) = &result {
+                    format!("{r:?}").hash(&mut self.hash);
+                    self.note(format!("store {} by {slot}: {r:?}", op.kind()));
+                }
+                let lat = self.store_latency();
+                let op = op.id();
+                self.schedule(
+                    self.t + lat,
+                    Ev::CoordAnswer {
+                        slot,
+                        inc,
+                        op,
+                        result,
+                    },
+                );
+            }
+            Ev::CoordAnswer {
+                slot,
+                inc,
+                op,
+                result,
+            } => {
+                if self.is_current(slot, inc) && self.nodes[slot].pending_coord == Some(op) {
+                    self.nodes[slot].pending_coord = None;
+                    self.input(slot, Input::Coord { op, result });
+                }
             }
             Ev::AppReply { slot, inc, handle } => self.on_current(slot, inc, |node, now| {
                 let body = format!("handled by {} term {}", node.identity().id, handle.term);
@@ -1047,6 +1196,26 @@ impl Cluster {
                         },
                     );
                 }
+                Output::Coord(op) => {
+                    (t, slot, op.kind()).hash(&mut self.hash);
+                    self.nodes[slot].pending_coord = Some(op.id());
+                    let timeout = self.cfg.store.op_timeout.as_nanos() as u64;
+                    let id = op.id();
+                    self.schedule(
+                        t + timeout,
+                        Ev::CoordAnswer {
+                            slot,
+                            inc,
+                            op: id,
+                            result: Err(StoreError::Timeout),
+                        },
+                    );
+                    if self.store_cut.contains(&slot) {
+                        continue;
+                    }
+                    let lat = self.store_latency();
+                    self.schedule(t + lat, Ev::CoordArrive { slot, inc, op });
+                }
                 Output::Event(e) => self.on_event(slot, inc, e),
                 _ => {}
             }
@@ -1088,6 +1257,19 @@ impl Cluster {
         }
         let v = self.views.observe(slot, inc, stamp, t);
         self.violation(v);
+        let n = &self.nodes[slot];
+        let held: Vec<_> = n
+            .node
+            .permits()
+            .filter(|(ticket, _)| n.node.permit_valid(&now, *ticket))
+            .map(|(ticket, p)| {
+                let end = n.clock.true_time_latest_reaches(p.expires_ns);
+                (ticket.0, p.name.clone(), p.token, end)
+            })
+            .collect();
+        if !held.is_empty() || self.permits.holds_any(slot) {
+            self.permits.observe(slot, inc, held, t);
+        }
     }
 
     fn on_event(&mut self, slot: usize, inc: u64, e: Event) {
@@ -1141,6 +1323,18 @@ impl Cluster {
             Event::StreamFailed { id, reason } => {
                 self.nodes[slot].app.streams_failed.insert(id, reason);
             }
+            Event::Coord { id, result } => self.on_coord_done(slot, id, result),
+            Event::PermitLost {
+                ticket,
+                name,
+                token,
+            } => {
+                self.note(format!("{slot} lost {name} token {token}"));
+                self.nodes[slot]
+                    .app
+                    .permits_lost
+                    .push((ticket, name, token));
+            }
             _ => {}
         }
     }
@@ -1167,6 +1361,30 @@ impl Cluster {
         self.violation(v);
         let at = t + self.cfg.reply_delay.as_nanos() as u64;
         self.schedule(at, Ev::AppReply { slot, inc, handle });
+    }
+
+    /// A coordination call finished: an acknowledged put goes to the put
+    /// checker.
+    fn on_coord_done(
+        &mut self,
+        slot: usize,
+        id: RequestId,
+        result: Result<CoordAnswer, SendError>,
+    ) {
+        self.note(format!("{slot} coord {} -> {result:?}", id.0));
+        if let Ok(CoordAnswer::Put { revision }) = &result {
+            if let Some((key, value)) = self.nodes[slot].app.puts.get(&id) {
+                let me = self.nodes[slot].node.identity();
+                let origin = Origin {
+                    node: me.id.clone(),
+                    incarnation: me.incarnation,
+                    request: id.0,
+                };
+                self.puts
+                    .acked(origin, key, value.clone(), *revision, self.t);
+            }
+        }
+        self.nodes[slot].app.coord.insert(id, result);
     }
 
     /// A send finished: an Ok reply is checked against the handlings.

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use hedgerow_core::coord::{execute_coord, CoordOp, CoordReply, CoordTables};
 use hedgerow_core::{LeaseOp, LeaseReply, LeaseRow, StoreError};
 
 /// Store behaviour.
@@ -37,6 +38,8 @@ impl Default for StoreConfig {
 pub struct SimStore {
     pub(crate) cfg: StoreConfig,
     pub(crate) row: Option<LeaseRow>,
+    /// The coordination tables (KV log, semaphores, permits).
+    pub(crate) coord: CoordTables,
     pub(crate) down: bool,
     pub(crate) in_flight: usize,
     /// Most operations in flight at once.
@@ -60,6 +63,20 @@ impl SimStore {
     /// The row as stored now.
     pub fn row(&self) -> Option<&LeaseRow> {
         self.row.as_ref()
+    }
+
+    /// The coordination tables as stored now.
+    pub fn coord(&self) -> &CoordTables {
+        &self.coord
+    }
+
+    /// Executes one coordination operation atomically, fenced by the row.
+    pub(crate) fn execute_coord(&mut self, op: &CoordOp) -> Result<CoordReply, StoreError> {
+        if self.down {
+            return Err(StoreError::Unavailable("store is down".into()));
+        }
+        self.ops += 1;
+        Ok(execute_coord(&mut self.coord, self.row.as_ref(), op))
     }
 
     /// Executes one operation atomically.

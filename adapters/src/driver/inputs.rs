@@ -29,8 +29,15 @@ const TIMER_SLACK: Duration = Duration::from_millis(1);
 /// The loop's armed timer.
 type Timer = futures::future::Fuse<crate::runtime::BoxFuture<'static, ()>>;
 
-/// A lease store's answer to one operation.
-pub(super) type LeaseAnswer = (OpId, Result<LeaseReply, StoreError>);
+/// A store's answer to one operation: a lease operation's or a
+/// coordination operation's.
+pub(super) type LeaseAnswer = (OpId, StoreAnswer);
+
+/// Which kind of operation a store answer is for.
+pub(super) enum StoreAnswer {
+    Lease(Result<LeaseReply, StoreError>),
+    Coord(Result<hedgerow_core::coord::CoordReply, StoreError>),
+}
 
 /// The driver behind its lock, shared by its loop task and every direct
 /// input. `None` once the driver stopped: its state (and every waiter it

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use futures::channel::{mpsc, oneshot};
 use hedgerow_core::{Input, LeaseOp, LeaseReply, OpId, StoreError};
 
-use super::inputs::LeaseAnswer;
+use hedgerow_core::coord::{CoordOp, CoordReply};
+
+use super::inputs::{LeaseAnswer, StoreAnswer};
 use super::Driver;
 use crate::runtime::{timeout, BoxFuture, Runtime};
 use crate::store::{AsyncLeaseStore, LeaseStore};
@@ -86,7 +88,44 @@ impl Lease {
                 )),
                 None => Err(StoreError::Timeout),
             };
-            let _ = answers.unbounded_send((id, result));
+            let _ = answers.unbounded_send((id, StoreAnswer::Lease(result)));
+        }));
+    }
+
+    /// Runs a coordination operation on the store's coordination side
+    /// (blocking stores only: an async store has none yet, and a lease-only
+    /// store none at all, answered as [`StoreError::Unsupported`]); its
+    /// answer comes back on the lease channel.
+    pub(super) fn call_coord<R: Runtime>(&mut self, rt: &R, op: CoordOp) {
+        let id = op.id();
+        let answers = self.answers.clone();
+        let Store::Blocking(store) = self.store.clone() else {
+            let _ = answers.unbounded_send((id, StoreAnswer::Coord(Err(StoreError::Unsupported))));
+            return;
+        };
+        let (tx, rx) = oneshot::channel();
+        let group = self.group.clone();
+        rt.spawn_blocking(Box::new(move || {
+            let result: Result<CoordReply, StoreError> = match store.coord() {
+                Some(coord) => coord.execute(&group, &op),
+                None => Err(StoreError::Unsupported),
+            };
+            let _ = tx.send(result);
+        }));
+        let timer = rt.clone();
+        let limit = self.timeout;
+        rt.spawn(Box::pin(async move {
+            let result = match timeout(&timer, limit, rx).await {
+                Some(Ok(r)) => r,
+                Some(Err(_)) => Err(StoreError::Unavailable(
+                    "the store call panicked; see the log".into(),
+                )),
+                None => Err(StoreError::Timeout),
+            };
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, "coordination store operation failed");
+            }
+            let _ = answers.unbounded_send((id, StoreAnswer::Coord(result)));
         }));
     }
 
@@ -200,8 +239,13 @@ fn call_async(
 
 impl<R: Runtime> Driver<R> {
     /// The store answered (or timed out): the node hears it.
-    pub(super) fn on_lease(&mut self, op: OpId, result: Result<LeaseReply, StoreError>) {
-        self.lease.answered(op, &result);
-        self.input(Input::Lease { op, result });
+    pub(super) fn on_lease(&mut self, op: OpId, answer: StoreAnswer) {
+        match answer {
+            StoreAnswer::Lease(result) => {
+                self.lease.answered(op, &result);
+                self.input(Input::Lease { op, result });
+            }
+            StoreAnswer::Coord(result) => self.input(Input::Coord { op, result }),
+        }
     }
 }

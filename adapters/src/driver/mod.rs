@@ -351,6 +351,7 @@ impl<R: Runtime> Driver<R> {
                         self.peers.transmit(&self.rt, to, addr, msg)
                     }
                     Output::Lease(op) => self.lease.call(&self.rt, op),
+                    Output::Coord(op) => self.lease.call_coord(&self.rt, op),
                     Output::Event(e) => self.on_event(e),
                     other => {
                         tracing::debug!(?other, "ignoring an output this driver does not know")

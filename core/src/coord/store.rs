@@ -27,6 +27,11 @@ pub const COORD_SCHEMA_VERSION: u32 = 1;
 /// Longest key or semaphore/lock name, in bytes.
 pub const MAX_KEY_LEN: usize = 512;
 
+/// Largest KV value, in bytes. Values travel in one frame to the leader
+/// and are kept forever (the log is append-only): bulk data belongs in a
+/// stream or a blob store, with its address here.
+pub const MAX_VALUE_LEN: usize = 256 * 1024;
+
 /// The lease a write is conditioned on: the writer's term and lease nonce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Fence {

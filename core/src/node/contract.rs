@@ -6,6 +6,7 @@
 use alloc::string::String;
 use core::fmt;
 
+use crate::coord::{CoordAnswer, CoordOp, CoordReply};
 use crate::id::{NodeId, Term};
 use crate::lease::StepDownReason;
 use crate::messaging::{BroadcastError, BroadcastId, RequestId, SendError, SendReply};
@@ -43,6 +44,15 @@ pub enum Input {
         /// The peer.
         peer: NodeId,
     },
+    /// The answer to a [`CoordOp`]. Like a lease operation, every one must
+    /// be answered (with a [`StoreError`] if need be); the leader keeps one
+    /// out at a time.
+    Coord {
+        /// The operation answered.
+        op: OpId,
+        /// The store's answer, or why there is none.
+        result: Result<CoordReply, StoreError>,
+    },
 }
 
 /// Something the driver must do.
@@ -62,6 +72,9 @@ pub enum Output {
     },
     /// Execute a store operation and answer with [`Input::Lease`].
     Lease(LeaseOp),
+    /// Execute a coordination store operation (a fenced write or the
+    /// permits' load) and answer with [`Input::Coord`].
+    Coord(CoordOp),
     /// Tell the application.
     Event(Event),
 }
@@ -238,6 +251,27 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A coordination call of ours ([`Node::kv_put`], [`Node::acquire`],
+    /// [`Node::release`]) finished. A granted permit is held from here
+    /// until [`Event::PermitLost`] or a release; check
+    /// [`Node::permit_valid`] before acting on it.
+    Coord {
+        /// The call's id (for an acquire, the permit's ticket).
+        id: RequestId,
+        /// The leader's answer, or why there is none.
+        result: Result<CoordAnswer, SendError>,
+    },
+    /// A permit this node held lapsed (no renewal came in time: the leader
+    /// is gone or unreachable, or this process was paused) or was given up
+    /// by a leave. It may already be granted to another holder.
+    PermitLost {
+        /// The acquire's id.
+        ticket: RequestId,
+        /// The semaphore or lock.
+        name: String,
+        /// The permit's token.
+        token: u64,
+    },
 }
 
 /// Metadata larger than the configured limit.
@@ -277,4 +311,8 @@ pub struct NodeStats {
     pub leader_changes: u64,
     /// Requests currently remembered for dedupe.
     pub dedupe_entries: usize,
+    /// Permits this node holds.
+    pub permits_held: usize,
+    /// Coordination store operations issued (as leader).
+    pub coord_ops: u64,
 }

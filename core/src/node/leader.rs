@@ -43,14 +43,18 @@ impl Node {
             self.view.version() + 1
         };
         let changes = self.view.replace(term, version, members);
-        self.role.lead(Roster::new(
-            term,
-            &self.view,
-            &self.me.id,
-            previous.as_ref(),
-            now.mono,
-            self.cfg.failure_timeout,
-        ));
+        let services = alloc::boxed::Box::new(self.new_services());
+        self.role.lead(
+            Roster::new(
+                term,
+                &self.view,
+                &self.me.id,
+                previous.as_ref(),
+                now.mono,
+                self.cfg.failure_timeout,
+            ),
+            services,
+        );
         self.event(Event::Elected { term });
         self.event(Event::LeaderChanged {
             leader: Some(self.me.id.clone()),
@@ -172,7 +176,12 @@ impl Node {
             lease_version: self.lease.held_version().unwrap_or(0),
             your_meta_version: your_meta,
         };
-        self.transmit(from, Some(hb.addr), Message::HeartbeatAck(ack));
+        self.transmit(
+            from.clone(),
+            Some(hb.addr.clone()),
+            Message::HeartbeatAck(ack),
+        );
+        self.renew_permits(now, &from, hb.incarnation, &hb.addr);
     }
 
     /// A member asks for the whole view of this leader's term.
@@ -188,5 +197,6 @@ impl Node {
         if let Role::Leader(LeaderState { roster, .. }) = &mut self.role {
             roster.left(from, incarnation, now.mono, batch, ft);
         }
+        self.permits_left(from, incarnation);
     }
 }

@@ -261,6 +261,7 @@ impl Node {
 
     /// Stops competing for good, tells the leader, and stops heartbeating.
     pub(super) fn leave_group(&mut self, now: &Now) {
+        self.drop_permits();
         self.lease.resign(now, Duration::MAX / 4);
         self.lease.set_candidate(false);
         if let Some(l) = self.following() {

@@ -35,6 +35,7 @@ use crate::view::{MemberChange, View};
 use crate::wire::Message;
 
 mod contract;
+mod coord;
 mod leader;
 mod lease;
 mod member;
@@ -80,6 +81,10 @@ pub struct Node {
     broadcasts: Broadcasts,
     seen_broadcasts: SeenBroadcasts,
     streams: Streams,
+    /// The permits this node holds.
+    held: crate::coord::member::Held,
+    /// The last coordination store operation's id.
+    coord_ops: u64,
     stats: NodeStats,
 }
 
@@ -122,6 +127,8 @@ impl Node {
             broadcasts: Broadcasts::default(),
             seen_broadcasts: SeenBroadcasts::default(),
             streams: Streams::default(),
+            held: Default::default(),
+            coord_ops: 0,
             stats: NodeStats::default(),
         })
     }
@@ -142,6 +149,7 @@ impl Node {
             }
             Input::Lease { op, result } => self.on_lease_result(&now, op, result),
             Input::PeerLost { peer } => self.on_peer_lost(&peer),
+            Input::Coord { op, result } => self.on_coord_result(&now, op, result),
         }
         self.step(&now);
     }
@@ -240,6 +248,7 @@ impl Node {
     pub fn stats(&self) -> NodeStats {
         NodeStats {
             dedupe_entries: self.dedupe.len(),
+            permits_held: self.held.len(),
             ..self.stats.clone()
         }
     }
@@ -466,6 +475,7 @@ impl Node {
         self.step_member(now);
         self.step_requests(now);
         self.step_broadcasts(now);
+        self.step_coord(now);
         self.drain_loopback(now);
     }
 
@@ -518,6 +528,14 @@ impl Node {
             Message::StreamCredit { sid, limit } => self.on_stream_credit(&from, sid, limit),
             Message::StreamReset { sid, yours, reason } => {
                 self.on_stream_reset(from, sid, yours, reason)
+            }
+            Message::Coord {
+                id,
+                incarnation,
+                call,
+            } => self.on_coord(now, from, (id, incarnation), call),
+            Message::PermitsRenewed { until_ns, permits } => {
+                self.on_permits_renewed(now, &from, until_ns, permits)
             }
         }
     }

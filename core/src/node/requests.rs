@@ -8,7 +8,8 @@ use alloc::string::String;
 
 use crate::id::{NodeId, Term};
 use crate::messaging::{
-    due, reply_body, BroadcastError, BroadcastId, DedupeVerdict, RequestId, SendError, SendReply,
+    due, reply_body, Body, BroadcastError, BroadcastId, DedupeVerdict, Outgoing, RequestId,
+    SendError, SendReply,
 };
 use crate::payload::Payload;
 use crate::time::Now;
@@ -21,9 +22,11 @@ impl Node {
     /// are outstanding).
     pub(super) fn start_request(&mut self, now: &Now, payload: impl Into<Payload>) -> RequestId {
         let id = if self.requests.len() >= self.cfg.max_outstanding {
-            let id = self
-                .requests
-                .start(Payload::default(), now.mono, core::time::Duration::ZERO);
+            let id = self.requests.start(
+                Body::App(Payload::default()),
+                now.mono,
+                core::time::Duration::ZERO,
+            );
             self.requests.remove(id);
             self.event(Event::SendDone {
                 id: RequestId(id),
@@ -31,8 +34,11 @@ impl Node {
             });
             id
         } else {
-            self.requests
-                .start(payload.into(), now.mono, self.cfg.request_timeout)
+            self.requests.start(
+                Body::App(payload.into()),
+                now.mono,
+                self.cfg.request_timeout,
+            )
         };
         RequestId(id)
     }
@@ -107,23 +113,7 @@ impl Node {
     ) {
         let (id, incarnation, settled_below) = req;
         if !self.lease.is_leader(now) {
-            let hint = self
-                .leader
-                .as_ref()
-                .filter(|l| l.id != self.me.id)
-                .map(|l| LeaderHint {
-                    id: l.id.clone(),
-                    addr: l.addr.clone(),
-                    term: l.term,
-                });
-            self.transmit(
-                from,
-                None,
-                Message::Reply {
-                    id,
-                    body: ReplyBody::NotLeader { hint },
-                },
-            );
+            self.redirect(from, id);
             return;
         }
         let term = self.lease.claim().map_or(Term(0), |c| c.0);
@@ -160,6 +150,28 @@ impl Node {
         }
     }
 
+    /// Tells the sender of request `id` that this node does not lead, and
+    /// who does if it knows.
+    pub(super) fn redirect(&mut self, from: NodeId, id: u64) {
+        let hint = self
+            .leader
+            .as_ref()
+            .filter(|l| l.id != self.me.id)
+            .map(|l| LeaderHint {
+                id: l.id.clone(),
+                addr: l.addr.clone(),
+                term: l.term,
+            });
+        self.transmit(
+            from,
+            None,
+            Message::Reply {
+                id,
+                body: ReplyBody::NotLeader { hint },
+            },
+        );
+    }
+
     /// Answers request `id` with a failure under `term`, unhandled.
     fn refuse_request(&mut self, to: NodeId, (id, term): (u64, Term), reason: &str) {
         let body = ReplyBody::Failed {
@@ -170,8 +182,16 @@ impl Node {
     }
 
     pub(super) fn on_reply(&mut self, now: &Now, from: NodeId, id: u64, body: ReplyBody) {
-        if !self.requests.contains(id) {
+        let Some(o) = self.requests.get(id) else {
             return;
+        };
+        if let Body::Coord(call) = &o.body {
+            if !matches!(body, ReplyBody::NotLeader { .. }) {
+                let call = call.clone();
+                self.requests.remove(id);
+                self.coord_reply(now, id, call, body);
+                return;
+            }
         }
         match body {
             ReplyBody::Ok { term, payload } => {
@@ -190,6 +210,17 @@ impl Node {
                 self.event(Event::SendDone {
                     id: RequestId(id),
                     result: Err(SendError::Failed(reason)),
+                });
+            }
+            // A coordination answer to an application request: the
+            // leader broke the protocol; the request gets no payload.
+            ReplyBody::Coord { .. } => {
+                self.requests.remove(id);
+                self.event(Event::SendDone {
+                    id: RequestId(id),
+                    result: Err(SendError::Failed(
+                        "a coordination answer to a request".into(),
+                    )),
                 });
             }
             ReplyBody::NotLeader { hint } => {
@@ -276,30 +307,41 @@ impl Node {
                 } else {
                     SendError::NoLeader
                 };
-                self.requests.remove(id);
-                self.event(Event::SendDone {
-                    id: RequestId(id),
-                    result: Err(err),
-                });
+                if let Some(Outgoing {
+                    body: Body::Coord(call),
+                    ..
+                }) = self.requests.remove(id)
+                {
+                    self.coord_gave_up(now, id, call, err);
+                } else {
+                    self.event(Event::SendDone {
+                        id: RequestId(id),
+                        result: Err(err),
+                    });
+                }
                 continue;
             }
             match self.leader.clone() {
                 Some(l) => {
-                    let payload = o.payload.clone();
+                    let body = o.body.clone();
                     self.requests
                         .retry_at(id, now.mono + self.cfg.request_retry_interval, true);
                     let addr = (l.id != self.me.id).then_some(l.addr);
-                    let settled_below = self.requests.settled_below();
-                    self.transmit(
-                        l.id,
-                        addr,
-                        Message::Request {
+                    let incarnation = self.me.incarnation;
+                    let msg = match body {
+                        Body::App(payload) => Message::Request {
                             id,
-                            incarnation: self.me.incarnation,
+                            incarnation,
                             payload,
-                            settled_below,
+                            settled_below: self.requests.settled_below(),
                         },
-                    );
+                        Body::Coord(call) => Message::Coord {
+                            id,
+                            incarnation,
+                            call,
+                        },
+                    };
+                    self.transmit(l.id, addr, msg);
                 }
                 None => {
                     let at = now.mono + self.cfg.request_retry_interval / 4;

@@ -6,6 +6,7 @@
 
 use core::time::Duration;
 
+use crate::coord::leader::Services;
 use crate::id::Term;
 use crate::membership::{Assembly, Roster};
 use crate::time::MonoTime;
@@ -34,6 +35,10 @@ pub(super) struct LeaderState {
     pub(super) unreachable_resign: bool,
     /// `leave` was called while leading: the step-down ends in `Left`.
     pub(super) leaving: bool,
+    /// The coordination services of this leadership.
+    pub(super) services: alloc::boxed::Box<Services>,
+    /// When the leader renews the permits it holds itself next.
+    pub(super) next_self_renew: MonoTime,
 }
 
 /// What only a member (or a node that left) has.
@@ -124,8 +129,9 @@ impl Role {
         }
     }
 
-    /// Becomes leader with `roster`, remembering a `leave` already made.
-    pub(super) fn lead(&mut self, roster: Roster) {
+    /// Becomes leader with `roster` and `services`, remembering a `leave`
+    /// already made.
+    pub(super) fn lead(&mut self, roster: Roster, services: alloc::boxed::Box<Services>) {
         let (unreachable_resign, leaving) = match self {
             Role::Leader(l) => (l.unreachable_resign, l.leaving),
             Role::Left(_) => (false, true),
@@ -135,6 +141,8 @@ impl Role {
             roster,
             unreachable_resign,
             leaving,
+            services,
+            next_self_renew: MonoTime::ZERO,
         });
     }
 

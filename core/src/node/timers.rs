@@ -38,11 +38,14 @@ pub enum Timer {
     Request,
     /// The next timeout of an outstanding broadcast.
     Broadcast,
+    /// Coordination: a permit held here lapsing, the leader renewing its
+    /// own permits or freeing an expired one, or a store retry.
+    Coord,
 }
 
 impl Timer {
     /// Every timer, in the order the table lists them.
-    const ALL: [Timer; 8] = [
+    const ALL: [Timer; 9] = [
         Timer::Lease,
         Timer::Roster,
         Timer::Unreachable,
@@ -51,6 +54,7 @@ impl Timer {
         Timer::LostRead,
         Timer::Request,
         Timer::Broadcast,
+        Timer::Coord,
     ];
 }
 
@@ -126,6 +130,7 @@ impl Node {
         }
         table.set(Timer::Request, self.requests.next_due());
         table.set(Timer::Broadcast, self.broadcasts.next_due());
+        table.set(Timer::Coord, self.coord_wake(now));
         table
     }
 }

@@ -3,7 +3,9 @@
 //! a short trace of the events that led there; the run adds its seed.
 
 pub mod convergence;
+pub mod kv;
 pub mod leadership;
+pub mod permits;
 pub mod requests;
 pub mod streams;
 pub mod tokens;
