@@ -306,8 +306,17 @@ impl Hedgerow {
         }
     }
 
-    fn command(&self, c: Command) -> Result<(), Error> {
+    pub(crate) fn command(&self, c: Command) -> Result<(), Error> {
         self.commands.send(c)
+    }
+
+    /// `f` on the node at a fresh clock reading.
+    pub(crate) fn at_now<T>(
+        &self,
+        f: impl FnOnce(&Node, &hedgerow_core::Now) -> T,
+    ) -> Result<T, Error> {
+        let now = self.clock.now().map_err(|e| Error::Clock(e.to_string()))?;
+        Ok(f(&lock(&self.node), &now))
     }
 }
 

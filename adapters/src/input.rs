@@ -45,6 +45,53 @@ pub(crate) enum Command {
     Shutdown {
         done: oneshot::Sender<()>,
     },
+    Coord(CoordCommand),
+}
+
+/// What the coordination handles ask of the driver.
+pub(crate) enum CoordCommand {
+    Put {
+        key: String,
+        value: Vec<u8>,
+        reply: oneshot::Sender<Result<u64, Error>>,
+    },
+    Acquire {
+        name: String,
+        limit: u32,
+        wait: bool,
+        timeout: std::time::Duration,
+        reply: oneshot::Sender<Result<Option<Grant>, Error>>,
+    },
+    Release {
+        ticket: hedgerow_core::RequestId,
+    },
+    /// Wake `done` after a while (a watcher's poll).
+    Sleep {
+        after: std::time::Duration,
+        done: oneshot::Sender<()>,
+    },
+    /// A KV read, run on the store (no leader hop).
+    Read {
+        read: KvRead,
+        reply: oneshot::Sender<Result<Vec<hedgerow_core::coord::KvEntry>, Error>>,
+    },
+}
+
+/// A KV read.
+pub(crate) enum KvRead {
+    Get(String),
+    GetAt(String, u64),
+    History(String),
+    List(String),
+    Changes(String, u64, usize),
+}
+
+/// A granted permit as the driver hands it to the caller.
+pub(crate) struct Grant {
+    pub(crate) ticket: hedgerow_core::RequestId,
+    pub(crate) token: u64,
+    /// Fires (or is dropped) when the permit is lost.
+    pub(crate) lost: oneshot::Receiver<()>,
 }
 
 /// What the stream handles (and the handle opening them) ask of the

@@ -90,6 +90,7 @@
 #![deny(missing_docs)]
 
 mod api;
+pub mod coord;
 mod driver;
 mod input;
 pub mod runtime;

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use futures::channel::{mpsc, oneshot};
 use hedgerow_core::{Input, LeaseOp, LeaseReply, OpId, StoreError};
 
-use hedgerow_core::coord::{CoordOp, CoordReply};
+use hedgerow_core::coord::{CoordOp, CoordReply, KvEntry};
+
+use crate::input::KvRead;
 
 use super::inputs::{LeaseAnswer, StoreAnswer};
 use super::Driver;
@@ -129,6 +131,37 @@ impl Lease {
         }));
     }
 
+    /// Runs a KV read on the store's coordination side, off the driver,
+    /// under the store timeout.
+    pub(super) fn read_kv<R: Runtime>(
+        &self,
+        rt: &R,
+        read: KvRead,
+        reply: oneshot::Sender<Result<Vec<KvEntry>, Error>>,
+    ) {
+        let Store::Blocking(store) = self.store.clone() else {
+            let _ = reply.send(Err(Error::Store(StoreError::Unsupported)));
+            return;
+        };
+        let (tx, rx) = oneshot::channel();
+        let group = self.group.clone();
+        rt.spawn_blocking(Box::new(move || {
+            let _ = tx.send(read_blocking(store.as_ref(), &group, &read));
+        }));
+        let timer = rt.clone();
+        let limit = self.timeout;
+        rt.spawn(Box::pin(async move {
+            let result = match timeout(&timer, limit, rx).await {
+                Some(Ok(r)) => r.map_err(Error::Store),
+                Some(Err(_)) => Err(Error::Store(StoreError::Unavailable(
+                    "the store call panicked; see the log".into(),
+                ))),
+                None => Err(Error::Store(StoreError::Timeout)),
+            };
+            let _ = reply.send(result);
+        }));
+    }
+
     /// Notes the answer to `op` before the node hears it.
     fn answered(&mut self, op: OpId, result: &Result<LeaseReply, StoreError>) {
         if self.pending == Some(op) {
@@ -180,6 +213,23 @@ impl Lease {
             let _ = l.done.send(result);
         }
         true
+    }
+}
+
+fn read_blocking(
+    store: &dyn LeaseStore,
+    group: &str,
+    read: &KvRead,
+) -> Result<Vec<KvEntry>, StoreError> {
+    let coord = store.coord().ok_or(StoreError::Unsupported)?;
+    match read {
+        KvRead::Get(key) => coord.kv_get(group, key).map(|e| e.into_iter().collect()),
+        KvRead::GetAt(key, rev) => coord
+            .kv_get_at(group, key, *rev)
+            .map(|e| e.into_iter().collect()),
+        KvRead::History(key) => coord.kv_history(group, key),
+        KvRead::List(prefix) => coord.kv_list(group, prefix),
+        KvRead::Changes(prefix, after, limit) => coord.kv_changes(group, prefix, *after, *limit),
     }
 }
 

@@ -40,6 +40,7 @@
 //! This file is the loop and the dispatch: which book an input, an output
 //! or an event goes to.
 
+mod coord;
 mod inputs;
 mod jobs;
 mod lease;
@@ -126,6 +127,8 @@ struct Driver<R: Runtime> {
     jobs: Jobs,
     /// Callers waiting on a send or a broadcast.
     replies: Replies,
+    /// Callers waiting on a put or an acquire, and the permits held.
+    coord: coord::CoordBook,
     /// Streams in both directions.
     streams: Streams,
     /// `watch()` streams and the leader guards' signal.
@@ -222,6 +225,7 @@ impl<R: Runtime> Driver<R> {
             inputs: Inputs::new(inbox, lease_rx, app_rx),
             jobs: Jobs::new(&p.handlers, app_tx),
             replies: Replies::default(),
+            coord: Default::default(),
             streams: Streams::new(p.handlers.stream, p.consumed),
             watch: Watchers::default(),
             rt: p.rt,
@@ -393,6 +397,8 @@ impl<R: Runtime> Driver<R> {
             Event::StreamWritable { id } => self.stream_writable(id),
             Event::StreamSent { id } => self.streams.sent(id),
             Event::StreamFailed { id, reason } => self.streams.failed(id, reason),
+            Event::Coord { id, result } => self.coord_done(id, result),
+            Event::PermitLost { ticket, .. } => self.permit_lost(ticket),
             other => tracing::debug!(?other, "ignoring an event this driver does not know"),
         }
     }
@@ -426,6 +432,7 @@ impl<R: Runtime> Driver<R> {
                 self.lease.leave(self.rt.now(), done);
             }
             Command::Shutdown { done } => self.inputs.shut_down(done),
+            Command::Coord(c) => self.on_coord_command(now, c),
         }
         self.drain();
     }
