@@ -63,6 +63,8 @@ mod sql;
 mod sqlite;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteStore, SqliteStoreBuilder};
+#[cfg(feature = "sqlite")]
+mod sqlite_coord;
 
 #[cfg(feature = "postgres")]
 mod postgres;
