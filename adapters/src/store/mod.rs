@@ -70,6 +70,8 @@ mod sqlite_coord;
 mod postgres;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresStore, PostgresStoreBuilder};
+#[cfg(feature = "postgres")]
+mod postgres_coord;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
