@@ -39,6 +39,45 @@ fn store_down_is_an_error_then_recovers() {
 }
 
 #[test]
+fn coord_conformance() {
+    conformance::run_coord(&Memory(MemoryStore::new()));
+}
+
+#[test]
+fn coord_store_down_is_an_error_then_recovers() {
+    conformance::coord_store_down_is_an_error_then_recovers(&Memory(MemoryStore::new()));
+}
+
+/// The coordination calls wait out the latency and fail while the store
+/// is unavailable, like the lease calls.
+#[test]
+fn coord_calls_obey_the_switches() {
+    use hedgerow::store::coord::{CoordOp, CoordReply};
+    let store = MemoryStore::new();
+    let coord = store.coord().unwrap_or_else(|| panic!("no coord side"));
+    store.set_unavailable(true);
+    let load = CoordOp::LoadPermits {
+        op: hedgerow_core::OpId(1),
+    };
+    assert!(matches!(
+        coord.execute("g", &load),
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        coord.kv_get("g", "k"),
+        Err(StoreError::Unavailable(_))
+    ));
+    store.set_unavailable(false);
+    store.set_latency(Duration::from_millis(200));
+    let started = Instant::now();
+    assert!(matches!(
+        coord.execute("g", &load),
+        Ok(CoordReply::Permits { .. })
+    ));
+    assert!(started.elapsed() >= Duration::from_millis(200));
+}
+
+#[test]
 fn an_unavailable_store_changes_nothing() {
     let store = MemoryStore::new();
     store.set_unavailable(true);

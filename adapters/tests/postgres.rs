@@ -352,3 +352,116 @@ fn a_full_server_is_unavailable_with_advice() {
     std::thread::sleep(idle * 3);
     assert_eq!(stores[refused[0]].read(&group), Ok(None));
 }
+
+/// The coordination side: the suite, then a stopped and restarted server
+/// under a live store.
+#[test]
+fn coord_conformance() {
+    let Some(pg) = server("coord_conformance") else {
+        return;
+    };
+    conformance::run_coord(&pg);
+    conformance::coord_store_down_is_an_error_then_recovers(&pg);
+}
+
+/// Coordination rows the store cannot understand are `Corrupt`, never a
+/// panic; a table of another layout is named.
+#[test]
+fn damaged_coord_rows_are_reported() {
+    use hedgerow::store::coord::{CoordOp, CoordReply, Fence, Origin};
+    use hedgerow_core::{NodeId, OpId, Payload, Term};
+    let Some(pg) = server("damaged_coord_rows_are_reported") else {
+        return;
+    };
+    let store = pg.open();
+    let coord = store.coord().unwrap_or_else(|| panic!("no coord side"));
+    let group = fresh_group("damaged-coord");
+    let seeded = store.compare_and_set(&group, None, &write_by("l", 5, 1, 1));
+    assert!(matches!(seeded, Ok(CasOutcome::Applied(_))), "{seeded:?}");
+    let fence = Fence {
+        token: Term(1),
+        nonce: 5,
+    };
+    let node = |id: &str| NodeId::new(id).unwrap_or_else(|e| panic!("{e}"));
+    let put = |request| CoordOp::Put {
+        op: OpId(request),
+        fence,
+        origin: Origin {
+            node: node("m"),
+            incarnation: 1,
+            request,
+        },
+        key: "k".into(),
+        value: Payload::from(&b"v"[..]),
+    };
+    let grant = CoordOp::Grant {
+        op: OpId(1),
+        fence,
+        name: "s".into(),
+        limit: 2,
+        holder: node("h"),
+        incarnation: 1,
+        ticket: 1,
+        expires_ns: 1,
+    };
+    assert_eq!(
+        coord.execute(&group, &put(1)),
+        Ok(CoordReply::Put { revision: 1 })
+    );
+    assert_eq!(
+        coord.execute(&group, &grant),
+        Ok(CoordReply::Granted { token: 1 })
+    );
+    let sql = |sql: &str| pg.server.psql(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let corrupt = |what: &str, result: Result<String, StoreError>, says: &str| match result {
+        Err(StoreError::Corrupt(why)) => assert!(why.contains(says), "{what}: {why}"),
+        other => panic!("{what}: expected Corrupt, got {other:?}"),
+    };
+    let show = |r: Result<CoordReply, StoreError>| r.map(|r| format!("{r:?}"));
+    sql("UPDATE hedgerow_kv SET schema_version = 2");
+    corrupt(
+        "kv of schema 2",
+        coord.kv_get(&group, "k").map(|e| format!("{e:?}")),
+        "schema version 2",
+    );
+    sql("UPDATE hedgerow_kv SET schema_version = 1, origin_node = ''");
+    corrupt(
+        "kv of an empty origin",
+        coord.kv_history(&group, "k").map(|e| format!("{e:?}")),
+        "node id",
+    );
+    sql("UPDATE hedgerow_permits SET holder_id = ''");
+    corrupt(
+        "a permit of no holder",
+        show(coord.execute(&group, &grant)),
+        "node id",
+    );
+    sql("UPDATE hedgerow_permits SET holder_id = 'h'; UPDATE hedgerow_semaphores SET permit_limit = -1");
+    let load = CoordOp::LoadPermits { op: OpId(1) };
+    corrupt(
+        "a negative limit",
+        show(coord.execute(&group, &load)),
+        "permit_limit -1",
+    );
+    sql("UPDATE hedgerow_semaphores SET permit_limit = 2");
+    sql(&format!("UPDATE hedgerow_kv SET revision = {}", i64::MAX));
+    corrupt(
+        "the last revision",
+        show(coord.execute(&group, &put(2))),
+        "below 2^63",
+    );
+    sql(&format!(
+        "UPDATE hedgerow_lease SET schema_version = 2 WHERE name = '{group}'"
+    ));
+    corrupt(
+        "a foreign lease row as the fence",
+        show(coord.execute(&group, &put(3))),
+        "schema version 2",
+    );
+    sql("ALTER TABLE hedgerow_kv DROP COLUMN term");
+    corrupt(
+        "a kv table of another layout",
+        coord.kv_get(&group, "k").map(|e| format!("{e:?}")),
+        "hedgerow_kv",
+    );
+}

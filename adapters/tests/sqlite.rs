@@ -72,3 +72,13 @@ fn conformance() {
 fn store_down_is_an_error_then_recovers() {
     conformance::store_down_is_an_error_then_recovers(&Sqlite::new());
 }
+
+#[test]
+fn coord_conformance() {
+    conformance::run_coord(&Sqlite::new());
+}
+
+#[test]
+fn coord_store_down_is_an_error_then_recovers() {
+    conformance::coord_store_down_is_an_error_then_recovers(&Sqlite::new());
+}

@@ -11,6 +11,24 @@
 //! keeps working for membership and election, and a node on it refuses
 //! the coordination verbs with a clear error.
 //!
+//! # The SQL stores' tables
+//!
+//! `SqliteStore` and `PostgresStore` keep these beside `hedgerow_lease`
+//! and create them when missing, the first time a handle makes a
+//! coordination call. Each write is one transaction that reads the
+//! group's lease row first (PostgreSQL: `FOR SHARE`, so a takeover waits
+//! for the fenced write to commit) and writes only if the row names the
+//! writer; rows read back are validated, and one of another
+//! [`COORD_SCHEMA_VERSION`] is refused as [`StoreError::Corrupt`].
+//!
+//! SQLite:
+//!
+#![doc = concat!("```sql\n", include_str!("schema/sqlite_coord.sql"), "```")]
+//!
+//! PostgreSQL:
+//!
+#![doc = concat!("```sql\n", include_str!("schema/postgres_coord.sql"), "```")]
+//!
 //! [`LeaseStore::coord`]: super::LeaseStore::coord
 
 pub use hedgerow_core::coord::{

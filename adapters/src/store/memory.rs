@@ -1,5 +1,6 @@
 //! The in-process store: rows in a map behind a mutex, shared by every
-//! clone. It exists for tests and for nodes that live in one process, and
+//! clone, with each group's coordination tables beside its lease row under
+//! the same mutex (so a fenced write sees the row as it is). It exists for tests and for nodes that live in one process, and
 //! it can be told to fail or to be slow so that tests reach the error paths
 //! of the driver without a real database.
 
@@ -7,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::coord::{execute_coord, CoordOp, CoordReply, CoordStore, CoordTables, KvEntry};
 use super::{next_version, CasOutcome, LeaseRow, LeaseStore, LeaseWrite, StoreError};
 
 /// A lease store in memory; every clone shares the same rows.
@@ -32,6 +34,8 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct Shared {
     rows: HashMap<String, LeaseRow>,
+    /// Each group's coordination tables, fenced by the row beside them.
+    coord: HashMap<String, CoordTables>,
     unavailable: bool,
     latency: Duration,
 }
@@ -100,5 +104,64 @@ impl LeaseStore for MemoryStore {
             .into_row(next_version(group, expected_version)?);
         shared.rows.insert(group.to_owned(), row.clone());
         Ok(CasOutcome::Applied(row))
+    }
+
+    fn coord(&self) -> Option<&dyn CoordStore> {
+        Some(self)
+    }
+}
+
+impl MemoryStore {
+    /// Runs `read` on `group`'s coordination tables (empty if none yet).
+    fn read_coord<T>(
+        &self,
+        group: &str,
+        read: impl FnOnce(&CoordTables) -> T,
+    ) -> Result<T, StoreError> {
+        let shared = self.enter()?;
+        Ok(match shared.coord.get(group) {
+            Some(tables) => read(tables),
+            None => read(&CoordTables::default()),
+        })
+    }
+}
+
+impl CoordStore for MemoryStore {
+    fn execute(&self, group: &str, op: &CoordOp) -> Result<CoordReply, StoreError> {
+        let mut shared = self.enter()?;
+        let Shared { rows, coord, .. } = &mut *shared;
+        let tables = coord.entry(group.to_owned()).or_default();
+        Ok(execute_coord(tables, rows.get(group), op))
+    }
+
+    fn kv_get(&self, group: &str, key: &str) -> Result<Option<KvEntry>, StoreError> {
+        self.read_coord(group, |t| t.get(key).cloned())
+    }
+
+    fn kv_get_at(
+        &self,
+        group: &str,
+        key: &str,
+        revision: u64,
+    ) -> Result<Option<KvEntry>, StoreError> {
+        self.read_coord(group, |t| t.get_at(key, revision).cloned())
+    }
+
+    fn kv_history(&self, group: &str, key: &str) -> Result<Vec<KvEntry>, StoreError> {
+        self.read_coord(group, |t| t.history(key))
+    }
+
+    fn kv_list(&self, group: &str, prefix: &str) -> Result<Vec<KvEntry>, StoreError> {
+        self.read_coord(group, |t| t.list(prefix))
+    }
+
+    fn kv_changes(
+        &self,
+        group: &str,
+        prefix: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<KvEntry>, StoreError> {
+        self.read_coord(group, |t| t.changes(prefix, after, limit))
     }
 }

@@ -63,11 +63,15 @@ mod sql;
 mod sqlite;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteStore, SqliteStoreBuilder};
+#[cfg(feature = "sqlite")]
+mod sqlite_coord;
 
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresStore, PostgresStoreBuilder};
+#[cfg(feature = "postgres")]
+mod postgres_coord;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -20,6 +20,7 @@
 
 use std::error::Error as _;
 use std::future::Future;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,7 @@ use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 
 use super::sql::{to_sql, RawRow, RawWrite, COLUMNS};
 use super::LEASE_SCHEMA_VERSION;
-use super::{next_version, CasOutcome, LeaseRow, LeaseStore, LeaseWrite, StoreError};
+use super::{next_version, CasOutcome, CoordStore, LeaseRow, LeaseStore, LeaseWrite, StoreError};
 
 const SCHEMA: &str = include_str!("schema/postgres.sql");
 
@@ -87,7 +88,7 @@ const CLIENT_MARGIN: Duration = Duration::from_millis(500);
 /// ```
 #[derive(Debug)]
 pub struct PostgresStore {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
 }
 
 /// Options for [`PostgresStore`]; see [`PostgresStore::builder`].
@@ -154,6 +155,7 @@ impl PostgresStoreBuilder {
                 closed: false,
             }),
             wake_closer: Condvar::new(),
+            coord_ready: AtomicBool::new(false),
         });
         let closer = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -197,10 +199,10 @@ impl Drop for PostgresStore {
 }
 
 #[derive(Debug)]
-struct Shared {
+pub(super) struct Shared {
     config: Config,
     /// Where the store points, for messages (never the password).
-    target: String,
+    pub(super) target: String,
     connect_timeout: Duration,
     statement_timeout: Duration,
     idle_timeout: Duration,
@@ -209,6 +211,8 @@ struct Shared {
     /// Wakes the idle-connection thread: a connection opened or the store
     /// was dropped.
     wake_closer: Condvar,
+    /// Whether this store made sure the coordination tables exist.
+    pub(super) coord_ready: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -218,8 +222,8 @@ struct State {
 }
 
 #[derive(Debug)]
-struct Conn {
-    client: Client,
+pub(super) struct Conn {
+    pub(super) client: Client,
     task: JoinHandle<()>,
     read: Statement,
     insert: Statement,
@@ -262,7 +266,7 @@ impl Drop for PrivateRuntime {
 }
 
 /// Why one attempt of a call failed.
-enum Failure {
+pub(super) enum Failure {
     Pg(tokio_postgres::Error),
     TimedOut,
     Store(StoreError),
@@ -307,7 +311,7 @@ impl Shared {
     /// failure drops the connection; if it was an old connection that
     /// turned out dead, `attempt` runs once more on a fresh one (and is
     /// told so).
-    fn call<T>(
+    pub(super) fn call<T>(
         &self,
         op: &str,
         attempt: impl Fn(&Self, &Conn, bool) -> Result<T, Failure>,
@@ -399,7 +403,10 @@ impl Shared {
     }
 
     /// Runs `future` on the runtime within the client-side deadline.
-    fn run<T>(&self, future: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
+    pub(super) fn run<T>(
+        &self,
+        future: impl Future<Output = Result<T, Failure>>,
+    ) -> Result<T, Failure> {
         match self
             .runtime
             .block_on_within(self.statement_timeout + CLIENT_MARGIN, future)?
@@ -551,7 +558,7 @@ fn schema_version() -> i32 {
     i32::try_from(LEASE_SCHEMA_VERSION).unwrap_or(i32::MAX)
 }
 
-fn decode(row: &Row) -> Result<RawRow, tokio_postgres::Error> {
+pub(super) fn decode(row: &Row) -> Result<RawRow, tokio_postgres::Error> {
     Ok(RawRow {
         schema_version: i64::from(row.try_get::<_, i32>(0)?),
         holder_id: row.try_get(1)?,
@@ -669,6 +676,11 @@ impl LeaseStore for PostgresStore {
             shared.run(shared.cas(conn, group, expected_version, write, retry))
         })
     }
+
+    /// The coordination tables, in the same database (`postgres_coord.rs`).
+    fn coord(&self) -> Option<&dyn CoordStore> {
+        Some(self)
+    }
 }
 
 /// Where a configuration points: hosts, ports and database, no secrets.
@@ -700,7 +712,7 @@ fn describe(config: &Config) -> String {
 }
 
 /// An error with its causes, which tokio-postgres keeps out of `Display`.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(super) fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

@@ -6,6 +6,7 @@
 //! table beyond creating it.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBeha
 
 use super::sql::{to_sql, RawRow, RawWrite, COLUMNS};
 use super::LEASE_SCHEMA_VERSION;
-use super::{next_version, CasOutcome, LeaseRow, LeaseStore, LeaseWrite, StoreError};
+use super::{next_version, CasOutcome, CoordStore, LeaseRow, LeaseStore, LeaseWrite, StoreError};
 
 const SCHEMA: &str = include_str!("schema/sqlite.sql");
 
@@ -44,7 +45,9 @@ const SCHEMA: &str = include_str!("schema/sqlite.sql");
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     path: PathBuf,
-    busy_timeout: Duration,
+    pub(super) busy_timeout: Duration,
+    /// Whether this handle made sure the coordination tables exist.
+    pub(super) coord_ready: AtomicBool,
 }
 
 /// Options for [`SqliteStore`]; see [`SqliteStore::builder`].
@@ -90,6 +93,7 @@ impl SqliteStoreBuilder {
             conn: Mutex::new(conn),
             path: self.path,
             busy_timeout: self.busy_timeout,
+            coord_ready: AtomicBool::new(false),
         })
     }
 }
@@ -113,7 +117,7 @@ impl SqliteStore {
         &self.path
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Connection> {
         // rusqlite rolls back an unfinished transaction when it is dropped,
         // also during a panic, so a poisoned connection is still consistent.
         self.conn
@@ -121,7 +125,7 @@ impl SqliteStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn fail(&self, op: &str, e: &rusqlite::Error) -> StoreError {
+    pub(super) fn fail(&self, op: &str, e: &rusqlite::Error) -> StoreError {
         classify(&self.path, self.busy_timeout, op, e)
     }
 
@@ -197,12 +201,12 @@ impl SqliteStore {
         Ok(outcome)
     }
 
-    fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         format!("SQLite lease store {}", self.path.display())
     }
 }
 
-fn read_row(conn: &Connection, group: &str) -> rusqlite::Result<Option<RawRow>> {
+pub(super) fn read_row(conn: &Connection, group: &str) -> rusqlite::Result<Option<RawRow>> {
     conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM hedgerow_lease WHERE name = ?1"
     ))?
@@ -273,6 +277,11 @@ impl LeaseStore for SqliteStore {
         let mut conn = self.lock();
         self.cas(&mut conn, group, expected_version, write)
             .map_err(|e| self.fail("compare-and-set", &e))?
+    }
+
+    /// The coordination tables live in the same file (`sqlite_coord.rs`).
+    fn coord(&self) -> Option<&dyn CoordStore> {
+        Some(self)
     }
 }
 

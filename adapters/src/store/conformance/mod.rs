@@ -1,6 +1,7 @@
 //! The conformance suite every [`LeaseStore`] must pass, and the tools to
-//! run it: a harness trait a store's tests implement, a race between
-//! separate processes, and a throw-away PostgreSQL server. Enabled by the
+//! run it: a harness trait a store's tests implement, races between
+//! separate processes, and a throw-away PostgreSQL server. The checks of
+//! a store's coordination side ([`coord`]) are run by [`run_coord`]. Enabled by the
 //! `conformance` feature; meant for tests only (its checks panic with a
 //! message naming the check when a store misbehaves).
 //!
@@ -19,6 +20,9 @@
 //! }
 //! conformance::run_all(&Memory(MemoryStore::new()));
 //! conformance::store_down_is_an_error_then_recovers(&Memory(MemoryStore::new()));
+//! // The coordination side (KV, locks, semaphores), for a store that has one.
+//! conformance::run_coord(&Memory(MemoryStore::new()));
+//! conformance::coord_store_down_is_an_error_then_recovers(&Memory(MemoryStore::new()));
 //! ```
 
 use std::collections::BTreeMap;
@@ -32,6 +36,12 @@ use super::{CasOutcome, Holder, LeaseRow, LeaseStore, LeaseWrite, StoreError};
 
 pub mod postgres_server;
 pub use postgres_server::PostgresServer;
+
+pub mod coord;
+pub use coord::{
+    coord_store_down_is_an_error_then_recovers, fenced_while_another_process_holds,
+    permit_race_child, permit_race_in_processes, run_coord, takeover_child,
+};
 
 /// How the suite reaches the store under test.
 pub trait Harness {
