@@ -143,20 +143,36 @@ impl Kv {
     }
 
     /// Every change to keys starting with `prefix` committed after this
-    /// call, in revision order, none skipped: the watcher reads the log
-    /// from the store by revision, so one that falls behind catches up.
-    /// New revisions show within `poll` (it reads again at once after
-    /// each batch). Ends with an error item if the store fails, or when
-    /// the node shuts down.
-    pub fn watch(
+    /// call returns, in revision order, none skipped: the watcher reads the
+    /// log from the store by revision, so one that falls behind catches up.
+    /// New revisions show within `poll` (it reads again at once after each
+    /// batch). The stream ends with an error item if the store fails, and
+    /// ends when the node shuts down.
+    pub async fn watch(
         &self,
         prefix: &str,
+        poll: Duration,
+    ) -> Result<impl Stream<Item = Result<KvEntry, Error>>, Error> {
+        let head = self.list(prefix).await?;
+        Ok(self.watch_from(
+            prefix,
+            head.iter().map(|e| e.revision).max().unwrap_or(0),
+            poll,
+        ))
+    }
+
+    /// As [`Kv::watch`], from the revision after `after` (0: the whole
+    /// history), e.g. to resume a watch where it stopped.
+    pub fn watch_from(
+        &self,
+        prefix: &str,
+        after: u64,
         poll: Duration,
     ) -> impl Stream<Item = Result<KvEntry, Error>> {
         let start = Watcher {
             kv: self.clone(),
             prefix: prefix.into(),
-            after: None,
+            after,
             buffer: VecDeque::new(),
             poll,
             done: false,
@@ -171,8 +187,8 @@ impl Kv {
 struct Watcher {
     kv: Kv,
     prefix: String,
-    /// The last revision handed out (`None`: start at the current head).
-    after: Option<u64>,
+    /// The last revision handed out.
+    after: u64,
     buffer: VecDeque<KvEntry>,
     poll: Duration,
     done: bool,
@@ -185,20 +201,10 @@ impl Watcher {
         }
         loop {
             if let Some(e) = self.buffer.pop_front() {
-                self.after = Some(e.revision);
+                self.after = e.revision;
                 return Some(Ok(e));
             }
-            let after = match self.after {
-                Some(a) => a,
-                None => match self.kv.list(&self.prefix).await {
-                    Ok(latest) => {
-                        let head = latest.iter().map(|e| e.revision).max().unwrap_or(0);
-                        self.after = Some(head);
-                        head
-                    }
-                    Err(e) => return Some(self.fail(e)),
-                },
-            };
+            let after = self.after;
             match self.kv.changes(&self.prefix, after, 256).await {
                 Ok(batch) if !batch.is_empty() => self.buffer.extend(batch),
                 Ok(_) => {
