@@ -272,7 +272,7 @@ async fn hedgerow_stream(
 /// every member's reply is in.
 async fn hedgerow_broadcast(leader: &Hedgerow, members: usize) -> Duration {
     let t = Instant::now();
-    let replies = leader.broadcast(vec![7u8; PAYLOAD]).await;
+    let replies = leader.broadcast(vec![7u8; PAYLOAD]).await.expect("running");
     let took = t.elapsed();
     assert_eq!(replies.len(), members);
     assert!(replies.iter().all(|(_, r)| r.is_ok()), "{replies:?}");

@@ -17,28 +17,30 @@ use hedgerow_core::{Bytes, NodeId, Payload, StreamId};
 use crate::types::{Error, LeaderGuard, Reply, WatchEvent};
 
 /// A broadcast reply as the API hands it out.
-pub(crate) type BroadcastItem = (NodeId, Result<Vec<u8>, Error>);
+pub(crate) type BroadcastItem = (NodeId, Result<Bytes, Error>);
 
 /// What the public handle asks the driver to do.
 pub(crate) enum Command {
     Send {
-        payload: Vec<u8>,
+        payload: Bytes,
         reply: oneshot::Sender<Result<Reply, Error>>,
     },
     Broadcast {
-        payload: Vec<u8>,
+        payload: Bytes,
         replies: mpsc::UnboundedSender<BroadcastItem>,
     },
     Stream(StreamCommand),
     SetMeta {
-        meta: Vec<u8>,
+        meta: Bytes,
         done: oneshot::Sender<Result<(), Error>>,
     },
     Watch(mpsc::Sender<WatchEvent>),
     Guard {
         reply: oneshot::Sender<Option<LeaderGuard>>,
     },
-    Resign,
+    Resign {
+        done: oneshot::Sender<Result<(), Error>>,
+    },
     Leave {
         done: oneshot::Sender<Result<(), Error>>,
     },

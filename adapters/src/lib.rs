@@ -15,28 +15,31 @@
 //!   encryption or authentication yet (a handshake refuses other clusters
 //!   and protocol versions, nothing more).
 //!
-//! ```no_run
-//! # #[cfg(all(feature = "tokio", feature = "sqlite"))]
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use hedgerow::Hedgerow;
-//! use hedgerow::store::SqliteStore;
-//! use futures::StreamExt;
+//! The quick start (`examples/quickstart.rs`, also in the README): one
+//! node on this machine with no ClockBound daemon, which leads, sends to
+//! itself, broadcasts and leaves.
 //!
-//! let node = Hedgerow::builder("orders", "web-1", "10.0.0.5:7946")
-//!     .listen("0.0.0.0:7946")
-//!     .store(SqliteStore::open("/var/lib/orders/lease.db")?)
-//!     .leader_handler(|req| async move { Ok(format!("handled under term {}", req.term).into_bytes()) })
-//!     .broadcast_handler(|b| async move { Ok(b.payload) })
-//!     .start()
-//!     .await?;
-//! let mut changes = node.watch();
-//! if node.is_leader() { /* do leader work, fenced by node.term() */ }
-//! let reply = node.send(b"work".to_vec()).await?;
-//! let replies = node.broadcast(b"reload".to_vec()).await;
-//! while let Some(change) = changes.next().await { println!("{change:?}"); }
-//! node.leave().await?;
-//! # Ok(()) }
-//! ```
+#![cfg_attr(
+    all(feature = "tokio", feature = "sqlite"),
+    doc = concat!("```\n", include_str!("../examples/quickstart.rs"), "```")
+)]
+//!
+//! * A leader-only job fenced by the token: `examples/fenced_job.rs`.
+//! * Other runtimes: `examples/smol.rs`, `examples/async_std.rs`
+//!   (`default-features = false`); a driver of your own on
+//!   `hedgerow-core` alone: that crate's `examples/custom_runtime.rs`.
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `tokio` | yes | the driver on tokio |
+//! | `smol`, `async-std` | no | the driver on smol or async-std (turn `default-features` off: one runtime at a time) |
+//! | `sqlite` | yes | [`store::SqliteStore`], the embedded store for the processes of one machine |
+//! | `postgres` | no | `store::PostgresStore`, for nodes on many machines |
+//! | `conformance` | no | `store::conformance`, the suite any store must pass |
+//!
+//! The `hedgerow` command is the separate `hedgerow-cli` crate.
 //!
 //! # How a node runs
 //!
@@ -89,6 +92,20 @@
 //!   the streams with that peer.
 #![deny(missing_docs)]
 
+// One runtime at a time: the default features turn tokio on, so a second
+// runtime means the defaults are still on.
+#[cfg(all(feature = "tokio", any(feature = "smol", feature = "async-std")))]
+compile_error!(
+    "hedgerow: the `smol` and `async-std` features replace the default `tokio`: \
+     depend on hedgerow with `default-features = false`, e.g. \
+     `hedgerow = { version = \"0.1\", default-features = false, features = [\"smol\", \"sqlite\"] }`"
+);
+#[cfg(not(any(feature = "tokio", feature = "smol", feature = "async-std")))]
+compile_error!(
+    "hedgerow needs a runtime feature: `tokio` (in the default features), `smol` or `async-std`; \
+     with `default-features = false`, add one, e.g. `features = [\"tokio\", \"sqlite\"]`"
+);
+
 mod api;
 pub mod coord;
 mod driver;
@@ -99,9 +116,18 @@ mod stream;
 mod transport;
 mod types;
 
+/// The clocks (`hedgerow-clock`): ClockBound, the system clock with an
+/// assumed bound, a manual clock, and [`clock::Clock`] for your own.
+pub use hedgerow_clock as clock;
+
 pub use api::{BroadcastReplies, Builder, Hedgerow, Watch};
+/// The type of [`Member::meta`] as the view carries it (it derefs to
+/// `[u8]`; `into_bytes()` gives a [`Bytes`]). Every other payload in this
+/// API is a [`Bytes`].
+pub use hedgerow_core::Payload;
 pub use hedgerow_core::{
-    Bytes, Config, LeaderInfo, Member, MemberChange, NodeId, NodeStats, Payload, Term,
+    Bytes, Config, ConfigError, InvalidId, LeaderInfo, LeaveReason, Member, MemberChange,
+    MetaTooLarge, NodeId, NodeStats, NotLeadingReason, StepDownReason, Term,
 };
 pub use stream::{BroadcastStream, IncomingStream, SendStream};
-pub use types::{BroadcastRequest, Error, LeaderGuard, Reply, Request, WatchEvent};
+pub use types::{BroadcastRequest, Error, LeaderGuard, Reply, Request, Status, WatchEvent};

@@ -115,13 +115,13 @@ impl SendStream {
     }
 
     /// Queues `data`, waiting while the send buffer is full. An owned
-    /// `Vec<u8>` or [`Bytes`] is sent without being copied (a borrowed
-    /// slice is copied once).
-    pub async fn write_all(&mut self, data: impl Into<Payload>) -> Result<(), Error> {
+    /// `Vec<u8>` or [`Bytes`] is sent without being copied (copy a
+    /// borrowed slice with `Bytes::copy_from_slice`).
+    pub async fn write_all(&mut self, data: impl Into<Bytes>) -> Result<(), Error> {
         let (done, rx) = oneshot::channel();
         let cmd = Command::Stream(StreamCommand::Write {
             id: self.id,
-            data: data.into(),
+            data: Payload::from(data.into()),
             done,
         });
         self.commands.send(cmd)?;
@@ -190,9 +190,9 @@ impl BroadcastStream {
 
     /// Writes `data` to every leg still alive, at the pace of the slowest;
     /// a leg that fails is dropped and reported by [`BroadcastStream::finish`].
-    pub async fn write_all(&mut self, data: &[u8]) -> Result<(), Error> {
-        // One copy, shared by every leg.
-        let data = Payload::from(data);
+    pub async fn write_all(&mut self, data: impl Into<Bytes>) -> Result<(), Error> {
+        // One buffer, shared by every leg.
+        let data: Bytes = data.into();
         let results =
             futures::future::join_all(self.legs.iter_mut().map(|l| l.write_all(data.clone())))
                 .await;

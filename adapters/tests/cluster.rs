@@ -198,17 +198,17 @@ async fn elect_send_broadcast_stream<R: Runtime>(rt: R) {
         assert_eq!(reply.leader, leader);
         assert_eq!(reply.term, term);
         let want = format!("{leader} term {term}: {body}");
-        assert_eq!(String::from_utf8(reply.payload).unwrap(), want);
+        assert_eq!(reply.payload, want);
     }
 
     // broadcast: one reply per member, this node included.
-    let replies = nodes[1].broadcast(b"!".to_vec()).await;
+    let replies = nodes[1].broadcast(b"!".to_vec()).await.expect("broadcast");
     assert_eq!(replies.len(), 5, "{replies:?}");
     let mut from: Vec<String> = replies
         .into_iter()
         .map(|(id, r)| {
             let payload = r.expect("member answered");
-            assert_eq!(String::from_utf8(payload).unwrap(), format!("{id}!"));
+            assert_eq!(payload, format!("{id}!"));
             id.to_string()
         })
         .collect();
@@ -267,7 +267,7 @@ async fn elect_send_broadcast_stream<R: Runtime>(rt: R) {
         .expect("open broadcast stream");
     assert_eq!(b.members().count(), 5);
     let data: Vec<u8> = (0..leg_len).map(pattern).collect();
-    b.write_all(&data).await.expect("broadcast stream write");
+    b.write_all(data).await.expect("broadcast stream write");
     for (id, r) in b.finish().await {
         r.unwrap_or_else(|e| panic!("leg to {id}: {e}"));
     }

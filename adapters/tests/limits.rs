@@ -128,7 +128,7 @@ fn silent_peers_are_closed_as_idle_and_idle_member_links_are_dialed_again() {
         // several idle periods and is closed; the next broadcast dials
         // again and every member answers.
         for round in 0..2 {
-            let replies = b.broadcast(vec![round]).await;
+            let replies = b.broadcast(vec![round]).await.expect("broadcast");
             assert_eq!(replies.len(), 3, "{replies:?}");
             for (from, r) in &replies {
                 assert_eq!(r.as_deref().ok(), Some(&[round][..]), "{from}: {r:?}");

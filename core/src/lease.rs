@@ -58,6 +58,49 @@ pub enum NotLeadingReason {
     Waiting,
 }
 
+impl core::fmt::Display for StepDownReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            StepDownReason::Expired => "the lease ran out before a renewal was stored",
+            StepDownReason::ClockUntrusted => "the clock stopped being trustworthy",
+            StepDownReason::LostRace => "another node wrote the lease row first",
+            StepDownReason::Resigned => "this node released the lease",
+            StepDownReason::Unreachable => "no member answered for too long",
+        })
+    }
+}
+
+impl NotLeadingReason {
+    /// Whether the reason lasts until the configuration or the clock
+    /// changes: waiting will not make this node lead.
+    pub fn is_lasting(self) -> bool {
+        matches!(
+            self,
+            NotLeadingReason::NotCandidate
+                | NotLeadingReason::ClockUntrusted
+                | NotLeadingReason::AssumedClockNotAllowed
+        )
+    }
+}
+
+impl core::fmt::Display for NotLeadingReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            NotLeadingReason::NotCandidate => "it is configured with `candidate = false`",
+            NotLeadingReason::ClockUntrusted => {
+                "its clock gives no trustworthy bound (status Unknown or Disrupted: no ClockBound \
+                 daemon, or it lost sync); give it a clock that may lead"
+            }
+            NotLeadingReason::AssumedClockNotAllowed => {
+                "its clock's bound is assumed by the operator and `lead_on_assumed_clock` is off"
+            }
+            NotLeadingReason::Resigned => "it resigned and sits out one lease duration",
+            NotLeadingReason::HeldElsewhere => "another node holds a lease that has not expired",
+            NotLeadingReason::Waiting => "it is waiting for the lease store",
+        })
+    }
+}
+
 /// What the lease room tells the node after a step.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum LeaseNote {

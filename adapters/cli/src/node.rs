@@ -512,7 +512,7 @@ async fn status(State(app): State<Arc<App>>) -> Json<Status> {
 }
 
 async fn send(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    match app.node.send(body.to_vec()).await {
+    match app.node.send(body).await {
         Ok(reply) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
@@ -523,8 +523,11 @@ async fn send(State(app): State<Arc<App>>, body: Bytes) -> Response {
     }
 }
 
-async fn broadcast(State(app): State<Arc<App>>, body: Bytes) -> Json<Value> {
-    let mut replies = app.node.broadcast(body.to_vec()).await;
+async fn broadcast(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let mut replies = match app.node.broadcast(body).await {
+        Ok(replies) => replies,
+        Err(e) => return error_response(&e),
+    };
     replies.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
     let replies: Vec<Value> = replies
         .into_iter()
@@ -533,7 +536,7 @@ async fn broadcast(State(app): State<Arc<App>>, body: Bytes) -> Json<Value> {
             Err(e) => json!({ "id": id.to_string(), "ok": null, "error": e.to_string() }),
         })
         .collect();
-    Json(json!({ "replies": replies }))
+    Json(json!({ "replies": replies })).into_response()
 }
 
 /// A reply as JSON if it is JSON (the built-in handlers' are), else as a

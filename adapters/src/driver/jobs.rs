@@ -10,7 +10,7 @@ use std::panic::AssertUnwindSafe;
 
 use futures::channel::mpsc;
 use futures::FutureExt;
-use hedgerow_core::{BroadcastHandle, Payload, RequestHandle};
+use hedgerow_core::{BroadcastHandle, Bytes, Payload, RequestHandle};
 
 use super::{BroadcastFn, Driver, Handlers, LeaderFn};
 use crate::runtime::{BoxFuture, Runtime};
@@ -28,8 +28,8 @@ pub(super) enum Job {
 
 /// A handler call's answer, on its way back to the node.
 pub(crate) enum Done {
-    Request(RequestHandle, Result<Vec<u8>, String>),
-    Broadcast(BroadcastHandle, Result<Vec<u8>, String>),
+    Request(RequestHandle, Result<Bytes, String>),
+    Broadcast(BroadcastHandle, Result<Bytes, String>),
 }
 
 pub(super) struct Jobs {
@@ -102,7 +102,7 @@ impl<R: Runtime> Driver<R> {
                     incarnation: handle.incarnation,
                     id: handle.id,
                     term: handle.term,
-                    payload: payload.into_vec(),
+                    payload: payload.into_bytes(),
                     guard: self.guard_for(handle.term),
                 };
                 let call = std::panic::catch_unwind(AssertUnwindSafe(|| h(req)));
@@ -116,7 +116,7 @@ impl<R: Runtime> Driver<R> {
                 let req = BroadcastRequest {
                     from: handle.from.clone(),
                     id: handle.id,
-                    payload: payload.into_vec(),
+                    payload: payload.into_bytes(),
                 };
                 let call = std::panic::catch_unwind(AssertUnwindSafe(|| h(req)));
                 Ok(run_handler(call, move |r| Done::Broadcast(handle, r)))
@@ -150,8 +150,8 @@ impl<R: Runtime> Driver<R> {
 }
 
 fn run_handler(
-    call: std::thread::Result<BoxFuture<'static, Result<Vec<u8>, String>>>,
-    wrap: impl FnOnce(Result<Vec<u8>, String>) -> Done + Send + 'static,
+    call: std::thread::Result<BoxFuture<'static, Result<Bytes, String>>>,
+    wrap: impl FnOnce(Result<Bytes, String>) -> Done + Send + 'static,
 ) -> BoxFuture<'static, Done> {
     Box::pin(async move {
         let r = match call {

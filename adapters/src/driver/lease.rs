@@ -30,11 +30,14 @@ pub(crate) enum Store {
     Async(Arc<dyn AsyncLeaseStore>),
 }
 
-/// A graceful leave waiting for the lease's release to be stored.
+/// A resign or graceful leave waiting for the lease's release to be
+/// stored; every caller waiting hears the same result.
 struct Leaving {
     deadline: Instant,
-    done: oneshot::Sender<Result<(), Error>>,
+    done: Vec<oneshot::Sender<Result<(), Error>>>,
     error: Option<StoreError>,
+    /// A leave is among them: the driver stops once the release settles.
+    stop: bool,
 }
 
 pub(super) struct Lease {
@@ -175,15 +178,25 @@ impl Lease {
         }
     }
 
-    /// A graceful leave, asked for at runtime instant `now`: `done` hears
-    /// how the release went, or that it was not answered in time.
-    pub(super) fn leave(&mut self, now: Instant, done: oneshot::Sender<Result<(), Error>>) {
+    /// A resign (`stop` false) or graceful leave (`stop` true), asked
+    /// for at runtime instant `now`: `done` hears how the release went,
+    /// or that it was not answered in time.
+    pub(super) fn release(
+        &mut self,
+        now: Instant,
+        done: oneshot::Sender<Result<(), Error>>,
+        stop: bool,
+    ) {
         let deadline = now + self.timeout + Duration::from_millis(100);
-        self.leaving = Some(Leaving {
+        let l = self.leaving.get_or_insert_with(|| Leaving {
             deadline,
-            done,
+            done: Vec::new(),
             error: None,
+            stop: false,
         });
+        l.deadline = l.deadline.max(deadline);
+        l.done.push(done);
+        l.stop |= stop;
     }
 
     pub(super) fn is_leaving(&self) -> bool {
@@ -195,7 +208,9 @@ impl Lease {
         self.leaving.as_ref().map(|l| l.deadline)
     }
 
-    /// True once a graceful leave has released the lease (or given up).
+    /// Answers the callers of a resign or leave once the release is
+    /// stored (or given up on); true when a leave so finished and the
+    /// driver must stop.
     pub(super) fn leave_finished<R: Runtime>(&mut self, rt: &R) -> bool {
         let Some(l) = &self.leaving else {
             return false;
@@ -206,13 +221,16 @@ impl Lease {
         }
         if let Some(l) = self.leaving.take() {
             let result = match (l.error, timed_out && self.pending.is_some()) {
-                (Some(e), _) => Err(Error::Store(e)),
-                (None, true) => Err(Error::Store(StoreError::Timeout)),
+                (Some(e), _) => Err(e),
+                (None, true) => Err(StoreError::Timeout),
                 (None, false) => Ok(()),
             };
-            let _ = l.done.send(result);
+            for done in l.done {
+                let _ = done.send(result.clone().map_err(Error::Store));
+            }
+            return l.stop;
         }
-        true
+        false
     }
 }
 

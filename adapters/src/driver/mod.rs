@@ -57,7 +57,7 @@ use std::time::{Duration, Instant};
 use futures::channel::mpsc;
 use futures::future::AbortHandle;
 use hedgerow_clock::Clock;
-use hedgerow_core::{Event, Input, Node, Now, Output};
+use hedgerow_core::{Bytes, Event, Input, Node, Now, Output};
 
 pub(crate) use inputs::Inbox;
 pub(crate) use lease::Store;
@@ -82,9 +82,9 @@ const MAX_SLEEP: Duration = Duration::from_secs(1);
 const MAX_INPUTS_PER_WAKE: usize = 256;
 
 pub(crate) type LeaderFn =
-    Arc<dyn Fn(Request) -> BoxFuture<'static, Result<Vec<u8>, String>> + Send + Sync>;
+    Arc<dyn Fn(Request) -> BoxFuture<'static, Result<Bytes, String>> + Send + Sync>;
 pub(crate) type BroadcastFn =
-    Arc<dyn Fn(BroadcastRequest) -> BoxFuture<'static, Result<Vec<u8>, String>> + Send + Sync>;
+    Arc<dyn Fn(BroadcastRequest) -> BoxFuture<'static, Result<Bytes, String>> + Send + Sync>;
 pub(crate) type StreamFn = Arc<dyn Fn(IncomingStream) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// The application's handlers, as the builder was given them.
@@ -419,17 +419,20 @@ impl<R: Runtime> Driver<R> {
             Command::Stream(c) => self.on_stream_command(now, c),
             Command::SetMeta { meta, done } => {
                 let r = self.core.node().set_meta(now, meta);
-                let _ = done.send(r.map_err(|e| Error::Config(e.to_string())));
+                let _ = done.send(r.map_err(Error::MetaTooLarge));
             }
-            Command::Watch(tx) => self.watch.add(tx),
+            Command::Watch(tx) => self.watch_from_now(&now, tx),
             Command::Guard { reply } => {
                 let guard = self.guard_if_leading(&now);
                 let _ = reply.send(guard);
             }
-            Command::Resign => self.core.node().resign(now),
+            Command::Resign { done } => {
+                self.core.node().resign(now);
+                self.lease.release(self.rt.now(), done, false);
+            }
             Command::Leave { done } => {
                 self.core.node().leave(now);
-                self.lease.leave(self.rt.now(), done);
+                self.lease.release(self.rt.now(), done, true);
             }
             Command::Shutdown { done } => self.inputs.shut_down(done),
             Command::Coord(c) => self.on_coord_command(now, c),

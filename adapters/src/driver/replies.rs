@@ -34,7 +34,7 @@ impl Replies {
                 .map(|r| Reply {
                     leader: r.leader,
                     term: r.term,
-                    payload: r.payload.into_vec(),
+                    payload: r.payload.into_bytes(),
                 })
                 .map_err(Error::from_send);
             let _ = tx.send(r);
@@ -57,7 +57,9 @@ impl Replies {
         result: Result<Payload, BroadcastError>,
     ) {
         if let Some(tx) = self.broadcasts.get(&id.0) {
-            let r = result.map(Payload::into_vec).map_err(Error::from_broadcast);
+            let r = result
+                .map(Payload::into_bytes)
+                .map_err(Error::from_broadcast);
             let _ = tx.unbounded_send((from, r));
         }
     }

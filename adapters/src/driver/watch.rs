@@ -1,5 +1,6 @@
 //! What the application follows of membership and leadership: the
-//! `watch()` streams (each event offered to every one, dropped with a
+//! `watch()` streams (each starting with the current state, then each
+//! event offered to every one, dropped with a
 //! warning for one that is not read), and the signal every
 //! [`LeaderGuard`] of the current term shares, fired when the node steps
 //! down or stops. It never blocks on a slow watcher.
@@ -78,6 +79,24 @@ impl Watchers {
 }
 
 impl<R: Runtime> Driver<R> {
+    /// A new watcher: it hears the state as of `now` first, then every
+    /// change, with nothing in between (the driver makes both).
+    pub(super) fn watch_from_now(&mut self, now: &Now, mut tx: mpsc::Sender<WatchEvent>) {
+        let current = {
+            let node = self.core.node();
+            WatchEvent::Current {
+                leader: node.leader().cloned(),
+                is_leader: node.is_leader(now),
+                members: node.view().members().cloned().collect(),
+                view: node.view().stamp(),
+            }
+        };
+        // A fresh channel has room; a dropped receiver needs no watcher.
+        if tx.try_send(current).is_ok() {
+            self.watch.add(tx);
+        }
+    }
+
     /// A guard on leadership under `term`: live if this node leads under
     /// it now, already lost otherwise.
     pub(super) fn guard_for(&mut self, term: Term) -> LeaderGuard {

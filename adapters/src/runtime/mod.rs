@@ -31,7 +31,11 @@ pub use self::async_std::AsyncStdRuntime;
 #[cfg(feature = "smol")]
 pub use self::smol::SmolRuntime;
 #[cfg(feature = "tokio")]
-pub use self::tokio::{TokioRuntime, TokioTcpStream};
+pub use self::tokio::TokioRuntime;
+// Named only as `TokioRuntime`'s stream type; not for direct use.
+#[cfg(feature = "tokio")]
+#[doc(hidden)]
+pub use self::tokio::TokioTcpStream;
 
 /// A boxed, sendable future, as the runtime trait hands them around.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

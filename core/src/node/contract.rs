@@ -24,22 +24,31 @@ use super::Node;
 #[non_exhaustive]
 pub enum Input {
     /// Time passed (a timer from [`Node::poll_timeout`] fired, or any wakeup).
+    /// See [the driver contract](crate#the-driver-contract) on timers.
     Tick,
-    /// A message from a peer whose handshake succeeded.
+    /// A message from a peer whose handshake succeeded: `from` is the id
+    /// its [`Hello`](crate::Hello) proved, never one read from a body. See
+    /// [the driver contract](crate#the-driver-contract) on what the
+    /// transport may drop, reorder or duplicate.
     Message {
         /// The peer's node id, as its hello said.
         from: NodeId,
         /// The message.
         msg: Message,
     },
-    /// The answer to a [`LeaseOp`].
+    /// The answer to a [`LeaseOp`], with its [`OpId`]: every operation gets
+    /// one, a failure or timeout included (see [the driver
+    /// contract](crate#the-driver-contract) on the lease store).
     Lease {
         /// The operation answered.
         op: OpId,
         /// The store's answer, or why there is none.
         result: Result<LeaseReply, StoreError>,
     },
-    /// The connection to a peer was lost (streams with it are reset).
+    /// The connection to a peer was lost, or the peer came back with a new
+    /// incarnation: streams with it are reset. Required whenever a
+    /// connection ends (see [the driver
+    /// contract](crate#the-driver-contract) on the transport).
     PeerLost {
         /// The peer.
         peer: NodeId,
