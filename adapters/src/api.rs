@@ -444,7 +444,7 @@ impl Hedgerow {
         &self,
         f: impl FnOnce(&Node, &hedgerow_core::Now) -> T,
     ) -> Result<T, Error> {
-        let now = self.clock.now().map_err(|e| Error::Clock(e.to_string()))?;
+        let now = self.clock.now().map_err(Error::Clock)?;
         Ok(f(&lock(&self.node), &now))
     }
 }

@@ -16,8 +16,8 @@
 //! #     .start().await?;
 //! # while !node.is_leader() { tokio::time::sleep(Duration::from_millis(5)).await; }
 //! // Append-only KV: a put adds a revision, reads need no leader.
-//! let rev = node.kv().put("config/mode", b"blue".to_vec()).await?;
-//! assert_eq!(node.kv().get("config/mode").await?.unwrap().value, b"blue");
+//! let rev = node.kv().put("config/mode", "blue").await?;
+//! assert_eq!(&node.kv().get("config/mode").await?.unwrap().value[..], b"blue");
 //! assert_eq!(node.kv().get_at("config/mode", rev).await?.unwrap().revision, rev);
 //!
 //! // A lock: its token is a fencing token that rises with every holder.
@@ -42,8 +42,9 @@ use std::time::Duration;
 use futures::channel::oneshot;
 use futures::future::{FutureExt, Shared};
 use futures::Stream;
+pub use hedgerow_core::coord::CoordRefusal;
 use hedgerow_core::coord::KvEntry as CoreEntry;
-use hedgerow_core::{NodeId, RequestId, Term};
+use hedgerow_core::{Bytes, NodeId, RequestId, Term};
 
 use crate::api::Hedgerow;
 use crate::input::{Command, CoordCommand, KvRead};
@@ -58,7 +59,7 @@ pub struct KvEntry {
     /// order.
     pub revision: u64,
     /// The value.
-    pub value: Vec<u8>,
+    pub value: Bytes,
     /// The leader's term that committed it.
     pub term: Term,
     /// The node whose `put` it was.
@@ -70,7 +71,7 @@ impl From<CoreEntry> for KvEntry {
         KvEntry {
             key: e.key,
             revision: e.revision,
-            value: e.value.into_vec(),
+            value: e.value.into_bytes(),
             term: e.term,
             written_by: e.origin.node,
         }
@@ -90,8 +91,8 @@ impl Kv {
     /// retry. [`Error::Timeout`] means it may or may not have been
     /// committed (read it back with [`Kv::history`] to know); never a false
     /// `Ok`. Keys are 1 to 512 bytes, values at most 256 KiB
-    /// ([`Error::Config`] otherwise, nothing sent).
-    pub async fn put(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<u64, Error> {
+    /// ([`Error::Coord`] otherwise, nothing sent).
+    pub async fn put(&self, key: &str, value: impl Into<Bytes>) -> Result<u64, Error> {
         let (reply, rx) = oneshot::channel();
         self.node.command(Command::Coord(CoordCommand::Put {
             key: key.into(),
@@ -390,7 +391,7 @@ impl Hedgerow {
 
     /// The semaphore `name` of `limit` permits (1 or more). Every user of
     /// one name must ask for the same limit while any permit is held; a
-    /// different one is refused with [`Error::Refused`].
+    /// different one is refused with [`Error::Coord`] ([`CoordRefusal::LimitConflict`]).
     pub fn semaphore(&self, name: &str, limit: u32) -> Semaphore {
         Semaphore {
             node: self.clone(),

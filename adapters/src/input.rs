@@ -54,7 +54,7 @@ pub(crate) enum Command {
 pub(crate) enum CoordCommand {
     Put {
         key: String,
-        value: Vec<u8>,
+        value: Bytes,
         reply: oneshot::Sender<Result<u64, Error>>,
     },
     Acquire {

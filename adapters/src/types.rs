@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures::channel::oneshot;
 use futures::future::Shared;
 use hedgerow_clock::{Clock, ClockError};
+use hedgerow_core::coord::CoordRefusal;
 use hedgerow_core::{
     BroadcastError, Bytes, ConfigError, InvalidId, LeaderInfo, Member, MemberChange, MetaTooLarge,
     Node, NodeId, NotLeadingReason, SendError, StepDownReason, StoreError, StreamError, Term,
@@ -80,6 +81,10 @@ pub enum Error {
     MetaTooLarge(MetaTooLarge),
     /// No lease store was given to the builder.
     NoStore,
+    /// A coordination call (KV, lock, semaphore) was refused: a bad key,
+    /// name, value or limit (nothing was sent), another limit for a
+    /// semaphore in use, or a store without coordination tables.
+    Coord(CoordRefusal),
     /// No async runtime was found: call `start()` from inside one, or pass
     /// one with [`Builder::runtime`](crate::Builder::runtime).
     NoRuntime,
@@ -109,6 +114,7 @@ impl fmt::Display for Error {
             // MetaTooLarge's text starts with "metadata of N bytes".
             Error::MetaTooLarge(e) => write!(f, "{e}"),
             Error::NoStore => f.write_str("no lease store: call Builder::store or Builder::async_store (every node of the cluster must share one)"),
+            Error::Coord(r) => write!(f, "coordination call refused: {r}"),
             Error::NoRuntime => f.write_str("no async runtime found: start the node from inside one, or pass it with Builder::runtime"),
         }
     }
@@ -123,6 +129,7 @@ impl std::error::Error for Error {
             Error::InvalidId(e) => Some(e),
             Error::Config(e) => Some(e),
             Error::MetaTooLarge(e) => Some(e),
+            Error::Coord(e) => Some(e),
             _ => None,
         }
     }
@@ -441,6 +448,10 @@ mod tests {
             (Error::Config(config), "invalid configuration: heartbeat_interval must be positive"),
             (Error::MetaTooLarge(MetaTooLarge { len: 600, max: 512 }), "metadata of 600 bytes exceeds max_meta_len 512"),
             (Error::NoStore, "no lease store: call Builder::store or Builder::async_store (every node of the cluster must share one)"),
+            (Error::Coord(CoordRefusal::LimitConflict { stored: 2 }),
+             "coordination call refused: the semaphore is in use with a limit of 2; every user of one name must ask for the same limit"),
+            (Error::Coord(CoordRefusal::Invalid("key: an empty key or name".into())),
+             "coordination call refused: invalid call: key: an empty key or name"),
             (Error::NoRuntime, "no async runtime found: start the node from inside one, or pass it with Builder::runtime"),
         ];
         for (e, want) in &cases {

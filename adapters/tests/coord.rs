@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use hedgerow::coord::CoordRefusal;
 use hedgerow::runtime::Runtime;
 use hedgerow::store::{LeaseStore, MemoryStore};
 use hedgerow::{Builder, Config, Error, Hedgerow};
@@ -80,17 +81,14 @@ async fn kv_and_locks<S: LeaseStore + Clone + 'static>(store: S) {
     nodes[0].kv().put("other", b"x".to_vec()).await.unwrap();
     for node in &nodes {
         let latest = node.kv().get("cfg/mode").await.unwrap().unwrap();
-        assert_eq!(
-            (latest.revision, latest.value.as_slice()),
-            (revs[2], &b"v2"[..])
-        );
+        assert_eq!((latest.revision, &latest.value[..]), (revs[2], &b"v2"[..]));
         let first = node
             .kv()
             .get_at("cfg/mode", revs[0])
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(first.value, b"v0");
+        assert_eq!(&first.value[..], b"v0");
         assert_eq!(node.kv().history("cfg/mode").await.unwrap().len(), 3);
     }
     assert_eq!(nodes[1].kv().list("cfg/").await.unwrap().len(), 1);
@@ -110,16 +108,16 @@ async fn kv_and_locks<S: LeaseStore + Clone + 'static>(store: S) {
     // Bad input is refused before it leaves the node.
     assert!(matches!(
         nodes[0].kv().put("", b"x".to_vec()).await,
-        Err(Error::Config(_))
+        Err(Error::Coord(CoordRefusal::Invalid(_)))
     ));
     let huge = vec![0u8; 300 * 1024];
     assert!(matches!(
         nodes[0].kv().put("k", huge).await,
-        Err(Error::Config(_))
+        Err(Error::Coord(CoordRefusal::Invalid(_)))
     ));
     assert!(matches!(
         nodes[0].semaphore("s", 0).try_acquire().await,
-        Err(Error::Config(_))
+        Err(Error::Coord(CoordRefusal::Invalid(_)))
     ));
 
     // A lock passed round: one holder at a time, tokens rising.
@@ -153,7 +151,7 @@ async fn kv_and_locks<S: LeaseStore + Clone + 'static>(store: S) {
     // Mixed limits for one name are refused while permits are held.
     assert!(matches!(
         nodes[2].semaphore("pool", 3).try_acquire().await,
-        Err(Error::Refused(_))
+        Err(Error::Coord(CoordRefusal::LimitConflict { stored: 2 }))
     ));
     let waiter = {
         let p = pool(2);
@@ -242,7 +240,7 @@ fn puts_survive_the_leader_shutting_down() {
                 .await
                 .unwrap()
                 .expect("acknowledged put stored");
-            assert_eq!((e.revision, e.value), (rev, i.to_be_bytes().to_vec()));
+            assert_eq!((e.revision, &e.value[..]), (rev, &i.to_be_bytes()[..]));
             assert_eq!(
                 reader.kv().history(&format!("k{i}")).await.unwrap().len(),
                 1,

@@ -20,7 +20,8 @@ fn main() {
         let mut cfg = ClusterConfig::new(7);
         cfg.node = Config::lan("load");
         let mut c = Cluster::with_nodes(cfg, n);
-        c.run_until_converged(Duration::from_secs(60)).expect("converged");
+        c.run_until_converged(Duration::from_secs(60))
+            .expect("converged");
         let window = Duration::from_secs(30);
         let leader = c.leader().unwrap();
         let (ops0, sent0) = (c.store().ops, c.node(leader).app.sent_msgs);
@@ -28,12 +29,23 @@ fn main() {
         let idle = (c.store().ops - ops0) as f64 / window.as_secs_f64();
         let idle_msgs = (c.node(leader).app.sent_msgs - sent0) as f64 / window.as_secs_f64();
         let ids: Vec<_> = (0..n)
-            .map(|s| (s, c.acquire(s, "pool", n as u32, true, Duration::from_secs(60)).unwrap()))
+            .map(|s| {
+                (
+                    s,
+                    c.acquire(s, "pool", n as u32, true, Duration::from_secs(60))
+                        .unwrap(),
+                )
+            })
             .collect();
         c.run_for(Duration::from_secs(5));
         let held = ids
             .iter()
-            .filter(|(s, id)| matches!(c.node(*s).app.coord.get(id), Some(Ok(CoordAnswer::Granted { .. }))))
+            .filter(|(s, id)| {
+                matches!(
+                    c.node(*s).app.coord.get(id),
+                    Some(Ok(CoordAnswer::Granted { .. }))
+                )
+            })
             .count();
         let (ops1, sent1) = (c.store().ops, c.node(leader).app.sent_msgs);
         c.run_for(window);

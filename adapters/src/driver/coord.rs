@@ -28,10 +28,7 @@ pub(super) struct CoordBook {
 }
 
 fn refused(r: CoordRefusal) -> Error {
-    match r {
-        CoordRefusal::Invalid(why) => Error::Config(why),
-        other => Error::Refused(other.to_string()),
-    }
+    Error::Coord(r)
 }
 
 impl<R: Runtime> Driver<R> {
