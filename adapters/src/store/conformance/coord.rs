@@ -1017,6 +1017,10 @@ pub fn permit_race_child<S: LeaseStore>(open: impl FnOnce() -> S) -> bool {
                     }
                 }
                 lines.push_str(&format!("won {token}\n"));
+                // Hold it a moment, so that others ask while it is held
+                // (SQLite's busy handler otherwise lets them in only
+                // between a free and the next grant).
+                std::thread::sleep(Duration::from_millis(3));
                 let freed = coord.execute(&group, &free(fence, RACED_LOCK, token));
                 if freed != Ok(CoordReply::Freed) {
                     lines.push_str(&format!("error free {token}: {freed:?}\n"));
@@ -1027,7 +1031,11 @@ pub fn permit_race_child<S: LeaseStore>(open: impl FnOnce() -> S) -> bool {
                 // lets others in.
                 std::thread::sleep(Duration::from_millis(2));
             }
-            Ok(CoordReply::Full { held: 1 }) => lines.push_str("full\n"),
+            Ok(CoordReply::Full { held: 1 }) => {
+                lines.push_str("full\n");
+                // Ask again soon, not in a tight loop on a shared machine.
+                std::thread::sleep(Duration::from_millis(1));
+            }
             other => {
                 lines.push_str(&format!("error grant: {other:?}\n"));
                 break;
