@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hedgerow_core::{OpId, Payload, Term};
 
-use super::{applied, fresh_group, node, ok, write_by, Harness, RACERS};
+use super::{applied, fresh_group, node, ok, race_env, spawn_children, write_by, Harness, RACERS};
 use crate::store::coord::{
     execute_coord, CoordOp, CoordReply, CoordStore, CoordTables, Fence, KvEntry, Origin,
 };
@@ -752,22 +752,18 @@ pub fn coord_store_down_is_an_error_then_recovers<H: Harness>(harness: &H) {
 
 /// Environment variables the child processes of
 /// [`permit_race_in_processes`] and [`fenced_while_another_process_holds`]
-/// read.
+/// read, besides [`race_env::NAME`] and [`race_env::OUT`].
 pub mod coord_race_env {
     /// The group; its presence makes a permit-race child run.
     pub const GROUP: &str = "HEDGEROW_PERMIT_RACE_GROUP";
     /// The group; its presence makes a takeover child run.
     pub const TAKEOVER_GROUP: &str = "HEDGEROW_TAKEOVER_GROUP";
-    /// This child's name (its holder id).
-    pub const NAME: &str = "HEDGEROW_PERMIT_RACE_NAME";
     /// The fence the children write with, `token:nonce`.
     pub const FENCE: &str = "HEDGEROW_PERMIT_RACE_FENCE";
     /// The last token at which the children stop.
     pub const TARGET: &str = "HEDGEROW_PERMIT_RACE_TARGET";
     /// Unix ms at which the children start, together.
     pub const START_MS: &str = "HEDGEROW_PERMIT_RACE_START_MS";
-    /// The file a child writes its results to.
-    pub const OUT: &str = "HEDGEROW_PERMIT_RACE_OUT";
     /// The file whose appearance tells a takeover child to exit.
     pub const DONE: &str = "HEDGEROW_TAKEOVER_DONE";
 }
@@ -787,49 +783,6 @@ fn now_ns() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         .unwrap_or(0)
-}
-
-/// Starts `child_test` of the current test binary once per entry of
-/// `names`, with `vars` and `env` set; returns each child's name, result
-/// file and process.
-fn spawn_children(
-    check: &str,
-    child_test: &str,
-    names: &[String],
-    vars: &[(&str, String)],
-    env: &[(&str, &str)],
-    scratch: &Path,
-) -> Vec<(String, PathBuf, std::process::Child)> {
-    let exe =
-        std::env::current_exe().unwrap_or_else(|e| panic!("[{check}] current test binary: {e}"));
-    names
-        .iter()
-        .map(|name| {
-            let out = scratch.join(format!("{name}.out"));
-            let mut command = std::process::Command::new(&exe);
-            command
-                .args([
-                    child_test,
-                    "--exact",
-                    "--ignored",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(coord_race_env::NAME, name)
-                .env(coord_race_env::OUT, &out)
-                .stdout(std::process::Stdio::null());
-            for (key, value) in vars {
-                command.env(key, value);
-            }
-            for (key, value) in env {
-                command.env(key, value);
-            }
-            let child = command
-                .spawn()
-                .unwrap_or_else(|e| panic!("[{check}] spawn {name}: {e}"));
-            (name.clone(), out, child)
-        })
-        .collect()
 }
 
 /// Parent side of the cross-process permit race: takes the lease of a
@@ -948,7 +901,7 @@ pub fn permit_race_child<S: LeaseStore>(open: impl FnOnce() -> S) -> bool {
     let Ok(group) = std::env::var(coord_race_env::GROUP) else {
         return false;
     };
-    let name = var(coord_race_env::NAME);
+    let name = var(race_env::NAME);
     let fence = fence_var();
     let target: u64 = var(coord_race_env::TARGET)
         .parse()
@@ -956,7 +909,7 @@ pub fn permit_race_child<S: LeaseStore>(open: impl FnOnce() -> S) -> bool {
     let start_ms: u128 = var(coord_race_env::START_MS)
         .parse()
         .unwrap_or_else(|e| panic!("coord race child: start: {e}"));
-    let out = PathBuf::from(var(coord_race_env::OUT));
+    let out = PathBuf::from(var(race_env::OUT));
     let store = open();
     let coord = coord_of("permit_race_child", &store);
     let load = CoordOp::LoadPermits { op: OpId(0) };
@@ -1147,7 +1100,7 @@ pub fn takeover_child<S: LeaseStore>(open: impl FnOnce() -> S) -> bool {
     let Ok(group) = std::env::var(coord_race_env::TAKEOVER_GROUP) else {
         return false;
     };
-    let out = PathBuf::from(var(coord_race_env::OUT));
+    let out = PathBuf::from(var(race_env::OUT));
     let done = PathBuf::from(var(coord_race_env::DONE));
     let store = open();
     let fail = |what: String| -> ! {
