@@ -8,14 +8,16 @@
 //! Each check runs on its own groups; the lease row the writes are fenced
 //! by is written through the store's own [`LeaseStore::compare_and_set`].
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Barrier;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hedgerow_core::{OpId, Payload, Term};
 
-use super::{applied, fresh_group, node, ok, race_env, spawn_children, write_by, Harness, RACERS};
+use super::{
+    applied, collect_wins, fresh_group, node, ok, race_env, spawn_children, write_by, Harness,
+    RACERS,
+};
 use crate::store::coord::{
     execute_coord, CoordOp, CoordReply, CoordStore, CoordTables, Fence, KvEntry, Origin,
 };
@@ -819,35 +821,7 @@ pub fn permit_race_in_processes<S: LeaseStore>(
         (coord_race_env::START_MS, (now_ms() + 1500).to_string()),
     ];
     let spawned = spawn_children(check, child_test, &names, &vars, env, scratch);
-    let mut owner: BTreeMap<u64, String> = BTreeMap::new();
-    let (mut winners, mut full) = (0, 0);
-    for (name, out, mut child) in spawned {
-        let status = child
-            .wait()
-            .unwrap_or_else(|e| panic!("[{check}] wait for {name}: {e}"));
-        assert!(status.success(), "[{check}] child {name} failed: {status}");
-        let text = std::fs::read_to_string(&out)
-            .unwrap_or_else(|e| panic!("[{check}] results of {name}: {e}"));
-        let mut won_any = false;
-        for line in text.lines() {
-            let mut words = line.split_whitespace();
-            match (words.next(), words.next()) {
-                (Some("won"), Some(t)) => {
-                    let t: u64 = t
-                        .parse()
-                        .unwrap_or_else(|e| panic!("[{check}] {name} wrote {line:?}: {e}"));
-                    if let Some(earlier) = owner.insert(t, name.clone()) {
-                        panic!("[{check}] token {t} was granted to both {earlier} and {name}");
-                    }
-                    won_any = true;
-                }
-                (Some("full"), _) => full += 1,
-                (Some("error"), _) => panic!("[{check}] {name}: {line}"),
-                _ => panic!("[{check}] {name} wrote an unknown line {line:?}"),
-            }
-        }
-        winners += usize::from(won_any);
-    }
+    let (owner, winners, full) = collect_wins(check, spawned, "token");
     let load = CoordOp::LoadPermits { op: OpId(0) };
     let (semaphores, permits) =
         match ok(check, "load", coord_of(check, store).execute(&group, &load)) {
@@ -895,7 +869,7 @@ fn fence_var() -> Fence {
 
 /// Child side of [`permit_race_in_processes`]: when its variables are
 /// set, opens the store with `open`, races and writes `won <token>`,
-/// `full` or `error …` lines to its result file, then returns `true`.
+/// `lost full` or `error …` lines to its result file, then returns `true`.
 /// Without them it does nothing and returns `false`.
 pub fn permit_race_child<S: LeaseStore>(open: impl FnOnce() -> S) -> bool {
     let Ok(group) = std::env::var(coord_race_env::GROUP) else {
@@ -985,7 +959,7 @@ pub fn permit_race_child<S: LeaseStore>(open: impl FnOnce() -> S) -> bool {
                 std::thread::sleep(Duration::from_millis(2));
             }
             Ok(CoordReply::Full { held: 1 }) => {
-                lines.push_str("full\n");
+                lines.push_str("lost full\n");
                 // Ask again soon, not in a tight loop on a shared machine.
                 std::thread::sleep(Duration::from_millis(1));
             }

@@ -617,6 +617,47 @@ fn spawn_children(
         .collect()
 }
 
+/// Waits for every child and reads its result lines (`won <n>`, `lost`,
+/// `error …`): which child won each number (two winners of one `what` is
+/// a failure, and so is any error), how many children won any, how many
+/// attempts lost.
+fn collect_wins(
+    check: &str,
+    spawned: Vec<(String, PathBuf, std::process::Child)>,
+    what: &str,
+) -> (BTreeMap<u64, String>, usize, usize) {
+    let mut owner: BTreeMap<u64, String> = BTreeMap::new();
+    let (mut winners, mut lost) = (0, 0);
+    for (name, out, mut child) in spawned {
+        let status = child
+            .wait()
+            .unwrap_or_else(|e| panic!("[{check}] wait for {name}: {e}"));
+        assert!(status.success(), "[{check}] child {name} failed: {status}");
+        let text = std::fs::read_to_string(&out)
+            .unwrap_or_else(|e| panic!("[{check}] results of {name}: {e}"));
+        let mut won_any = false;
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            match (words.next(), words.next()) {
+                (Some("won"), Some(v)) => {
+                    let v: u64 = v
+                        .parse()
+                        .unwrap_or_else(|e| panic!("[{check}] {name} wrote {line:?}: {e}"));
+                    if let Some(earlier) = owner.insert(v, name.clone()) {
+                        panic!("[{check}] {what} {v} was won by both {earlier} and {name}");
+                    }
+                    won_any = true;
+                }
+                (Some("lost"), _) => lost += 1,
+                (Some("error"), _) => panic!("[{check}] {name} saw a store error: {line}"),
+                _ => panic!("[{check}] {name} wrote an unknown line {line:?}"),
+            }
+        }
+        winners += usize::from(won_any);
+    }
+    (owner, winners, lost)
+}
+
 /// Parent side of the cross-process race: starts `children` copies of the
 /// current test binary, each running the test `child_test` (which must
 /// call [`race_child`]), with `env` added (how to reach the store). Each
@@ -646,36 +687,7 @@ pub fn race_in_processes<S: LeaseStore>(
         (race_env::START_MS, start_ms.to_string()),
     ];
     let spawned = spawn_children(check, child_test, &names, &vars, env, scratch);
-    let mut owner: BTreeMap<u64, String> = BTreeMap::new();
-    let mut winners = 0;
-    let mut lost = 0;
-    for (name, out, mut child) in spawned {
-        let status = child
-            .wait()
-            .unwrap_or_else(|e| panic!("[{check}] wait for {name}: {e}"));
-        assert!(status.success(), "[{check}] child {name} failed: {status}");
-        let text = std::fs::read_to_string(&out)
-            .unwrap_or_else(|e| panic!("[{check}] results of {name}: {e}"));
-        let mut won_any = false;
-        for line in text.lines() {
-            let mut words = line.split_whitespace();
-            match (words.next(), words.next()) {
-                (Some("won"), Some(v)) => {
-                    let v: u64 = v
-                        .parse()
-                        .unwrap_or_else(|e| panic!("[{check}] {name} wrote {line:?}: {e}"));
-                    if let Some(earlier) = owner.insert(v, name.clone()) {
-                        panic!("[{check}] version {v} was won by both {earlier} and {name}");
-                    }
-                    won_any = true;
-                }
-                (Some("lost"), _) => lost += 1,
-                (Some("error"), _) => panic!("[{check}] {name} saw a store error: {line}"),
-                _ => panic!("[{check}] {name} wrote an unknown line {line:?}"),
-            }
-        }
-        winners += usize::from(won_any);
-    }
+    let (owner, winners, lost) = collect_wins(check, spawned, "version");
     let stored = ok(check, "final read", store.read(&group))
         .unwrap_or_else(|| panic!("[{check}] no row after the race"));
     assert!(
