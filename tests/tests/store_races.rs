@@ -1,6 +1,9 @@
 //! Separate processes racing one lease row, on SQLite (one file shared by
 //! the processes of one machine) and on PostgreSQL: every version is won
-//! by exactly one process. The children are this test binary run again
+//! by exactly one process. Also the coordination tables: processes racing
+//! for the one permit of a lock (every token granted to exactly one, never
+//! two permits stored at once), and a write fenced on an expired lease
+//! refused while another process holds the lease it took over. The children are this test binary run again
 //! on the `race_child` test of the same store (see
 //! [`conformance::race_in_processes`]); the PostgreSQL race skips, saying
 //! why, without PostgreSQL unless `HEDGEROW_REQUIRE_POSTGRES=1`.
@@ -13,6 +16,8 @@ use hedgerow_tests::{one_at_a_time, postgres, temp_dir};
 /// Processes per race, and the row version at which they stop.
 const CHILDREN: usize = 4;
 const TARGET: u64 = 300;
+/// The lock token at which the permit race stops.
+const PERMIT_TARGET: u64 = 100;
 
 mod sqlite {
     use std::path::Path;
@@ -63,6 +68,56 @@ mod sqlite {
             open(Path::new(&path), RACE_BUSY_TIMEOUT)
         });
     }
+
+    #[test]
+    fn separate_processes_never_both_hold_a_permit() {
+        let _one = one_at_a_time();
+        let dir = temp_dir();
+        let path = dir.path().join("lease.db");
+        let scratch = temp_dir();
+        conformance::permit_race_in_processes(
+            &open(&path, BUSY_TIMEOUT),
+            "sqlite::permit_race_child",
+            &[(PATH_ENV, &path.to_string_lossy())],
+            CHILDREN,
+            PERMIT_TARGET,
+            scratch.path(),
+        );
+    }
+
+    /// A child process of `separate_processes_never_both_hold_a_permit`.
+    #[test]
+    #[ignore = "started by separate_processes_never_both_hold_a_permit"]
+    fn permit_race_child() {
+        conformance::permit_race_child(|| {
+            let path = std::env::var(PATH_ENV).unwrap_or_else(|_| panic!("{PATH_ENV} is not set"));
+            open(Path::new(&path), RACE_BUSY_TIMEOUT)
+        });
+    }
+
+    #[test]
+    fn a_write_fenced_on_an_expired_lease_is_refused_while_another_process_holds_it() {
+        let _one = one_at_a_time();
+        let dir = temp_dir();
+        let path = dir.path().join("lease.db");
+        let scratch = temp_dir();
+        conformance::fenced_while_another_process_holds(
+            &open(&path, BUSY_TIMEOUT),
+            "sqlite::takeover_child",
+            &[(PATH_ENV, &path.to_string_lossy())],
+            scratch.path(),
+        );
+    }
+
+    /// The child process of the test above.
+    #[test]
+    #[ignore = "started by a_write_fenced_on_an_expired_lease_is_refused_while_another_process_holds_it"]
+    fn takeover_child() {
+        conformance::takeover_child(|| {
+            let path = std::env::var(PATH_ENV).unwrap_or_else(|_| panic!("{PATH_ENV} is not set"));
+            open(Path::new(&path), RACE_BUSY_TIMEOUT)
+        });
+    }
 }
 
 mod postgres {
@@ -108,6 +163,62 @@ mod postgres {
     #[ignore = "started by separate_processes_never_both_win"]
     fn race_child() {
         conformance::race_child(|| {
+            let url = std::env::var(URL_ENV).unwrap_or_else(|_| panic!("{URL_ENV} is not set"));
+            open(&url)
+        });
+    }
+
+    #[test]
+    fn separate_processes_never_both_hold_a_permit() {
+        let _one = one_at_a_time();
+        let Some(server) = postgres("separate_processes_never_both_hold_a_permit") else {
+            return;
+        };
+        let scratch = temp_dir();
+        let url = server.connection_string();
+        conformance::permit_race_in_processes(
+            &open(&url),
+            "postgres::permit_race_child",
+            &[(URL_ENV, &url)],
+            CHILDREN,
+            PERMIT_TARGET,
+            scratch.path(),
+        );
+    }
+
+    /// A child process of `separate_processes_never_both_hold_a_permit`.
+    #[test]
+    #[ignore = "started by separate_processes_never_both_hold_a_permit"]
+    fn permit_race_child() {
+        conformance::permit_race_child(|| {
+            let url = std::env::var(URL_ENV).unwrap_or_else(|_| panic!("{URL_ENV} is not set"));
+            open(&url)
+        });
+    }
+
+    /// A real PostgreSQL refuses a write fenced on this process's expired
+    /// lease while another process holds the lease it took over.
+    #[test]
+    fn a_write_fenced_on_an_expired_lease_is_refused_while_another_process_holds_it() {
+        let _one = one_at_a_time();
+        let Some(server) = postgres("fenced_while_another_process_holds") else {
+            return;
+        };
+        let scratch = temp_dir();
+        let url = server.connection_string();
+        conformance::fenced_while_another_process_holds(
+            &open(&url),
+            "postgres::takeover_child",
+            &[(URL_ENV, &url)],
+            scratch.path(),
+        );
+    }
+
+    /// The child process of the test above.
+    #[test]
+    #[ignore = "started by a_write_fenced_on_an_expired_lease_is_refused_while_another_process_holds_it"]
+    fn takeover_child() {
+        conformance::takeover_child(|| {
             let url = std::env::var(URL_ENV).unwrap_or_else(|_| panic!("{URL_ENV} is not set"));
             open(&url)
         });

@@ -28,11 +28,16 @@
 //!
 //! # Stores
 //!
-//! | store | feature | for |
-//! |---|---|---|
-//! | [`MemoryStore`] | always | tests and nodes that share one process |
-//! | `SqliteStore` | `sqlite` (default) | the processes of one machine sharing one file |
-//! | `PostgresStore` | `postgres` (default) | groups spread over many machines |
+//! | store | feature | for | coordination ([`coord`]) |
+//! |---|---|---|---|
+//! | [`MemoryStore`] | always | tests and nodes that share one process | [`execute_coord`](coord::execute_coord) on tables beside the row, under one mutex |
+//! | `SqliteStore` | `sqlite` (default) | the processes of one machine sharing one file | one `BEGIN IMMEDIATE` transaction: lease row checked, then the write |
+//! | `PostgresStore` | `postgres` (default) | groups spread over many machines | one transaction: lease row `FOR SHARE`, a per-group lock, the write |
+//!
+//! Every store here also answers [`LeaseStore::coord`]: the fenced writes
+//! and KV reads of the coordination services (KV, locks, semaphores), each
+//! write applied only if the group's lease row still names the writer, in
+//! the same atomic step; see [`coord`] for the tables.
 //!
 //! The SQL stores create their table if it is missing; the exact DDL is in
 //! `SqliteStore`'s and `PostgresStore`'s docs. Unsigned 64-bit fields

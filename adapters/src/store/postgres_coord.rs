@@ -23,8 +23,8 @@ use super::coord::{
 };
 use super::postgres::{chain, decode, Conn, Failure, PostgresStore, Shared};
 use super::sql::{
-    from_sql, next_ordered, ordered, plan_grant, to_sql, RawKv, RawPermit, RawSemaphore, COLUMNS,
-    KV_COLUMNS, PERMIT_COLUMNS, SEMAPHORE_COLUMNS,
+    changes_bounds, from_sql, next_ordered, ordered, plan_grant, to_sql, RawCoordRow, RawKv,
+    RawPermit, RawSemaphore, COLUMNS, KV_COLUMNS, PERMIT_COLUMNS, SEMAPHORE_COLUMNS,
 };
 use super::StoreError;
 
@@ -298,6 +298,23 @@ impl Shared {
         })
     }
 
+    /// `rows` of `table`, read by `read` and validated.
+    fn decode_rows<R: RawCoordRow>(
+        &self,
+        group: &str,
+        table: &str,
+        rows: &[Row],
+        read: impl Fn(&Row) -> Result<R, tokio_postgres::Error>,
+    ) -> Result<Vec<R::Row>, Failure> {
+        let store = self.describe();
+        rows.iter()
+            .map(|row| {
+                let raw = read(row).map_err(|e| self.unreadable(group, table, &e))?;
+                Ok(raw.decode(&store, group)?)
+            })
+            .collect()
+    }
+
     /// The semaphores of `group` (only `name`'s, if given), by name.
     async fn semaphores(
         &self,
@@ -305,31 +322,19 @@ impl Shared {
         group: &str,
         name: Option<&str>,
     ) -> Result<Vec<SemaphoreRow>, Failure> {
-        let table = "hedgerow_semaphores";
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT {SEMAPHORE_COLUMNS} FROM {table} WHERE group_name = $1 \
-                     AND ($2::text IS NULL OR name = $2) ORDER BY name"
-                ),
-                &[&group, &name],
-            )
-            .await?;
-        let store = self.describe();
-        rows.iter()
-            .map(|row| {
-                let raw = (|| {
-                    Ok::<_, tokio_postgres::Error>(RawSemaphore {
-                        schema_version: i64::from(row.try_get::<_, i32>(0)?),
-                        name: row.try_get(1)?,
-                        limit: row.try_get(2)?,
-                        last_token: row.try_get(3)?,
-                    })
-                })()
-                .map_err(|e| self.unreadable(group, table, &e))?;
-                Ok(raw.decode(&store, group)?)
+        let sql = format!(
+            "SELECT {SEMAPHORE_COLUMNS} FROM hedgerow_semaphores WHERE group_name = $1 \
+             AND ($2::text IS NULL OR name = $2) ORDER BY name"
+        );
+        let rows = client.query(&sql, &[&group, &name]).await?;
+        self.decode_rows(group, "hedgerow_semaphores", &rows, |row| {
+            Ok(RawSemaphore {
+                schema_version: i64::from(row.try_get::<_, i32>(0)?),
+                name: row.try_get(1)?,
+                limit: row.try_get(2)?,
+                last_token: row.try_get(3)?,
             })
-            .collect()
+        })
     }
 
     /// The permits of `group` (only `name`'s, if given), by name and token.
@@ -339,34 +344,22 @@ impl Shared {
         group: &str,
         name: Option<&str>,
     ) -> Result<Vec<PermitRow>, Failure> {
-        let table = "hedgerow_permits";
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT {PERMIT_COLUMNS} FROM {table} WHERE group_name = $1 \
-                     AND ($2::text IS NULL OR name = $2) ORDER BY name, token"
-                ),
-                &[&group, &name],
-            )
-            .await?;
-        let store = self.describe();
-        rows.iter()
-            .map(|row| {
-                let raw = (|| {
-                    Ok::<_, tokio_postgres::Error>(RawPermit {
-                        schema_version: i64::from(row.try_get::<_, i32>(0)?),
-                        name: row.try_get(1)?,
-                        token: row.try_get(2)?,
-                        holder_id: row.try_get(3)?,
-                        holder_incarnation: row.try_get(4)?,
-                        ticket: row.try_get(5)?,
-                        expires_ns: row.try_get(6)?,
-                    })
-                })()
-                .map_err(|e| self.unreadable(group, table, &e))?;
-                Ok(raw.decode(&store, group)?)
+        let sql = format!(
+            "SELECT {PERMIT_COLUMNS} FROM hedgerow_permits WHERE group_name = $1 \
+             AND ($2::text IS NULL OR name = $2) ORDER BY name, token"
+        );
+        let rows = client.query(&sql, &[&group, &name]).await?;
+        self.decode_rows(group, "hedgerow_permits", &rows, |row| {
+            Ok(RawPermit {
+                schema_version: i64::from(row.try_get::<_, i32>(0)?),
+                name: row.try_get(1)?,
+                token: row.try_get(2)?,
+                holder_id: row.try_get(3)?,
+                holder_incarnation: row.try_get(4)?,
+                ticket: row.try_get(5)?,
+                expires_ns: row.try_get(6)?,
             })
-            .collect()
+        })
     }
 
     /// The KV rows `sql` selects (all after `SELECT`, the columns in
@@ -380,25 +373,18 @@ impl Shared {
     ) -> Result<Vec<KvEntry>, Failure> {
         self.ensure_coord_tables(&conn.client).await?;
         let rows = conn.client.query(&format!("SELECT {sql}"), params).await?;
-        let store = self.describe();
-        rows.iter()
-            .map(|row: &Row| {
-                let raw = (|| {
-                    Ok::<_, tokio_postgres::Error>(RawKv {
-                        schema_version: i64::from(row.try_get::<_, i32>(0)?),
-                        key: row.try_get(1)?,
-                        revision: row.try_get(2)?,
-                        value: row.try_get(3)?,
-                        term: row.try_get(4)?,
-                        origin_node: row.try_get(5)?,
-                        origin_incarnation: row.try_get(6)?,
-                        origin_request: row.try_get(7)?,
-                    })
-                })()
-                .map_err(|e| self.unreadable(group, "hedgerow_kv", &e))?;
-                Ok(raw.decode(&store, group)?)
+        self.decode_rows(group, "hedgerow_kv", &rows, |row| {
+            Ok(RawKv {
+                schema_version: i64::from(row.try_get::<_, i32>(0)?),
+                key: row.try_get(1)?,
+                revision: row.try_get(2)?,
+                value: row.try_get(3)?,
+                term: row.try_get(4)?,
+                origin_node: row.try_get(5)?,
+                origin_incarnation: row.try_get(6)?,
+                origin_request: row.try_get(7)?,
             })
-            .collect()
+        })
     }
 }
 
@@ -507,11 +493,9 @@ impl CoordStore for PostgresStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<KvEntry>, StoreError> {
-        // Revisions stay below 2^63: none is after a larger one.
-        let Ok(after) = i64::try_from(after) else {
+        let Some((after, limit)) = changes_bounds(after, limit) else {
             return Ok(Vec::new());
         };
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.kv_query(
             "kv_changes",
             group,

@@ -204,6 +204,21 @@ fn node_column(store: &str, group: &str, table: &str, id: String) -> Result<Node
     })
 }
 
+/// A coordination row as read, validated into what it stands for.
+pub(crate) trait RawCoordRow {
+    /// What the row stands for.
+    type Row;
+    /// The row, or `Corrupt` saying what is wrong with it.
+    fn decode(self, store: &str, group: &str) -> Result<Self::Row, StoreError>;
+}
+
+/// `kv_changes`' bounds as the columns hold them; `None` when no revision
+/// can come after `after` (revisions stay below 2^63).
+pub(crate) fn changes_bounds(after: u64, limit: usize) -> Option<(i64, i64)> {
+    let after = i64::try_from(after).ok()?;
+    Some((after, i64::try_from(limit).unwrap_or(i64::MAX)))
+}
+
 /// A `hedgerow_kv` row as read, before validation.
 pub(crate) struct RawKv {
     pub(crate) schema_version: i64,
@@ -216,9 +231,10 @@ pub(crate) struct RawKv {
     pub(crate) origin_request: i64,
 }
 
-impl RawKv {
-    /// The entry, or `Corrupt` saying what is wrong with the row.
-    pub(crate) fn decode(self, store: &str, group: &str) -> Result<KvEntry, StoreError> {
+impl RawCoordRow for RawKv {
+    type Row = KvEntry;
+
+    fn decode(self, store: &str, group: &str) -> Result<KvEntry, StoreError> {
         let table = "hedgerow_kv";
         check_coord_version(store, group, table, self.schema_version)?;
         Ok(KvEntry {
@@ -243,9 +259,10 @@ pub(crate) struct RawSemaphore {
     pub(crate) last_token: i64,
 }
 
-impl RawSemaphore {
-    /// The semaphore, or `Corrupt` saying what is wrong with the row.
-    pub(crate) fn decode(self, store: &str, group: &str) -> Result<SemaphoreRow, StoreError> {
+impl RawCoordRow for RawSemaphore {
+    type Row = SemaphoreRow;
+
+    fn decode(self, store: &str, group: &str) -> Result<SemaphoreRow, StoreError> {
         let table = "hedgerow_semaphores";
         check_coord_version(store, group, table, self.schema_version)?;
         let limit = u32::try_from(self.limit).map_err(|_| {
@@ -286,9 +303,10 @@ pub(crate) struct RawPermit {
     pub(crate) expires_ns: i64,
 }
 
-impl RawPermit {
-    /// The permit, or `Corrupt` saying what is wrong with the row.
-    pub(crate) fn decode(self, store: &str, group: &str) -> Result<PermitRow, StoreError> {
+impl RawCoordRow for RawPermit {
+    type Row = PermitRow;
+
+    fn decode(self, store: &str, group: &str) -> Result<PermitRow, StoreError> {
         let table = "hedgerow_permits";
         check_coord_version(store, group, table, self.schema_version)?;
         Ok(PermitRow {

@@ -15,8 +15,8 @@ use super::coord::{
     CoordOp, CoordReply, CoordStore, KvEntry, PermitRow, SemaphoreRow, COORD_SCHEMA_VERSION,
 };
 use super::sql::{
-    from_sql, next_ordered, ordered, plan_grant, to_sql, RawKv, RawPermit, RawSemaphore,
-    KV_COLUMNS, PERMIT_COLUMNS, SEMAPHORE_COLUMNS,
+    changes_bounds, from_sql, next_ordered, ordered, plan_grant, to_sql, RawCoordRow, RawKv,
+    RawPermit, RawSemaphore, KV_COLUMNS, PERMIT_COLUMNS, SEMAPHORE_COLUMNS,
 };
 use super::sqlite::{read_row, SqliteStore};
 use super::StoreError;
@@ -260,27 +260,8 @@ impl SqliteStore {
         bind: &[&dyn rusqlite::ToSql],
     ) -> Result<Vec<KvEntry>, StoreError> {
         self.coord_call(op, |store, conn| {
-            let describe = store.describe();
-            let mut statement =
-                conn.prepare_cached(&format!("SELECT {KV_COLUMNS} FROM hedgerow_kv k {sql}"))?;
-            let raws = statement
-                .query_map(bind, |row| {
-                    Ok(RawKv {
-                        schema_version: row.get(0)?,
-                        key: row.get(1)?,
-                        revision: row.get(2)?,
-                        value: row.get(3)?,
-                        term: row.get(4)?,
-                        origin_node: row.get(5)?,
-                        origin_incarnation: row.get(6)?,
-                        origin_request: row.get(7)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<RawKv>>>()?;
-            Ok(raws
-                .into_iter()
-                .map(|raw| raw.decode(&describe, group))
-                .collect::<Result<Vec<_>, _>>()?)
+            let sql = format!("SELECT {KV_COLUMNS} FROM hedgerow_kv k {sql}");
+            select(conn, &store.describe(), group, &sql, bind, read_kv)
         })
     }
 }
@@ -293,6 +274,38 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// The rows `sql` selects, read by `read` and validated.
+fn select<R: RawCoordRow>(
+    conn: &Connection,
+    store: &str,
+    group: &str,
+    sql: &str,
+    params: impl rusqlite::Params,
+    read: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<R>,
+) -> Result<Vec<R::Row>, Failure> {
+    let raws = conn
+        .prepare_cached(sql)?
+        .query_map(params, read)?
+        .collect::<rusqlite::Result<Vec<R>>>()?;
+    Ok(raws
+        .into_iter()
+        .map(|raw| raw.decode(store, group))
+        .collect::<Result<_, _>>()?)
+}
+
+fn read_kv(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawKv> {
+    Ok(RawKv {
+        schema_version: row.get(0)?,
+        key: row.get(1)?,
+        revision: row.get(2)?,
+        value: row.get(3)?,
+        term: row.get(4)?,
+        origin_node: row.get(5)?,
+        origin_incarnation: row.get(6)?,
+        origin_request: row.get(7)?,
+    })
+}
+
 /// The semaphores of `group` (only `name`'s, if given), by name.
 fn semaphores(
     conn: &Connection,
@@ -300,24 +313,18 @@ fn semaphores(
     group: &str,
     name: Option<&str>,
 ) -> Result<Vec<SemaphoreRow>, Failure> {
-    let mut statement = conn.prepare_cached(&format!(
+    let sql = format!(
         "SELECT {SEMAPHORE_COLUMNS} FROM hedgerow_semaphores \
          WHERE group_name = ?1 AND (?2 IS NULL OR name = ?2) ORDER BY name"
-    ))?;
-    let raws = statement
-        .query_map(params![group, name], |row| {
-            Ok(RawSemaphore {
-                schema_version: row.get(0)?,
-                name: row.get(1)?,
-                limit: row.get(2)?,
-                last_token: row.get(3)?,
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(raws
-        .into_iter()
-        .map(|raw| raw.decode(store, group))
-        .collect::<Result<_, _>>()?)
+    );
+    select(conn, store, group, &sql, params![group, name], |row| {
+        Ok(RawSemaphore {
+            schema_version: row.get(0)?,
+            name: row.get(1)?,
+            limit: row.get(2)?,
+            last_token: row.get(3)?,
+        })
+    })
 }
 
 /// The permits of `group` (only `name`'s, if given), by name and token.
@@ -327,27 +334,21 @@ fn permits(
     group: &str,
     name: Option<&str>,
 ) -> Result<Vec<PermitRow>, Failure> {
-    let mut statement = conn.prepare_cached(&format!(
+    let sql = format!(
         "SELECT {PERMIT_COLUMNS} FROM hedgerow_permits \
          WHERE group_name = ?1 AND (?2 IS NULL OR name = ?2) ORDER BY name, token"
-    ))?;
-    let raws = statement
-        .query_map(params![group, name], |row| {
-            Ok(RawPermit {
-                schema_version: row.get(0)?,
-                name: row.get(1)?,
-                token: row.get(2)?,
-                holder_id: row.get(3)?,
-                holder_incarnation: row.get(4)?,
-                ticket: row.get(5)?,
-                expires_ns: row.get(6)?,
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(raws
-        .into_iter()
-        .map(|raw| raw.decode(store, group))
-        .collect::<Result<_, _>>()?)
+    );
+    select(conn, store, group, &sql, params![group, name], |row| {
+        Ok(RawPermit {
+            schema_version: row.get(0)?,
+            name: row.get(1)?,
+            token: row.get(2)?,
+            holder_id: row.get(3)?,
+            holder_incarnation: row.get(4)?,
+            ticket: row.get(5)?,
+            expires_ns: row.get(6)?,
+        })
+    })
 }
 
 /// `key` starts with the blob bound as `?n`, compared bytewise (SQLite's
@@ -420,11 +421,9 @@ impl CoordStore for SqliteStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<KvEntry>, StoreError> {
-        // Revisions stay below 2^63: none is after a larger one.
-        let Ok(after) = i64::try_from(after) else {
+        let Some((after, limit)) = changes_bounds(after, limit) else {
             return Ok(Vec::new());
         };
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.kv_rows(
             "kv_changes",
             group,

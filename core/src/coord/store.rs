@@ -428,6 +428,8 @@ pub enum NameError {
         /// Its length.
         len: usize,
     },
+    /// Contains a NUL character, which PostgreSQL's `TEXT` cannot hold.
+    Nul,
 }
 
 impl fmt::Display for NameError {
@@ -437,6 +439,7 @@ impl fmt::Display for NameError {
             NameError::TooLong { len } => {
                 write!(f, "a key or name of {len} bytes exceeds {MAX_KEY_LEN}")
             }
+            NameError::Nul => f.write_str("a key or name with a NUL character"),
         }
     }
 }
@@ -449,6 +452,7 @@ pub fn check_name(name: &str) -> Result<(), NameError> {
     match name.len() {
         0 => Err(NameError::Empty),
         len if len > MAX_KEY_LEN => Err(NameError::TooLong { len }),
+        _ if name.contains('\0') => Err(NameError::Nul),
         _ => Ok(()),
     }
 }
@@ -601,6 +605,7 @@ mod tests {
     #[test]
     fn names_are_bounded() {
         assert_eq!(check_name(""), Err(NameError::Empty));
+        assert_eq!(check_name("a\0b"), Err(NameError::Nul));
         assert!(check_name(&"x".repeat(MAX_KEY_LEN)).is_ok());
         assert!(matches!(
             check_name(&"x".repeat(MAX_KEY_LEN + 1)),

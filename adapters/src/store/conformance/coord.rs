@@ -8,14 +8,16 @@
 //! Each check runs on its own groups; the lease row the writes are fenced
 //! by is written through the store's own [`LeaseStore::compare_and_set`].
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Barrier;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hedgerow_core::{OpId, Payload, Term};
 
-use super::{applied, fresh_group, node, ok, write_by, Harness, RACERS};
+use super::{
+    applied, collect_wins, fresh_group, node, ok, race_env, spawn_children, write_by, Harness,
+    RACERS,
+};
 use crate::store::coord::{
     execute_coord, CoordOp, CoordReply, CoordStore, CoordTables, Fence, KvEntry, Origin,
 };
@@ -752,22 +754,18 @@ pub fn coord_store_down_is_an_error_then_recovers<H: Harness>(harness: &H) {
 
 /// Environment variables the child processes of
 /// [`permit_race_in_processes`] and [`fenced_while_another_process_holds`]
-/// read.
+/// read, besides [`race_env::NAME`] and [`race_env::OUT`].
 pub mod coord_race_env {
     /// The group; its presence makes a permit-race child run.
     pub const GROUP: &str = "HEDGEROW_PERMIT_RACE_GROUP";
     /// The group; its presence makes a takeover child run.
     pub const TAKEOVER_GROUP: &str = "HEDGEROW_TAKEOVER_GROUP";
-    /// This child's name (its holder id).
-    pub const NAME: &str = "HEDGEROW_PERMIT_RACE_NAME";
     /// The fence the children write with, `token:nonce`.
     pub const FENCE: &str = "HEDGEROW_PERMIT_RACE_FENCE";
     /// The last token at which the children stop.
     pub const TARGET: &str = "HEDGEROW_PERMIT_RACE_TARGET";
     /// Unix ms at which the children start, together.
     pub const START_MS: &str = "HEDGEROW_PERMIT_RACE_START_MS";
-    /// The file a child writes its results to.
-    pub const OUT: &str = "HEDGEROW_PERMIT_RACE_OUT";
     /// The file whose appearance tells a takeover child to exit.
     pub const DONE: &str = "HEDGEROW_TAKEOVER_DONE";
 }
@@ -787,49 +785,6 @@ fn now_ns() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         .unwrap_or(0)
-}
-
-/// Starts `child_test` of the current test binary once per entry of
-/// `names`, with `vars` and `env` set; returns each child's name, result
-/// file and process.
-fn spawn_children(
-    check: &str,
-    child_test: &str,
-    names: &[String],
-    vars: &[(&str, String)],
-    env: &[(&str, &str)],
-    scratch: &Path,
-) -> Vec<(String, PathBuf, std::process::Child)> {
-    let exe =
-        std::env::current_exe().unwrap_or_else(|e| panic!("[{check}] current test binary: {e}"));
-    names
-        .iter()
-        .map(|name| {
-            let out = scratch.join(format!("{name}.out"));
-            let mut command = std::process::Command::new(&exe);
-            command
-                .args([
-                    child_test,
-                    "--exact",
-                    "--ignored",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(coord_race_env::NAME, name)
-                .env(coord_race_env::OUT, &out)
-                .stdout(std::process::Stdio::null());
-            for (key, value) in vars {
-                command.env(key, value);
-            }
-            for (key, value) in env {
-                command.env(key, value);
-            }
-            let child = command
-                .spawn()
-                .unwrap_or_else(|e| panic!("[{check}] spawn {name}: {e}"));
-            (name.clone(), out, child)
-        })
-        .collect()
 }
 
 /// Parent side of the cross-process permit race: takes the lease of a
@@ -866,35 +821,7 @@ pub fn permit_race_in_processes<S: LeaseStore>(
         (coord_race_env::START_MS, (now_ms() + 1500).to_string()),
     ];
     let spawned = spawn_children(check, child_test, &names, &vars, env, scratch);
-    let mut owner: BTreeMap<u64, String> = BTreeMap::new();
-    let (mut winners, mut full) = (0, 0);
-    for (name, out, mut child) in spawned {
-        let status = child
-            .wait()
-            .unwrap_or_else(|e| panic!("[{check}] wait for {name}: {e}"));
-        assert!(status.success(), "[{check}] child {name} failed: {status}");
-        let text = std::fs::read_to_string(&out)
-            .unwrap_or_else(|e| panic!("[{check}] results of {name}: {e}"));
-        let mut won_any = false;
-        for line in text.lines() {
-            let mut words = line.split_whitespace();
-            match (words.next(), words.next()) {
-                (Some("won"), Some(t)) => {
-                    let t: u64 = t
-                        .parse()
-                        .unwrap_or_else(|e| panic!("[{check}] {name} wrote {line:?}: {e}"));
-                    if let Some(earlier) = owner.insert(t, name.clone()) {
-                        panic!("[{check}] token {t} was granted to both {earlier} and {name}");
-                    }
-                    won_any = true;
-                }
-                (Some("full"), _) => full += 1,
-                (Some("error"), _) => panic!("[{check}] {name}: {line}"),
-                _ => panic!("[{check}] {name} wrote an unknown line {line:?}"),
-            }
-        }
-        winners += usize::from(won_any);
-    }
+    let (owner, winners, full) = collect_wins(check, spawned, "token");
     let load = CoordOp::LoadPermits { op: OpId(0) };
     let (semaphores, permits) =
         match ok(check, "load", coord_of(check, store).execute(&group, &load)) {
@@ -942,13 +869,13 @@ fn fence_var() -> Fence {
 
 /// Child side of [`permit_race_in_processes`]: when its variables are
 /// set, opens the store with `open`, races and writes `won <token>`,
-/// `full` or `error …` lines to its result file, then returns `true`.
+/// `lost full` or `error …` lines to its result file, then returns `true`.
 /// Without them it does nothing and returns `false`.
 pub fn permit_race_child<S: LeaseStore>(open: impl FnOnce() -> S) -> bool {
     let Ok(group) = std::env::var(coord_race_env::GROUP) else {
         return false;
     };
-    let name = var(coord_race_env::NAME);
+    let name = var(race_env::NAME);
     let fence = fence_var();
     let target: u64 = var(coord_race_env::TARGET)
         .parse()
@@ -956,7 +883,7 @@ pub fn permit_race_child<S: LeaseStore>(open: impl FnOnce() -> S) -> bool {
     let start_ms: u128 = var(coord_race_env::START_MS)
         .parse()
         .unwrap_or_else(|e| panic!("coord race child: start: {e}"));
-    let out = PathBuf::from(var(coord_race_env::OUT));
+    let out = PathBuf::from(var(race_env::OUT));
     let store = open();
     let coord = coord_of("permit_race_child", &store);
     let load = CoordOp::LoadPermits { op: OpId(0) };
@@ -1017,6 +944,10 @@ pub fn permit_race_child<S: LeaseStore>(open: impl FnOnce() -> S) -> bool {
                     }
                 }
                 lines.push_str(&format!("won {token}\n"));
+                // Hold it a moment, so that others ask while it is held
+                // (SQLite's busy handler otherwise lets them in only
+                // between a free and the next grant).
+                std::thread::sleep(Duration::from_millis(3));
                 let freed = coord.execute(&group, &free(fence, RACED_LOCK, token));
                 if freed != Ok(CoordReply::Freed) {
                     lines.push_str(&format!("error free {token}: {freed:?}\n"));
@@ -1027,7 +958,11 @@ pub fn permit_race_child<S: LeaseStore>(open: impl FnOnce() -> S) -> bool {
                 // lets others in.
                 std::thread::sleep(Duration::from_millis(2));
             }
-            Ok(CoordReply::Full { held: 1 }) => lines.push_str("full\n"),
+            Ok(CoordReply::Full { held: 1 }) => {
+                lines.push_str("lost full\n");
+                // Ask again soon, not in a tight loop on a shared machine.
+                std::thread::sleep(Duration::from_millis(1));
+            }
             other => {
                 lines.push_str(&format!("error grant: {other:?}\n"));
                 break;
@@ -1139,7 +1074,7 @@ pub fn takeover_child<S: LeaseStore>(open: impl FnOnce() -> S) -> bool {
     let Ok(group) = std::env::var(coord_race_env::TAKEOVER_GROUP) else {
         return false;
     };
-    let out = PathBuf::from(var(coord_race_env::OUT));
+    let out = PathBuf::from(var(race_env::OUT));
     let done = PathBuf::from(var(coord_race_env::DONE));
     let store = open();
     let fail = |what: String| -> ! {

@@ -563,7 +563,7 @@ fn recover<S: LeaseStore>(check: &str, store: &S, group: &str) -> LeaseRow {
 pub mod race_env {
     /// The group the children race on; its presence makes a child run.
     pub const GROUP: &str = "HEDGEROW_RACE_GROUP";
-    /// This child's name (its node id).
+    /// This child's name (its node id, or its permits' holder).
     pub const NAME: &str = "HEDGEROW_RACE_NAME";
     /// The version at which the children stop.
     pub const TARGET: &str = "HEDGEROW_RACE_TARGET";
@@ -571,6 +571,91 @@ pub mod race_env {
     pub const START_MS: &str = "HEDGEROW_RACE_START_MS";
     /// The file a child writes its results to.
     pub const OUT: &str = "HEDGEROW_RACE_OUT";
+}
+
+/// Starts `child_test` of the current test binary once per entry of
+/// `names`, with [`race_env::NAME`], [`race_env::OUT`], `vars` and `env`
+/// set; returns each child's name, result file and process.
+fn spawn_children(
+    check: &str,
+    child_test: &str,
+    names: &[String],
+    vars: &[(&str, String)],
+    env: &[(&str, &str)],
+    scratch: &Path,
+) -> Vec<(String, PathBuf, std::process::Child)> {
+    let exe =
+        std::env::current_exe().unwrap_or_else(|e| panic!("[{check}] current test binary: {e}"));
+    names
+        .iter()
+        .map(|name| {
+            let out = scratch.join(format!("{name}.race"));
+            let mut command = std::process::Command::new(&exe);
+            command
+                .args([
+                    child_test,
+                    "--exact",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(race_env::NAME, name)
+                .env(race_env::OUT, &out)
+                .stdout(std::process::Stdio::null());
+            for (key, value) in vars
+                .iter()
+                .map(|(k, v)| (*k, v.as_str()))
+                .chain(env.iter().copied())
+            {
+                command.env(key, value);
+            }
+            let child = command
+                .spawn()
+                .unwrap_or_else(|e| panic!("[{check}] spawn {name}: {e}"));
+            (name.clone(), out, child)
+        })
+        .collect()
+}
+
+/// Waits for every child and reads its result lines (`won <n>`, `lost`,
+/// `error …`): which child won each number (two winners of one `what` is
+/// a failure, and so is any error), how many children won any, how many
+/// attempts lost.
+fn collect_wins(
+    check: &str,
+    spawned: Vec<(String, PathBuf, std::process::Child)>,
+    what: &str,
+) -> (BTreeMap<u64, String>, usize, usize) {
+    let mut owner: BTreeMap<u64, String> = BTreeMap::new();
+    let (mut winners, mut lost) = (0, 0);
+    for (name, out, mut child) in spawned {
+        let status = child
+            .wait()
+            .unwrap_or_else(|e| panic!("[{check}] wait for {name}: {e}"));
+        assert!(status.success(), "[{check}] child {name} failed: {status}");
+        let text = std::fs::read_to_string(&out)
+            .unwrap_or_else(|e| panic!("[{check}] results of {name}: {e}"));
+        let mut won_any = false;
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            match (words.next(), words.next()) {
+                (Some("won"), Some(v)) => {
+                    let v: u64 = v
+                        .parse()
+                        .unwrap_or_else(|e| panic!("[{check}] {name} wrote {line:?}: {e}"));
+                    if let Some(earlier) = owner.insert(v, name.clone()) {
+                        panic!("[{check}] {what} {v} was won by both {earlier} and {name}");
+                    }
+                    won_any = true;
+                }
+                (Some("lost"), _) => lost += 1,
+                (Some("error"), _) => panic!("[{check}] {name} saw a store error: {line}"),
+                _ => panic!("[{check}] {name} wrote an unknown line {line:?}"),
+            }
+        }
+        winners += usize::from(won_any);
+    }
+    (owner, winners, lost)
 }
 
 /// Parent side of the cross-process race: starts `children` copies of the
@@ -591,70 +676,18 @@ pub fn race_in_processes<S: LeaseStore>(
 ) {
     let check = "separate_processes_never_both_win";
     let group = fresh_group(check);
-    let exe =
-        std::env::current_exe().unwrap_or_else(|e| panic!("[{check}] current test binary: {e}"));
     let start_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() + 1500)
         .unwrap_or(0);
-    let spawned: Vec<(String, PathBuf, std::process::Child)> = (0..children)
-        .map(|i| {
-            let name = format!("proc-{i}");
-            let out = scratch.join(format!("{name}.race"));
-            let mut command = std::process::Command::new(&exe);
-            command
-                .args([
-                    child_test,
-                    "--exact",
-                    "--ignored",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(race_env::GROUP, &group)
-                .env(race_env::NAME, &name)
-                .env(race_env::TARGET, target.to_string())
-                .env(race_env::START_MS, start_ms.to_string())
-                .env(race_env::OUT, &out)
-                .stdout(std::process::Stdio::null());
-            for (key, value) in env {
-                command.env(key, value);
-            }
-            let child = command
-                .spawn()
-                .unwrap_or_else(|e| panic!("[{check}] spawn child {i}: {e}"));
-            (name, out, child)
-        })
-        .collect();
-    let mut owner: BTreeMap<u64, String> = BTreeMap::new();
-    let mut winners = 0;
-    let mut lost = 0;
-    for (name, out, mut child) in spawned {
-        let status = child
-            .wait()
-            .unwrap_or_else(|e| panic!("[{check}] wait for {name}: {e}"));
-        assert!(status.success(), "[{check}] child {name} failed: {status}");
-        let text = std::fs::read_to_string(&out)
-            .unwrap_or_else(|e| panic!("[{check}] results of {name}: {e}"));
-        let mut won_any = false;
-        for line in text.lines() {
-            let mut words = line.split_whitespace();
-            match (words.next(), words.next()) {
-                (Some("won"), Some(v)) => {
-                    let v: u64 = v
-                        .parse()
-                        .unwrap_or_else(|e| panic!("[{check}] {name} wrote {line:?}: {e}"));
-                    if let Some(earlier) = owner.insert(v, name.clone()) {
-                        panic!("[{check}] version {v} was won by both {earlier} and {name}");
-                    }
-                    won_any = true;
-                }
-                (Some("lost"), _) => lost += 1,
-                (Some("error"), _) => panic!("[{check}] {name} saw a store error: {line}"),
-                _ => panic!("[{check}] {name} wrote an unknown line {line:?}"),
-            }
-        }
-        winners += usize::from(won_any);
-    }
+    let names: Vec<String> = (0..children).map(|i| format!("proc-{i}")).collect();
+    let vars = [
+        (race_env::GROUP, group.clone()),
+        (race_env::TARGET, target.to_string()),
+        (race_env::START_MS, start_ms.to_string()),
+    ];
+    let spawned = spawn_children(check, child_test, &names, &vars, env, scratch);
+    let (owner, winners, lost) = collect_wins(check, spawned, "version");
     let stored = ok(check, "final read", store.read(&group))
         .unwrap_or_else(|| panic!("[{check}] no row after the race"));
     assert!(
