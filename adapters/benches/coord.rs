@@ -11,7 +11,8 @@
 //!   memory store (so the network and the core are what is measured).
 //!
 //! Each pair alternates over rounds; the table gives medians and the ratio
-//! of the medians. `cargo bench -p hedgerow --bench coord` (release).
+//! of the medians. `cargo bench -p hedgerow --features postgres --bench coord`
+//! (release).
 //! Knobs: `HEDGEROW_BENCH_ROUNDS` (5), `HEDGEROW_BENCH_OPS` (300 per round).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

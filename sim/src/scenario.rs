@@ -22,7 +22,15 @@
 //! send 10                      # sends from random nodes
 //! stream 3 200000              # streams of that many bytes to the leader
 //! converge within 30s          # must converge; the time is reported
+//! put 20                       # KV puts from random nodes
+//! lock job 5                   # 5 random nodes wait (up to 10 s) for lock "job"
+//! acquire pool 3 8             # 8 random nodes wait for a permit of "pool" (limit 3)
+//! release 4                    # 4 random held permits given back (`release all`)
+//!                              # (waiters keep waiting, up to their 10 s)
 //! ```
+//!
+//! The coordination steps run on the in-process runner; the turmoil runner
+//! refuses them (its store has no coordination side yet).
 //!
 //! Random choices come from the run's seed, so a scenario and a seed
 //! replay exactly.
@@ -85,6 +93,14 @@ pub enum Step {
     Stream(usize, u64),
     /// The cluster must converge within the limit.
     Converge(Duration),
+    /// KV puts from random live nodes.
+    Put(usize),
+    /// Random live nodes wait (up to 10 s each) for a permit of a
+    /// semaphore: its name, its limit (1: a lock), how many ask.
+    Acquire(String, u32, usize),
+    /// Random held permits given back (`usize::MAX`: all held); waiters
+    /// keep waiting.
+    Release(usize),
 }
 
 /// Which node a step acts on.
@@ -214,6 +230,68 @@ stream 4 100000
 run 10s
 ",
     ),
+    (
+        "coordination",
+        "# Locks, a semaphore and puts through leader crashes, an isolated node,
+# partitions, store outages and 2 -> 150 -> 2 churn: never more holders
+# than the limit at any true instant, lock tokens rising, every
+# acknowledged put stored once.
+nodes 5
+converge within 10s
+lock job 4
+acquire pool 2 5
+put 20
+run 1s
+release all
+run 1s
+release all
+crash leader
+put 10
+run 1s
+release all
+converge within 20s
+isolate random
+acquire pool 2 3
+lock job 3
+run 2s
+release all
+heal
+run 1s
+release all
+store down 2s
+put 10
+run 1s
+release all
+converge within 20s
+scale-to 150 waves 10 over 20s
+acquire pool 2 20
+lock job 10
+put 50
+run 1s
+release all
+run 1s
+release all
+converge within 30s
+split
+run 3s
+release all
+heal
+run 1s
+release all
+crash leader
+run 2s
+release all
+converge within 30s
+scale-to 2 waves 10 over 20s
+release all
+put 10
+lock job 2
+run 1s
+release all
+converge within 30s
+run 5s
+",
+    ),
 ];
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -339,6 +417,19 @@ impl Scenario {
                 ("send", _) => Step::Send(num(w.get(1))?),
                 ("stream", _) => Step::Stream(num(w.get(1))?, num(w.get(2))? as u64),
                 ("converge", Some("within")) => Step::Converge(dur(w.get(2))?),
+                ("put", _) => Step::Put(num(w.get(1))?),
+                ("lock", Some(name)) => Step::Acquire(name.into(), 1, num(w.get(2))?),
+                ("acquire", Some(name)) => {
+                    let limit = num(w.get(2))?;
+                    if limit == 0 || limit > u32::MAX as usize {
+                        return Err(err(format!(
+                            "a semaphore's limit must be 1 or more in {line:?}"
+                        )));
+                    }
+                    Step::Acquire(name.into(), limit as u32, num(w.get(3))?)
+                }
+                ("release", Some("all")) => Step::Release(usize::MAX),
+                ("release", _) => Step::Release(num(w.get(1))?),
                 _ => return Err(err(format!("unknown step {line:?}"))),
             };
             steps.push(step);
@@ -365,6 +456,10 @@ pub struct Outcome {
     pub events: u64,
     /// Why the first phase that did not converge had not, when it gave up.
     pub divergence: Option<String>,
+    /// Permits granted (coordination steps).
+    pub permits_granted: u64,
+    /// Puts acknowledged (coordination steps).
+    pub puts_acked: usize,
 }
 
 impl Outcome {
@@ -388,6 +483,8 @@ pub fn run_with(scenario: &Scenario, mut cfg: ClusterConfig) -> (Outcome, Cluste
         c: Cluster::new(cfg),
         rng,
         out: Outcome::default(),
+        tickets: Vec::new(),
+        puts: 0,
     };
     for step in &scenario.steps {
         run.step(step);
@@ -397,6 +494,8 @@ pub fn run_with(scenario: &Scenario, mut cfg: ClusterConfig) -> (Outcome, Cluste
     out.first_leader = c.first_leader_at().map(Duration::from_nanos);
     out.end = Duration::from_nanos(c.now_ns());
     out.events = c.events();
+    out.permits_granted = c.permits_granted();
+    out.puts_acked = c.puts_acked();
     (out, c)
 }
 
@@ -479,6 +578,9 @@ struct InProcess {
     c: Cluster,
     rng: Rng,
     out: Outcome,
+    /// Permits asked for and not yet given back: slot and ticket.
+    tickets: Vec<(usize, hedgerow_core::RequestId)>,
+    puts: u64,
 }
 
 impl Resizable for InProcess {
@@ -568,6 +670,44 @@ impl InProcess {
                 let _ = c.stream(s, StreamTarget::Leader, *bytes);
             }),
             Step::Converge(limit) => self.converge(*limit),
+            Step::Put(k) => {
+                for _ in 0..*k {
+                    if let Some(s) = self.pick(Target::Random) {
+                        self.puts += 1;
+                        let key = format!("k/{}", self.puts % 16);
+                        let _ = self.c.kv_put(s, &key, &self.puts.to_be_bytes());
+                    }
+                }
+            }
+            Step::Acquire(name, limit, k) => {
+                for _ in 0..*k {
+                    if let Some(s) = self.pick(Target::Random) {
+                        let wait = Duration::from_secs(10);
+                        if let Some(id) = self.c.acquire(s, name, *limit, true, wait) {
+                            self.tickets.push((s, id));
+                        }
+                    }
+                }
+            }
+            Step::Release(k) => {
+                // Held permits only: a waiter keeps waiting (its acquire
+                // times out by itself).
+                self.tickets.retain(|(s, id)| {
+                    self.c.node(*s).alive
+                        && self.c.node(*s).app.coord.get(id).is_none_or(|r| r.is_ok())
+                });
+                let mut held: Vec<usize> = (0..self.tickets.len())
+                    .filter(|&i| {
+                        let (s, id) = self.tickets[i];
+                        self.c.node(s).node.permit(id).is_some()
+                    })
+                    .collect();
+                for _ in 0..(*k).min(held.len()) {
+                    let i = held.swap_remove(self.rng.below(held.len() as u64) as usize);
+                    let (s, id) = self.tickets[i];
+                    self.c.release(s, id);
+                }
+            }
         }
     }
 

@@ -737,6 +737,11 @@ pub fn run(scenario: &Scenario, seed: u64, opts: &Opts) -> Report {
                 }
                 d.mark(format!("stream {k} {bytes}"));
             }
+            // SWIM has no coordination services (and hedgerow's turmoil
+            // runner refuses these steps): skipped.
+            Step::Put(_) | Step::Acquire(..) | Step::Release(_) => {
+                skipped.push(format!("{step:?}"));
+            }
         }
     }
     let end = d.now();

@@ -17,6 +17,8 @@ const NO_NET_DROP: &str = "`net drop` is not supported on turmoil: its TCP drops
                             without retransmission, which leaves gaps no real TCP stream has; \
                             use the in-process harness for lossy networks";
 /// Why `net dup` cannot run here.
+const NO_COORD: &str = "the coordination steps (`put`, `lock`, `acquire`, `release`) run \
+                        on the in-process runner only: the turmoil store has no coordination side yet";
 const NO_NET_DUP: &str = "`net dup` is not supported on turmoil: TCP never duplicates";
 
 /// The turmoil run marks each wave in the trace.
@@ -64,6 +66,7 @@ impl Runner<'_> {
             Step::NetDrop(_) => return Err(NO_NET_DROP.into()),
             Step::NetDup(_) => return Err(NO_NET_DUP.into()),
             Step::StoreSpike(extra, d) => self.store_spike(*extra, *d)?,
+            Step::Put(_) | Step::Acquire(..) | Step::Release(_) => return Err(NO_COORD.into()),
             Step::Send(k) => self.send_from_random(*k),
             Step::Stream(k, bytes) => self.stream_from_random(*k, *bytes),
             Step::Converge(limit) => {
