@@ -252,3 +252,63 @@ fn puts_survive_the_leader_shutting_down() {
         }
     });
 }
+
+/// A put with no leader anywhere fails with a clear error and writes
+/// nothing; a put during a store outage is either committed once or an
+/// error that says it may have been (never a false `Ok`), and the services
+/// work again once the store is back.
+#[test]
+fn no_leader_and_a_store_outage_are_errors_not_false_oks() {
+    tokio_runtime().block_on(async {
+        let rt = <hedgerow::runtime::TokioRuntime as Runtime>::from_context().unwrap();
+        // A node that may not lead (no assumed clock allowed): no leader.
+        let store = MemoryStore::new();
+        let lone = Builder::<hedgerow::runtime::TokioRuntime>::new("coord", "lone", "127.0.0.1:0")
+            .runtime(rt.clone())
+            .store(store.clone())
+            .clock(SystemClock::new(Duration::from_millis(5)))
+            .config(|c| {
+                *c = Config::local(c.cluster.clone());
+                c.request_timeout = Duration::from_millis(500);
+                c.dedupe_window = Duration::from_secs(1);
+            })
+            .start()
+            .await
+            .unwrap();
+        let r = lone.kv().put("k", "v").await;
+        assert!(matches!(r, Err(Error::NoLeader)), "{r:?}");
+        let r = lone
+            .lock("l")
+            .acquire_timeout(Duration::from_millis(300))
+            .await;
+        assert!(matches!(r, Err(Error::NoLeader | Error::Timeout)), "{r:?}");
+        lone.shutdown().await;
+
+        let nodes = cluster(&rt, &store, 2).await;
+        let m = nodes.iter().find(|n| !n.is_leader()).unwrap().clone();
+        store.set_unavailable(true);
+        let during = m.kv().put("during", "v").await;
+        store.set_unavailable(false);
+        match during {
+            Ok(rev) => {
+                let e = m
+                    .kv()
+                    .get("during")
+                    .await
+                    .unwrap()
+                    .expect("an Ok put is stored");
+                assert_eq!(e.revision, rev);
+            }
+            Err(Error::Timeout | Error::NoLeader) => {
+                // May or may not have landed; if it did, exactly once.
+                assert!(m.kv().history("during").await.unwrap().len() <= 1);
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+        let after = m.kv().put("after", "v").await.unwrap();
+        assert!(after > 0);
+        for n in &nodes {
+            n.shutdown().await;
+        }
+    });
+}
