@@ -42,6 +42,7 @@
 // The harness panics on setup failures: that is how a test reports them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
@@ -50,6 +51,9 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+
+use hedgerow_cli::http::request;
+use serde_json::Value;
 
 pub use hedgerow::store::conformance::postgres_server::PostgresServer;
 pub use tempfile::TempDir;
@@ -335,6 +339,49 @@ pub struct Node {
     pub process: Process,
     /// Where its HTTP control API listens.
     pub http: SocketAddr,
+}
+
+/// The `(leader, term)` every status agrees on, if each node answered,
+/// names one leader and term above `above`, has exactly the members `want`
+/// and a fresh view, and only the named leader says it leads.
+pub fn agreement(
+    statuses: &[Option<Value>],
+    want: &BTreeSet<String>,
+    above: u64,
+) -> Option<(String, u64)> {
+    let mut leader: Option<(String, u64)> = None;
+    let mut leading = 0;
+    for st in statuses {
+        let st = st.as_ref()?;
+        let this = (st["leader"].as_str()?.to_owned(), st["term"].as_u64()?);
+        if leader.as_ref().is_some_and(|l| *l != this) {
+            return None;
+        }
+        let members: BTreeSet<String> = st["members"]
+            .as_array()?
+            .iter()
+            .filter_map(|m| m["id"].as_str().map(str::to_owned))
+            .collect();
+        if members != *want || st["view_stale"].as_bool()? {
+            return None;
+        }
+        if st["is_leader"].as_bool()? {
+            leading += 1;
+            if st["id"].as_str()? != this.0 {
+                return None;
+            }
+        }
+        leader = Some(this);
+    }
+    leader.filter(|(_, term)| *term > above && leading == 1)
+}
+
+/// A node's `GET /v1/status`, if it answered 200 with JSON.
+pub fn status(addr: SocketAddr) -> Option<Value> {
+    let (code, body) = request(addr, "GET", "/v1/status", b"", Duration::from_secs(2)).ok()?;
+    (code == 200)
+        .then(|| serde_json::from_slice(&body).ok())
+        .flatten()
 }
 
 #[cfg(test)]
