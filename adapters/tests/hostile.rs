@@ -24,7 +24,7 @@ use hedgerow_core::wire::{decode_frame, encode_frame, Frame};
 use hedgerow_core::{Hello, NodeId};
 
 mod support;
-use support::{blocking, tokio_runtime, wait_until};
+use support::{blocking, closed_within, tokio_runtime, wait_until};
 
 const CLUSTER: &str = "hostile";
 const BUDGET: usize = 8 << 20;
@@ -118,23 +118,6 @@ fn announce_and_hold(s: &mut TcpStream, body: usize) {
             Ok(n) => at += n,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(_) => break,
-        }
-    }
-}
-
-/// Whether the node closed `s` within `wait`.
-fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
-    s.set_nonblocking(false).unwrap();
-    s.set_read_timeout(Some(wait)).unwrap();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return false
-            }
-            Err(_) => return true,
         }
     }
 }

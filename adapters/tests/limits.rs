@@ -24,7 +24,7 @@ use hedgerow_core::wire::{decode_frame, encode_frame, Frame};
 use hedgerow_core::{Hello, NodeId};
 
 mod support;
-use support::{blocking, tokio_runtime, wait_until};
+use support::{blocking, closed_within, tokio_runtime, wait_until};
 
 const CLUSTER: &str = "limits";
 
@@ -72,22 +72,6 @@ fn hello_then_silence(addr: SocketAddr, name: &str, wait: Duration) -> (Option<F
     }
 }
 
-/// Blocks until the node closes `s` (true) or `wait` passes (false).
-fn closed_within(mut s: TcpStream, wait: Duration) -> bool {
-    s.set_read_timeout(Some(wait)).unwrap();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return false
-            }
-            Err(_) => return true,
-        }
-    }
-}
-
 #[test]
 fn silent_peers_are_closed_as_idle_and_idle_member_links_are_dialed_again() {
     const IDLE: Duration = Duration::from_millis(500);
@@ -114,7 +98,7 @@ fn silent_peers_are_closed_as_idle_and_idle_member_links_are_dialed_again() {
         let closed = blocking(&rt, move || {
             let (frame, s) = hello_then_silence(addr, "mute", Duration::from_secs(2));
             assert!(matches!(frame, Some(Frame::Hello(_))), "{frame:?}");
-            closed_within(s, IDLE * 4)
+            closed_within(&mut { s }, IDLE * 4)
         })
         .await;
         let took = started.elapsed();

@@ -55,6 +55,8 @@ use std::time::{Duration, Instant};
 use hedgerow_cli::http::request;
 use serde_json::Value;
 
+pub mod hostile;
+
 pub use hedgerow::store::conformance::postgres_server::PostgresServer;
 pub use tempfile::TempDir;
 
@@ -298,8 +300,8 @@ impl NodeCommand {
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
             for line in lines.by_ref().map_while(Result::ok) {
-                if let Some(http) = ready_http(&line) {
-                    let _ = tx.send(http);
+                if let Some(addrs) = ready_addrs(&line) {
+                    let _ = tx.send(addrs);
                     break;
                 }
             }
@@ -307,7 +309,12 @@ impl NodeCommand {
         });
         let id = self.id;
         match rx.recv_timeout(limit) {
-            Ok(http) => Ok(Node { id, process, http }),
+            Ok((addr, http)) => Ok(Node {
+                id,
+                process,
+                addr,
+                http,
+            }),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 Err(format!("{id} did not get ready in {limit:?}"))
             }
@@ -321,13 +328,17 @@ impl NodeCommand {
     }
 }
 
-/// The HTTP address in a node's `ready … http=ADDR` line.
-fn ready_http(line: &str) -> Option<SocketAddr> {
-    line.strip_prefix("ready ")?
-        .split(' ')
-        .find_map(|kv| kv.strip_prefix("http="))?
-        .parse()
-        .ok()
+/// The cluster and HTTP addresses in a node's `ready … addr=A http=H`
+/// line.
+fn ready_addrs(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let rest = line.strip_prefix("ready ")?;
+    let field = |key: &str| {
+        rest.split(' ')
+            .find_map(|kv| kv.strip_prefix(key))?
+            .parse()
+            .ok()
+    };
+    Some((field("addr=")?, field("http=")?))
 }
 
 /// A running `hedgerow node`, killed on drop.
@@ -337,6 +348,8 @@ pub struct Node {
     pub id: String,
     /// The process.
     pub process: Process,
+    /// Where it listens for peers.
+    pub addr: SocketAddr,
     /// Where its HTTP control API listens.
     pub http: SocketAddr,
 }
@@ -389,13 +402,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_the_http_address_of_a_ready_line() {
+    fn reads_the_addresses_of_a_ready_line() {
         assert_eq!(
-            ready_http("ready id=n1 addr=127.0.0.1:4000 http=127.0.0.1:4001"),
-            Some("127.0.0.1:4001".parse().unwrap())
+            ready_addrs("ready id=n1 addr=127.0.0.1:4000 http=127.0.0.1:4001"),
+            Some((
+                "127.0.0.1:4000".parse().unwrap(),
+                "127.0.0.1:4001".parse().unwrap()
+            ))
         );
-        assert_eq!(ready_http("starting id=n1 http=127.0.0.1:4001"), None);
-        assert_eq!(ready_http("ready id=n1 addr=127.0.0.1:4000"), None);
+        assert_eq!(ready_addrs("starting id=n1 http=127.0.0.1:4001"), None);
+        assert_eq!(ready_addrs("ready id=n1 addr=127.0.0.1:4000"), None);
     }
 
     #[test]

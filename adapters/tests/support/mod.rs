@@ -3,6 +3,8 @@
 // Each test binary includes this module and uses only part of it.
 #![allow(dead_code)]
 
+use std::io::{ErrorKind, Read};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use hedgerow::runtime::Runtime;
@@ -47,4 +49,22 @@ pub fn tokio_runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("a tokio runtime")
+}
+
+/// Blocks until the node closes `s` (true) or `wait` passes (false).
+pub fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
+    if s.set_nonblocking(false).is_err() || s.set_read_timeout(Some(wait)).is_err() {
+        return true;
+    }
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
 }
