@@ -18,36 +18,15 @@ use std::time::Duration;
 
 use hedgerow::runtime::{Runtime, TokioRuntime};
 use hedgerow::store::MemoryStore;
-use hedgerow::{Builder, Config, Hedgerow};
-use hedgerow_clock::SystemClock;
 use hedgerow_core::wire::{decode_frame, encode_frame, Frame};
 use hedgerow_core::{Hello, NodeId};
 
 mod support;
-use support::{blocking, closed_within, tokio_runtime, wait_until};
+use support::{blocking, closed_within, local_node, tokio_runtime, wait_until};
 
 const CLUSTER: &str = "hostile";
 const BUDGET: usize = 8 << 20;
-const MAX_FRAME: u32 = 1 << 20;
-
-async fn node(
-    rt: &TokioRuntime,
-    store: &MemoryStore,
-    name: &str,
-    tweak: impl FnOnce(Builder<TokioRuntime>) -> Builder<TokioRuntime>,
-) -> Hedgerow {
-    let b = Builder::<TokioRuntime>::new(CLUSTER, name, "127.0.0.1:0")
-        .runtime(rt.clone())
-        .store(store.clone())
-        .clock(SystemClock::new(Duration::from_millis(5)))
-        .config(|c| {
-            *c = Config::local(c.cluster.clone());
-            c.lead_on_assumed_clock = true;
-            c.max_frame_len = MAX_FRAME;
-        })
-        .broadcast_handler(|req| async move { Ok(req.payload) });
-    tweak(b).start().await.expect("node starts")
-}
+const MAX_FRAME: u32 = hedgerow_core::DEFAULT_MAX_FRAME_LEN;
 
 /// Connects to `to` from `ip` (a port of the system's choosing).
 async fn connect_from(ip: &str, to: SocketAddr) -> TcpStream {
@@ -128,7 +107,7 @@ fn hostile_connections_stay_within_the_frame_budget_and_members_keep_their_leade
     tokio_runtime().block_on(async {
         let rt = TokioRuntime::from_context().unwrap();
         let store = MemoryStore::new();
-        let a = node(&rt, &store, "a", |b| {
+        let a = local_node(&rt, &store, (CLUSTER, "a"), |b| {
             // The default frame timeout (10 s) frees what the attackers
             // hold; the idle timeout would close them first otherwise.
             b.frame_budget(BUDGET)
@@ -139,8 +118,8 @@ fn hostile_connections_stay_within_the_frame_budget_and_members_keep_their_leade
         })
         .await;
         assert!(wait_until(&rt, Duration::from_secs(5), || a.is_leader()).await);
-        let b = node(&rt, &store, "b", |b| b).await;
-        let c = node(&rt, &store, "c", |b| b).await;
+        let b = local_node(&rt, &store, (CLUSTER, "b"), |b| b).await;
+        let c = local_node(&rt, &store, (CLUSTER, "c"), |b| b).await;
         let settled = || {
             [&a, &b, &c].iter().all(|n| {
                 n.leader().map(|l| l.id).as_ref() == Some(a.id()) && n.members().len() == 3
@@ -148,8 +127,8 @@ fn hostile_connections_stay_within_the_frame_budget_and_members_keep_their_leade
         };
         assert!(wait_until(&rt, Duration::from_secs(10), settled).await);
 
-        // Each attacker sends 256 KiB of its 1 MiB frame: 75 MiB claimed
-        // in all against an 8 MiB budget.
+        // Each attacker sends 256 KiB of its 4 MiB frame: 75 MiB sent, 1.2 GB
+        // claimed, against an 8 MiB budget.
         let addr = a.local_addr();
         let mut attackers = greeted("127.0.0.2", addr, "x", HOSTILE, &rt).await;
         let attackers = blocking(&rt, move || {
@@ -229,7 +208,7 @@ fn slow_bodies_second_hellos_and_crowded_addresses_are_closed_and_counted() {
     tokio_runtime().block_on(async {
         let rt = TokioRuntime::from_context().unwrap();
         let store = MemoryStore::new();
-        let a = node(&rt, &store, "a", |b| {
+        let a = local_node(&rt, &store, (CLUSTER, "a"), |b| {
             b.frame_timeout(Duration::from_millis(300))
                 .max_inbound_per_ip(3)
         })

@@ -18,33 +18,14 @@ use std::time::{Duration, Instant};
 
 use hedgerow::runtime::{Runtime, TokioRuntime};
 use hedgerow::store::MemoryStore;
-use hedgerow::{Builder, Config, Hedgerow};
-use hedgerow_clock::SystemClock;
+use hedgerow::Builder;
 use hedgerow_core::wire::{decode_frame, encode_frame, Frame};
 use hedgerow_core::{Hello, NodeId};
 
 mod support;
-use support::{blocking, closed_within, tokio_runtime, wait_until};
+use support::{blocking, closed_within, local_node, tokio_runtime, wait_until};
 
 const CLUSTER: &str = "limits";
-
-async fn node(
-    rt: &TokioRuntime,
-    store: &MemoryStore,
-    name: &str,
-    tweak: impl FnOnce(Builder<TokioRuntime>) -> Builder<TokioRuntime>,
-) -> Hedgerow {
-    let b = Builder::<TokioRuntime>::new(CLUSTER, name, "127.0.0.1:0")
-        .runtime(rt.clone())
-        .store(store.clone())
-        .clock(SystemClock::new(Duration::from_millis(5)))
-        .config(|c| {
-            *c = Config::local(c.cluster.clone());
-            c.lead_on_assumed_clock = true;
-        })
-        .broadcast_handler(|req| async move { Ok(req.payload) });
-    tweak(b).start().await.expect("node starts")
-}
 
 fn hello_bytes(name: &str) -> Vec<u8> {
     let hello = Hello::new(CLUSTER, NodeId::new(name).unwrap(), 1, "127.0.0.1:1");
@@ -78,10 +59,10 @@ fn silent_peers_are_closed_as_idle_and_idle_member_links_are_dialed_again() {
     tokio_runtime().block_on(async {
         let rt = TokioRuntime::from_context().unwrap();
         let store = MemoryStore::new();
-        let a = node(&rt, &store, "a", |b| b.idle_timeout(IDLE)).await;
+        let a = local_node(&rt, &store, (CLUSTER, "a"), |b| b.idle_timeout(IDLE)).await;
         assert!(wait_until(&rt, Duration::from_secs(5), || a.is_leader()).await);
-        let b = node(&rt, &store, "b", |b| b.idle_timeout(IDLE)).await;
-        let c = node(&rt, &store, "c", |b| b.idle_timeout(IDLE)).await;
+        let b = local_node(&rt, &store, (CLUSTER, "b"), |b| b.idle_timeout(IDLE)).await;
+        let c = local_node(&rt, &store, (CLUSTER, "c"), |b| b.idle_timeout(IDLE)).await;
         let all = [&a, &b, &c];
         let settled = || {
             all.iter().all(|n| {
@@ -133,7 +114,7 @@ fn established_inbound_connections_are_capped() {
     tokio_runtime().block_on(async {
         let rt = TokioRuntime::from_context().unwrap();
         let store = MemoryStore::new();
-        let a = node(&rt, &store, "a", |b| b.max_inbound(2)).await;
+        let a = local_node(&rt, &store, (CLUSTER, "a"), |b| b.max_inbound(2)).await;
         assert!(wait_until(&rt, Duration::from_secs(5), || a.is_leader()).await);
         let addr = a.local_addr();
         let wait = Duration::from_secs(2);
@@ -176,7 +157,7 @@ fn one_address_flooding_handshakes_cannot_lock_out_a_joiner() {
                 .max_handshakes_per_ip(PER_IP)
                 .handshake_timeout(HANDSHAKE_TIMEOUT)
         };
-        let a = node(&rt, &store, "a", limits).await;
+        let a = local_node(&rt, &store, (CLUSTER, "a"), limits).await;
         assert!(wait_until(&rt, Duration::from_secs(5), || a.is_leader()).await);
         let addr = a.local_addr();
 
@@ -218,7 +199,7 @@ fn one_address_flooding_handshakes_cannot_lock_out_a_joiner() {
 
         rt.sleep(Duration::from_millis(300)).await;
         let joined_at = Instant::now();
-        let b = node(&rt, &store, "b", limits).await;
+        let b = local_node(&rt, &store, (CLUSTER, "b"), limits).await;
         let joined = wait_until(&rt, Duration::from_secs(5), || {
             b.leader().map(|l| l.id).as_ref() == Some(a.id()) && a.members().len() == 2
         })

@@ -68,3 +68,30 @@ pub fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
         }
     }
 }
+
+/// A node of `cluster` named `name` on loopback port 0 (tokio), on the
+/// local preset with the system clock (5 ms bound) allowed to lead,
+/// answering broadcasts with their payload; `tweak` adjusts the builder.
+#[cfg(feature = "tokio")]
+pub async fn local_node(
+    rt: &hedgerow::runtime::TokioRuntime,
+    store: &hedgerow::store::MemoryStore,
+    (cluster, name): (&str, &str),
+    tweak: impl FnOnce(
+        hedgerow::Builder<hedgerow::runtime::TokioRuntime>,
+    ) -> hedgerow::Builder<hedgerow::runtime::TokioRuntime>,
+) -> hedgerow::Hedgerow {
+    let b = hedgerow::Builder::<hedgerow::runtime::TokioRuntime>::new(cluster, name, "127.0.0.1:0")
+        .runtime(rt.clone())
+        .store(store.clone())
+        .clock(hedgerow_clock::SystemClock::new(Duration::from_millis(5)))
+        .config(|c| {
+            *c = hedgerow::Config::local(c.cluster.clone());
+            c.lead_on_assumed_clock = true;
+        })
+        .broadcast_handler(|req| async move { Ok(req.payload) });
+    match tweak(b).start().await {
+        Ok(node) => node,
+        Err(e) => panic!("node {name} does not start: {e}"),
+    }
+}
