@@ -25,7 +25,7 @@ use crate::input::{BroadcastItem, Command, Commands, StreamCommand};
 use crate::runtime::{BoxFuture, Runtime};
 use crate::store::{AsyncLeaseStore, LeaseStore};
 use crate::stream::{BroadcastStream, IncomingStream, SendStream};
-use crate::transport::{self, NetCtx};
+use crate::transport::{self, NetCtx, TransportStats};
 use crate::types::{
     lock, BroadcastRequest, Error, LeaderGuard, Reply, Request, Status, WatchEvent,
 };
@@ -88,6 +88,8 @@ impl Stream for BroadcastReplies {
 pub struct Hedgerow {
     node: Arc<Mutex<Node>>,
     clock: Arc<dyn Clock>,
+    /// The transport, for its counters.
+    net: Arc<NetCtx>,
     commands: Commands,
     id: NodeId,
     addr: String,
@@ -151,6 +153,12 @@ impl Hedgerow {
     /// elections won, leader changes seen).
     pub fn stats(&self) -> NodeStats {
         lock(&self.node).stats()
+    }
+
+    /// What the transport counted: refused and closed connections by
+    /// reason, and the frame budget's use.
+    pub fn transport_stats(&self) -> TransportStats {
+        self.net.stats()
     }
 
     /// Whether the view may be out of date (no leader known, or the leader
@@ -472,6 +480,9 @@ pub struct Builder<R: Runtime> {
     max_inbound: Option<usize>,
     idle_timeout: Option<Duration>,
     send_queue: usize,
+    frame_budget: usize,
+    frame_timeout: Duration,
+    max_inbound_per_ip: usize,
 }
 
 impl<R: Runtime> fmt::Debug for Builder<R> {
@@ -517,6 +528,9 @@ impl<R: Runtime> Builder<R> {
             max_inbound: None,
             idle_timeout: None,
             send_queue: 256,
+            frame_budget: 32 << 20,
+            frame_timeout: Duration::from_secs(10),
+            max_inbound_per_ip: 64,
         }
     }
 
@@ -542,6 +556,9 @@ impl<R: Runtime> Builder<R> {
             max_inbound: self.max_inbound,
             idle_timeout: self.idle_timeout,
             send_queue: self.send_queue,
+            frame_budget: self.frame_budget,
+            frame_timeout: self.frame_timeout,
+            max_inbound_per_ip: self.max_inbound_per_ip,
         }
     }
 
@@ -703,6 +720,35 @@ impl<R: Runtime> Builder<R> {
         self
     }
 
+    /// Bytes of frames being read from peers that this node holds at once,
+    /// all connections together (default 32 MiB; at least twice the
+    /// config's `max_frame_len`). A frame's buffer grows only as its bytes
+    /// arrive, by what this budget grants; a connection that finds it full
+    /// is not read until bytes come back (TCP pushes back on the peer).
+    /// Members of the view come first: strangers may hold at most three
+    /// quarters of it. See [`Hedgerow::transport_stats`].
+    pub fn frame_budget(mut self, bytes: usize) -> Self {
+        self.frame_budget = bytes;
+        self
+    }
+
+    /// Longest a frame may take from its first byte to its last, waiting
+    /// for the frame budget included (default 10 s); a slower one closes
+    /// its connection with a logged reason.
+    pub fn frame_timeout(mut self, limit: Duration) -> Self {
+        self.frame_timeout = limit;
+        self
+    }
+
+    /// Most established inbound connections from one IP address (default
+    /// 64); beyond it a peer is refused with a reason after its hello.
+    /// One node id has at most one inbound connection: a newer hello for
+    /// it closes the older connection.
+    pub fn max_inbound_per_ip(mut self, n: usize) -> Self {
+        self.max_inbound_per_ip = n.max(1);
+        self
+    }
+
     /// Seeds the node's randomness (jitter), for reproducible runs.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
@@ -762,6 +808,12 @@ impl<R: Runtime> Builder<R> {
         let store_timeout = self.store_timeout.unwrap_or(config.renew_interval());
         let hello = Hello::new(&config.cluster, id.clone(), incarnation, &addr);
         let max_frame_len = config.max_frame_len;
+        if self.frame_budget < 2 * max_frame_len as usize {
+            return Err(Error::Config(hedgerow_core::ConfigError(
+                "frame_budget must be at least twice max_frame_len, or a stranger's largest \
+                 frame could never be read",
+            )));
+        }
         let limits = transport::Limits {
             handshake_timeout: self.handshake_timeout,
             max_handshakes: self.max_handshakes,
@@ -773,12 +825,16 @@ impl<R: Runtime> Builder<R> {
                 .idle_timeout
                 .unwrap_or(config.failure_timeout.saturating_mul(3)),
             send_queue: self.send_queue,
+            frame_budget: self.frame_budget,
+            frame_timeout: self.frame_timeout,
+            max_inbound_per_ip: self.max_inbound_per_ip,
         };
         let node = Node::new(config, identity, seed).map_err(Error::Config)?;
         let node = Arc::new(Mutex::new(node));
         let (net_tx, net_rx) = mpsc::channel(1024);
         let net = Arc::new(NetCtx::new(hello, max_frame_len, limits, net_tx));
         let listener = transport::spawn_listener(&rt, net.clone(), listener);
+        let net_stats = net.clone();
         let (cmd_tx, cmd_rx) = mpsc::unbounded();
         let (consumed_tx, consumed_rx) = mpsc::unbounded();
         let inbox = driver::Inbox {
@@ -805,6 +861,7 @@ impl<R: Runtime> Builder<R> {
             sleep,
             node,
             clock,
+            net: net_stats,
             commands,
             id,
             addr,

@@ -81,8 +81,17 @@
 //!   heartbeats; an idle link between members is dialed again when next
 //!   needed).
 //! * Frames are a `u32` length prefix and a postcard body; the length is
-//!   checked against `max_frame_len` before anything is allocated, and a
-//!   bad frame closes only that connection. Frames queued in one wake of
+//!   checked against `max_frame_len`, and a bad frame closes only that
+//!   connection. A body is read as it arrives, into a buffer that grows
+//!   only by what the node's frame budget grants
+//!   ([`Builder::frame_budget`], 32 MiB by default, shared by every
+//!   connection; members of the view come before strangers): a
+//!   connection that finds the budget full is not read until bytes come
+//!   back, and a frame not complete within [`Builder::frame_timeout`] of
+//!   its first byte closes its connection. After the hello, at most
+//!   [`Builder::max_inbound_per_ip`] connections per address and one per
+//!   node id (a newer one replaces the older). Every refusal is logged and
+//!   counted in [`Hedgerow::transport_stats`]. Frames queued in one wake of
 //!   the driver go out in one write, straight from the driver when the
 //!   socket takes them without blocking; TCP_NODELAY is set.
 //! * Each connection has a bounded send queue ([`Builder::send_queue`]):
@@ -130,4 +139,5 @@ pub use hedgerow_core::{
     MetaTooLarge, NodeId, NodeStats, NotLeadingReason, StepDownReason, Term,
 };
 pub use stream::{BroadcastStream, IncomingStream, SendStream};
+pub use transport::TransportStats;
 pub use types::{BroadcastRequest, Error, LeaderGuard, Reply, Request, Status, WatchEvent};

@@ -8,23 +8,37 @@
 //! connection's task, which finishes it. On the common path a frame thus
 //! costs no task hop between the driver and the socket.
 //!
+//! A frame's body is read as its bytes arrive, into a buffer that grows
+//! only by what the node's [`budget`] grants, so what a peer announces
+//! never reserves memory by itself; a frame must be complete within the
+//! frame timeout once its first byte came.
+//!
 //! This room moves frames; it never interprets a protocol message, never
 //! decides where a message goes (the driver does) and never touches the
 //! node. Anything a peer sends that breaks the framing closes that
-//! connection with a logged reason; the node keeps running.
+//! connection with a logged reason and a count in [`TransportStats`]; the
+//! node keeps running.
+
+mod budget;
+mod stats;
+
+pub use stats::TransportStats;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::IoSlice;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::future::{AbortHandle, Abortable, Either};
-use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use futures::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+};
 use futures::task::noop_waker_ref;
 use futures::SinkExt;
 use hedgerow_core::wire::{
@@ -35,6 +49,8 @@ use hedgerow_core::{Bytes, Hello, Message, NodeId, Payload};
 
 use crate::input::Accept;
 use crate::runtime::{timeout, Runtime};
+use budget::{FrameBudget, Grant};
+use stats::{bump, Counters};
 
 /// Identifies one connection for the driver's bookkeeping.
 pub(crate) type ConnId = u64;
@@ -50,6 +66,10 @@ const READ_AHEAD: usize = 16 * 1024;
 /// the full frame limit would let each of the bounded handshakes pin
 /// megabytes before anyone is known.
 const MAX_HELLO_LEN: u32 = 16 * 1024;
+/// A frame body's buffer starts at this size (or the body's, if smaller)
+/// and at least doubles each time it fills, so a body costs few copies
+/// and never more than twice the bytes that came.
+const BODY_STEP: usize = 16 * 1024;
 
 /// What connection tasks tell the driver.
 pub(crate) enum NetEvent {
@@ -93,6 +113,12 @@ pub(crate) struct Limits {
     pub(crate) idle_timeout: Duration,
     /// Frames queued per connection before new ones are dropped.
     pub(crate) send_queue: usize,
+    /// Bytes of frames being read, all connections together.
+    pub(crate) frame_budget: usize,
+    /// Longest a frame may take from its first byte to its last.
+    pub(crate) frame_timeout: Duration,
+    /// Most established inbound connections from one IP address.
+    pub(crate) max_inbound_per_ip: usize,
 }
 
 /// What every connection task shares.
@@ -106,11 +132,19 @@ pub(crate) struct NetCtx {
     inputs: OnceLock<Weak<dyn Accept<NetEvent>>>,
     /// Buffers for big frame bodies, shared by every connection.
     bodies: Arc<BodyPool>,
+    /// Bytes of frames being read, shared by every connection.
+    budget: Arc<FrameBudget>,
+    counters: Counters,
     next_conn: AtomicU64,
     handshakes: AtomicUsize,
     /// Handshakes in progress per source address.
     handshakes_by_ip: Mutex<HashMap<IpAddr, usize>>,
     inbound: AtomicUsize,
+    /// Established inbound connections per source address.
+    inbound_by_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// The established inbound connection of each node id that claimed
+    /// one; a newer hello for the id replaces it.
+    inbound_by_id: Mutex<HashMap<NodeId, (ConnId, Arc<Outbox>)>>,
 }
 
 impl NetCtx {
@@ -123,14 +157,41 @@ impl NetCtx {
         NetCtx {
             hello,
             max_frame_len,
-            limits,
             events,
             inputs: OnceLock::new(),
             bodies: BodyPool::new(),
+            budget: FrameBudget::new(limits.frame_budget),
+            counters: Counters::default(),
             next_conn: AtomicU64::new(1),
             handshakes: AtomicUsize::new(0),
             handshakes_by_ip: Mutex::new(HashMap::new()),
             inbound: AtomicUsize::new(0),
+            inbound_by_ip: Mutex::new(HashMap::new()),
+            inbound_by_id: Mutex::new(HashMap::new()),
+            limits,
+        }
+    }
+
+    /// What the transport has counted so far.
+    pub(crate) fn stats(&self) -> TransportStats {
+        self.counters.snapshot(&self.budget)
+    }
+
+    /// Makes `outbox`'s connection the one inbound connection of `peer`;
+    /// an older one it had is closed (it may be half-open after a network
+    /// blip, and one id needs one inbound connection). Undone by dropping
+    /// the claim.
+    fn claim_id(self: &Arc<Self>, peer: &NodeId, conn: ConnId, outbox: &Arc<Outbox>) -> IdClaim {
+        let old = lock_map(&self.inbound_by_id).insert(peer.clone(), (conn, outbox.clone()));
+        if let Some((old_conn, old)) = old {
+            bump(&self.counters.replaced_same_id);
+            tracing::warn!(%peer, old_conn, conn, "a new connection claims this node id; closing the older one");
+            old.close();
+        }
+        IdClaim {
+            ctx: self.clone(),
+            peer: peer.clone(),
+            conn,
         }
     }
 
@@ -206,23 +267,74 @@ impl Drop for HandshakeSlot {
     }
 }
 
-/// One established inbound connection, counted until dropped.
-struct InboundSlot(Arc<NetCtx>);
+fn lock_map<K, V>(m: &Mutex<HashMap<K, V>>) -> MutexGuard<'_, HashMap<K, V>> {
+    // Counts only; a panic cannot leave one half-updated.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One established inbound connection, counted against the global and
+/// the per-address limits until dropped.
+struct InboundSlot {
+    ctx: Arc<NetCtx>,
+    ip: IpAddr,
+}
 
 impl InboundSlot {
-    fn take(ctx: &Arc<NetCtx>) -> Option<Self> {
-        let before = ctx.inbound.fetch_add(1, Ordering::Relaxed);
-        if before >= ctx.limits.max_inbound {
-            ctx.inbound.fetch_sub(1, Ordering::Relaxed);
-            return None;
+    /// A slot for a peer at `ip`, or why there is none.
+    fn take(ctx: &Arc<NetCtx>, ip: IpAddr) -> Result<Self, String> {
+        let mut by_ip = lock_map(&ctx.inbound_by_ip);
+        if ctx.inbound.load(Ordering::Relaxed) >= ctx.limits.max_inbound {
+            bump(&ctx.counters.refused_inbound);
+            return Err(format!(
+                "too many connections to this node (limit {}); try later",
+                ctx.limits.max_inbound
+            ));
         }
-        Some(InboundSlot(ctx.clone()))
+        let n = by_ip.entry(ip).or_insert(0);
+        if *n >= ctx.limits.max_inbound_per_ip {
+            bump(&ctx.counters.refused_per_address);
+            return Err(format!(
+                "too many connections to this node from {ip} (limit {}); try later",
+                ctx.limits.max_inbound_per_ip
+            ));
+        }
+        *n += 1;
+        ctx.inbound.fetch_add(1, Ordering::Relaxed);
+        Ok(InboundSlot {
+            ctx: ctx.clone(),
+            ip,
+        })
     }
 }
 
 impl Drop for InboundSlot {
     fn drop(&mut self) {
-        self.0.inbound.fetch_sub(1, Ordering::Relaxed);
+        let mut by_ip = lock_map(&self.ctx.inbound_by_ip);
+        if let Some(n) = by_ip.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                by_ip.remove(&self.ip);
+            }
+        }
+        self.ctx.inbound.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection's claim to be its node id's inbound connection; see
+/// [`NetCtx::claim_id`].
+struct IdClaim {
+    ctx: Arc<NetCtx>,
+    peer: NodeId,
+    conn: ConnId,
+}
+
+impl Drop for IdClaim {
+    fn drop(&mut self) {
+        let mut by_id = lock_map(&self.ctx.inbound_by_id);
+        // Only if no newer connection took the id over meanwhile.
+        if by_id.get(&self.peer).is_some_and(|(c, _)| *c == self.conn) {
+            by_id.remove(&self.peer);
+        }
     }
 }
 
@@ -234,6 +346,12 @@ enum Closed {
     Eof,
     Driver,
     Idle(Duration),
+    /// A frame was not complete this long after its first byte; `budget`
+    /// if it was waiting for the frame budget rather than for the peer.
+    SlowFrame {
+        limit: Duration,
+        budget: bool,
+    },
 }
 
 impl std::fmt::Display for Closed {
@@ -244,6 +362,17 @@ impl std::fmt::Display for Closed {
             Closed::Eof => f.write_str("peer closed the connection"),
             Closed::Driver => f.write_str("closed by this node"),
             Closed::Idle(limit) => write!(f, "no bytes either way for {limit:?}; closed as idle"),
+            Closed::SlowFrame {
+                limit,
+                budget: false,
+            } => write!(f, "a frame was not complete {limit:?} after it started"),
+            Closed::SlowFrame {
+                limit,
+                budget: true,
+            } => write!(
+                f,
+                "a frame waited {limit:?} for the node's frame budget (other connections hold it)"
+            ),
         }
     }
 }
@@ -259,13 +388,25 @@ async fn write_frame<W: AsyncWrite + Unpin>(
     w.flush().await.map_err(Closed::Io)
 }
 
-/// Reads one frame, checking the announced length before allocating.
-/// Bodies of [`SPLIT_AT`] bytes or more are read into a buffer from
-/// `pool` (when given), which the decoded stream data then shares.
+/// Where an established connection's frame bodies come from: the node's
+/// budget and body pool.
+struct Bodies<'a> {
+    budget: &'a Arc<FrameBudget>,
+    pool: &'a Arc<BodyPool>,
+    /// Whether the peer is a member of the view (first call on the
+    /// budget).
+    member: bool,
+    /// Set while the read waits for the budget, so a frame that times out
+    /// says why.
+    waiting: &'a AtomicBool,
+}
+
+/// Reads one frame, checking the announced length first. The body is read
+/// as it arrives (see [`read_body`]); with `bodies`, under the budget.
 async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     max: u32,
-    pool: Option<&Arc<BodyPool>>,
+    bodies: Option<&Bodies<'_>>,
 ) -> Result<Frame, Closed> {
     let mut prefix = [0u8; LEN_PREFIX];
     match r.read_exact(&mut prefix).await {
@@ -278,20 +419,71 @@ async fn read_frame<R: AsyncRead + Unpin>(
         Ok(None) => return Err(Closed::Protocol("short length prefix".into())),
         Err(e) => return Err(Closed::Protocol(e.to_string())),
     };
-    let body = match pool {
-        Some(pool) if len >= SPLIT_AT => {
-            let mut buf = pool.take(len);
-            r.read_exact(&mut buf.bytes).await.map_err(Closed::Io)?;
-            Bytes::from_owner(buf)
-        }
-        _ => {
-            let mut body = vec![0u8; len];
-            r.read_exact(&mut body).await.map_err(Closed::Io)?;
-            Bytes::from(body)
-        }
-    };
-    // Shared, so stream data is handed on as a slice of this buffer.
+    let mut grant = bodies.map(|b| Grant::new(b.budget, b.member));
+    let body = read_body(r, len, bodies, grant.as_mut()).await?;
+    // Shared, so stream data is handed on as a slice of this buffer. The
+    // grant ends with this call: what the message holds from here on is
+    // bounded by the protocol (credit, queues), not by the framing.
     decode_body_shared(body).map_err(|e| Closed::Protocol(e.to_string()))
+}
+
+/// Reads a body of `len` bytes as they arrive. Its buffer starts at
+/// [`BODY_STEP`] and at least doubles whenever it fills, each step first
+/// granted by the budget (waiting while it has no room), so a peer that
+/// announces a big frame and sends little of it holds little. A body a
+/// pooled buffer already has room for takes that buffer, charged whole.
+async fn read_body<R: AsyncRead + Unpin>(
+    r: &mut R,
+    len: usize,
+    bodies: Option<&Bodies<'_>>,
+    mut grant: Option<&mut Grant>,
+) -> Result<Bytes, Closed> {
+    let pooled = bodies
+        .filter(|_| (SPLIT_AT..=POOL_BUFFER_MAX).contains(&len))
+        .and_then(|b| b.pool.take_with_room(len).map(|buf| (b, buf)));
+    let (mut buf, pool) = match pooled {
+        Some((b, mut buf)) => {
+            if let Some(g) = grant.as_deref_mut() {
+                charge(g, len, b.waiting).await;
+            }
+            // A reused buffer only grows its initialized length: no
+            // zeroing of bytes that are about to be overwritten anyway.
+            buf.resize(len, 0);
+            (buf, Some(b.pool))
+        }
+        None => (Vec::new(), bodies.map(|b| b.pool)),
+    };
+    let mut filled = 0;
+    while filled < len {
+        if filled == buf.len() {
+            let window = (buf.len() * 2).max(BODY_STEP).min(len);
+            if let (Some(g), Some(b)) = (grant.as_deref_mut(), bodies) {
+                charge(g, window, b.waiting).await;
+            }
+            buf.reserve_exact(window - buf.len());
+            buf.resize(window, 0);
+        }
+        match r.read(&mut buf[filled..]).await {
+            Ok(0) => return Err(Closed::Io(std::io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Closed::Io(e)),
+        }
+    }
+    Ok(match pool {
+        Some(pool) if len >= SPLIT_AT => Bytes::from_owner(PooledBody {
+            bytes: buf,
+            pool: pool.clone(),
+        }),
+        _ => Bytes::from(buf),
+    })
+}
+
+/// Holds `total` bytes of the budget, flagging `waiting` while it waits.
+async fn charge(grant: &mut Grant, total: usize, waiting: &AtomicBool) {
+    waiting.store(true, Ordering::Relaxed);
+    grant.grow_to(total).await;
+    waiting.store(false, Ordering::Relaxed);
 }
 
 /// Buffers for big frame bodies, reused once every slice of a body has
@@ -316,21 +508,12 @@ impl BodyPool {
         })
     }
 
-    /// A buffer of exactly `len` bytes (contents unspecified).
-    fn take(self: &Arc<Self>, len: usize) -> PooledBody {
-        let reused = if len <= POOL_BUFFER_MAX {
-            self.free.lock().ok().and_then(|mut free| free.pop())
-        } else {
-            None
-        };
-        let mut bytes = reused.unwrap_or_default();
-        // A reused buffer only shrinks or grows its initialized length:
-        // no zeroing of bytes that are about to be overwritten anyway.
-        bytes.resize(len, 0);
-        PooledBody {
-            bytes,
-            pool: self.clone(),
-        }
+    /// A kept buffer with room for `len` bytes, if there is one (its
+    /// contents unspecified).
+    fn take_with_room(&self, len: usize) -> Option<Vec<u8>> {
+        let mut free = self.free.lock().ok()?;
+        let at = free.iter().rposition(|b| b.capacity() >= len)?;
+        Some(free.swap_remove(at))
     }
 }
 
@@ -371,6 +554,8 @@ pub(crate) fn spawn_dial<R: Runtime>(
 ) -> AbortHandle {
     let (abort, reg) = AbortHandle::new_pair();
     let rt2 = rt.clone();
+    // The driver dials the nodes it has to reach: the leader, members.
+    outbox.mark_member();
     let task = async move {
         let mut events = ctx.events.clone();
         let limit = ctx.limits.handshake_timeout;
@@ -472,6 +657,7 @@ pub(crate) fn spawn_listener<R: Runtime>(
             let slot = match HandshakeSlot::take(&ctx, from.ip()) {
                 Ok(slot) => slot,
                 Err(why) => {
+                    bump(&ctx.counters.refused_handshake_slots);
                     tracing::warn!(%from, limit = ctx.limits.max_handshakes, per_address = ctx.limits.max_handshakes_per_ip, "{why}; closing new connection");
                     drop(stream);
                     continue;
@@ -483,21 +669,24 @@ pub(crate) fn spawn_listener<R: Runtime>(
             let conn = ctx.next_conn();
             let task = async move {
                 let limit = ctx2.limits.handshake_timeout;
-                let shaken = timeout(&rt3, limit, accept_handshake(&ctx2, stream)).await;
+                let shaken = timeout(&rt3, limit, accept_handshake(&ctx2, stream, from.ip())).await;
                 drop(slot);
                 let (stream, hello, version, _inbound) = match shaken {
                     Some(Ok(x)) => x,
                     Some(Err(e)) => {
+                        bump(&ctx2.counters.failed_handshakes);
                         tracing::info!(%from, reason = %e, "inbound handshake failed");
                         return;
                     }
                     None => {
+                        bump(&ctx2.counters.failed_handshakes);
                         tracing::info!(%from, "inbound handshake timed out");
                         return;
                     }
                 };
                 let outbox = Outbox::new(ctx2.max_frame_len, ctx2.limits.send_queue);
                 outbox.set_version(version);
+                let _claim = ctx2.claim_id(&hello.node_id, conn, &outbox);
                 let up = NetEvent::Up {
                     conn,
                     peer: hello.node_id.clone(),
@@ -524,6 +713,7 @@ pub(crate) fn spawn_listener<R: Runtime>(
 async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     ctx: &Arc<NetCtx>,
     mut s: S,
+    ip: IpAddr,
 ) -> Result<(S, Hello, u16, InboundSlot), Closed> {
     let max = ctx.max_frame_len;
     let hello = match read_frame(&mut s, MAX_HELLO_LEN.min(max), None).await? {
@@ -544,15 +734,14 @@ async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
             return Err(Closed::Protocol(why));
         }
     };
-    let Some(slot) = InboundSlot::take(ctx) else {
-        let why = format!(
-            "too many connections to this node (limit {}); try later",
-            ctx.limits.max_inbound
-        );
-        tracing::warn!(peer = %hello.node_id, reason = %why, "refusing peer");
-        let _ = write_frame(&mut s, &Frame::Refuse(why.clone()), max).await;
-        let _ = s.close().await;
-        return Err(Closed::Protocol(why));
+    let slot = match InboundSlot::take(ctx, ip) {
+        Ok(slot) => slot,
+        Err(why) => {
+            tracing::warn!(peer = %hello.node_id, %ip, reason = %why, "refusing peer");
+            let _ = write_frame(&mut s, &Frame::Refuse(why.clone()), max).await;
+            let _ = s.close().await;
+            return Err(Closed::Protocol(why));
+        }
     };
     write_frame(&mut s, &Frame::Hello(ctx.hello.clone()), max).await?;
     Ok((s, hello, version, slot))
@@ -578,6 +767,7 @@ async fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     // most of a big frame's body is read straight into its own buffer
     // rather than through this one.
     let reader = read_loop(
+        rt,
         BufReader::with_capacity(READ_AHEAD, r),
         max,
         &ctx,
@@ -593,9 +783,24 @@ async fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             c
         }
     };
+    let counters = &ctx.counters;
     match &closed {
-        Closed::Protocol(why) => tracing::warn!(%peer, reason = %why, "closing connection"),
-        Closed::Idle(_) => tracing::info!(%peer, reason = %closed, "closing connection"),
+        Closed::Protocol(why) => {
+            bump(&counters.closed_bad_frame);
+            tracing::warn!(%peer, reason = %why, "closing connection");
+        }
+        Closed::SlowFrame { budget, .. } => {
+            bump(if *budget {
+                &counters.closed_budget_wait
+            } else {
+                &counters.closed_slow_frame
+            });
+            tracing::warn!(%peer, reason = %closed, "closing connection");
+        }
+        Closed::Idle(_) => {
+            bump(&counters.closed_idle);
+            tracing::info!(%peer, reason = %closed, "closing connection");
+        }
         other => tracing::debug!(%peer, reason = %other, "connection closed"),
     }
     let mut events = ctx.events.clone();
@@ -608,7 +813,8 @@ async fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     let _ = ctx.deliver(&mut events, down).await;
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(
+async fn read_loop<Rt: Runtime, R: AsyncBufRead + Unpin>(
+    rt: &Rt,
     mut r: R,
     max: u32,
     ctx: &NetCtx,
@@ -617,10 +823,31 @@ async fn read_loop<R: AsyncRead + Unpin>(
     outbox: Arc<Outbox>,
 ) -> Closed {
     let mut events = ctx.events.clone();
+    let limit = ctx.limits.frame_timeout;
+    let waiting = AtomicBool::new(false);
     loop {
-        let frame = match read_frame(&mut r, max, Some(&ctx.bodies)).await {
-            Ok(f) => f,
-            Err(c) => return c,
+        // The next frame's first byte may take any time (the idle watch
+        // minds silence); from then on the frame has `limit` to complete.
+        match r.fill_buf().await {
+            Ok([]) => return Closed::Eof,
+            Ok(_) => {}
+            Err(e) => return Closed::Io(e),
+        }
+        let bodies = Bodies {
+            budget: &ctx.budget,
+            pool: &ctx.bodies,
+            member: outbox.is_member(),
+            waiting: &waiting,
+        };
+        let frame = match finish_within(rt, limit, read_frame(&mut r, max, Some(&bodies))).await {
+            Some(Ok(f)) => f,
+            Some(Err(c)) => return c,
+            None => {
+                return Closed::SlowFrame {
+                    limit,
+                    budget: waiting.load(Ordering::Relaxed),
+                }
+            }
         };
         outbox.touch();
         let msg = match frame {
@@ -644,6 +871,22 @@ async fn read_loop<R: AsyncRead + Unpin>(
         if big {
             crate::runtime::yield_once().await;
         }
+    }
+}
+
+/// `fut`'s output, or `None` if it takes longer than `limit`. Most frames
+/// are whole in the read-ahead buffer already: those finish on the first
+/// poll and cost no timer.
+async fn finish_within<R: Runtime, T>(
+    rt: &R,
+    limit: Duration,
+    fut: impl Future<Output = T>,
+) -> Option<T> {
+    let mut fut = std::pin::pin!(fut);
+    let first = futures::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => timeout(rt, limit, fut).await,
     }
 }
 
@@ -788,6 +1031,9 @@ pub(crate) struct Outbox {
     state: Mutex<OutboxState>,
     /// Counts frames read and writes done, for the idle check.
     activity: AtomicU64,
+    /// The peer is a member of the view (or a node this one dialed): its
+    /// frames come first on the frame budget.
+    member: AtomicBool,
     max_frame_len: u32,
     capacity: usize,
 }
@@ -845,6 +1091,7 @@ impl Outbox {
                 ..OutboxState::default()
             }),
             activity: AtomicU64::new(0),
+            member: AtomicBool::new(false),
             max_frame_len,
             capacity: capacity.max(1),
         })
@@ -852,6 +1099,16 @@ impl Outbox {
 
     fn touch(&self) {
         self.activity.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Puts the peer's frames first on the frame budget: the driver calls
+    /// it for a member of the view; dialed connections start so.
+    pub(crate) fn mark_member(&self) {
+        self.member.store(true, Ordering::Relaxed);
+    }
+
+    fn is_member(&self) -> bool {
+        self.member.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, OutboxState> {

@@ -18,33 +18,14 @@ use std::time::{Duration, Instant};
 
 use hedgerow::runtime::{Runtime, TokioRuntime};
 use hedgerow::store::MemoryStore;
-use hedgerow::{Builder, Config, Hedgerow};
-use hedgerow_clock::SystemClock;
+use hedgerow::Builder;
 use hedgerow_core::wire::{decode_frame, encode_frame, Frame};
 use hedgerow_core::{Hello, NodeId};
 
 mod support;
-use support::{blocking, tokio_runtime, wait_until};
+use support::{blocking, closed_within, local_node, tokio_runtime, wait_until};
 
 const CLUSTER: &str = "limits";
-
-async fn node(
-    rt: &TokioRuntime,
-    store: &MemoryStore,
-    name: &str,
-    tweak: impl FnOnce(Builder<TokioRuntime>) -> Builder<TokioRuntime>,
-) -> Hedgerow {
-    let b = Builder::<TokioRuntime>::new(CLUSTER, name, "127.0.0.1:0")
-        .runtime(rt.clone())
-        .store(store.clone())
-        .clock(SystemClock::new(Duration::from_millis(5)))
-        .config(|c| {
-            *c = Config::local(c.cluster.clone());
-            c.lead_on_assumed_clock = true;
-        })
-        .broadcast_handler(|req| async move { Ok(req.payload) });
-    tweak(b).start().await.expect("node starts")
-}
 
 fn hello_bytes(name: &str) -> Vec<u8> {
     let hello = Hello::new(CLUSTER, NodeId::new(name).unwrap(), 1, "127.0.0.1:1");
@@ -72,32 +53,16 @@ fn hello_then_silence(addr: SocketAddr, name: &str, wait: Duration) -> (Option<F
     }
 }
 
-/// Blocks until the node closes `s` (true) or `wait` passes (false).
-fn closed_within(mut s: TcpStream, wait: Duration) -> bool {
-    s.set_read_timeout(Some(wait)).unwrap();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return false
-            }
-            Err(_) => return true,
-        }
-    }
-}
-
 #[test]
 fn silent_peers_are_closed_as_idle_and_idle_member_links_are_dialed_again() {
     const IDLE: Duration = Duration::from_millis(500);
     tokio_runtime().block_on(async {
         let rt = TokioRuntime::from_context().unwrap();
         let store = MemoryStore::new();
-        let a = node(&rt, &store, "a", |b| b.idle_timeout(IDLE)).await;
+        let a = local_node(&rt, &store, (CLUSTER, "a"), |b| b.idle_timeout(IDLE)).await;
         assert!(wait_until(&rt, Duration::from_secs(5), || a.is_leader()).await);
-        let b = node(&rt, &store, "b", |b| b.idle_timeout(IDLE)).await;
-        let c = node(&rt, &store, "c", |b| b.idle_timeout(IDLE)).await;
+        let b = local_node(&rt, &store, (CLUSTER, "b"), |b| b.idle_timeout(IDLE)).await;
+        let c = local_node(&rt, &store, (CLUSTER, "c"), |b| b.idle_timeout(IDLE)).await;
         let all = [&a, &b, &c];
         let settled = || {
             all.iter().all(|n| {
@@ -114,7 +79,7 @@ fn silent_peers_are_closed_as_idle_and_idle_member_links_are_dialed_again() {
         let closed = blocking(&rt, move || {
             let (frame, s) = hello_then_silence(addr, "mute", Duration::from_secs(2));
             assert!(matches!(frame, Some(Frame::Hello(_))), "{frame:?}");
-            closed_within(s, IDLE * 4)
+            closed_within(&mut { s }, IDLE * 4)
         })
         .await;
         let took = started.elapsed();
@@ -149,7 +114,7 @@ fn established_inbound_connections_are_capped() {
     tokio_runtime().block_on(async {
         let rt = TokioRuntime::from_context().unwrap();
         let store = MemoryStore::new();
-        let a = node(&rt, &store, "a", |b| b.max_inbound(2)).await;
+        let a = local_node(&rt, &store, (CLUSTER, "a"), |b| b.max_inbound(2)).await;
         assert!(wait_until(&rt, Duration::from_secs(5), || a.is_leader()).await);
         let addr = a.local_addr();
         let wait = Duration::from_secs(2);
@@ -192,7 +157,7 @@ fn one_address_flooding_handshakes_cannot_lock_out_a_joiner() {
                 .max_handshakes_per_ip(PER_IP)
                 .handshake_timeout(HANDSHAKE_TIMEOUT)
         };
-        let a = node(&rt, &store, "a", limits).await;
+        let a = local_node(&rt, &store, (CLUSTER, "a"), limits).await;
         assert!(wait_until(&rt, Duration::from_secs(5), || a.is_leader()).await);
         let addr = a.local_addr();
 
@@ -234,7 +199,7 @@ fn one_address_flooding_handshakes_cannot_lock_out_a_joiner() {
 
         rt.sleep(Duration::from_millis(300)).await;
         let joined_at = Instant::now();
-        let b = node(&rt, &store, "b", limits).await;
+        let b = local_node(&rt, &store, (CLUSTER, "b"), limits).await;
         let joined = wait_until(&rt, Duration::from_secs(5), || {
             b.leader().map(|l| l.id).as_ref() == Some(a.id()) && a.members().len() == 2
         })

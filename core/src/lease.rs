@@ -867,6 +867,55 @@ mod tests {
     }
 
     #[test]
+    fn renews_under_a_wandering_clock_never_move_the_expiry_back() {
+        // Readings whose `latest` steps back and forth (bound growing and
+        // shrinking, small steps of the clock) across many renewals: no
+        // renew write, landed or not, ends before the lease held so far.
+        let mut store = None;
+        let mut a = lease("a", 1);
+        run(&mut a, &now(0, 1_000_000, 5), &mut store);
+        let mut rng = crate::rng::Rng::new(3);
+        let mut held = a.claim().unwrap().1;
+        let mut renews = 0;
+        let mut shorter = 0;
+        for step in 1..600u64 {
+            let mono = step * 500;
+            // Each reading at one of two extremes: on time or 2.5 s behind,
+            // with a bound of 0 or 3 s. From a high one to a low one,
+            // `latest` goes back by more than the 3.5 s between renewals,
+            // and never forward by the 10 s lease.
+            let t = 1_000_000 + mono - 2_500 * rng.below(2);
+            let n = now(mono, t, 3_000 * rng.below(2));
+            if n.clock.interval.latest + 10_000 * MS < held {
+                shorter += 1;
+            }
+            let mut notes = Vec::new();
+            while let Some(op) = a.step(&n, &mut notes) {
+                if let LeaseOp::CompareAndSet { write, .. } = &op {
+                    assert!(
+                        write.expires_ns >= held,
+                        "step {step}: renew to {} before the held {held}",
+                        write.expires_ns
+                    );
+                    renews += 1;
+                }
+                notes.extend(answer(&mut a, &n, &op, &mut store));
+            }
+            assert!(
+                !notes
+                    .iter()
+                    .any(|x| matches!(x, LeaseNote::SteppedDown(..))),
+                "step {step}: {notes:?}"
+            );
+            let now_held = a.claim().unwrap().1;
+            assert!(now_held >= held, "step {step}: the held expiry went back");
+            held = now_held;
+        }
+        assert!(renews > 40, "only {renews} renewals");
+        assert!(shorter > 0, "no reading would have shortened the lease");
+    }
+
+    #[test]
     fn a_renew_answered_under_another_token_ends_the_old_term_first() {
         // Found by the node fuzz target (a store that contradicts itself):
         // the term changed under the application without an event.

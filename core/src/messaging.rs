@@ -508,6 +508,39 @@ mod tests {
     }
 
     #[test]
+    fn seen_broadcasts_pass_each_key_once_per_window() {
+        let mut seen = SeenBroadcasts::default();
+        let w = Duration::from_secs(10);
+        let t0 = MonoTime::from_nanos(0);
+        assert!(seen.first(key(1), t0, w, 10), "first copy passes");
+        assert!(!seen.first(key(1), t0, w, 10), "a duplicate is held back");
+        let later = t0 + Duration::from_secs(9);
+        assert!(!seen.first(key(1), later, w, 10), "still within the window");
+        // Another id, another incarnation of the sender, another sender.
+        assert!(seen.first(key(2), later, w, 10));
+        let restarted = (NodeId::new("s").unwrap(), 2, 1);
+        assert!(seen.first(restarted, later, w, 10));
+        assert!(seen.first((NodeId::new("t").unwrap(), 1, 1), later, w, 10));
+        // A window after it was first seen, the key is forgotten.
+        let after = t0 + Duration::from_secs(11);
+        assert!(seen.first(key(1), after, w, 10));
+    }
+
+    #[test]
+    fn seen_broadcasts_stay_within_their_bound() {
+        let mut seen = SeenBroadcasts::default();
+        let w = Duration::from_secs(10);
+        let t0 = MonoTime::from_nanos(0);
+        for n in 0..1_000 {
+            assert!(seen.first(key(n), t0, w, 100));
+        }
+        assert!(seen.seen.len() <= 100, "{} kept", seen.seen.len());
+        assert_eq!(seen.seen.len(), seen.order.len());
+        // The newest are the ones kept.
+        assert!(!seen.first(key(999), t0, w, 100));
+    }
+
+    #[test]
     fn dedupe_replays_within_window_and_forgets_after() {
         let mut d = Dedupe::default();
         let w = Duration::from_secs(10);

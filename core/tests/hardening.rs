@@ -478,3 +478,64 @@ fn oversize_metadata_is_refused_locally_and_dropped_from_a_heartbeat() {
     let m = a.view().get(&id("m")).expect("the member joined");
     assert!(m.meta.is_empty(), "oversize metadata is not stored");
 }
+
+// ---- requests -------------------------------------------------------------------
+
+/// The leader's outputs for request `id` of sender `s` (incarnation 1)
+/// that says everything below `settled_below` is settled: the requests
+/// handed to the application and the failures sent back.
+fn request_to(
+    a: &mut Node,
+    now: Now,
+    store: &mut Option<LeaseRow>,
+    (id, settled_below): (u64, u64),
+) -> (Vec<hedgerow_core::RequestHandle>, Vec<String>) {
+    let msg = Message::Request {
+        id,
+        incarnation: 1,
+        payload: Payload::from("x"),
+        settled_below,
+    };
+    a.handle(
+        now,
+        Input::Message {
+            from: self::id("s"),
+            msg,
+        },
+    );
+    let mut handled = Vec::new();
+    let mut refused = Vec::new();
+    for o in drive(a, now, store, true) {
+        match o {
+            Output::Event(hedgerow_core::Event::Request { handle, .. }) => handled.push(handle),
+            Output::Transmit {
+                msg:
+                    Message::Reply {
+                        body: hedgerow_core::wire::ReplyBody::Failed { reason, .. },
+                        ..
+                    },
+                ..
+            } => refused.push(reason),
+            _ => {}
+        }
+    }
+    (handled, refused)
+}
+
+#[test]
+fn a_stray_copy_of_a_settled_request_is_refused_not_handled_again() {
+    let (mut a, mut store) = leader(Config::lan("c"));
+    let (handled, _) = request_to(&mut a, at(110), &mut store, (1, 1));
+    assert_eq!(handled.len(), 1, "request 1 is handled");
+    a.reply(at(111), handled[0].clone(), Ok(Payload::from("r1")));
+    drive(&mut a, at(111), &mut store, true);
+    // Request 2 says 1 is settled: the leader may forget 1.
+    let (handled, _) = request_to(&mut a, at(120), &mut store, (2, 2));
+    assert_eq!(handled.len(), 1, "request 2 is handled");
+    // A copy of 1 turns up late (another connection, a retry in flight):
+    // refused with a reason, never handed to the application again.
+    let (handled, refused) = request_to(&mut a, at(130), &mut store, (1, 1));
+    assert!(handled.is_empty(), "a settled request was handled twice");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].contains("settled"), "{refused:?}");
+}

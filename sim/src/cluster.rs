@@ -17,6 +17,7 @@ use hedgerow_core::{
 
 use hedgerow_core::coord::{CoordAnswer, CoordOp, CoordReply, Origin};
 
+use crate::check::broadcasts::BroadcastOnce;
 use crate::check::convergence::{self, NodeReport};
 use crate::check::kv::Puts;
 use crate::check::leadership::Leadership;
@@ -249,6 +250,7 @@ pub struct Cluster {
     puts: Puts,
     views: ViewOrder,
     requests: Requests,
+    broadcasts: BroadcastOnce,
     streams: StreamOrder,
     violations: Vec<Violation>,
     trace: VecDeque<String>,
@@ -281,6 +283,7 @@ impl Cluster {
             puts: Puts::default(),
             views: ViewOrder::default(),
             requests: Requests::default(),
+            broadcasts: BroadcastOnce::default(),
             streams: StreamOrder::default(),
             violations: Vec::new(),
             trace: VecDeque::new(),
@@ -823,6 +826,12 @@ impl Cluster {
         self.requests.handlings
     }
 
+    /// Broadcasts handed to applications so far (each checked to be the
+    /// first of its kind at its receiver).
+    pub fn broadcast_deliveries(&self) -> u64 {
+        self.broadcasts.deliveries
+    }
+
     /// Bytes of stream data checked in order.
     pub fn stream_bytes_checked(&self) -> u64 {
         self.streams.bytes
@@ -1255,6 +1264,26 @@ impl Cluster {
             };
             self.violation(Some(v));
         }
+        // The boundary itself, asked ahead without a step in between (a
+        // process paused until then and resuming there): at the first
+        // instant its `latest` reaches the expiry it holds, a node already
+        // says no.
+        if let Some((term, expires)) = claim.filter(|_| end > t) {
+            let at_end = self.nodes[slot].clock.now(end);
+            if self.nodes[slot].node.is_leader(&at_end) {
+                let v = Violation {
+                    invariant: "1 (a leader says no once its latest reaches the expiry)",
+                    at_ns: t,
+                    what: format!(
+                        "node {slot} (term {term}) would still say it leads at t={:.6}s, \
+                         when its latest reaches its expiry {expires}",
+                        end as f64 / 1e9
+                    ),
+                    trace: Vec::new(),
+                };
+                self.violation(Some(v));
+            }
+        }
         let v = self.views.observe(slot, inc, stamp, t);
         self.violation(v);
         let n = &self.nodes[slot];
@@ -1285,6 +1314,14 @@ impl Cluster {
             Event::Request { handle, .. } => self.on_request(slot, inc, handle),
             Event::SendDone { id, result } => self.on_send_done(slot, id, result),
             Event::Broadcast { handle, .. } => {
+                let v = self.broadcasts.delivered(
+                    (slot, inc),
+                    &handle.from,
+                    handle.incarnation,
+                    handle.id,
+                    t,
+                );
+                self.violation(v);
                 let at = t + self.cfg.reply_delay.as_nanos() as u64;
                 self.schedule(at, Ev::AppBroadcastReply { slot, inc, handle });
             }

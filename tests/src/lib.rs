@@ -42,6 +42,7 @@
 // The harness panics on setup failures: that is how a test reports them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
@@ -50,6 +51,11 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+
+use hedgerow_cli::http::request;
+use serde_json::Value;
+
+pub mod hostile;
 
 pub use hedgerow::store::conformance::postgres_server::PostgresServer;
 pub use tempfile::TempDir;
@@ -294,8 +300,8 @@ impl NodeCommand {
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
             for line in lines.by_ref().map_while(Result::ok) {
-                if let Some(http) = ready_http(&line) {
-                    let _ = tx.send(http);
+                if let Some(addrs) = ready_addrs(&line) {
+                    let _ = tx.send(addrs);
                     break;
                 }
             }
@@ -303,7 +309,12 @@ impl NodeCommand {
         });
         let id = self.id;
         match rx.recv_timeout(limit) {
-            Ok(http) => Ok(Node { id, process, http }),
+            Ok((addr, http)) => Ok(Node {
+                id,
+                process,
+                addr,
+                http,
+            }),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 Err(format!("{id} did not get ready in {limit:?}"))
             }
@@ -317,13 +328,17 @@ impl NodeCommand {
     }
 }
 
-/// The HTTP address in a node's `ready … http=ADDR` line.
-fn ready_http(line: &str) -> Option<SocketAddr> {
-    line.strip_prefix("ready ")?
-        .split(' ')
-        .find_map(|kv| kv.strip_prefix("http="))?
-        .parse()
-        .ok()
+/// The cluster and HTTP addresses in a node's `ready … addr=A http=H`
+/// line.
+fn ready_addrs(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let rest = line.strip_prefix("ready ")?;
+    let field = |key: &str| {
+        rest.split(' ')
+            .find_map(|kv| kv.strip_prefix(key))?
+            .parse()
+            .ok()
+    };
+    Some((field("addr=")?, field("http=")?))
 }
 
 /// A running `hedgerow node`, killed on drop.
@@ -333,8 +348,53 @@ pub struct Node {
     pub id: String,
     /// The process.
     pub process: Process,
+    /// Where it listens for peers.
+    pub addr: SocketAddr,
     /// Where its HTTP control API listens.
     pub http: SocketAddr,
+}
+
+/// The `(leader, term)` every status agrees on, if each node answered,
+/// names one leader and term above `above`, has exactly the members `want`
+/// and a fresh view, and only the named leader says it leads.
+pub fn agreement(
+    statuses: &[Option<Value>],
+    want: &BTreeSet<String>,
+    above: u64,
+) -> Option<(String, u64)> {
+    let mut leader: Option<(String, u64)> = None;
+    let mut leading = 0;
+    for st in statuses {
+        let st = st.as_ref()?;
+        let this = (st["leader"].as_str()?.to_owned(), st["term"].as_u64()?);
+        if leader.as_ref().is_some_and(|l| *l != this) {
+            return None;
+        }
+        let members: BTreeSet<String> = st["members"]
+            .as_array()?
+            .iter()
+            .filter_map(|m| m["id"].as_str().map(str::to_owned))
+            .collect();
+        if members != *want || st["view_stale"].as_bool()? {
+            return None;
+        }
+        if st["is_leader"].as_bool()? {
+            leading += 1;
+            if st["id"].as_str()? != this.0 {
+                return None;
+            }
+        }
+        leader = Some(this);
+    }
+    leader.filter(|(_, term)| *term > above && leading == 1)
+}
+
+/// A node's `GET /v1/status`, if it answered 200 with JSON.
+pub fn status(addr: SocketAddr) -> Option<Value> {
+    let (code, body) = request(addr, "GET", "/v1/status", b"", Duration::from_secs(2)).ok()?;
+    (code == 200)
+        .then(|| serde_json::from_slice(&body).ok())
+        .flatten()
 }
 
 #[cfg(test)]
@@ -342,13 +402,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_the_http_address_of_a_ready_line() {
+    fn reads_the_addresses_of_a_ready_line() {
         assert_eq!(
-            ready_http("ready id=n1 addr=127.0.0.1:4000 http=127.0.0.1:4001"),
-            Some("127.0.0.1:4001".parse().unwrap())
+            ready_addrs("ready id=n1 addr=127.0.0.1:4000 http=127.0.0.1:4001"),
+            Some((
+                "127.0.0.1:4000".parse().unwrap(),
+                "127.0.0.1:4001".parse().unwrap()
+            ))
         );
-        assert_eq!(ready_http("starting id=n1 http=127.0.0.1:4001"), None);
-        assert_eq!(ready_http("ready id=n1 addr=127.0.0.1:4000"), None);
+        assert_eq!(ready_addrs("starting id=n1 http=127.0.0.1:4001"), None);
+        assert_eq!(ready_addrs("ready id=n1 addr=127.0.0.1:4000"), None);
     }
 
     #[test]

@@ -15,7 +15,6 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufRead as _, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -24,7 +23,9 @@ use std::time::{Duration, Instant};
 // The binary's own minimal HTTP client, so the test speaks to the control
 // API exactly as the demo does.
 use hedgerow_cli::http::request;
-use hedgerow_tests::{log_tails, one_at_a_time, postgres, postgres_url, temp_dir};
+use hedgerow_tests::{
+    agreement, log_tails, one_at_a_time, postgres, postgres_url, status, temp_dir,
+};
 use hedgerow_tests::{Node, NodeCommand, Process, TempDir};
 use serde_json::Value;
 
@@ -148,45 +149,6 @@ impl Cluster {
         });
         (code, json)
     }
-}
-
-fn agreement(
-    statuses: &[Option<Value>],
-    want: &BTreeSet<String>,
-    above: u64,
-) -> Option<(String, u64)> {
-    let mut leader: Option<(String, u64)> = None;
-    let mut leading = 0;
-    for st in statuses {
-        let st = st.as_ref()?;
-        let this = (st["leader"].as_str()?.to_owned(), st["term"].as_u64()?);
-        if leader.as_ref().is_some_and(|l| *l != this) {
-            return None;
-        }
-        let members: BTreeSet<String> = st["members"]
-            .as_array()?
-            .iter()
-            .filter_map(|m| m["id"].as_str().map(str::to_owned))
-            .collect();
-        if members != *want || st["view_stale"].as_bool()? {
-            return None;
-        }
-        if st["is_leader"].as_bool()? {
-            leading += 1;
-            if st["id"].as_str()? != this.0 {
-                return None;
-            }
-        }
-        leader = Some(this);
-    }
-    leader.filter(|(_, term)| *term > above && leading == 1)
-}
-
-fn status(addr: SocketAddr) -> Option<Value> {
-    let (code, body) = request(addr, "GET", "/v1/status", b"", Duration::from_secs(2)).ok()?;
-    (code == 200)
-        .then(|| serde_json::from_slice(&body).ok())
-        .flatten()
 }
 
 /// Election, send, broadcast, metrics, then SIGKILL the leader and check

@@ -217,6 +217,90 @@ pub fn render(node: &Hedgerow, store: &StoreTimings) -> String {
         "gauge",
         stats.dedupe_entries as u64,
     );
+    let net = node.transport_stats();
+    let transport: [(&str, &str, &str, u64); 13] = [
+        (
+            "hedgerow_frame_budget_bytes",
+            "The node's budget for bytes of frames being read.",
+            "gauge",
+            net.frame_budget as u64,
+        ),
+        (
+            "hedgerow_frame_bytes_in_flight",
+            "Bytes of frames being read now.",
+            "gauge",
+            net.frame_bytes_in_flight as u64,
+        ),
+        (
+            "hedgerow_frame_bytes_peak",
+            "Most bytes of frames ever in flight at once.",
+            "gauge",
+            net.frame_bytes_peak as u64,
+        ),
+        (
+            "hedgerow_frame_budget_waits_total",
+            "Times a connection waited for the frame budget.",
+            "counter",
+            net.frame_budget_waits,
+        ),
+        (
+            "hedgerow_refused_handshake_slots_total",
+            "New connections closed at once: too many handshakes in progress.",
+            "counter",
+            net.refused_handshake_slots,
+        ),
+        (
+            "hedgerow_failed_handshakes_total",
+            "Inbound handshakes that failed, timed out or were refused.",
+            "counter",
+            net.failed_handshakes,
+        ),
+        (
+            "hedgerow_refused_inbound_total",
+            "Peers refused after their hello: too many inbound connections.",
+            "counter",
+            net.refused_inbound,
+        ),
+        (
+            "hedgerow_refused_per_address_total",
+            "Peers refused after their hello: too many inbound connections from their address.",
+            "counter",
+            net.refused_per_address,
+        ),
+        (
+            "hedgerow_replaced_same_id_total",
+            "Inbound connections closed for a newer one claiming the same node id.",
+            "counter",
+            net.replaced_same_id,
+        ),
+        (
+            "hedgerow_closed_slow_frame_total",
+            "Connections closed: a frame not complete within the frame timeout.",
+            "counter",
+            net.closed_slow_frame,
+        ),
+        (
+            "hedgerow_closed_budget_wait_total",
+            "Connections closed: a frame waited for the budget past the frame timeout.",
+            "counter",
+            net.closed_budget_wait,
+        ),
+        (
+            "hedgerow_closed_bad_frame_total",
+            "Connections closed for a frame that broke the framing or the codec.",
+            "counter",
+            net.closed_bad_frame,
+        ),
+        (
+            "hedgerow_closed_idle_total",
+            "Connections closed as idle.",
+            "counter",
+            net.closed_idle,
+        ),
+    ];
+    for (name, help, kind, value) in transport {
+        gauge(name, help, kind, value);
+    }
     let t = store.with(|t| {
         (
             t.renew.clone(),

@@ -57,7 +57,7 @@ use std::time::{Duration, Instant};
 use futures::channel::mpsc;
 use futures::future::AbortHandle;
 use hedgerow_clock::Clock;
-use hedgerow_core::{Bytes, Event, Input, Node, Now, Output};
+use hedgerow_core::{Bytes, Event, Input, MemberChange, Node, Now, Output};
 
 pub(crate) use inputs::Inbox;
 pub(crate) use lease::Store;
@@ -371,7 +371,12 @@ impl<R: Runtime> Driver<R> {
             Event::Elected { term } => self.watch.elected(term),
             Event::SteppedDown { term, reason } => self.watch.stepped_down(term, reason),
             Event::LeaderChanged { leader, term } => self.watch.leader_changed(leader, term),
-            Event::Member(c) => self.watch.notify(WatchEvent::Member(c)),
+            Event::Member(c) => {
+                if let MemberChange::Joined(m) = &c {
+                    self.peers.mark_member(&m.id);
+                }
+                self.watch.notify(WatchEvent::Member(c));
+            }
             Event::ViewChanged {
                 term,
                 version,

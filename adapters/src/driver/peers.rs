@@ -125,6 +125,14 @@ impl Peers {
         }
     }
 
+    /// `peer` joined the view: its connections' frames come first on the
+    /// transport's frame budget from now on.
+    pub(super) fn mark_member(&self, peer: &NodeId) {
+        for c in self.conns.get(peer).into_iter().flatten() {
+            c.outbox.mark_member();
+        }
+    }
+
     /// Writes what this wake queued, one write per connection.
     pub(super) fn flush(&mut self) {
         self.wakes += 1;
@@ -135,14 +143,26 @@ impl Peers {
 
     /// Takes in what the transport reports; what the node must hear of it
     /// comes back.
-    pub(super) fn on_net<R: Runtime>(&mut self, rt: &R, e: NetEvent) -> Option<Input> {
+    /// `member`: the peer of a new inbound connection is in the view, so
+    /// the connection is marked as a member's for the frame budget.
+    pub(super) fn on_net<R: Runtime>(
+        &mut self,
+        rt: &R,
+        e: NetEvent,
+        member: bool,
+    ) -> Option<Input> {
         match e {
             NetEvent::Up {
                 conn,
                 peer,
                 incarnation,
                 inbound,
-            } => self.up(conn, peer, incarnation, inbound),
+            } => {
+                if let (true, Some((outbox, _))) = (member, &inbound) {
+                    outbox.mark_member();
+                }
+                self.up(conn, peer, incarnation, inbound)
+            }
             NetEvent::Msg { conn, peer, msg } => {
                 let known = self
                     .conns
@@ -255,7 +275,18 @@ impl Peers {
 impl<R: Runtime> Driver<R> {
     /// A connection event; the node hears what it needs to.
     pub(super) fn on_net(&mut self, e: NetEvent) {
-        if let Some(input) = self.peers.on_net(&self.rt, e) {
+        // Members' frames come first on the transport's frame budget: an
+        // inbound connection of a peer already in the view is marked now,
+        // the others when their peer joins (`Peers::mark_member`).
+        let member = match &e {
+            NetEvent::Up {
+                peer,
+                inbound: Some(_),
+                ..
+            } => self.core.node().view().contains(peer),
+            _ => false,
+        };
+        if let Some(input) = self.peers.on_net(&self.rt, e, member) {
             self.input(input);
         }
     }

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
@@ -68,34 +68,114 @@ impl SqliteStoreBuilder {
 
     /// Opens (creating if need be) the file and the table, and switches the
     /// file to WAL mode.
+    ///
+    /// Processes started together on a new file race for it: switching to
+    /// WAL and creating the table need locks that SQLite may refuse at
+    /// once with `SQLITE_BUSY`, without waiting in its busy handler (a
+    /// lock upgrade it cannot wait for without risking a deadlock). Such a
+    /// refusal is retried with backoff until the busy timeout has passed
+    /// since the first attempt; only then does `open` fail, saying how
+    /// often and for how long it tried.
     pub fn open(self) -> Result<SqliteStore, StoreError> {
-        let fail = |e: rusqlite::Error| classify(&self.path, self.busy_timeout, "open", &e);
-        let conn = Connection::open(&self.path).map_err(fail)?;
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let left = self.busy_timeout.saturating_sub(started.elapsed());
+            let failure = match self.try_open(left) {
+                Ok(store) => return Ok(store),
+                Err(OpenFailure::Busy { step, error }) => (step, error),
+                Err(OpenFailure::Other(e)) => return Err(e),
+            };
+            if started.elapsed() + pause >= self.busy_timeout {
+                let (step, error) = failure;
+                return Err(StoreError::Unavailable(format!(
+                    "SQLite lease store {} (open): {step} was refused as busy ({error}) on each \
+                     of {attempts} attempts over {:?}: other processes kept the file locked \
+                     for the whole busy timeout ({:?}); nothing was written. Retry, or raise \
+                     the busy timeout",
+                    self.path.display(),
+                    started.elapsed(),
+                    self.busy_timeout
+                )));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(MAX_OPEN_PAUSE);
+        }
+    }
+
+    /// One attempt at [`open`](Self::open), its busy handler waiting at
+    /// most `wait`.
+    fn try_open(&self, wait: Duration) -> Result<SqliteStore, OpenFailure> {
+        let conn =
+            Connection::open(&self.path).map_err(|e| self.open_failure("opening the file", e))?;
         // The busy timeout first: the pragmas and the DDL below may have to
         // wait for other processes opening the same file at the same time.
-        conn.busy_timeout(self.busy_timeout).map_err(fail)?;
+        conn.busy_timeout(wait.max(Duration::from_millis(1)))
+            .map_err(|e| self.open_failure("setting the busy timeout", e))?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-            .map_err(fail)?;
+            .map_err(|e| self.open_failure("switching the file to WAL mode", e))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Unavailable(format!(
+            return Err(OpenFailure::Other(StoreError::Unavailable(format!(
                 "SQLite lease store {}: could not switch the file to WAL mode (it is in {mode:?} \
                  mode); use a file on a local file system",
                 self.path.display()
-            )));
+            ))));
         }
         // FULL, not WAL's usual NORMAL: a committed takeover lost to a power
         // cut would let the next leader reuse its token.
         conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(fail)?;
-        conn.execute_batch(SCHEMA).map_err(fail)?;
+            .map_err(|e| self.open_failure("setting synchronous=FULL", e))?;
+        // The table in one IMMEDIATE transaction: it takes the write lock
+        // up front (waiting in the busy handler) instead of reading the
+        // schema under a read lock and then failing to upgrade it.
+        let mut conn = conn;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.open_failure("locking the file to create the table", e))?;
+        tx.execute_batch(SCHEMA)
+            .map_err(|e| self.open_failure("creating the table", e))?;
+        tx.commit()
+            .map_err(|e| self.open_failure("committing the table", e))?;
+        conn.busy_timeout(self.busy_timeout)
+            .map_err(|e| self.open_failure("setting the busy timeout", e))?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
-            path: self.path,
+            path: self.path.clone(),
             busy_timeout: self.busy_timeout,
             coord_ready: AtomicBool::new(false),
         })
     }
+
+    fn open_failure(&self, step: &'static str, e: rusqlite::Error) -> OpenFailure {
+        match &e {
+            rusqlite::Error::SqliteFailure(err, _)
+                if matches!(
+                    err.code,
+                    ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked
+                ) =>
+            {
+                OpenFailure::Busy { step, error: e }
+            }
+            _ => OpenFailure::Other(classify(&self.path, self.busy_timeout, "open", &e)),
+        }
+    }
+}
+
+/// Longest pause between two attempts at opening a busy file.
+const MAX_OPEN_PAUSE: Duration = Duration::from_millis(50);
+
+/// Why one attempt at opening failed.
+enum OpenFailure {
+    /// SQLite refused a lock at `step`: worth another attempt.
+    Busy {
+        step: &'static str,
+        error: rusqlite::Error,
+    },
+    /// Anything else, as the caller gets it.
+    Other(StoreError),
 }
 
 impl SqliteStore {
@@ -377,6 +457,31 @@ mod tests {
             store.compare_and_set("g", None, &write()),
             Err(StoreError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn a_file_locked_past_the_busy_timeout_fails_saying_what_was_refused() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let path = dir.path().join("lease.db");
+        let holder = Connection::open(&path).unwrap_or_else(|e| panic!("open: {e}"));
+        holder
+            .execute_batch("BEGIN EXCLUSIVE; CREATE TABLE held (x INTEGER);")
+            .unwrap_or_else(|e| panic!("lock: {e}"));
+        let opened = SqliteStore::builder(&path)
+            .busy_timeout(Duration::from_millis(200))
+            .open();
+        match opened {
+            Err(StoreError::Unavailable(why)) => {
+                assert!(why.contains("refused as busy"), "{why}");
+                assert!(why.contains("attempts"), "{why}");
+                assert!(why.contains("lease.db"), "{why}");
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+        // Once the lock is let go, the same file opens.
+        drop(holder);
+        let store = SqliteStore::open(&path).unwrap_or_else(|e| panic!("open: {e}"));
+        assert_eq!(store.read("g"), Ok(None));
     }
 
     #[test]

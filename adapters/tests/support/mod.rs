@@ -3,6 +3,8 @@
 // Each test binary includes this module and uses only part of it.
 #![allow(dead_code)]
 
+use std::io::{ErrorKind, Read};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use hedgerow::runtime::Runtime;
@@ -47,4 +49,49 @@ pub fn tokio_runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("a tokio runtime")
+}
+
+/// Blocks until the node closes `s` (true) or `wait` passes (false).
+pub fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
+    if s.set_nonblocking(false).is_err() || s.set_read_timeout(Some(wait)).is_err() {
+        return true;
+    }
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// A node of `cluster` named `name` on loopback port 0 (tokio), on the
+/// local preset with the system clock (5 ms bound) allowed to lead,
+/// answering broadcasts with their payload; `tweak` adjusts the builder.
+#[cfg(feature = "tokio")]
+pub async fn local_node(
+    rt: &hedgerow::runtime::TokioRuntime,
+    store: &hedgerow::store::MemoryStore,
+    (cluster, name): (&str, &str),
+    tweak: impl FnOnce(
+        hedgerow::Builder<hedgerow::runtime::TokioRuntime>,
+    ) -> hedgerow::Builder<hedgerow::runtime::TokioRuntime>,
+) -> hedgerow::Hedgerow {
+    let b = hedgerow::Builder::<hedgerow::runtime::TokioRuntime>::new(cluster, name, "127.0.0.1:0")
+        .runtime(rt.clone())
+        .store(store.clone())
+        .clock(hedgerow_clock::SystemClock::new(Duration::from_millis(5)))
+        .config(|c| {
+            *c = hedgerow::Config::local(c.cluster.clone());
+            c.lead_on_assumed_clock = true;
+        })
+        .broadcast_handler(|req| async move { Ok(req.payload) });
+    match tweak(b).start().await {
+        Ok(node) => node,
+        Err(e) => panic!("node {name} does not start: {e}"),
+    }
 }

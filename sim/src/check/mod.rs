@@ -2,6 +2,7 @@
 //! the run goes and reports the first violation with the simulated time and
 //! a short trace of the events that led there; the run adds its seed.
 
+pub mod broadcasts;
 pub mod convergence;
 pub mod kv;
 pub mod leadership;
