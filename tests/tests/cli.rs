@@ -196,6 +196,15 @@ fn http_json(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, V
     (code, json)
 }
 
+/// Field `field` of each object in the JSON array `list`, where it is a
+/// string.
+fn strings<'a>(list: &'a Value, field: &str) -> Vec<&'a str> {
+    let items = list
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"));
+    items.iter().filter_map(|e| e[field].as_str()).collect()
+}
+
 /// The value of the metric line `series` (name plus labels) in `text`.
 fn metric(text: &str, series: &str) -> Option<u64> {
     text.lines()
@@ -626,23 +635,13 @@ fn kv_puts_through_the_cli_are_read_from_another_node_and_bad_input_is_a_400() {
     let (code, out, err) = cluster.kv_cli(n3, &["history", "cfg/mode"]);
     assert_eq!(code, Some(0), "{err}");
     let history: Value = serde_json::from_str(&out).unwrap();
-    let values: Vec<&str> = history["revisions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["value"].as_str())
-        .collect();
+    let values = strings(&history["revisions"], "value");
     assert_eq!(values, ["blue", "green"], "{history}");
     cluster.call(n1, "PUT", "/v1/kv/other", b"x");
     let (code, out, err) = cluster.kv_cli(n1, &["list", "--prefix", "cfg/"]);
     assert_eq!(code, Some(0), "{err}");
     let list: Value = serde_json::from_str(&out).unwrap();
-    let keys: Vec<&str> = list["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["key"].as_str())
-        .collect();
+    let keys = strings(&list["entries"], "key");
     assert_eq!(keys, ["cfg/bin", "cfg/mode"], "{list}");
 
     // Missing: a 404, and the CLI exits non-zero saying so.
