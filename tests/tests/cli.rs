@@ -1,8 +1,11 @@
 //! The `hedgerow` binary, black box: `hedgerow node` processes on loopback
 //! sharing one store, driven and observed only through their HTTP control
 //! API and signals. Election and membership, send from a non-leader,
-//! broadcast, failover after SIGKILL (SQLite and PostgreSQL), and a
-//! graceful handover on SIGTERM.
+//! broadcast, failover after SIGKILL (SQLite and PostgreSQL), a graceful
+//! handover on SIGTERM, and the coordination routes: KV through
+//! `hedgerow kv` and HTTP with its bad input, semaphores, a lock holder
+//! paused with SIGSTOP past its permit lease, and acknowledged puts across
+//! a leader's SIGKILL.
 //!
 //! Every node runs `--clock system --clock-bound-ms 5` with fast timings.
 //! Children get `--exit-on-stdin-eof` and are killed on drop, so none
@@ -15,6 +18,7 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -136,19 +140,77 @@ impl Cluster {
     }
 
     fn post(&self, id: &str, path: &str, body: &[u8]) -> (u16, Value) {
-        let (code, body) = request(
+        self.call(id, "POST", path, body)
+    }
+
+    /// `method path` with `body` to node `id`; the status and the JSON
+    /// answer.
+    fn call(&self, id: &str, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+        http_json(self.node(id).http, method, path, body)
+    }
+
+    /// `hedgerow kv ARGS --node <id's HTTP>`: exit code, stdout, stderr.
+    fn kv_cli(&self, id: &str, args: &[&str]) -> (Option<i32>, String, String) {
+        let out = Command::new(HEDGEROW)
+            .arg("kv")
+            .args(args)
+            .args(["--node", &self.node(id).http.to_string()])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Two distinct ids other than `id`.
+    fn two_others(&self, id: &str) -> (String, String) {
+        let mut others = self.nodes.iter().filter(|n| n.id != id);
+        let a = others.next().expect("a second node").id.clone();
+        let b = others.next().expect("a third node").id.clone();
+        (a, b)
+    }
+
+    fn metrics(&self, id: &str) -> String {
+        let (code, text) = request(
             self.node(id).http,
-            "POST",
-            path,
-            body,
-            Duration::from_secs(10),
+            "GET",
+            "/metrics",
+            b"",
+            Duration::from_secs(2),
         )
         .unwrap();
-        let json = serde_json::from_slice(&body).unwrap_or_else(|e| {
-            panic!("{path}: not JSON ({e}): {}", String::from_utf8_lossy(&body))
-        });
-        (code, json)
+        assert_eq!(code, 200);
+        String::from_utf8(text).unwrap()
     }
+}
+
+fn http_json(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+    let (code, body) = request(addr, method, path, body, Duration::from_secs(10)).unwrap();
+    let json = serde_json::from_slice(&body).unwrap_or_else(|e| {
+        panic!(
+            "{method} {path}: {code}, not JSON ({e}): {}",
+            String::from_utf8_lossy(&body)
+        )
+    });
+    (code, json)
+}
+
+/// Field `field` of each object in the JSON array `list`, where it is a
+/// string.
+fn strings<'a>(list: &'a Value, field: &str) -> Vec<&'a str> {
+    let items = list
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"));
+    items.iter().filter_map(|e| e[field].as_str()).collect()
+}
+
+/// The value of the metric line `series` (name plus labels) in `text`.
+fn metric(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Election, send, broadcast, metrics, then SIGKILL the leader and check
@@ -389,6 +451,21 @@ fn without_a_leader_send_is_a_503_with_a_json_error() {
     );
     let st = status(http).unwrap();
     assert!(st["leader"].is_null() && st["is_leader"] == false, "{st}");
+    // A put has no leader to go to: the same error, and nothing written
+    // (reads go to the store, so they answer without a leader).
+    let (code, put) = http_json(http, "PUT", "/v1/kv/k", b"v");
+    assert_eq!((code, &put["kind"]), (503, &"no_leader".into()), "{put}");
+    let (code, get) = http_json(http, "GET", "/v1/kv/k", b"");
+    assert_eq!((code, &get["kind"]), (404, &"not_found".into()), "{get}");
+    let (code, lock) = http_json(http, "POST", "/v1/locks/job", b"");
+    assert_eq!((code, &lock["kind"]), (503, &"no_leader".into()), "{lock}");
+    let (_, text) = request(http, "GET", "/metrics", b"", Duration::from_secs(2)).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert_eq!(
+        metric(&text, "hedgerow_kv_puts_total{outcome=\"no_leader\"}"),
+        Some(1),
+        "{text}"
+    );
     // Closing stdin makes it leave and exit 0.
     node.process.close_stdin();
     let exit = node
@@ -462,4 +539,357 @@ fn the_demo_shows_a_failover_and_cleans_up_on_ctrl_c() {
             "node process {pid} outlived the demo:\n{out}"
         );
     }
+}
+
+#[test]
+fn kv_puts_through_the_cli_are_read_from_another_node_and_bad_input_is_a_400() {
+    let _one = one_at_a_time();
+    let cluster = Cluster::start(3, None, 1500);
+    let (leader, _) = cluster.wait_agreed(Duration::from_secs(15), 0);
+    let (n1, n2, n3) = ("n1", "n2", "n3");
+
+    // Two revisions of one key, put with `hedgerow kv put` through two
+    // nodes (whichever leads, at least one of them forwards).
+    let (code, out, err) = cluster.kv_cli(n1, &["put", "cfg/mode", "blue"]);
+    assert_eq!(code, Some(0), "{err}");
+    let first: Value = serde_json::from_str(&out).unwrap();
+    let r1 = first["revision"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{out}"));
+    let (code, out, err) = cluster.kv_cli(n2, &["put", "cfg/mode", "green"]);
+    assert_eq!(code, Some(0), "{err}");
+    let r2 = serde_json::from_str::<Value>(&out).unwrap()["revision"]
+        .as_u64()
+        .unwrap();
+    assert!(r2 > r1, "revisions rise: {r1} then {r2}");
+
+    // Read over another node's HTTP: the latest, and the first by revision.
+    let (code, latest) = cluster.call(n3, "GET", "/v1/kv/cfg%2Fmode", b"");
+    assert_eq!(code, 200, "{latest}");
+    assert_eq!(latest["key"], "cfg/mode", "{latest}");
+    assert_eq!(latest["value"], "green", "{latest}");
+    assert_eq!(latest["encoding"], "utf8", "{latest}");
+    assert_eq!(latest["revision"], r2, "{latest}");
+    assert_eq!(latest["written_by"], n2, "{latest}");
+    assert!(latest["term"].as_u64().unwrap() >= 1, "{latest}");
+    let (code, old) = cluster.call(n3, "GET", &format!("/v1/kv/cfg%2Fmode?rev={r1}"), b"");
+    assert_eq!(code, 200, "{old}");
+    assert_eq!(
+        (&old["value"], &old["written_by"]),
+        (&"blue".into(), &n1.into())
+    );
+    let (code, out, err) = cluster.kv_cli(n3, &["get", "cfg/mode", "--rev", &r1.to_string()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["value"],
+        "blue"
+    );
+
+    // Bytes that are not UTF-8 come back as base64, and say so.
+    let (code, put) = cluster.call(n2, "PUT", "/v1/kv/cfg%2Fbin", &[0xff, 0x00]);
+    assert_eq!(code, 200, "{put}");
+    let (_, bin) = cluster.call(n1, "GET", "/v1/kv/cfg%2Fbin", b"");
+    assert_eq!(
+        (&bin["value"], &bin["encoding"]),
+        (&"/wA=".into(), &"base64".into())
+    );
+
+    // History and list, through the CLI.
+    let (code, out, err) = cluster.kv_cli(n3, &["history", "cfg/mode"]);
+    assert_eq!(code, Some(0), "{err}");
+    let history: Value = serde_json::from_str(&out).unwrap();
+    let values = strings(&history["revisions"], "value");
+    assert_eq!(values, ["blue", "green"], "{history}");
+    cluster.call(n1, "PUT", "/v1/kv/other", b"x");
+    let (code, out, err) = cluster.kv_cli(n1, &["list", "--prefix", "cfg/"]);
+    assert_eq!(code, Some(0), "{err}");
+    let list: Value = serde_json::from_str(&out).unwrap();
+    let keys = strings(&list["entries"], "key");
+    assert_eq!(keys, ["cfg/bin", "cfg/mode"], "{list}");
+
+    // Missing: a 404, and the CLI exits non-zero saying so.
+    let (code, missing) = cluster.call(n1, "GET", "/v1/kv/nope", b"");
+    assert_eq!(
+        (code, &missing["kind"]),
+        (404, &"not_found".into()),
+        "{missing}"
+    );
+    let (code, _, err) = cluster.kv_cli(n1, &["get", "nope"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("HTTP 404"), "{err}");
+    let (code, _) = cluster.call(n1, "GET", "/v1/kv/cfg%2Fmode?rev=abc", b"");
+    assert_eq!(code, 400);
+
+    // Bad input is a clear 400 and writes nothing.
+    let (code, empty) = cluster.call(n1, "PUT", "/v1/kv/", b"x");
+    assert_eq!((code, &empty["kind"]), (400, &"invalid".into()), "{empty}");
+    let huge = vec![b'a'; 300 * 1024];
+    let (code, oversize) = cluster.call(n1, "PUT", "/v1/kv/cfg%2Fhuge", &huge);
+    assert_eq!(
+        (code, &oversize["kind"]),
+        (400, &"invalid".into()),
+        "{oversize}"
+    );
+    assert!(
+        oversize["error"].as_str().unwrap().contains("value"),
+        "{oversize}"
+    );
+    let long_key = "k".repeat(600);
+    let (code, long) = cluster.call(n1, "PUT", &format!("/v1/kv/{long_key}"), b"x");
+    assert_eq!(code, 400, "{long}");
+    let (code, _, err) = cluster.kv_cli(n1, &["put", "", "x"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("HTTP 400"), "{err}");
+    let (code, _) = cluster.call(n3, "GET", "/v1/kv/cfg%2Fhuge", b"");
+    assert_eq!(code, 404);
+    let (_, history) = cluster.call(n3, "GET", "/v1/kv/cfg%2Fmode/history", b"");
+    assert_eq!(
+        history["revisions"].as_array().unwrap().len(),
+        2,
+        "{history}"
+    );
+
+    // n1 answered two good puts (one by the CLI, `other`) and four bad ones.
+    let text = cluster.metrics(n1);
+    assert_eq!(
+        metric(&text, "hedgerow_kv_puts_total{outcome=\"ok\"}"),
+        Some(2),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "hedgerow_kv_puts_total{outcome=\"invalid\"}"),
+        Some(4),
+        "{text}"
+    );
+    let text = cluster.metrics(&leader);
+    assert!(
+        metric(&text, "hedgerow_coord_store_ops_total").is_some_and(|n| n >= 4),
+        "{text}"
+    );
+}
+
+/// A lock's JSON in `GET /v1/locks` of `addr`, by name.
+fn held_lock(addr: SocketAddr, name: &str) -> Option<Value> {
+    let (code, locks) = http_json(addr, "GET", "/v1/locks", b"");
+    assert_eq!(code, 200, "{locks}");
+    locks["locks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == name)
+        .cloned()
+}
+
+#[test]
+fn a_lock_holder_paused_past_its_permit_lease_reports_it_lost_on_resuming() {
+    let _one = one_at_a_time();
+    let cluster = Cluster::start(3, None, 1500);
+    let (leader, _) = cluster.wait_agreed(Duration::from_secs(15), 0);
+    // Both non-leaders, so that pausing `a` leaves the leader running.
+    let (a, b) = cluster.two_others(&leader);
+
+    // A semaphore of 2 held by the nodes for their callers.
+    let (code, p1) = cluster.post(&a, "/v1/semaphores/pool?limit=2", b"");
+    assert_eq!(code, 200, "{p1}");
+    let (code, p2) = cluster.post(&b, "/v1/semaphores/pool?limit=2", b"");
+    assert_eq!(code, 200, "{p2}");
+    let (code, busy) = cluster.post(&leader, "/v1/semaphores/pool?limit=2", b"");
+    assert_eq!((code, &busy["kind"]), (409, &"busy".into()), "{busy}");
+    let (code, conflict) = cluster.post(&leader, "/v1/semaphores/pool?limit=3", b"");
+    assert_eq!(
+        (code, &conflict["kind"]),
+        (409, &"refused".into()),
+        "{conflict}"
+    );
+    let (code, zero) = cluster.post(&leader, "/v1/semaphores/pool0?limit=0", b"");
+    assert_eq!((code, &zero["kind"]), (400, &"invalid".into()), "{zero}");
+    let permit = p1["permit"].as_u64().unwrap();
+    let (code, _) = cluster.call(&a, "DELETE", &format!("/v1/semaphores/pool/{permit}"), b"");
+    assert_eq!(code, 200);
+    let (code, again) = cluster.call(&a, "DELETE", &format!("/v1/semaphores/pool/{permit}"), b"");
+    assert_eq!(code, 404, "{again}");
+    let (code, p3) = cluster.post(&leader, "/v1/semaphores/pool?limit=2&wait_ms=3000", b"");
+    assert_eq!(code, 200, "{p3}");
+    assert!(
+        p3["token"].as_u64() > p2["token"].as_u64(),
+        "{p2} then {p3}"
+    );
+
+    // `a` takes the lock; `b` cannot have it meanwhile.
+    let (code, first) = cluster.post(&a, "/v1/locks/job", b"");
+    assert_eq!(code, 200, "{first}");
+    assert_eq!(first["valid"], true, "{first}");
+    let t1 = first["token"].as_u64().unwrap();
+    let (code, busy) = cluster.post(&b, "/v1/locks/job", b"");
+    assert_eq!((code, &busy["kind"]), (409, &"busy".into()), "{busy}");
+    let held = held_lock(cluster.node(&a).http, "job").unwrap();
+    assert_eq!(
+        (&held["valid"], &held["lost"]),
+        (&true.into(), &false.into()),
+        "{held}"
+    );
+    assert_eq!(
+        metric(&cluster.metrics(&a), "hedgerow_permits_held"),
+        Some(1)
+    );
+
+    // Pause `a` past its permit lease (1 s in the local preset): `b`'s
+    // waiting acquire gets the lock once the leader has let it lapse, with
+    // a higher fencing token.
+    let node_a = cluster.node(&a);
+    node_a.process.signal("STOP");
+    let (code, second) = cluster.post(&b, "/v1/locks/job?wait_ms=5000", b"");
+    if code != 200 {
+        node_a.process.signal("CONT");
+        panic!(
+            "b did not get the lock: {code} {second}\n{}",
+            cluster.logs()
+        );
+    }
+    let t2 = second["token"].as_u64().unwrap();
+    assert!(t2 > t1, "fencing tokens rise: {t1} then {t2}");
+    node_a.process.signal("CONT");
+
+    // The first answer after resuming already says the permit is invalid.
+    let resumed = held_lock(node_a.http, "job").expect("a still lists the lock");
+    assert_eq!(resumed["valid"], false, "{resumed}");
+    assert_eq!(resumed["token"], t1, "{resumed}");
+    // And it learns the permit is lost soon after.
+    let mut last = resumed;
+    let lost =
+        hedgerow_tests::wait_until(Duration::from_secs(3), Duration::from_millis(20), || {
+            last = held_lock(node_a.http, "job").unwrap();
+            last["lost"] == true
+        });
+    assert!(lost, "never reported lost: {last}\n{}", cluster.logs());
+    assert_eq!(last["valid"], false, "{last}");
+    let holder = held_lock(cluster.node(&b).http, "job").unwrap();
+    assert_eq!(
+        (&holder["valid"], &holder["token"]),
+        (&true.into(), &t2.into()),
+        "{holder}"
+    );
+
+    // Releasing: once, then 404.
+    let (code, released) = cluster.call(&a, "DELETE", "/v1/locks/job", b"");
+    assert_eq!(code, 200, "{released}");
+    let (code, twice) = cluster.call(&a, "DELETE", "/v1/locks/job", b"");
+    assert_eq!(
+        (code, &twice["kind"]),
+        (404, &"not_found".into()),
+        "{twice}"
+    );
+    let (code, _) = cluster.call(&b, "DELETE", "/v1/locks/job", b"");
+    assert_eq!(code, 200);
+    let (code, third) = cluster.post(&a, "/v1/locks/job?wait_ms=3000", b"");
+    assert_eq!(code, 200, "{third}");
+    assert!(third["token"].as_u64().unwrap() > t2, "{third}");
+}
+
+#[test]
+fn puts_acknowledged_before_the_leader_is_killed_are_all_readable_after() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let _one = one_at_a_time();
+    let lease_ms = 1500;
+    let mut cluster = Cluster::start(3, None, lease_ms);
+    let (leader, term) = cluster.wait_agreed(Duration::from_secs(15), 0);
+    let (writer, reader) = cluster.two_others(&leader);
+
+    // Puts one after another through `writer`, each answer recorded.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+    let addr = cluster.node(&writer).http;
+    let putter = {
+        let (stop, acked) = (stop.clone(), acked.clone());
+        std::thread::spawn(move || {
+            let mut failed = 0;
+            for i in 0.. {
+                if stop.load(Ordering::SeqCst) {
+                    return failed;
+                }
+                let value = format!("v{i}");
+                match request(
+                    addr,
+                    "PUT",
+                    "/v1/kv/seq",
+                    value.as_bytes(),
+                    Duration::from_secs(10),
+                ) {
+                    Ok((200, body)) => {
+                        let answer: Value = serde_json::from_slice(&body).unwrap();
+                        let rev = answer["revision"].as_u64().unwrap();
+                        acked.lock().unwrap().push((value, rev));
+                    }
+                    _ => failed += 1,
+                }
+            }
+            failed
+        })
+    };
+    let count = |acked: &Mutex<Vec<(String, u64)>>| acked.lock().unwrap().len();
+    let started =
+        hedgerow_tests::wait_until(Duration::from_secs(10), Duration::from_millis(10), || {
+            count(&acked) >= 10
+        });
+    assert!(started, "puts did not get going\n{}", cluster.logs());
+
+    let mut old = cluster.remove(&leader);
+    old.process.kill();
+    let at_kill = count(&acked);
+    cluster.wait_agreed(Duration::from_secs(15), term);
+    let resumed =
+        hedgerow_tests::wait_until(Duration::from_secs(15), Duration::from_millis(10), || {
+            count(&acked) >= at_kill + 10
+        });
+    stop.store(true, Ordering::SeqCst);
+    let failed = putter.join().unwrap();
+    assert!(
+        resumed,
+        "puts did not resume after the failover\n{}",
+        cluster.logs()
+    );
+    let acked = acked.lock().unwrap().clone();
+    eprintln!(
+        "{} puts acknowledged ({at_kill} before the kill), {failed} failed",
+        acked.len()
+    );
+
+    // Every acknowledged put is there, at its revision, and none twice.
+    let (code, history) = cluster.call(&reader, "GET", "/v1/kv/seq/history", b"");
+    assert_eq!(code, 200, "{history}");
+    let stored: Vec<(String, u64)> = history["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["value"].as_str().unwrap().to_owned(),
+                e["revision"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let values: BTreeSet<&str> = stored.iter().map(|(v, _)| v.as_str()).collect();
+    assert_eq!(
+        values.len(),
+        stored.len(),
+        "a put applied twice: {stored:?}"
+    );
+    for (value, rev) in &acked {
+        assert!(
+            stored.contains(&(value.clone(), *rev)),
+            "acknowledged {value} at revision {rev} is missing: {stored:?}"
+        );
+        let (code, one) = cluster.call(&reader, "GET", &format!("/v1/kv/seq?rev={rev}"), b"");
+        assert_eq!(
+            (code, &one["value"]),
+            (200, &value.as_str().into()),
+            "{one}"
+        );
+    }
+    assert!(
+        acked.windows(2).all(|w| w[0].1 < w[1].1),
+        "revisions rise: {acked:?}"
+    );
 }

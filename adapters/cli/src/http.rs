@@ -1,6 +1,7 @@
-//! A tiny blocking HTTP/1.1 client for the demo's polling of its nodes'
-//! control APIs: one request per connection (`Connection: close`), bodies
-//! with `Content-Length` or none, short timeouts. Not a general client.
+//! A tiny blocking HTTP/1.1 client for a node's control API, as the demo
+//! polls it and `hedgerow kv` asks it: one request per connection
+//! (`Connection: close`), bodies with `Content-Length` or none, short
+//! timeouts. Not a general client.
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};

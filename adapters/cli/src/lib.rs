@@ -1,6 +1,7 @@
 //! The `hedgerow` command: `hedgerow node` runs one member of a cluster with
 //! an HTTP control API, `hedgerow demo` runs a few of them on this machine
-//! and shows a failover. See `adapters/CLI.md` for the user-facing
+//! and shows a failover, `hedgerow kv` reads and writes the group's
+//! key/value store through a node's API. See `adapters/CLI.md` for the user-facing
 //! description.
 //!
 //! The binary (`src/main.rs`) only calls [`main`]; everything else lives in
@@ -10,7 +11,8 @@
 //! `hedgerow-tests`) speak to a node's control API with.
 //!
 //! This file owns the command line only (flags, env vars, logging setup);
-//! what a node does lives in [`node`], the demo in [`demo`]. It decides
+//! what a node does lives in [`node`] (its coordination routes in
+//! `coord`), the demo in [`demo`], the KV client in [`kv`]. It decides
 //! nothing about leases or membership: that is the `hedgerow` library's job.
 //!
 //! ```no_run
@@ -25,8 +27,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod coord;
 pub mod demo;
+mod errors;
 pub mod http;
+pub mod kv;
 mod metrics;
 pub mod node;
 
@@ -48,6 +53,9 @@ pub enum Command {
     /// Run a few nodes on this machine and kill the leader now and then, to
     /// watch a failover.
     Demo(demo::DemoArgs),
+    /// Read and write the group's key/value store through a node's HTTP
+    /// control API.
+    Kv(kv::KvArgs),
 }
 
 /// The whole `hedgerow` binary: parses the process's arguments (clap exits
@@ -60,10 +68,11 @@ pub fn main() -> ExitCode {
 /// process's exit code: the command's own, or 2 after printing the error
 /// on stderr.
 pub fn run(cli: Cli) -> ExitCode {
-    init_logging(matches!(cli.command, Command::Demo(_)));
+    init_logging(matches!(cli.command, Command::Demo(_) | Command::Kv(_)));
     let result = match cli.command {
         Command::Node(args) => node::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Kv(args) => kv::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,14 +1,16 @@
 //! Prometheus text for `GET /metrics`: the node's own counters and gauges,
 //! plus store call latencies measured here by wrapping the lease store
-//! (the library does not time its store calls, so the CLI does). A renew
-//! is told from a takeover by the write itself: same holder nonce and token
-//! as this node's last applied write.
+//! (the library does not time its store calls, so the CLI does), and the
+//! outcomes of the KV puts HTTP callers asked for. A renew is told from a
+//! takeover by the write itself: same holder nonce and token as this
+//! node's last applied write.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
-use hedgerow::store::{CasOutcome, LeaseRow, LeaseStore, LeaseWrite, StoreError};
+use hedgerow::store::{CasOutcome, CoordStore, LeaseRow, LeaseStore, LeaseWrite, StoreError};
 use hedgerow::Hedgerow;
 
 /// Upper bounds of the latency histogram buckets, in seconds.
@@ -77,6 +79,36 @@ impl StoreTimings {
     }
 }
 
+/// KV puts asked for over HTTP, by outcome (`ok`, or the error kind the
+/// API answered with).
+#[derive(Debug, Default)]
+pub struct KvPuts {
+    by_outcome: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl KvPuts {
+    /// Counts one put that ended in `outcome`.
+    pub fn record(&self, outcome: &'static str) {
+        let mut counts = self
+            .by_outcome
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *counts.entry(outcome).or_default() += 1;
+    }
+
+    /// The counts, `ok` always among them (so a scrape shows the series
+    /// before the first put).
+    fn counts(&self) -> BTreeMap<&'static str, u64> {
+        let mut counts = self
+            .by_outcome
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        counts.entry("ok").or_default();
+        counts
+    }
+}
+
 /// A lease store that times each call into [`StoreTimings`].
 pub struct TimedStore {
     inner: Box<dyn LeaseStore>,
@@ -133,10 +165,18 @@ impl LeaseStore for TimedStore {
         });
         result
     }
+
+    // Not timed (the coordination calls are counted by the node itself, in
+    // `hedgerow_coord_store_ops_total`), but passed through: the trait's
+    // default would hide the inner store's tables and refuse every put.
+    fn coord(&self) -> Option<&dyn CoordStore> {
+        self.inner.coord()
+    }
 }
 
-/// The Prometheus text exposition of `node` and its store timings.
-pub fn render(node: &Hedgerow, store: &StoreTimings) -> String {
+/// The Prometheus text exposition of `node`, its store timings and its
+/// HTTP callers' KV puts.
+pub fn render(node: &Hedgerow, store: &StoreTimings, puts: &KvPuts) -> String {
     let stats = node.stats();
     let (view_term, view_version) = node.view_stamp();
     let mut out = String::new();
@@ -301,6 +341,18 @@ pub fn render(node: &Hedgerow, store: &StoreTimings) -> String {
     for (name, help, kind, value) in transport {
         gauge(name, help, kind, value);
     }
+    gauge(
+        "hedgerow_permits_held",
+        "Semaphore and lock permits this node holds.",
+        "gauge",
+        stats.permits_held as u64,
+    );
+    gauge(
+        "hedgerow_coord_store_ops_total",
+        "Coordination store operations issued (fenced writes and loads, as leader).",
+        "counter",
+        stats.coord_ops,
+    );
     let t = store.with(|t| {
         (
             t.renew.clone(),
@@ -330,6 +382,15 @@ pub fn render(node: &Hedgerow, store: &StoreTimings) -> String {
         "hedgerow_lease_read_seconds",
         "Latency of lease row reads.",
     );
+    let name = "hedgerow_kv_puts_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} KV puts asked for over HTTP, by outcome (ok or the error kind)."
+    );
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (outcome, n) in puts.counts() {
+        let _ = writeln!(out, "{name}{{outcome=\"{outcome}\"}} {n}");
+    }
     out
 }
 
@@ -352,6 +413,17 @@ mod tests {
     }
 
     #[test]
+    fn kv_puts_are_counted_by_outcome_with_ok_always_shown() {
+        let puts = KvPuts::default();
+        assert_eq!(puts.counts().into_iter().collect::<Vec<_>>(), [("ok", 0)]);
+        puts.record("timeout");
+        puts.record("ok");
+        puts.record("timeout");
+        let counts: Vec<_> = puts.counts().into_iter().collect();
+        assert_eq!(counts, [("ok", 1), ("timeout", 2)]);
+    }
+
+    #[test]
     fn renewals_are_told_from_takeovers() {
         let timings = std::sync::Arc::new(StoreTimings::new("a"));
         let store = TimedStore::new(Box::new(MemoryStore::new()), timings.clone());
@@ -367,6 +439,10 @@ mod tests {
             .compare_and_set("g", Some(3), &write("a", 8, 2))
             .unwrap();
         store.read("g").unwrap();
+        assert!(
+            store.coord().is_some(),
+            "the coordination side is passed through"
+        );
         timings.with(|t| {
             assert_eq!(t.renew.count, 2);
             assert_eq!(t.other_cas.count, 2);

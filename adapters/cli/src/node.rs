@@ -21,12 +21,18 @@ use clap::{ArgAction, Args, ValueEnum};
 use futures::channel::mpsc;
 use futures::StreamExt;
 use hedgerow::store::{LeaseStore, MemoryStore, PostgresStore, SqliteStore};
-use hedgerow::{Config, Error, Hedgerow};
+use hedgerow::{Config, Hedgerow};
 use hedgerow_clock::{Clock, ClockConfig};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::metrics::{self, StoreTimings, TimedStore};
+use crate::coord::{self, Coord};
+use crate::errors::error_response;
+use crate::metrics::{self, KvPuts, StoreTimings, TimedStore};
+
+/// Where the HTTP control API listens unless `--http` says otherwise, and
+/// where `hedgerow kv` looks for it.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:7947";
 
 /// Flags of `hedgerow node`; each can also come from its `HEDGEROW_*`
 /// environment variable.
@@ -53,7 +59,7 @@ pub struct NodeArgs {
     pub store: StoreSpec,
     /// Where the HTTP control API listens (HOST:PORT; port 0 picks a free
     /// one). Loopback by default: it has no authentication.
-    #[arg(long, env = "HEDGEROW_HTTP", default_value = "127.0.0.1:7947")]
+    #[arg(long, env = "HEDGEROW_HTTP", default_value = DEFAULT_HTTP)]
     pub http: SocketAddr,
     /// Which clock: `auto` (ClockBound v2, then v1, then the system clock
     /// only if --clock-bound-ms is given), `clockbound`, or `system` (needs
@@ -271,6 +277,7 @@ struct App {
     node: Hedgerow,
     cluster: String,
     store: Arc<StoreTimings>,
+    puts: Arc<KvPuts>,
 }
 
 async fn serve(
@@ -356,17 +363,20 @@ async fn serve(
         let _ = out.flush();
     }
 
+    let puts = Arc::new(KvPuts::default());
     let app = Arc::new(App {
         node: node.clone(),
         cluster: args.cluster.clone(),
         store: timings,
+        puts: puts.clone(),
     });
     let routes = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/send", post(send))
         .route("/v1/broadcast", post(broadcast))
         .route("/metrics", get(metrics_text))
-        .with_state(app);
+        .with_state(app)
+        .merge(coord::routes(Arc::new(Coord::new(node.clone(), puts))));
 
     let (stop_tx, mut stop_rx) = mpsc::unbounded::<&'static str>();
     watch_signals(stop_tx.clone())?;
@@ -546,24 +556,8 @@ fn as_json(bytes: &[u8]) -> Value {
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
 
-fn error_response(e: &Error) -> Response {
-    let (status, kind) = match e {
-        Error::NoLeader => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
-        Error::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-        Error::Refused(_) => (StatusCode::BAD_GATEWAY, "refused"),
-        Error::Overloaded => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
-        Error::Closed => (StatusCode::SERVICE_UNAVAILABLE, "closed"),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-    };
-    (
-        status,
-        Json(json!({ "error": e.to_string(), "kind": kind })),
-    )
-        .into_response()
-}
-
 async fn metrics_text(State(app): State<Arc<App>>) -> Response {
-    let text = metrics::render(&app.node, &app.store);
+    let text = metrics::render(&app.node, &app.store, &app.puts);
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -112,7 +112,11 @@ pub trait LeaseStore: Send + Sync {
     ) -> Result<CasOutcome, StoreError>;
 
     /// This store's coordination side (KV, locks, semaphores), if it has
-    /// one; `None` (the default) for a lease-only store.
+    /// one; `None` (the default) for a lease-only store, on which a node
+    /// refuses the coordination calls with [`StoreError::Unsupported`].
+    /// **A store that wraps another (for timing, logging, retries) must
+    /// forward this** (`self.inner.coord()`), or it hides the inner store's
+    /// tables.
     fn coord(&self) -> Option<&dyn CoordStore> {
         None
     }
