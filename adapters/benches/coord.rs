@@ -130,7 +130,16 @@ async fn store_rows<S: LeaseStore + Clone + 'static>(
     let rounds = env("HEDGEROW_BENCH_ROUNDS", 5);
     let ops = env("HEDGEROW_BENCH_OPS", 300);
     let nodes = group(rt, &store).await;
-    let lease = store.read("bench").unwrap().unwrap();
+    // Store calls block (PostgreSQL's drive a runtime of their own): off
+    // this async context, as the driver makes them.
+    let lease = {
+        let store = store.clone();
+        let (tx, rx) = futures::channel::oneshot::channel();
+        rt.spawn_blocking(Box::new(move || {
+            let _ = tx.send(store.read("bench"));
+        }));
+        rx.await.unwrap().unwrap().unwrap()
+    };
     let holder = lease.holder.clone().unwrap();
     let fence = Fence {
         token: lease.token,
@@ -257,7 +266,14 @@ async fn run(rt: TokioRuntime) {
     match PostgresServer::start_for_test("coord bench") {
         Some(server) => {
             let url = server.connection_string();
-            let pg = Arc::new(PostgresStore::builder(url.clone()).build().unwrap());
+            let pg = {
+                let url = url.clone();
+                let (tx, rx) = futures::channel::oneshot::channel();
+                rt.spawn_blocking(Box::new(move || {
+                    let _ = tx.send(PostgresStore::builder(url).build());
+                }));
+                Arc::new(rx.await.unwrap().unwrap())
+            };
             // The bare client lives on a thread of its own with its own
             // runtime (a runtime cannot be driven from inside another); a
             // channel hop of a few µs per insert is the price.
