@@ -318,6 +318,9 @@ impl Services {
         holder: &NodeId,
         incarnation: u64,
     ) -> Option<(u64, Vec<(u64, String)>)> {
+        if self.sems.is_empty() {
+            return None;
+        }
         let until = now.clock.interval.latest.saturating_add(self.permit_ns);
         let mut covered = Vec::new();
         for (name, sem) in &mut self.sems {
@@ -450,6 +453,12 @@ impl Services {
             }
         }
         at
+    }
+
+    /// Nothing asked of these services yet (or everything forgotten): no
+    /// semaphore known, no write queued or out. The node skips them then.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.sems.is_empty() && self.jobs.is_empty() && self.in_flight.is_none()
     }
 
     /// A store answer. Returns `false` when the store refused the fence:

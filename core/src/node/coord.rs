@@ -314,15 +314,19 @@ impl Node {
         }
     }
 
-    /// A heartbeat from `from`: renews its permits, if it holds any.
-    pub(super) fn renew_permits(&mut self, now: &Now, from: &NodeId, incarnation: u64, addr: &str) {
+    /// A heartbeat from `from`: renews its permits, if it holds any, and
+    /// returns the message that tells it so.
+    pub(super) fn renew_permits(
+        &mut self,
+        now: &Now,
+        from: &NodeId,
+        incarnation: u64,
+    ) -> Option<Message> {
         let Role::Leader(l) = &mut self.role else {
-            return;
+            return None;
         };
-        if let Some((until_ns, permits)) = l.services.renew(now, from, incarnation) {
-            let msg = Message::PermitsRenewed { until_ns, permits };
-            self.transmit(from.clone(), Some(addr.into()), msg);
-        }
+        let (until_ns, permits) = l.services.renew(now, from, incarnation)?;
+        Some(Message::PermitsRenewed { until_ns, permits })
     }
 
     /// A member left on purpose: its permits are free.
@@ -335,6 +339,9 @@ impl Node {
     /// After every input: lapse what this node holds; as leader, renew its
     /// own permits, free and grant, and issue the next store operation.
     pub(super) fn step_coord(&mut self, now: &Now) {
+        if self.held.len() == 0 && !matches!(&self.role, Role::Leader(l) if !l.services.is_idle()) {
+            return;
+        }
         for (ticket, p) in self.held.lapsed(now) {
             self.event(Event::PermitLost {
                 ticket: RequestId(ticket),
@@ -348,7 +355,7 @@ impl Node {
         let Role::Leader(l) = &mut self.role else {
             return;
         };
-        if now.mono >= l.next_self_renew {
+        if self.held.len() > 0 && now.mono >= l.next_self_renew {
             l.next_self_renew = now.mono + self.cfg.heartbeat_interval;
             if let Some((until, permits)) = l.services.renew(now, &self.me.id, self.me.incarnation)
             {
@@ -376,6 +383,9 @@ impl Node {
     pub(super) fn coord_wake(&self, now: &Now) -> MonoTime {
         let mut at = self.held.next_lapse(now);
         if let Role::Leader(l) = &self.role {
+            if l.services.is_idle() {
+                return at;
+            }
             at = at.min(l.services.next_wake(now));
             if self.held.len() > 0 {
                 at = at.min(l.next_self_renew);

@@ -176,12 +176,19 @@ impl Node {
             lease_version: self.lease.held_version().unwrap_or(0),
             your_meta_version: your_meta,
         };
-        self.transmit(
-            from.clone(),
-            Some(hb.addr.clone()),
-            Message::HeartbeatAck(ack),
-        );
-        self.renew_permits(now, &from, hb.incarnation, &hb.addr);
+        // Renewals follow the ack only for a member holding permits; the
+        // common heartbeat moves its id and address into the ack as before.
+        match self.renew_permits(now, &from, hb.incarnation) {
+            Some(renewed) => {
+                self.transmit(
+                    from.clone(),
+                    Some(hb.addr.clone()),
+                    Message::HeartbeatAck(ack),
+                );
+                self.transmit(from, Some(hb.addr), renewed);
+            }
+            None => self.transmit(from, Some(hb.addr), Message::HeartbeatAck(ack)),
+        }
     }
 
     /// A member asks for the whole view of this leader's term.
