@@ -360,9 +360,28 @@ impl Hedgerow {
         let (replies, rx) = mpsc::unbounded();
         self.command(Command::Broadcast {
             payload: payload.into(),
+            to: None,
             replies,
         })?;
         Ok(BroadcastReplies(rx))
+    }
+
+    /// As [`Hedgerow::broadcast`], to the members named in `to` only
+    /// (hedge's `OnlySendTo`). Each id that is not in this node's view gets
+    /// its own `Err` (nothing was sent to it), never a silent gap.
+    pub async fn broadcast_to(
+        &self,
+        to: &[NodeId],
+        payload: impl Into<Bytes>,
+    ) -> Result<Vec<(NodeId, Result<Bytes, Error>)>, Error> {
+        use futures::StreamExt;
+        let (replies, rx) = mpsc::unbounded();
+        self.command(Command::Broadcast {
+            payload: payload.into(),
+            to: Some(to.to_vec()),
+            replies,
+        })?;
+        Ok(BroadcastReplies(rx).collect().await)
     }
 
     /// Opens a stream to the leader (its stream handler reads it).

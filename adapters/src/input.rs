@@ -27,6 +27,8 @@ pub(crate) enum Command {
     },
     Broadcast {
         payload: Bytes,
+        /// Only these members (`None`: the whole view).
+        to: Option<Vec<NodeId>>,
         replies: mpsc::UnboundedSender<BroadcastItem>,
     },
     Stream(StreamCommand),

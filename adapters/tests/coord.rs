@@ -36,6 +36,7 @@ async fn cluster<R: Runtime, S: LeaseStore + Clone + 'static>(
             .store(store.clone())
             .clock(SystemClock::new(Duration::from_millis(5)))
             .config(local)
+            .broadcast_handler(|b| async move { Ok(b.payload) })
             .start()
             .await
             .unwrap();
@@ -119,6 +120,27 @@ async fn kv_and_locks<S: LeaseStore + Clone + 'static>(store: S) {
         nodes[0].semaphore("s", 0).try_acquire().await,
         Err(Error::Coord(CoordRefusal::Invalid(_)))
     ));
+
+    // A broadcast to a subset: the named members answer, an unknown id is
+    // reported, not dropped.
+    let ids = [
+        nodes[0].id().clone(),
+        hedgerow::NodeId::new("ghost").unwrap(),
+    ];
+    let replies = nodes[1].broadcast_to(&ids, "hi").await.unwrap();
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    assert!(
+        replies
+            .iter()
+            .any(|(id, r)| id == nodes[0].id() && r.is_ok()),
+        "{replies:?}"
+    );
+    assert!(
+        replies
+            .iter()
+            .any(|(id, r)| id.as_str() == "ghost" && r.is_err()),
+        "{replies:?}"
+    );
 
     // A lock passed round: one holder at a time, tokens rising.
     let mut tokens = Vec::new();

@@ -76,6 +76,9 @@ pub enum BroadcastError {
     Timeout,
     /// The member's handler failed; the text says why.
     Failed(String),
+    /// Named in [`crate::Node::broadcast_to`] but not a member of the view:
+    /// nothing was sent to it.
+    NotMember,
 }
 
 impl fmt::Display for BroadcastError {
@@ -85,6 +88,9 @@ impl fmt::Display for BroadcastError {
                 f.write_str("member did not answer before the broadcast timeout")
             }
             BroadcastError::Failed(why) => write!(f, "member's handler failed: {why}"),
+            BroadcastError::NotMember => {
+                f.write_str("not a member of the view: nothing was sent to it")
+            }
         }
     }
 }

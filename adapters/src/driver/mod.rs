@@ -417,8 +417,15 @@ impl<R: Runtime> Driver<R> {
                 let id = self.core.node().send(now, payload);
                 self.replies.sending(id, reply);
             }
-            Command::Broadcast { payload, replies } => {
-                let id = self.core.node().broadcast(now, payload);
+            Command::Broadcast {
+                payload,
+                to,
+                replies,
+            } => {
+                let id = match to {
+                    Some(to) => self.core.node().broadcast_to(now, &to, payload),
+                    None => self.core.node().broadcast(now, payload),
+                };
                 self.replies.broadcasting(id, replies);
             }
             Command::Stream(c) => self.on_stream_command(now, c),

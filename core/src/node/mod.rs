@@ -297,6 +297,21 @@ impl Node {
         id
     }
 
+    /// As [`Node::broadcast`], to the members named in `to` only (hedge's
+    /// `OnlySendTo`). An id that is not in the view is answered at once
+    /// with [`crate::BroadcastError::NotMember`], never dropped silently.
+    pub fn broadcast_to(
+        &mut self,
+        now: Now,
+        to: &[NodeId],
+        payload: impl Into<Payload>,
+    ) -> BroadcastId {
+        let now = self.observe(now);
+        let id = self.start_broadcast_to(&now, to, payload.into());
+        self.step(&now);
+        id
+    }
+
     /// Answers a broadcast delivered by [`Event::Broadcast`].
     pub fn reply_broadcast(
         &mut self,

@@ -68,6 +68,48 @@ impl Node {
     pub(super) fn start_broadcast(&mut self, now: &Now, payload: Payload) -> BroadcastId {
         let mut targets: BTreeSet<NodeId> = self.view.members().map(|m| m.id.clone()).collect();
         targets.insert(self.me.id.clone());
+        self.broadcast_to_set(now, targets, payload)
+    }
+
+    /// Starts a broadcast to the members named in `to` (hedge's
+    /// `OnlySendTo`); each one that is not in the view (nor this node) is
+    /// answered at once with [`BroadcastError::NotMember`].
+    pub(super) fn start_broadcast_to(
+        &mut self,
+        now: &Now,
+        to: &[NodeId],
+        payload: Payload,
+    ) -> BroadcastId {
+        let (known, unknown): (BTreeSet<NodeId>, BTreeSet<NodeId>) = to
+            .iter()
+            .cloned()
+            .partition(|id| id == &self.me.id || self.view.get(id).is_some());
+        let id = self.broadcast_to_set(now, known, payload);
+        for from in unknown {
+            self.event(Event::BroadcastReply {
+                id,
+                from,
+                result: Err(BroadcastError::NotMember),
+            });
+        }
+        if self
+            .broadcasts
+            .pending
+            .get(&id.0)
+            .is_some_and(|b| b.waiting.is_empty())
+        {
+            self.broadcasts.pending.remove(&id.0);
+            self.event(Event::BroadcastDone { id });
+        }
+        id
+    }
+
+    fn broadcast_to_set(
+        &mut self,
+        now: &Now,
+        targets: BTreeSet<NodeId>,
+        payload: Payload,
+    ) -> BroadcastId {
         let id = self
             .broadcasts
             .start(targets.clone(), now.mono + self.cfg.broadcast_timeout);
