@@ -96,7 +96,10 @@ pub struct Config {
     /// holder's permits to the leader's `latest` plus this; a holder that
     /// stops heartbeating (paused, partitioned, dead) loses them this long
     /// (plus the clock bound) after its last renewal, and only then may the
-    /// leader grant them again. At least twice the heartbeat interval.
+    /// leader grant them again. A value below twice `heartbeat_interval` is
+    /// raised to that ([`Config::effective_permit_lease`]): shorter, permits
+    /// would lapse between renewals. (Not refused: a configuration that
+    /// slows heartbeats and never uses permits stays valid.)
     pub permit_lease: Duration,
 }
 
@@ -173,6 +176,12 @@ impl Config {
         }
     }
 
+    /// The permit lease in force: `permit_lease`, at least twice
+    /// `heartbeat_interval`.
+    pub fn effective_permit_lease(&self) -> Duration {
+        self.permit_lease.max(self.heartbeat_interval * 2)
+    }
+
     /// How often the leader renews: a third of the lease.
     pub fn renew_interval(&self) -> Duration {
         self.lease_duration / 3
@@ -215,9 +224,6 @@ impl Config {
         }
         if self.max_meta_len > 64 * 1024 {
             return fail("max_meta_len must be at most 64 KiB");
-        }
-        if self.permit_lease < self.heartbeat_interval * 2 {
-            return fail("permit_lease must be at least twice heartbeat_interval, or permits lapse between renewals");
         }
         Ok(())
     }

@@ -245,7 +245,7 @@ impl Node {
                 nonce: self.me.incarnation,
             },
             expires,
-            self.cfg.permit_lease,
+            self.cfg.effective_permit_lease(),
             self.cfg.request_retry_interval * 3 + self.cfg.failure_timeout,
             self.cfg.store_retry_interval,
         )
