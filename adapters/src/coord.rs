@@ -6,6 +6,7 @@
 //! hand calls to the driver and wait.
 //!
 //! ```
+//! # #[cfg(feature = "tokio")] {
 //! # use hedgerow::{Config, Hedgerow, store::MemoryStore};
 //! # use std::time::Duration;
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -14,7 +15,7 @@
 //! #     .clock(hedgerow_clock::SystemClock::new(Duration::from_millis(5)))
 //! #     .config(|c| { *c = Config::local("docs"); c.lead_on_assumed_clock = true; })
 //! #     .start().await?;
-//! # while !node.is_leader() { tokio::time::sleep(Duration::from_millis(5)).await; }
+//! # node.wait_for_leader(Duration::from_secs(5)).await?;
 //! // Append-only KV: a put adds a revision, reads need no leader.
 //! let rev = node.kv().put("config/mode", "blue").await?;
 //! assert_eq!(&node.kv().get("config/mode").await?.unwrap().value[..], b"blue");
@@ -33,6 +34,7 @@
 //! # node.shutdown().await;
 //! # Ok::<(), hedgerow::Error>(())
 //! # }).unwrap();
+//! # }
 //! ```
 
 use std::collections::VecDeque;
