@@ -82,19 +82,10 @@ impl Lease {
             })),
             Store::Async(store) => rt.spawn(call_async(store, group, op, tx)),
         }
-        let timer = rt.clone();
-        let limit = self.timeout;
         let answers = self.answers.clone();
-        rt.spawn(Box::pin(async move {
-            let result = match timeout(&timer, limit, rx).await {
-                Some(Ok(r)) => r,
-                Some(Err(_)) => Err(StoreError::Unavailable(
-                    "the store call panicked; see the log".into(),
-                )),
-                None => Err(StoreError::Timeout),
-            };
+        await_answer(rt, self.timeout, rx, move |result| {
             let _ = answers.unbounded_send((id, StoreAnswer::Lease(result)));
-        }));
+        });
     }
 
     /// Runs a coordination operation on the store's coordination side
@@ -108,30 +99,17 @@ impl Lease {
             let _ = answers.unbounded_send((id, StoreAnswer::Coord(Err(StoreError::Unsupported))));
             return;
         };
-        let (tx, rx) = oneshot::channel();
         let group = self.group.clone();
-        rt.spawn_blocking(Box::new(move || {
-            let result: Result<CoordReply, StoreError> = match store.coord() {
-                Some(coord) => coord.execute(&group, &op),
-                None => Err(StoreError::Unsupported),
-            };
-            let _ = tx.send(result);
-        }));
-        let timer = rt.clone();
-        let limit = self.timeout;
-        rt.spawn(Box::pin(async move {
-            let result = match timeout(&timer, limit, rx).await {
-                Some(Ok(r)) => r,
-                Some(Err(_)) => Err(StoreError::Unavailable(
-                    "the store call panicked; see the log".into(),
-                )),
-                None => Err(StoreError::Timeout),
-            };
+        let call = move || -> Result<CoordReply, StoreError> {
+            let coord = store.coord().ok_or(StoreError::Unsupported)?;
+            coord.execute(&group, &op)
+        };
+        blocking_call(rt, self.timeout, call, move |result| {
             if let Err(e) = &result {
                 tracing::warn!(error = %e, "coordination store operation failed");
             }
             let _ = answers.unbounded_send((id, StoreAnswer::Coord(result)));
-        }));
+        });
     }
 
     /// Runs a KV read on the store's coordination side, off the driver,
@@ -146,23 +124,11 @@ impl Lease {
             let _ = reply.send(Err(Error::Store(StoreError::Unsupported)));
             return;
         };
-        let (tx, rx) = oneshot::channel();
         let group = self.group.clone();
-        rt.spawn_blocking(Box::new(move || {
-            let _ = tx.send(read_blocking(store.as_ref(), &group, &read));
-        }));
-        let timer = rt.clone();
-        let limit = self.timeout;
-        rt.spawn(Box::pin(async move {
-            let result = match timeout(&timer, limit, rx).await {
-                Some(Ok(r)) => r.map_err(Error::Store),
-                Some(Err(_)) => Err(Error::Store(StoreError::Unavailable(
-                    "the store call panicked; see the log".into(),
-                ))),
-                None => Err(Error::Store(StoreError::Timeout)),
-            };
-            let _ = reply.send(result);
-        }));
+        let call = move || read_blocking(store.as_ref(), &group, &read);
+        blocking_call(rt, self.timeout, call, move |result| {
+            let _ = reply.send(result.map_err(Error::Store));
+        });
     }
 
     /// Notes the answer to `op` before the node hears it.
@@ -232,6 +198,44 @@ impl Lease {
         }
         false
     }
+}
+
+/// Runs the blocking store call `call` on the runtime's blocking pool and
+/// hands its outcome to `deliver`, as [`await_answer`] does.
+fn blocking_call<R: Runtime, T: Send + 'static>(
+    rt: &R,
+    limit: Duration,
+    call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+    deliver: impl FnOnce(Result<T, StoreError>) + Send + 'static,
+) {
+    let (tx, rx) = oneshot::channel();
+    rt.spawn_blocking(Box::new(move || {
+        let _ = tx.send(call());
+    }));
+    await_answer(rt, limit, rx, deliver);
+}
+
+/// Waits, as a task of its own, for a store call's answer on `rx` under
+/// the store timeout `limit`, and hands `deliver` the call's result,
+/// [`StoreError::Timeout`], or [`StoreError::Unavailable`] when the call
+/// panicked (its sender dropped unanswered).
+fn await_answer<R: Runtime, T: Send + 'static>(
+    rt: &R,
+    limit: Duration,
+    rx: oneshot::Receiver<Result<T, StoreError>>,
+    deliver: impl FnOnce(Result<T, StoreError>) + Send + 'static,
+) {
+    let timer = rt.clone();
+    rt.spawn(Box::pin(async move {
+        let result = match timeout(&timer, limit, rx).await {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(StoreError::Unavailable(
+                "the store call panicked; see the log".into(),
+            )),
+            None => Err(StoreError::Timeout),
+        };
+        deliver(result);
+    }));
 }
 
 fn read_blocking(

@@ -125,21 +125,9 @@ impl Node {
 
     fn start_coord(&mut self, now: Now, call: CoordCall, timeout: Duration) -> RequestId {
         let now = self.observe(now);
-        let id = if self.requests.len() >= self.cfg.max_outstanding {
-            let id = self
-                .requests
-                .start(Body::Coord(call), now.mono, Duration::ZERO);
-            self.requests.remove(id);
-            self.event(Event::Coord {
-                id: RequestId(id),
-                result: Err(SendError::Overloaded),
-            });
-            id
-        } else {
-            self.requests.start(Body::Coord(call), now.mono, timeout)
-        };
+        let id = self.start_call(&now, Body::Coord(call), timeout);
         self.step(&now);
-        RequestId(id)
+        id
     }
 
     fn start_release(&mut self, now: &Now, name: String, ticket: u64) {

@@ -5,6 +5,7 @@
 
 use alloc::collections::BTreeSet;
 use alloc::string::String;
+use core::time::Duration;
 
 use crate::id::{NodeId, Term};
 use crate::messaging::{
@@ -21,26 +22,33 @@ impl Node {
     /// Starts a request to the leader (or refuses it at once when too many
     /// are outstanding).
     pub(super) fn start_request(&mut self, now: &Now, payload: impl Into<Payload>) -> RequestId {
-        let id = if self.requests.len() >= self.cfg.max_outstanding {
-            let id = self.requests.start(
-                Body::App(Payload::default()),
-                now.mono,
-                core::time::Duration::ZERO,
-            );
-            self.requests.remove(id);
-            self.event(Event::SendDone {
-                id: RequestId(id),
-                result: Err(SendError::Overloaded),
-            });
-            id
+        let timeout = self.cfg.request_timeout;
+        self.start_call(now, Body::App(payload.into()), timeout)
+    }
+
+    /// Starts call `body` (a send or a coordination call), given up on
+    /// after `timeout`. Past `max_outstanding` it is refused at once: its
+    /// id is spent and its event says [`SendError::Overloaded`].
+    pub(super) fn start_call(&mut self, now: &Now, body: Body, timeout: Duration) -> RequestId {
+        if self.requests.len() < self.cfg.max_outstanding {
+            return RequestId(self.requests.start(body, now.mono, timeout));
+        }
+        let coord = matches!(body, Body::Coord(_));
+        let id = RequestId(self.requests.start(body, now.mono, Duration::ZERO));
+        self.requests.remove(id.0);
+        let overloaded = SendError::Overloaded;
+        self.event(if coord {
+            Event::Coord {
+                id,
+                result: Err(overloaded),
+            }
         } else {
-            self.requests.start(
-                Body::App(payload.into()),
-                now.mono,
-                self.cfg.request_timeout,
-            )
-        };
-        RequestId(id)
+            Event::SendDone {
+                id,
+                result: Err(overloaded),
+            }
+        });
+        id
     }
 
     /// The application's answer to a request this leader handled.
