@@ -177,7 +177,19 @@ impl MembershipTrace {
     /// Measures the trace. Events at the same instant are applied together
     /// before anything is judged at that instant.
     pub fn metrics(&self) -> Metrics {
-        let (instants, distinct_views, max_groups) = self.replay();
+        let mut distinct: BTreeSet<BTreeSet<&str>> = BTreeSet::new();
+        let mut max_groups = 0;
+        let instants = self.replay(|state| {
+            for n in &state.live {
+                if let Some(v) = state.views.get(n) {
+                    if !distinct.contains(v) {
+                        distinct.insert(v.clone());
+                    }
+                }
+            }
+            max_groups = max_groups.max(state.groups());
+        });
+        let distinct_views = distinct.len();
         let intervals = live_intervals(self);
         let (false_reports, latencies) = self.judge_failure_reports(&intervals);
         let rates = self.byte_rates(&intervals);
@@ -199,10 +211,17 @@ impl MembershipTrace {
         }
     }
 
-    /// Replays the live-set and view changes instant by instant: each
-    /// instant's verdict, how many distinct views live nodes held, and the
-    /// most disjoint groups at once.
-    fn replay(&self) -> (Vec<InstantVerdict>, usize, usize) {
+    /// For each mark: how the views came to agree after it (what
+    /// [`MembershipTrace::metrics`] reports as `convergence`, without the
+    /// whole-run measures).
+    pub fn convergence(&self) -> Vec<(String, Duration, Convergence)> {
+        self.convergence_at_marks(&self.replay(|_| {}))
+    }
+
+    /// Replays the live-set and view changes instant by instant, showing
+    /// `look` the state after each instant, and returns each instant's
+    /// verdict.
+    fn replay<'a>(&'a self, mut look: impl FnMut(&Replay<'a>)) -> Vec<InstantVerdict> {
         enum Ev<'a> {
             Live(&'a BTreeSet<NodeName>),
             View(&'a str, &'a BTreeSet<NodeName>),
@@ -220,8 +239,6 @@ impl MembershipTrace {
 
         let mut instants: Vec<InstantVerdict> = Vec::new();
         let mut state = Replay::default();
-        let mut distinct: BTreeSet<BTreeSet<&str>> = BTreeSet::new();
-        let mut max_groups = 0;
         let mut i = 0;
         while i < events.len() {
             let at = events[i].0;
@@ -240,17 +257,10 @@ impl MembershipTrace {
                 }
                 i += 1;
             }
-            for n in &state.live {
-                if let Some(v) = state.views.get(n) {
-                    if !distinct.contains(v) {
-                        distinct.insert(v.clone());
-                    }
-                }
-            }
-            max_groups = max_groups.max(state.groups());
+            look(&state);
             instants.push((at, state.agreed(), live_changed));
         }
-        (instants, distinct.len(), max_groups)
+        instants
     }
 
     /// For each mark: how the views came to agree after it.
@@ -510,6 +520,18 @@ mod tests {
         t.views.push((ms(1300), "a".into(), set(&["a", "b"])));
         t.marks = vec![(ms(1300), "late".into())];
         assert_eq!(t.metrics().convergence[0].2, Convergence::Never);
+    }
+
+    #[test]
+    fn a_mark_that_changes_nothing_does_not_end_the_wait() {
+        // A `run` mark right after the crash leaves the live set as it
+        // is: the crash is still measured to the agreement at 8 s.
+        let mut t = join_then_crash();
+        t.marks.push((ms(5100), "run 100ms".into()));
+        let m = t.metrics();
+        assert_eq!(m.convergence[1].2, Convergence::After(ms(3000)));
+        assert_eq!(m.convergence[2].2, Convergence::After(ms(2900)));
+        assert_eq!(t.convergence(), m.convergence);
     }
 
     #[test]

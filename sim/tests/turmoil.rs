@@ -16,6 +16,7 @@
 
 use std::time::{Duration, Instant};
 
+use hedgerow_sim::compare::Convergence;
 use hedgerow_sim::scenario::Scenario;
 use hedgerow_sim::turmoil::{run, TurmoilOptions, TurmoilReport};
 
@@ -297,4 +298,59 @@ fn the_streams_scenario_runs_clean_over_turmoil() {
             r.streams
         );
     }
+}
+
+/// The convergence the trace reports after each `crash` mark.
+fn after_crashes(r: &TurmoilReport) -> Vec<(String, Convergence)> {
+    r.trace
+        .convergence()
+        .into_iter()
+        .filter(|(m, ..)| m.starts_with("crash"))
+        .map(|(m, _, c)| (m, c))
+        .collect()
+}
+
+#[test]
+fn a_crash_overtaken_by_the_next_is_overtaken_not_never() {
+    // Issue 18's repro: the first crash's wait ended at the next step's
+    // mark and printed `never`; the second crash 50 ms later overtook it.
+    let s = scenario("nodes 10\nrun 2s\ncrash random\nrun 50ms\ncrash random\nrun 20s\n");
+    let r = run(&s, 1, &TurmoilOptions::default());
+    assert!(r.passed(), "{}", r.summary());
+    let crashes = after_crashes(&r);
+    assert_eq!(crashes.len(), 2, "{crashes:?}");
+    assert_eq!(
+        crashes[0].1,
+        Convergence::Overtaken(Duration::from_millis(50))
+    );
+    assert!(matches!(crashes[1].1, Convergence::After(_)), "{crashes:?}");
+    assert!(
+        r.summary().contains("overtaken at +50ms"),
+        "{}",
+        r.summary()
+    );
+}
+
+#[test]
+fn a_crash_converged_during_a_later_converge_step_says_when() {
+    // A `run` mark after the crash changes no live set: the crash is
+    // measured up to the agreement the `converge` step then sees, instead
+    // of `never` at the `run` mark.
+    let s = scenario("nodes 10\nrun 2s\ncrash random\nrun 100ms\nconverge within 30s\n");
+    let opts = TurmoilOptions::default();
+    let r = run(&s, 1, &opts);
+    assert!(r.passed(), "{}", r.summary());
+    let Convergence::After(after_crash) = after_crashes(&r)[0].1 else {
+        panic!("{}", r.summary());
+    };
+    let step = r.converge[0].1.expect("the converge step converged");
+    // The step began 100 ms after the crash; both measure one agreement,
+    // the step by polling the handles each tick, the trace by its records.
+    let from_step = step + Duration::from_millis(100);
+    let gap = after_crash.abs_diff(from_step);
+    assert!(
+        gap <= opts.tick * 10,
+        "crash {after_crash:?}, step {from_step:?}"
+    );
+    assert!(!r.summary().contains("never"), "{}", r.summary());
 }

@@ -27,4 +27,4 @@ pub mod runner;
 pub mod runtime;
 pub mod store;
 
-pub use runner::{convergence_after_marks, run, TurmoilOptions, TurmoilReport};
+pub use runner::{run, TurmoilOptions, TurmoilReport};

@@ -31,7 +31,7 @@ mod record;
 mod report;
 mod steps;
 
-pub use report::{convergence_after_marks, TurmoilReport};
+pub use report::TurmoilReport;
 
 /// The cluster id every simulated node uses.
 pub const CLUSTER: &str = "sim";

@@ -1,14 +1,14 @@
-//! What a turmoil run hands back: [`TurmoilReport`], its summary for
-//! people, and [`convergence_after_marks`], which works on any system's
-//! [`MembershipTrace`].
+//! What a turmoil run hands back: [`TurmoilReport`] and its summary for
+//! people (convergence after each mark is the trace's own measure,
+//! [`MembershipTrace::convergence`], as `compare` reports it).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hedgerow_core::Term;
 
 use crate::check::Violation;
-use crate::compare::MembershipTrace;
+use crate::compare::{Convergence, MembershipTrace};
 
 /// What one turmoil run measured.
 #[derive(Clone, Debug, Default)]
@@ -132,14 +132,20 @@ impl TurmoilReport {
             .map(|(label, d)| format!("{label}: {}", ms(d)))
             .collect();
         let _ = writeln!(s, "  convergence: {}", c.join(", "));
-        let waves: Vec<String> = convergence_after_marks(&self.trace)
+        let waves: Vec<String> = self
+            .trace
+            .convergence()
             .into_iter()
-            .filter(|(m, _)| {
+            .filter(|(m, ..)| {
                 ["wave", "crash", "leave", "restart", "heal"]
                     .iter()
                     .any(|p| m.starts_with(p))
             })
-            .map(|(m, d)| format!("{m}: {}", ms(&d)))
+            .map(|(m, _, c)| match c {
+                Convergence::After(d) => format!("{m}: {}", ms(&Some(d))),
+                Convergence::Overtaken(d) => format!("{m}: overtaken at +{}", ms(&Some(d))),
+                Convergence::Never => format!("{m}: never"),
+            })
             .collect();
         if !waves.is_empty() {
             let _ = writeln!(s, "  views = live set after: {}", waves.join(", "));
@@ -170,66 +176,4 @@ impl TurmoilReport {
         }
         s
     }
-}
-
-/// For each mark of `trace`: how long after it every live node's view was
-/// exactly the live set, if that happened before the next mark (`None`:
-/// not before the next step began). Nodes with no view yet count as
-/// holding an empty one. Works on any system's trace.
-pub fn convergence_after_marks(trace: &MembershipTrace) -> Vec<(String, Option<Duration>)> {
-    // One time-ordered stream of live-set and view changes.
-    enum Change<'a> {
-        Live(&'a BTreeSet<String>),
-        View(&'a String, &'a BTreeSet<String>),
-    }
-    let mut changes: Vec<(Duration, usize, Change)> = Vec::new();
-    for (i, (t, set)) in trace.live.iter().enumerate() {
-        changes.push((*t, i, Change::Live(set)));
-    }
-    let base = trace.live.len();
-    for (i, (t, node, view)) in trace.views.iter().enumerate() {
-        changes.push((*t, base + i, Change::View(node, view)));
-    }
-    changes.sort_by_key(|c| (c.0, c.1));
-    let empty = BTreeSet::new();
-    let mut live: &BTreeSet<String> = &empty;
-    let mut views: BTreeMap<&String, &BTreeSet<String>> = BTreeMap::new();
-    let converged = |live: &BTreeSet<String>, views: &BTreeMap<&String, &BTreeSet<String>>| {
-        !live.is_empty()
-            && live
-                .iter()
-                .all(|n| views.get(n).is_some_and(|v| *v == live))
-    };
-    let mut out = Vec::new();
-    let mut next = 0;
-    for (k, (at, label)) in trace.marks.iter().enumerate() {
-        let until = trace.marks.get(k + 1).map_or(trace.duration, |m| m.0);
-        while next < changes.len() && changes[next].0 <= *at {
-            match changes[next].2 {
-                Change::Live(set) => live = set,
-                Change::View(n, v) => {
-                    views.insert(n, v);
-                }
-            }
-            next += 1;
-        }
-        let mut done = converged(live, &views).then_some(Duration::ZERO);
-        while done.is_none() && next < changes.len() && changes[next].0 <= until {
-            let t = changes[next].0;
-            while next < changes.len() && changes[next].0 == t {
-                match changes[next].2 {
-                    Change::Live(set) => live = set,
-                    Change::View(n, v) => {
-                        views.insert(n, v);
-                    }
-                }
-                next += 1;
-            }
-            if converged(live, &views) {
-                done = Some(t - *at);
-            }
-        }
-        out.push((label.clone(), done));
-    }
-    out
 }
