@@ -228,6 +228,9 @@ pub(super) struct Conn {
     read: Statement,
     insert: Statement,
     update: Statement,
+    /// The coordination put's statements, prepared on the first put (the
+    /// tables may not exist before).
+    pub(super) put: std::sync::OnceLock<super::postgres_coord::PutStatements>,
     last_used: Instant,
 }
 
@@ -368,6 +371,7 @@ impl Shared {
                     read,
                     insert,
                     update,
+                    put: std::sync::OnceLock::new(),
                     last_used: Instant::now(),
                 }),
                 Err(e) => {
@@ -554,7 +558,7 @@ async fn prepare(
     Ok((read, insert, update))
 }
 
-fn schema_version() -> i32 {
+pub(super) fn schema_version() -> i32 {
     i32::try_from(LEASE_SCHEMA_VERSION).unwrap_or(i32::MAX)
 }
 

@@ -1,9 +1,9 @@
 //! PostgreSQL's coordination side: the KV revisions, semaphores and
 //! permits beside `hedgerow_lease`, on the store's one connection and
 //! private runtime, with the lease calls' deadlines and error
-//! classification. Every write is one READ COMMITTED transaction that
-//! first locks the group's lease row `FOR SHARE` and checks it names the
-//! writer: a takeover's `UPDATE` of that row then waits until the fenced
+//! classification. Every write is one READ COMMITTED transaction (a put's
+//! is pipelined: one round trip) that first locks the group's lease row
+//! `FOR SHARE` and checks it names the writer: a takeover's `UPDATE` of that row then waits until the fenced
 //! write commits, so the write is ordered before any takeover, and one
 //! that comes after a takeover sees the new row and is refused. Writers
 //! of one group then take a transaction advisory lock on the group, so
@@ -16,17 +16,18 @@ use std::sync::atomic::Ordering;
 
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row};
+use tokio_postgres::{Client, Row, Statement};
 
 use super::coord::{
     CoordOp, CoordReply, CoordStore, KvEntry, PermitRow, SemaphoreRow, COORD_SCHEMA_VERSION,
 };
 use super::postgres::{chain, decode, Conn, Failure, PostgresStore, Shared};
 use super::sql::{
-    changes_bounds, from_sql, next_ordered, ordered, plan_grant, to_sql, RawCoordRow, RawKv,
-    RawPermit, RawSemaphore, COLUMNS, KV_COLUMNS, PERMIT_COLUMNS, SEMAPHORE_COLUMNS,
+    changes_bounds, next_ordered, ordered, plan_grant, to_sql, RawCoordRow, RawKv, RawPermit,
+    RawSemaphore, COLUMNS, KV_COLUMNS, PERMIT_COLUMNS, SEMAPHORE_COLUMNS,
 };
 use super::StoreError;
+use hedgerow_core::coord::{Fence, Origin};
 
 const SCHEMA: &str = include_str!("schema/postgres_coord.sql");
 
@@ -176,68 +177,14 @@ impl Shared {
                 .await?;
         }
         Ok(match op {
+            // One statement of its own: see `put`.
             CoordOp::Put {
                 fence,
                 origin,
                 key,
                 value,
                 ..
-            } => {
-                let existing = client
-                    .query_opt(
-                        "SELECT revision FROM hedgerow_kv WHERE group_name = $1 AND \
-                         origin_node = $2 AND origin_incarnation = $3 AND origin_request = $4",
-                        &[
-                            &group,
-                            &origin.node.as_str(),
-                            &to_sql(origin.incarnation),
-                            &to_sql(origin.request),
-                        ],
-                    )
-                    .await?;
-                if let Some(row) = existing {
-                    let revision: i64 = row
-                        .try_get(0)
-                        .map_err(|e| self.unreadable(group, "hedgerow_kv", &e))?;
-                    let Some(revision) = u64::try_from(revision).ok().filter(|r| *r > 0) else {
-                        return Err(Failure::Store(StoreError::Corrupt(format!(
-                            "{store}: a row of group {group:?} in table hedgerow_kv has \
-                             revision {revision}; it must be positive"
-                        ))));
-                    };
-                    return Ok(CoordReply::Duplicate { revision });
-                }
-                let last: i64 = client
-                    .query_one(
-                        "SELECT coalesce(max(revision), 0) FROM hedgerow_kv WHERE group_name = $1",
-                        &[&group],
-                    )
-                    .await?
-                    .try_get(0)
-                    .map_err(|e| self.unreadable(group, "hedgerow_kv", &e))?;
-                let revision = next_ordered(&store, group, "revision", last)?;
-                client
-                    .execute(
-                        "INSERT INTO hedgerow_kv (group_name, revision, schema_version, key, \
-                         value, term, origin_node, origin_incarnation, origin_request) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                        &[
-                            &group,
-                            &revision,
-                            &schema_version(),
-                            &key.as_str(),
-                            &value.as_slice(),
-                            &to_sql(fence.token.0),
-                            &origin.node.as_str(),
-                            &to_sql(origin.incarnation),
-                            &to_sql(origin.request),
-                        ],
-                    )
-                    .await?;
-                CoordReply::Put {
-                    revision: from_sql(revision),
-                }
-            }
+            } => return self.put(conn, group, fence, origin, key, value).await,
             CoordOp::Grant { name, .. } => {
                 let stored = self.semaphores(client, group, Some(name)).await?.pop();
                 let held = self.permits(client, group, Some(name)).await?;
@@ -299,6 +246,126 @@ impl Shared {
     }
 
     /// `rows` of `table`, read by `read` and validated.
+    /// A fenced put as one pipelined transaction: `BEGIN`, the lease row
+    /// read `FOR SHARE`, the group's advisory lock and the insert at
+    /// `max(revision) + 1` (both only where the row matches the fence,
+    /// the insert only if the origin is new), sent together on statements
+    /// prepared once per connection; then `COMMIT` once the row is read
+    /// and found to be the fence's, or `ROLLBACK`. Two round trips where
+    /// the transaction took seven. The locks come in the other writes'
+    /// order (lease row, then advisory lock), and each statement takes its
+    /// snapshot after the locks before it, so `max(revision)` sees every
+    /// committed put.
+    async fn put(
+        &self,
+        conn: &Conn,
+        group: &str,
+        fence: &Fence,
+        origin: &Origin,
+        key: &str,
+        value: &[u8],
+    ) -> Result<CoordReply, Failure> {
+        self.ensure_coord_tables(&conn.client).await?;
+        let st = match conn.put.get() {
+            Some(st) => st,
+            None => {
+                let st = PutStatements::prepare(&conn.client).await?;
+                conn.put.get_or_init(|| st)
+            }
+        };
+        let client = &conn.client;
+        let (token, nonce) = (to_sql(fence.token.0), to_sql(fence.nonce));
+        let lease_version = super::postgres::schema_version();
+        let (incarnation, request) = (to_sql(origin.incarnation), to_sql(origin.request));
+        let node = origin.node.as_str();
+        let version = schema_version();
+        let name: [&(dyn ToSql + Sync); 1] = [&group];
+        let held: [&(dyn ToSql + Sync); 4] = [&group, &token, &nonce, &lease_version];
+        let insert: [&(dyn ToSql + Sync); 10] = [
+            &group,
+            &token,
+            &nonce,
+            &lease_version,
+            &node,
+            &incarnation,
+            &request,
+            &version,
+            &key,
+            &value,
+        ];
+        // Each request goes out when its future is first polled, in this
+        // order; the server runs them one after another.
+        let (begin, lease, locked, row) = futures::join!(
+            client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
+            client.query_opt(&st.lease, &name),
+            client.execute(&st.lock, &held),
+            client.query_one(&st.insert, &insert),
+        );
+        let (_, lease, _, row) = (begin?, lease?, locked?, row?);
+        let verdict = self.put_verdict(group, fence, lease.as_ref(), &row);
+        let end = if verdict.as_ref().is_ok_and(|r| *r != CoordReply::Fenced) {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
+        client.batch_execute(end).await?;
+        verdict
+    }
+
+    /// What the pipelined put did, judged from the lease row it read and
+    /// the insert's answer: `(existing revision, inserted revision, last
+    /// revision before)`.
+    fn put_verdict(
+        &self,
+        group: &str,
+        fence: &Fence,
+        lease: Option<&Row>,
+        row: &Row,
+    ) -> Result<CoordReply, Failure> {
+        let store = self.describe();
+        let lease = match lease {
+            None => None,
+            Some(row) => {
+                let raw = decode(row).map_err(|e| self.unreadable(group, "hedgerow_lease", &e))?;
+                Some(raw.decode(&store, group)?)
+            }
+        };
+        if !fence.holds(lease.as_ref()) {
+            return Ok(CoordReply::Fenced);
+        }
+        let unreadable = |e| self.unreadable(group, "hedgerow_kv", &e);
+        let existing: Option<i64> = row.try_get(0).map_err(unreadable)?;
+        let inserted: Option<i64> = row.try_get(1).map_err(unreadable)?;
+        let last: i64 = row.try_get(2).map_err(unreadable)?;
+        let positive = |revision: i64| {
+            u64::try_from(revision)
+                .ok()
+                .filter(|r| *r > 0)
+                .ok_or_else(|| {
+                    Failure::Store(StoreError::Corrupt(format!(
+                        "{store}: a row of group {group:?} in table hedgerow_kv has revision \
+                     {revision}; it must be positive"
+                    )))
+                })
+        };
+        match (existing, inserted) {
+            (Some(revision), _) => Ok(CoordReply::Duplicate {
+                revision: positive(revision)?,
+            }),
+            (None, Some(revision)) => Ok(CoordReply::Put {
+                revision: positive(revision)?,
+            }),
+            // Only a last revision with no next one stops the insert.
+            (None, None) => {
+                next_ordered(&store, group, "revision", last)?;
+                Err(Failure::Store(StoreError::Unavailable(format!(
+                    "{store}: a put of group {group:?} under a held fence neither found its \
+                     origin nor inserted"
+                ))))
+            }
+        }
+    }
+
     fn decode_rows<R: RawCoordRow>(
         &self,
         group: &str,
@@ -416,13 +483,21 @@ impl CoordStore for PostgresStore {
             _ => "READ COMMITTED",
         };
         self.shared.call(op.kind(), |shared, conn, _retry| {
-            shared
-                .run(shared.in_transaction(
+            let result = match op {
+                CoordOp::Put {
+                    fence,
+                    origin,
+                    key,
+                    value,
+                    ..
+                } => shared.run(shared.put(conn, group, fence, origin, key, value)),
+                _ => shared.run(shared.in_transaction(
                     conn,
                     isolation,
                     shared.execute_coord_tx(conn, group, op),
-                ))
-                .map_err(|f| shared.coord_layout(op.kind(), f))
+                )),
+            };
+            result.map_err(|f| shared.coord_layout(op.kind(), f))
         })
     }
 
@@ -505,5 +580,57 @@ impl CoordStore for PostgresStore {
             ),
             &[&group, &after, &prefix, &limit],
         )
+    }
+}
+
+/// The statements of a fenced put, prepared once per connection. The
+/// lock and the insert repeat the fence's condition (`$1` group, `$2`
+/// token, `$3` holder nonce, `$4` lease schema version), so a fenced put
+/// locks and writes nothing.
+#[derive(Debug)]
+pub(super) struct PutStatements {
+    lease: Statement,
+    lock: Statement,
+    insert: Statement,
+}
+
+impl PutStatements {
+    async fn prepare(client: &Client) -> Result<Self, tokio_postgres::Error> {
+        const HELD: &str = "SELECT 1 FROM hedgerow_lease WHERE name = $1 AND token = $2 \
+                            AND holder_nonce = $3 AND schema_version = $4";
+        const LAST: &str =
+            "SELECT coalesce(max(revision), 0) FROM hedgerow_kv WHERE group_name = $1";
+        let lease = format!("SELECT {COLUMNS} FROM hedgerow_lease WHERE name = $1 FOR SHARE");
+        let lock = format!(
+            "SELECT pg_advisory_xact_lock(hashtext('hedgerow_coord'), hashtext($1)) \
+             WHERE EXISTS ({HELD})"
+        );
+        // $5..$7 the origin, $8 the coordination schema version, $9 key,
+        // $10 value. The outer SELECT's snapshot is the statement's: `last`
+        // is the revision before this insert.
+        let insert = format!(
+            "WITH existing AS ( \
+                 SELECT revision FROM hedgerow_kv WHERE group_name = $1 AND \
+                 origin_node = $5 AND origin_incarnation = $6 AND origin_request = $7 \
+             ), inserted AS ( \
+                 INSERT INTO hedgerow_kv (group_name, revision, schema_version, key, \
+                     value, term, origin_node, origin_incarnation, origin_request) \
+                 SELECT $1, ({LAST}) + 1, $8, $9, $10, $2, $5, $6, $7 \
+                 WHERE NOT EXISTS (SELECT 1 FROM existing) AND EXISTS ({HELD}) \
+                     AND ({LAST}) < 9223372036854775807 \
+                 RETURNING revision \
+             ) \
+             SELECT (SELECT revision FROM existing), (SELECT revision FROM inserted), ({LAST})"
+        );
+        let (lease, lock, insert) = futures::try_join!(
+            client.prepare(&lease),
+            client.prepare(&lock),
+            client.prepare(&insert),
+        )?;
+        Ok(PutStatements {
+            lease,
+            lock,
+            insert,
+        })
     }
 }
