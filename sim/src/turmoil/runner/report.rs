@@ -50,6 +50,9 @@ pub struct TurmoilReport {
     pub streams: (u64, u64, u64),
     /// Wall-clock time the run took.
     pub wall: Duration,
+    /// The run recorded for its report, when
+    /// [`TurmoilOptions::record`](super::TurmoilOptions::record) asked.
+    pub record: Option<crate::report::Record>,
 }
 
 impl TurmoilReport {
@@ -132,18 +135,6 @@ impl TurmoilReport {
             .map(|(label, d)| format!("{label}: {}", ms(d)))
             .collect();
         let _ = writeln!(s, "  convergence: {}", c.join(", "));
-        let waves: Vec<String> = convergence_after_marks(&self.trace)
-            .into_iter()
-            .filter(|(m, _)| {
-                ["wave", "crash", "leave", "restart", "heal"]
-                    .iter()
-                    .any(|p| m.starts_with(p))
-            })
-            .map(|(m, d)| format!("{m}: {}", ms(&d)))
-            .collect();
-        if !waves.is_empty() {
-            let _ = writeln!(s, "  views = live set after: {}", waves.join(", "));
-        }
         let _ = writeln!(
             s,
             "  load: {:.1} messages and {:.0} bytes per node per second ({:.0} node-seconds)",
@@ -169,6 +160,30 @@ impl TurmoilReport {
             let _ = writeln!(s, "  replay: HEDGEROW_SEED={}", self.seed);
         }
         s
+    }
+}
+
+impl TurmoilReport {
+    /// The long form for `--verbose`: after every wave, crash, leave,
+    /// restart and heal, how long until every view was the live set.
+    pub fn details(&self) -> String {
+        let ms = |d: &Option<Duration>| match d {
+            Some(d) => format!("{:.0}ms", d.as_secs_f64() * 1e3),
+            None => "never".into(),
+        };
+        let waves: Vec<String> = convergence_after_marks(&self.trace)
+            .into_iter()
+            .filter(|(m, _)| {
+                ["wave", "crash", "leave", "restart", "heal"]
+                    .iter()
+                    .any(|p| m.starts_with(p))
+            })
+            .map(|(m, d)| format!("{m}: {}", ms(&d)))
+            .collect();
+        if waves.is_empty() {
+            return String::new();
+        }
+        format!("  views = live set after: {}\n", waves.join(", "))
     }
 }
 
