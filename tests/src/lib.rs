@@ -55,6 +55,7 @@ use std::time::{Duration, Instant};
 use hedgerow_cli::http::request;
 use serde_json::Value;
 
+pub mod browser;
 pub mod hostile;
 
 pub use hedgerow::store::conformance::postgres_server::PostgresServer;

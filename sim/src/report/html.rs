@@ -7,6 +7,7 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use super::record::Record;
+use crate::compare::{Convergence, MembershipTrace};
 
 const RUN: &str = include_str!("../../report/run.html");
 const INDEX: &str = include_str!("../../report/index.html");
@@ -82,10 +83,49 @@ pub fn index_page(title: &str, rows: &[SweepRow]) -> String {
     fill(INDEX, title, "").replace("__ROWS__", &body)
 }
 
-/// The comparison of membership systems under one schedule as a chart:
-/// `data` is what `compare` measured, serialized as its page expects.
-pub fn compare_page<T: Serialize>(title: &str, data: &T) -> String {
-    fill(COMPARE, title, &embed(data))
+/// One system's numbers in the comparison chart.
+#[derive(Serialize)]
+struct SystemChart {
+    name: String,
+    /// `(label, at s, verdict, s)`: per mark, how the views came to agree
+    /// (`after`, `overtaken` by the next step, `never`) and when.
+    marks: Vec<(String, f64, &'static str, Option<f64>)>,
+    bytes_mean: f64,
+    bytes_max: f64,
+    nodes_started: usize,
+    false_reports: usize,
+}
+
+/// Membership systems run under one schedule (`compare`'s side-by-side)
+/// as a chart: per mark, each system's convergence time; bytes per node
+/// per second.
+pub fn compare_page(title: &str, runs: &[(&str, &MembershipTrace)]) -> String {
+    let systems: Vec<SystemChart> = runs
+        .iter()
+        .map(|(name, trace)| {
+            let m = trace.metrics();
+            SystemChart {
+                name: name.to_string(),
+                marks: m
+                    .convergence
+                    .iter()
+                    .map(|(label, at, c)| {
+                        let (verdict, d) = match c {
+                            Convergence::After(d) => ("after", Some(d.as_secs_f64())),
+                            Convergence::Overtaken(d) => ("overtaken", Some(d.as_secs_f64())),
+                            Convergence::Never => ("never", None),
+                        };
+                        (label.clone(), at.as_secs_f64(), verdict, d)
+                    })
+                    .collect(),
+                bytes_mean: m.bytes_per_node_sec_mean,
+                bytes_max: m.bytes_per_node_sec_max,
+                nodes_started: m.nodes_started,
+                false_reports: m.false_reports,
+            }
+        })
+        .collect();
+    fill(COMPARE, title, &embed(&systems))
 }
 
 #[cfg(test)]
