@@ -72,6 +72,15 @@ fn check_page(chromium: &Chromium, dir: &Path, name: &str, record: &Record) -> S
     dom
 }
 
+/// `s` run in-process from `seed`, recorded; it must pass.
+fn recorded(s: &Scenario, seed: u64) -> Record {
+    let mut cfg = ClusterConfig::new(seed);
+    cfg.record = true;
+    let (out, cluster) = scenario::run_with(s, cfg);
+    assert!(out.passed(), "{:?}", out.violations);
+    cluster.record().unwrap()
+}
+
 #[test]
 fn a_run_report_draws_a_lane_per_node_and_an_interval_per_leadership() {
     let Some(chromium) = Chromium::find("run report") else {
@@ -85,11 +94,7 @@ fn a_run_report_draws_a_lane_per_node_and_an_interval_per_leadership() {
          lock job 3\nrun 2s\nrelease all\nconverge within 20s\n",
     )
     .unwrap();
-    let mut cfg = ClusterConfig::new(7);
-    cfg.record = true;
-    let (out, cluster) = scenario::run_with(&s, cfg);
-    assert!(out.passed(), "{:?}", out.violations);
-    let record = cluster.record().unwrap();
+    let record = recorded(&s, 7);
     assert!(
         record.leads.len() >= 2,
         "a crash of the leader makes a second leadership"
@@ -199,12 +204,7 @@ fn a_2_150_2_report_stays_small_and_draws_every_node() {
         return;
     };
     let dir = temp_dir();
-    let s = Scenario::load("scale-2-150-2").unwrap();
-    let mut cfg = ClusterConfig::new(1);
-    cfg.record = true;
-    let (out, cluster) = scenario::run_with(&s, cfg);
-    assert!(out.passed(), "{:?}", out.violations);
-    let record = cluster.record().unwrap();
+    let record = recorded(&Scenario::load("scale-2-150-2").unwrap(), 1);
     let page = report::run_page(&record);
     assert!(page.len() < 3 << 20, "the page is {} bytes", page.len());
     assert!(record.nodes.len() >= 150);
