@@ -5,7 +5,9 @@
 //!     --scenario scale-2-150-2 --seed 1
 //! ```
 //!
-//! Prints a markdown table (see `hedgerow_sim::compare::side_by_side`).
+//! Prints a markdown table (see `hedgerow_sim::compare::side_by_side`);
+//! `--chart FILE.html` also draws it as a page (convergence per mark,
+//! bytes per node per second; see `hedgerow_sim::report::compare_page`).
 
 #[path = "support/foca_turmoil.rs"]
 mod foca_turmoil;
@@ -18,24 +20,27 @@ use hedgerow_sim::scenario::{Scenario, Step, Target};
 struct Args {
     scenario: String,
     seed: u64,
+    chart: Option<String>,
 }
 
 fn args() -> Result<Args, String> {
     let mut a = Args {
         scenario: "scale-2-150-2".into(),
         seed: 1,
+        chart: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--scenario" => a.scenario = value()?,
+            "--chart" => a.chart = Some(value()?),
             "--seed" => {
                 a.seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?;
             }
             _ => {
                 return Err(format!(
-                    "unknown flag {flag}: use --scenario NAME|FILE --seed N"
+                    "unknown flag {flag}: use --scenario NAME|FILE --seed N [--chart FILE.html]"
                 ))
             }
         }
@@ -147,6 +152,21 @@ fn main() {
         scenario.name, a.seed, opts.mirror.tick
     );
     println!("{table}");
+    if let Some(path) = &a.chart {
+        let title = format!("{}, seed {}: hedgerow beside foca", scenario.name, a.seed);
+        let page = hedgerow_sim::report::compare_page(
+            &title,
+            &[
+                ("hedgerow (turmoil, TCP)", &hedgerow.trace),
+                ("foca (turmoil, UDP)", &foca.trace),
+            ],
+        );
+        if let Err(e) = std::fs::write(path, page) {
+            eprintln!("cannot write {path}: {e}");
+            std::process::exit(1);
+        }
+        eprintln!("chart: {path}");
+    }
     println!(
         "Mark times (@) are the first column's; a `converge` step that takes longer \
          in one run shifts that run's later marks.\n"

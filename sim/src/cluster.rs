@@ -10,9 +10,9 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
 use hedgerow_core::{
-    BroadcastHandle, BroadcastId, Config, Event, Identity, Input, LeaseOp, LeaseReply, Message,
-    Node, NodeId, Now, OpId, Output, Payload, RequestHandle, RequestId, Rng, SendError, SendReply,
-    StoreError, StreamId, StreamTarget, Term,
+    BroadcastHandle, BroadcastId, ClockStatus, Config, Event, Identity, Input, LeaseOp, LeaseReply,
+    Message, Node, NodeId, Now, OpId, Output, Payload, RequestHandle, RequestId, Rng, SendError,
+    SendReply, StoreError, StreamId, StreamTarget, Term,
 };
 
 use hedgerow_core::coord::{CoordAnswer, CoordOp, CoordReply, Origin};
@@ -28,6 +28,7 @@ use crate::check::views::ViewOrder;
 use crate::check::{tokens, Violation};
 use crate::clock::SimClock;
 use crate::net::{Net, NetConfig};
+use crate::report::{FaultKind, Life, Record, Recorder};
 use crate::store::{SimStore, StoreConfig};
 
 /// How a run is set up.
@@ -58,6 +59,8 @@ pub struct ClusterConfig {
     pub trace_len: usize,
     /// Count encoded bytes of every message sent (costs an encode each).
     pub measure_bytes: bool,
+    /// Record the run's change points for a report ([`Cluster::record`]).
+    pub record: bool,
 }
 
 impl ClusterConfig {
@@ -77,6 +80,7 @@ impl ClusterConfig {
             consume_delay: Duration::ZERO,
             trace_len: 48,
             measure_bytes: false,
+            record: false,
         }
     }
 }
@@ -258,6 +262,7 @@ pub struct Cluster {
     first_leader_at: Option<u64>,
     events: u64,
     spin: (usize, u64, u32),
+    recorder: Option<Recorder>,
 }
 
 impl Cluster {
@@ -267,7 +272,6 @@ impl Cluster {
         Cluster {
             net: Net::new(cfg.net.clone()),
             store: SimStore::new(cfg.store.clone()),
-            cfg,
             t: 0,
             seq: 0,
             rng,
@@ -291,6 +295,8 @@ impl Cluster {
             first_leader_at: None,
             events: 0,
             spin: (usize::MAX, 0, 0),
+            recorder: cfg.record.then(Recorder::default),
+            cfg,
         }
     }
 
@@ -326,6 +332,8 @@ impl Cluster {
             ..SimClock::fixed(offset, bound)
         };
         let node = self.make_node(&id, config);
+        let t = self.t;
+        self.rec(|r| r.started(slot, id.to_string(), t));
         self.index.insert(id, slot);
         self.nodes.push(SimNode {
             node,
@@ -371,6 +379,7 @@ impl Cluster {
         self.leadership.end(slot, t);
         self.permits.end(slot, t);
         self.net.forget_links_of(slot);
+        self.rec(|r| r.life(slot, t, Life::Crashed));
         self.note(format!("crash {slot}"));
         // The kernel closes a dead process's connections: peers see them drop.
         let peer = self.nodes[slot].node.identity().id.clone();
@@ -391,6 +400,8 @@ impl Cluster {
         n.leaving = false;
         n.deferred.clear();
         n.gen += 1;
+        let t = self.t;
+        self.rec(|r| r.life(slot, t, Life::Restarted));
         self.note(format!("restart {slot}"));
         self.input(slot, Input::Tick);
     }
@@ -424,12 +435,15 @@ impl Cluster {
         }
         self.leadership.end(slot, t);
         self.permits.end(slot, t);
+        self.rec(|r| r.life(slot, t, Life::Left));
     }
 
     /// Freezes a process (SIGSTOP): no timers, no messages, no store
     /// answers until [`Cluster::resume`].
     pub fn pause(&mut self, slot: usize) {
         self.nodes[slot].paused = true;
+        let t = self.t;
+        self.rec(|r| r.fault(FaultKind::Paused, "paused".into(), Some(slot), t));
         self.note(format!("pause {slot}"));
     }
 
@@ -437,6 +451,8 @@ impl Cluster {
     /// first (as an application would), then [`Cluster::wake`] it.
     pub fn resume(&mut self, slot: usize) {
         self.nodes[slot].paused = false;
+        let t = self.t;
+        self.rec(|r| r.fault_over(FaultKind::Paused, Some(slot), t));
         self.note(format!("resume {slot}"));
     }
 
@@ -456,12 +472,15 @@ impl Cluster {
     /// Cuts the links between two nodes both ways.
     pub fn partition(&mut self, a: usize, b: usize) {
         self.net.cut(a, b);
+        self.cut_band(format!("cut from {b}"), Some(a));
+        self.cut_band(format!("cut from {a}"), Some(b));
         self.note(format!("partition {a} <-> {b}"));
     }
 
     /// Cuts messages from `from` to `to` only.
     pub fn partition_one_way(&mut self, from: usize, to: usize) {
         self.net.cut_one_way(from, to);
+        self.cut_band(format!("cannot reach {to}"), Some(from));
     }
 
     /// Cuts a node from every other node (not from the store).
@@ -471,6 +490,7 @@ impl Cluster {
                 self.net.cut(slot, other);
             }
         }
+        self.cut_band("isolated".into(), Some(slot));
         self.note(format!("isolate {slot}"));
     }
 
@@ -484,18 +504,23 @@ impl Cluster {
                 }
             }
         }
+        self.cut_band(format!("split: {} nodes cut from the rest", a.len()), None);
         self.note(format!("split {side_a:?}"));
     }
 
     /// Restores every node-to-node link.
     pub fn heal(&mut self) {
         self.net.heal();
+        let t = self.t;
+        self.rec(|r| r.fault_over(FaultKind::Partition, None, t));
         self.note("heal".into());
     }
 
     /// Restores one node's links.
     pub fn heal_node(&mut self, slot: usize) {
         self.net.heal_node(slot);
+        let t = self.t;
+        self.rec(|r| r.fault_over(FaultKind::Partition, Some(slot), t));
     }
 
     /// Cuts or restores a node's path to the store.
@@ -505,12 +530,14 @@ impl Cluster {
         } else {
             self.store_cut.remove(&slot);
         }
+        self.band(FaultKind::StoreCut, "cut from the store", Some(slot), cut);
         self.note(format!("store cut {slot}: {cut}"));
     }
 
     /// Takes the store down or brings it back.
     pub fn store_down(&mut self, down: bool) {
         self.store.down = down;
+        self.band(FaultKind::StoreDown, "store down", None, down);
         self.note(format!("store down: {down}"));
     }
 
@@ -530,6 +557,9 @@ impl Cluster {
     /// Adds extra one-way latency to every store operation (a spike).
     pub fn store_spike(&mut self, extra: Duration) {
         self.store.spike = extra;
+        let label = format!("store +{extra:?}");
+        self.band(FaultKind::StoreSpike, &label, None, false);
+        self.band(FaultKind::StoreSpike, &label, None, !extra.is_zero());
     }
 
     /// Replaces a node's clock (offset, drift, bound, status) from now on.
@@ -545,6 +575,12 @@ impl Cluster {
         if !clock.status.may_lead() {
             let t = self.t;
             self.leadership.end(slot, t);
+        }
+        let status = clock.status;
+        self.band(FaultKind::Clock, "", Some(slot), false);
+        if status != ClockStatus::Synchronized {
+            let label = format!("clock {}", crate::scenario::clock_word(status));
+            self.band(FaultKind::Clock, &label, Some(slot), true);
         }
         self.note(format!("clock {slot}: {clock:?}"));
         self.input(slot, Input::Tick);
@@ -901,6 +937,54 @@ impl Cluster {
             }
         }
         convergence::diverged(&self.reports())
+    }
+
+    // ---- the report ---------------------------------------------------------
+
+    /// Marks the end of a scenario step in the record (see
+    /// [`Recorder::mark`]); nothing when the run does not record.
+    pub fn mark(&mut self, label: String, converge: Option<Option<u64>>) {
+        let t = self.t;
+        self.rec(|r| r.mark(t, label, converge));
+    }
+
+    /// The run so far as a [`Record`], if [`ClusterConfig::record`] was
+    /// set: its change points with the checkers' intervals and violations.
+    pub fn record(&self) -> Option<Record> {
+        let r = self.recorder.clone()?;
+        let mut rec = r.finish(
+            self.t,
+            &self.leadership.intervals(self.t),
+            &self.permits.intervals(self.t),
+            &self.violations(),
+        );
+        rec.runner = "in-process".into();
+        rec.seed = self.cfg.seed;
+        // A scenario run also fails on a phase that did not converge; its
+        // runner knows, and overrides this.
+        rec.passed = rec.violations.is_empty();
+        Some(rec)
+    }
+
+    fn rec(&mut self, f: impl FnOnce(&mut Recorder)) {
+        if let Some(r) = &mut self.recorder {
+            f(r);
+        }
+    }
+
+    /// Begins (`on`) or ends a fault band.
+    fn band(&mut self, kind: FaultKind, label: &str, slot: Option<usize>, on: bool) {
+        let t = self.t;
+        if on {
+            self.rec(|r| r.fault(kind, label.into(), slot, t));
+        } else {
+            self.rec(|r| r.fault_over(kind, slot, t));
+        }
+    }
+
+    fn cut_band(&mut self, label: String, slot: Option<usize>) {
+        let t = self.t;
+        self.rec(|r| r.fault(FaultKind::Partition, label, slot, t));
     }
 
     // ---- the driver -----------------------------------------------------------
@@ -1286,6 +1370,9 @@ impl Cluster {
         }
         let v = self.views.observe(slot, inc, stamp, t);
         self.violation(v);
+        if let Some(r) = &mut self.recorder {
+            r.view(slot, t, self.nodes[slot].node.view().len());
+        }
         let n = &self.nodes[slot];
         let held: Vec<_> = n
             .node

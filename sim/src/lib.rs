@@ -22,6 +22,7 @@ mod clock;
 mod cluster;
 pub mod compare;
 mod net;
+pub mod report;
 pub mod scenario;
 mod seeds;
 mod store;

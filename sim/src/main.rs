@@ -20,13 +20,29 @@
 //! cargo run --release -p hedgerow-sim -- --net turmoil --scenario scale-2-150-2 --seeds 3 [--tick-ms 10]
 //! ```
 //!
+//! A scenario run prints one line a seed and, at the end, a table with one
+//! row a `converge` phase (min, median and max over the seeds); `--verbose`
+//! adds every phase's time (and, on turmoil, the time to agree after every
+//! wave) to each seed's line. `--report FILE.html` (one seed) draws the run
+//! as a timeline in one self-contained page; `--report-dir DIR` writes one
+//! page a seed and an `index.html`. A sweep on a terminal shows its
+//! progress on stderr.
+//!
+//! ```text
+//! cargo run --release -p hedgerow-sim -- --scenario partitions --seed 3 --report run.html
+//! cargo run --release -p hedgerow-sim -- --scenario scale-2-150-2 --seeds 20 --report-dir reports
+//! ```
+//!
 //! `HEDGEROW_SEED=<seed>` replays one seed, whatever `--seed`/`--seeds` say.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use std::path::{Path, PathBuf};
+
 use hedgerow_core::Config;
-use hedgerow_sim::scenario::{self, Scenario};
+use hedgerow_sim::report::{self, PhaseTable, Progress, Record, SweepRow};
+use hedgerow_sim::scenario::{self, Scenario, Step};
 use hedgerow_sim::{Cluster, ClusterConfig};
 
 struct Args {
@@ -38,6 +54,17 @@ struct Args {
     scenario: Option<String>,
     turmoil: bool,
     tick_ms: u64,
+    verbose: bool,
+    report: Reports,
+}
+
+/// Where run reports go.
+enum Reports {
+    None,
+    /// One run's page.
+    File(PathBuf),
+    /// One page a seed plus `index.html`.
+    Dir(PathBuf),
 }
 
 fn parse() -> Result<Args, String> {
@@ -50,6 +77,8 @@ fn parse() -> Result<Args, String> {
         scenario: None,
         turmoil: false,
         tick_ms: 10,
+        verbose: false,
+        report: Reports::None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -71,8 +100,11 @@ fn parse() -> Result<Args, String> {
                 other => return Err(format!("--net {other:?}: use turmoil or inprocess")),
             },
             "--tick-ms" => a.tick_ms = num(value()?)?.max(1),
+            "--verbose" | "-v" => a.verbose = true,
+            "--report" => a.report = Reports::File(value()?.into()),
+            "--report-dir" => a.report = Reports::Dir(value()?.into()),
             "-h" | "--help" => {
-                return Err("usage: hedgerow-sim [--net inprocess|turmoil] [--tick-ms T] [--scenario NAME|FILE] [--nodes N] [--seeds N | --seed S] [--bound-ms B] [--preset lan|local|wan]\n\
+                return Err("usage: hedgerow-sim [--net inprocess|turmoil] [--tick-ms T] [--scenario NAME|FILE] [--nodes N] [--seeds N | --seed S] [--bound-ms B] [--preset lan|local|wan] [--report FILE.html | --report-dir DIR] [--verbose]\n\
                      built-in scenarios: scale-2-150-2, partitions, lossy, streams (see hedgerow_sim::scenario for the file format)".into())
             }
             other => return Err(format!("unknown argument {other:?}; try --help")),
@@ -87,6 +119,17 @@ fn parse() -> Result<Args, String> {
     }
     if a.turmoil && a.scenario.is_none() {
         return Err("--net turmoil runs a scenario: add --scenario NAME|FILE".into());
+    }
+    let reporting = !matches!(a.report, Reports::None);
+    if reporting && a.scenario.is_none() {
+        return Err(
+            "--report and --report-dir draw a scenario run: add --scenario NAME|FILE".into(),
+        );
+    }
+    if matches!(a.report, Reports::File(_)) && a.seeds > 1 {
+        return Err(
+            "--report draws one run: add --seed S, or use --report-dir DIR for a sweep".into(),
+        );
     }
     if a.nodes < 2 {
         return Err("--nodes must be at least 2".into());
@@ -290,26 +333,44 @@ fn run_scenario(
         scenario.steps.len(),
         args.preset
     );
-    let mut failed = false;
+    let labels: Vec<String> = scenario
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Converge(_)))
+        .map(Step::label)
+        .collect();
+    let mut sweep = Sweep::new(args);
     for seed in args.first_seed..args.first_seed + args.seeds {
         let wall = Instant::now();
-        let out = scenario::run(scenario, cluster_config(seed, &node, bound));
-        let conv: Vec<String> = out
-            .converge
+        let mut cfg = cluster_config(seed, &node, bound);
+        cfg.record = sweep.records();
+        let (out, cluster) = scenario::run_with(scenario, cfg);
+        let phases: Vec<(String, Option<Duration>)> = labels
             .iter()
-            .map(|c| c.map_or("never".into(), |d| format!("{:.2}", d.as_secs_f64())))
+            .cloned()
+            .zip(out.converge.iter().copied())
             .collect();
+        sweep.progress.clear();
+        let never = phases.iter().filter(|p| p.1.is_none()).count();
         println!(
-            "seed {seed}: {} violations, first leader {}, converged after each phase [{}] s, simulated {:.0} s, {} events, wall {:.2} s",
+            "seed {seed}: {} ({} violations, {never} of {} phases did not converge), first leader {}, simulated {:.0} s, {} events, wall {:.2} s",
+            if out.passed() { "ok" } else { "FAILED" },
             out.violations.len(),
+            phases.len(),
             out.first_leader.map_or("never".into(), |d| format!("{:.3} s", d.as_secs_f64())),
-            conv.join(", "),
             out.end.as_secs_f64(),
             out.events,
             wall.elapsed().as_secs_f64()
         );
+        if args.verbose {
+            let conv: Vec<String> = out
+                .converge
+                .iter()
+                .map(|c| c.map_or("never".into(), |d| format!("{:.2}", d.as_secs_f64())))
+                .collect();
+            println!("  converged after each phase [{}] s", conv.join(", "));
+        }
         if !out.passed() {
-            failed = true;
             for v in out.violations.iter().take(3) {
                 eprintln!("{v}");
             }
@@ -320,8 +381,17 @@ fn run_scenario(
                 "replay: cargo run --release -p hedgerow-sim -- --scenario {name} --seed {seed}"
             );
         }
+        let record = cluster.record().map(|mut r| {
+            r.title = scenario.name.clone();
+            r.passed = out.passed();
+            r
+        });
+        if let Err(e) = sweep.seed_done(seed, out.passed(), phases, record) {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
     }
-    exit_code(failed)
+    sweep.finish(&scenario.name)
 }
 
 fn run_turmoil(
@@ -331,10 +401,12 @@ fn run_turmoil(
     node: Config,
     bound: Duration,
 ) -> ExitCode {
+    let mut sweep = Sweep::new(args);
     let opts = hedgerow_sim::turmoil::TurmoilOptions {
         tick: Duration::from_millis(args.tick_ms),
         config: node,
         bound,
+        record: sweep.records(),
         ..Default::default()
     };
     println!(
@@ -344,19 +416,120 @@ fn run_turmoil(
         opts.tick,
         args.preset
     );
-    let mut failed = false;
     for seed in args.first_seed..args.first_seed + args.seeds {
-        let report = hedgerow_sim::turmoil::run(scenario, seed, &opts);
+        let mut report = hedgerow_sim::turmoil::run(scenario, seed, &opts);
+        sweep.progress.clear();
         print!("{}", report.summary());
+        if args.verbose {
+            print!("{}", report.details());
+        }
         if !report.passed() {
-            failed = true;
             eprintln!(
                 "replay: HEDGEROW_SEED={seed} cargo run --release -p hedgerow-sim -- --net turmoil --scenario {name} --tick-ms {}",
                 args.tick_ms
             );
         }
+        let record = report.record.take().map(|mut r| {
+            r.title = scenario.name.clone();
+            r
+        });
+        let phases = std::mem::take(&mut report.converge);
+        if let Err(e) = sweep.seed_done(seed, report.passed(), phases, record) {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
     }
-    exit_code(failed)
+    sweep.finish(&scenario.name)
+}
+
+/// A sweep in progress: the phase table, the progress line, the reports
+/// written so far, and whether any seed failed.
+struct Sweep<'a> {
+    args: &'a Args,
+    table: PhaseTable,
+    progress: Progress,
+    rows: Vec<SweepRow>,
+    done: u64,
+    failed: bool,
+}
+
+impl<'a> Sweep<'a> {
+    fn new(args: &'a Args) -> Self {
+        Sweep {
+            args,
+            table: PhaseTable::default(),
+            progress: Progress::new(args.seeds),
+            rows: Vec::new(),
+            done: 0,
+            failed: false,
+        }
+    }
+
+    /// Whether runs must record for a report.
+    fn records(&self) -> bool {
+        !matches!(self.args.report, Reports::None)
+    }
+
+    /// One seed finished: its phases go in the table, its record (if
+    /// any) to its page.
+    fn seed_done(
+        &mut self,
+        seed: u64,
+        passed: bool,
+        phases: Vec<(String, Option<Duration>)>,
+        record: Option<Record>,
+    ) -> Result<(), String> {
+        self.failed |= !passed;
+        self.table.add(phases);
+        if let Some(r) = record {
+            let path = match &self.args.report {
+                Reports::None => None,
+                Reports::File(f) => Some(f.clone()),
+                Reports::Dir(d) => {
+                    std::fs::create_dir_all(d)
+                        .map_err(|e| format!("cannot create --report-dir {}: {e}", d.display()))?;
+                    Some(d.join(format!("seed-{seed}.html")))
+                }
+            };
+            if let Some(path) = path {
+                write(&path, &report::run_page(&r))?;
+                self.rows.push(SweepRow {
+                    seed,
+                    passed: r.passed,
+                    violations: r.violations.len(),
+                    leaderships: r.leaderships(),
+                    file: format!("seed-{seed}.html"),
+                });
+                if matches!(self.args.report, Reports::File(_)) {
+                    println!("report: {}", path.display());
+                }
+            }
+        }
+        self.done += 1;
+        self.progress.show(self.done);
+        Ok(())
+    }
+
+    /// The phase table, the sweep's index, and the exit code.
+    fn finish(self, title: &str) -> ExitCode {
+        self.progress.clear();
+        print!("{}", self.table.render());
+        if let Reports::Dir(d) = &self.args.report {
+            let index = d.join("index.html");
+            let page =
+                report::index_page(&format!("{title}: {} seeds", self.rows.len()), &self.rows);
+            if let Err(e) = write(&index, &page) {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+            println!("reports: {}", index.display());
+        }
+        exit_code(self.failed)
+    }
+}
+
+fn write(path: &Path, page: &str) -> Result<(), String> {
+    std::fs::write(path, page).map_err(|e| format!("cannot write report {}: {e}", path.display()))
 }
 
 /// Failure if any seed failed.

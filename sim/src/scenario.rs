@@ -103,6 +103,41 @@ pub enum Step {
     Release(usize),
 }
 
+impl Step {
+    /// The step as a scenario file writes it, for reports.
+    pub fn label(&self) -> String {
+        let d = |d: &Duration| format!("{d:?}");
+        match self {
+            Step::Nodes(n) => format!("nodes {n}"),
+            Step::Run(t) => format!("run {}", d(t)),
+            Step::ScaleTo { n, waves, over } => {
+                format!("scale-to {n} waves {waves} over {}", d(over))
+            }
+            Step::Crash(t) => format!("crash {t}"),
+            Step::Leave(t) => format!("leave {t}"),
+            Step::Restart(t) => format!("restart {t}"),
+            Step::Isolate(t) => format!("isolate {t}"),
+            Step::Split => "split".into(),
+            Step::Heal => "heal".into(),
+            Step::StoreDown(t) => format!("store down {}", d(t)),
+            Step::StoreSpike(x, t) => format!("store spike {} {}", d(x), d(t)),
+            Step::CutStore(n, t) => format!("cut-store {n} {}", d(t)),
+            Step::Clock(s, t) => format!("clock {} {t}", clock_word(*s)),
+            Step::NetDrop(p) => format!("net drop {p}"),
+            Step::NetDup(p) => format!("net dup {p}"),
+            Step::NetLatency(a, b) => format!("net latency {} {}", d(a), d(b)),
+            Step::Send(k) => format!("send {k}"),
+            Step::Stream(k, b) => format!("stream {k} {b}"),
+            Step::Converge(t) => format!("converge within {}", d(t)),
+            Step::Put(k) => format!("put {k}"),
+            Step::Acquire(name, 1, k) => format!("lock {name} {k}"),
+            Step::Acquire(name, l, k) => format!("acquire {name} {l} {k}"),
+            Step::Release(usize::MAX) => "release all".into(),
+            Step::Release(k) => format!("release {k}"),
+        }
+    }
+}
+
 /// Which node a step acts on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -112,6 +147,16 @@ pub enum Target {
     Random,
     /// A slot.
     Slot(usize),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Leader => f.write_str("leader"),
+            Target::Random => f.write_str("random"),
+            Target::Slot(s) => write!(f, "{s}"),
+        }
+    }
 }
 
 /// A parse error with its line.
@@ -600,7 +645,8 @@ impl Resizable for InProcess {
     fn rng(&mut self) -> &mut Rng {
         &mut self.rng
     }
-    fn wave_done(&mut self, _wave: String, pause: Duration) -> Result<(), Self::Error> {
+    fn wave_done(&mut self, wave: String, pause: Duration) -> Result<(), Self::Error> {
+        self.c.mark(wave, None);
         self.c.run_for(pause);
         Ok(())
     }
@@ -617,8 +663,22 @@ impl InProcess {
         }
     }
 
-    /// Carries out one step; `net` steps were applied before the start.
+    /// Carries out one step and marks its end in the record; `net` steps
+    /// were applied before the start.
     fn step(&mut self, step: &Step) {
+        self.act(step);
+        let converge = match step {
+            Step::Converge(_) => self
+                .out
+                .converge
+                .last()
+                .map(|c| c.map(|d| d.as_nanos() as u64)),
+            _ => None,
+        };
+        self.c.mark(step.label(), converge);
+    }
+
+    fn act(&mut self, step: &Step) {
         match step {
             Step::Nodes(n) => {
                 for _ in 0..*n {

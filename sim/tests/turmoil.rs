@@ -325,9 +325,9 @@ fn a_crash_overtaken_by_the_next_is_overtaken_not_never() {
     );
     assert!(matches!(crashes[1].1, Convergence::After(_)), "{crashes:?}");
     assert!(
-        r.summary().contains("overtaken at +50ms"),
+        r.details().contains("overtaken at +50ms"),
         "{}",
-        r.summary()
+        r.details()
     );
 }
 
@@ -352,5 +352,5 @@ fn a_crash_converged_during_a_later_converge_step_says_when() {
         gap <= opts.tick * 10,
         "crash {after_crash:?}, step {from_step:?}"
     );
-    assert!(!r.summary().contains("never"), "{}", r.summary());
+    assert!(!r.details().contains("never"), "{}", r.details());
 }

@@ -10,7 +10,8 @@
 //! This library is their one harness: child processes killed on drop
 //! ([`Process`]), `hedgerow node` builders that wait for the node's ready
 //! line ([`NodeCommand`], [`Node`]), temporary directories and log tails,
-//! polling, and the throw-away PostgreSQL server ([`postgres`]).
+//! polling, the throw-away PostgreSQL server ([`postgres`]), and headless
+//! Chromium for the tests that look at pages ([`browser`]).
 //!
 //! ## The binary under test
 //!
@@ -55,6 +56,7 @@ use std::time::{Duration, Instant};
 use hedgerow_cli::http::request;
 use serde_json::Value;
 
+pub mod browser;
 pub mod hostile;
 
 pub use hedgerow::store::conformance::postgres_server::PostgresServer;

@@ -330,6 +330,10 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
         while let Ok((i, generation, addr)) = ready_rx.try_recv() {
             if demo.slots[i].generation == generation {
                 demo.slots[i].http = Some(addr);
+                out.event(format!(
+                    "{} serves its live page at http://{addr}/",
+                    demo.slots[i].id
+                ));
             }
         }
         for i in 0..demo.slots.len() {
@@ -523,7 +527,7 @@ impl Output {
         screen.push_str(&self.header);
         screen.push_str(&format!(
             "\x1b[K\n\x1b[K\n  {:<10} {:<16} {:>5} {:>8}   {:<8} {}\x1b[K\n",
-            "node", "role", "term", "members", "pid", "http"
+            "node", "role", "term", "members", "pid", "live page"
         ));
         for s in &demo.slots {
             let (role, term, members) = cells(s);
@@ -534,7 +538,7 @@ impl Output {
                 term,
                 members,
                 s.child.as_ref().map_or("-".into(), |c| c.id().to_string()),
-                s.http.map_or("-".into(), |a| a.to_string()),
+                s.http.map_or("-".into(), |a| format!("http://{a}/")),
             ));
         }
         screen.push_str("\x1b[K\n  events:\x1b[K\n");

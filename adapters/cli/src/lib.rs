@@ -34,6 +34,7 @@ pub mod http;
 pub mod kv;
 mod metrics;
 pub mod node;
+mod page;
 
 /// Membership, leader election and send-to-leader for the instances of one
 /// service.

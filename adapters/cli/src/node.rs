@@ -29,6 +29,7 @@ use serde_json::{json, Value};
 use crate::coord::{self, Coord};
 use crate::errors::error_response;
 use crate::metrics::{self, KvPuts, StoreTimings, TimedStore};
+use crate::page;
 
 /// Where the HTTP control API listens unless `--http` says otherwise, and
 /// where `hedgerow kv` looks for it.
@@ -376,7 +377,8 @@ async fn serve(
         .route("/v1/broadcast", post(broadcast))
         .route("/metrics", get(metrics_text))
         .with_state(app)
-        .merge(coord::routes(Arc::new(Coord::new(node.clone(), puts))));
+        .merge(coord::routes(Arc::new(Coord::new(node.clone(), puts))))
+        .merge(page::routes(&node));
 
     let (stop_tx, mut stop_rx) = mpsc::unbounded::<&'static str>();
     watch_signals(stop_tx.clone())?;

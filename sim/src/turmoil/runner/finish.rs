@@ -17,6 +17,7 @@ use crate::check::requests::{Handling, Requests};
 use crate::check::streams::{check_delivery, Seen};
 use crate::check::views::ViewOrder;
 use crate::check::{tokens, Violation};
+use crate::report::{Record, Recorder};
 use crate::turmoil::store::Applied;
 
 impl Runner<'_> {
@@ -55,6 +56,9 @@ impl Runner<'_> {
         report.node_seconds = node_seconds(&report.trace.live, end);
         report.trace_hash = trace_hash(&log, &applied);
         report.events = log.len() + applied.len();
+        if let Some(recorder) = self.recorder.take() {
+            report.record = Some(record(recorder, &log, end, &intervals, &report));
+        }
         report
     }
 
@@ -132,6 +136,31 @@ impl Runner<'_> {
             v.trace = trace_around(log, v.at_ns);
         }
     }
+}
+
+/// The run's record for its report: the runner's change points, each
+/// node's view sizes from the log, and the checkers' verdicts.
+fn record(
+    mut recorder: Recorder,
+    log: &[Rec],
+    end: u64,
+    intervals: &[crate::check::leadership::Interval],
+    report: &TurmoilReport,
+) -> Record {
+    let mut inc: BTreeMap<usize, u64> = BTreeMap::new();
+    for r in log {
+        if let What::View(_, members) = &r.what {
+            if inc.insert(r.slot, r.inc) != Some(r.inc) {
+                recorder.new_process(r.slot);
+            }
+            recorder.view(r.slot, r.t, members.len());
+        }
+    }
+    let mut rec = recorder.finish(end, intervals, &[], &report.violations);
+    rec.runner = "turmoil".into();
+    rec.seed = report.seed;
+    rec.passed = report.passed();
+    rec
 }
 
 /// Leadership intervals: a holder's belief starts no later than the store

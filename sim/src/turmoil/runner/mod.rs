@@ -21,6 +21,7 @@ use hedgerow_core::{ClockStatus, Config, Rng};
 
 use super::clock::{SimHostClock, TrueTime};
 use super::store::{serve, StoreState};
+use crate::report::{FaultKind, Recorder};
 use crate::scenario::{Scenario, Step, Target};
 use record::{lock, name, Shared, What};
 
@@ -72,6 +73,9 @@ pub struct TurmoilOptions {
     /// Record every node's view changes in the membership trace (default
     /// true; large runs may turn it off to save memory).
     pub record_views: bool,
+    /// Record the run for a report ([`TurmoilReport::record`]; default
+    /// false).
+    pub record: bool,
 }
 
 impl Default for TurmoilOptions {
@@ -88,6 +92,7 @@ impl Default for TurmoilOptions {
             check_every: Duration::from_millis(100),
             sample_every: Some(Duration::from_millis(100)),
             record_views: true,
+            record: false,
         }
     }
 }
@@ -121,6 +126,8 @@ struct Runner<'a> {
     crashes_of_leader: Vec<u64>,
     /// The run's latency range (turmoil's default unless `net latency`).
     latency: (Duration, Duration),
+    /// The report's change points, when the options ask for them.
+    recorder: Option<Recorder>,
 }
 
 /// Runs `scenario` from `seed` over turmoil and reports what it saw.
@@ -165,6 +172,7 @@ pub fn run(scenario: &Scenario, seed: u64, opts: &TurmoilOptions) -> TurmoilRepo
         last_live: None,
         crashes_of_leader: Vec::new(),
         latency,
+        recorder: opts.record.then(Recorder::default),
     };
     {
         let (store, truth) = (store.clone(), truth.clone());
@@ -213,11 +221,29 @@ impl Runner<'_> {
     /// Marks the end of a schedule step, in the trace and the log.
     fn mark(&mut self, label: String) {
         let t = self.now();
+        self.record_in_report(|r| r.mark(t, label.clone(), None));
         self.report
             .trace
             .marks
             .push((Duration::from_nanos(t), label.clone()));
         lock(&self.shared).rec(t, 0, 0, What::Mark(label));
+    }
+
+    /// Hands the report's recorder what `f` records, if the run records.
+    fn record_in_report(&mut self, f: impl FnOnce(&mut Recorder)) {
+        if let Some(r) = &mut self.recorder {
+            f(r);
+        }
+    }
+
+    /// A fault band begins (`on`) or ends now.
+    fn band(&mut self, kind: FaultKind, label: &str, slot: Option<usize>, on: bool) {
+        let t = self.now();
+        if on {
+            self.record_in_report(|r| r.fault(kind, label.into(), slot, t));
+        } else {
+            self.record_in_report(|r| r.fault_over(kind, slot, t));
+        }
     }
 
     /// Slots started and not crashed or told to leave.

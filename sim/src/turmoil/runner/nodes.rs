@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::host::{host_main, HostCtx};
 use super::record::{lock, name, Cmd, What};
 use super::{Runner, Slot};
+use crate::report::Life;
 use crate::turmoil::clock::SimHostClock;
 use crate::SimClock;
 
@@ -47,9 +48,11 @@ impl Runner<'_> {
         }
         let free = (1..self.slots.len())
             .find(|s| !self.slots[*s].alive && !self.sim.is_host_running(name(*s).as_str()));
+        let t = self.now();
         let slot = match free {
             Some(s) => {
                 self.sim.bounce(name(s).as_str());
+                self.record_in_report(|r| r.life(s, t, Life::Up));
                 s
             }
             None => {
@@ -74,6 +77,7 @@ impl Runner<'_> {
                 });
                 self.sim
                     .host(name(slot).as_str(), move || host_main(ctx.clone()));
+                self.record_in_report(|r| r.started(slot, name(slot), t));
                 slot
             }
         };
@@ -116,6 +120,8 @@ impl Runner<'_> {
     /// Kills the host's process at once.
     pub(super) fn crash(&mut self, slot: usize) {
         self.rec(slot, What::Crashed);
+        let t = self.now();
+        self.record_in_report(|r| r.life(slot, t, Life::Crashed));
         self.forget(slot);
         self.sim.crash(name(slot).as_str());
         self.slots[slot].alive = false;
@@ -132,6 +138,8 @@ impl Runner<'_> {
             *self.messages.entry(name(slot)).or_default() += h.stats().messages_sent;
         }
         drop(sh);
+        let t = self.now();
+        self.record_in_report(|r| r.life(slot, t, Life::Left));
         self.slots[slot].alive = false;
         self.live_changed();
     }

@@ -50,6 +50,9 @@ pub struct TurmoilReport {
     pub streams: (u64, u64, u64),
     /// Wall-clock time the run took.
     pub wall: Duration,
+    /// The run recorded for its report, when
+    /// [`TurmoilOptions::record`](super::TurmoilOptions::record) asked.
+    pub record: Option<crate::report::Record>,
 }
 
 impl TurmoilReport {
@@ -132,24 +135,6 @@ impl TurmoilReport {
             .map(|(label, d)| format!("{label}: {}", ms(d)))
             .collect();
         let _ = writeln!(s, "  convergence: {}", c.join(", "));
-        let waves: Vec<String> = self
-            .trace
-            .convergence()
-            .into_iter()
-            .filter(|(m, ..)| {
-                ["wave", "crash", "leave", "restart", "heal"]
-                    .iter()
-                    .any(|p| m.starts_with(p))
-            })
-            .map(|(m, _, c)| match c {
-                Convergence::After(d) => format!("{m}: {}", ms(&Some(d))),
-                Convergence::Overtaken(d) => format!("{m}: overtaken at +{}", ms(&Some(d))),
-                Convergence::Never => format!("{m}: never"),
-            })
-            .collect();
-        if !waves.is_empty() {
-            let _ = writeln!(s, "  views = live set after: {}", waves.join(", "));
-        }
         let _ = writeln!(
             s,
             "  load: {:.1} messages and {:.0} bytes per node per second ({:.0} node-seconds)",
@@ -175,5 +160,33 @@ impl TurmoilReport {
             let _ = writeln!(s, "  replay: HEDGEROW_SEED={}", self.seed);
         }
         s
+    }
+}
+
+impl TurmoilReport {
+    /// The long form for `--verbose`: after every wave, crash, leave,
+    /// restart and heal, how long until every view was the live set (or
+    /// that the next change of the live set overtook it).
+    pub fn details(&self) -> String {
+        let ms = |d: Duration| format!("{:.0}ms", d.as_secs_f64() * 1e3);
+        let waves: Vec<String> = self
+            .trace
+            .convergence()
+            .into_iter()
+            .filter(|(m, ..)| {
+                ["wave", "crash", "leave", "restart", "heal"]
+                    .iter()
+                    .any(|p| m.starts_with(p))
+            })
+            .map(|(m, _, c)| match c {
+                Convergence::After(d) => format!("{m}: {}", ms(d)),
+                Convergence::Overtaken(d) => format!("{m}: overtaken at +{}", ms(d)),
+                Convergence::Never => format!("{m}: never"),
+            })
+            .collect();
+        if waves.is_empty() {
+            return String::new();
+        }
+        format!("  views = live set after: {}\n", waves.join(", "))
     }
 }

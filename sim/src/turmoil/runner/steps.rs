@@ -9,6 +9,7 @@ use hedgerow_core::{ClockStatus, Rng};
 use super::record::{lock, name, Cmd, What};
 use super::{Runner, STORE_HOST};
 use crate::check::convergence::{self, NodeReport};
+use crate::report::{FaultKind, Life};
 use crate::scenario::{clock_word, scale_to, Resizable, Step, Target};
 use crate::SimClock;
 
@@ -71,6 +72,11 @@ impl Runner<'_> {
             Step::Stream(k, bytes) => self.stream_from_random(*k, *bytes),
             Step::Converge(limit) => {
                 self.converge(format!("converge #{}", i + 1), *limit)?;
+                let took = self.report.converge.last().and_then(|c| c.1);
+                let t = self.now();
+                let label = format!("{} (#{})", step.label(), i + 1);
+                let took = took.map(|d| d.as_nanos() as u64);
+                self.record_in_report(|r| r.mark(t, label, Some(took)));
                 self.mark(format!("converged #{}", i + 1));
             }
         }
@@ -110,6 +116,8 @@ impl Runner<'_> {
     fn restart_target(&mut self, t: Target) {
         if let Some(s) = self.pick(t) {
             self.rec(s, What::Restarted);
+            let now = self.now();
+            self.record_in_report(|r| r.life(s, now, Life::Restarted));
             self.forget(s);
             self.sim.bounce(name(s).as_str());
             self.mark(format!("restart n{s}"));
@@ -122,6 +130,7 @@ impl Runner<'_> {
             for o in 1..self.slots.len() {
                 self.hold(s, o);
             }
+            self.band(FaultKind::Partition, "isolated", Some(s), true);
             self.mark(format!("isolate n{s}"));
         }
     }
@@ -136,6 +145,8 @@ impl Runner<'_> {
             }
         }
         self.split = Some(a.iter().copied().collect());
+        let label = format!("split: {} nodes cut from the rest", a.len());
+        self.band(FaultKind::Partition, &label, None, true);
         self.mark("split".into());
     }
 
@@ -145,14 +156,17 @@ impl Runner<'_> {
         }
         self.isolated.clear();
         self.split = None;
+        self.band(FaultKind::Partition, "", None, false);
         self.mark("heal".into());
     }
 
     fn store_down(&mut self, d: Duration) -> Result<(), String> {
         self.sim.crash(STORE_HOST);
+        self.band(FaultKind::StoreDown, "store down", None, true);
         self.mark("store down".into());
         self.advance(d)?;
         self.sim.bounce(STORE_HOST);
+        self.band(FaultKind::StoreDown, "", None, false);
         self.mark("store up".into());
         Ok(())
     }
@@ -160,9 +174,11 @@ impl Runner<'_> {
     fn cut_store(&mut self, t: Target, d: Duration) -> Result<(), String> {
         if let Some(s) = self.pick(t) {
             self.sim.hold(name(s).as_str(), STORE_HOST);
+            self.band(FaultKind::StoreCut, "cut from the store", Some(s), true);
             self.mark(format!("cut-store n{s}"));
             self.advance(d)?;
             self.sim.release(name(s).as_str(), STORE_HOST);
+            self.band(FaultKind::StoreCut, "", Some(s), false);
             self.mark(format!("uncut-store n{s}"));
         }
         Ok(())
@@ -182,6 +198,11 @@ impl Runner<'_> {
             if !status.may_lead() {
                 self.rec(s, What::ClockUntrusted);
             }
+            self.band(FaultKind::Clock, "", Some(s), false);
+            if status != ClockStatus::Synchronized {
+                let label = format!("clock {}", clock_word(status));
+                self.band(FaultKind::Clock, &label, Some(s), true);
+            }
             self.mark(format!("clock {} n{s}", clock_word(status)));
         }
     }
@@ -193,8 +214,11 @@ impl Runner<'_> {
         for n in &nodes {
             self.sim.set_link_latency(n.as_str(), STORE_HOST, extra);
         }
+        let label = format!("store +{extra:?}");
+        self.band(FaultKind::StoreSpike, &label, None, true);
         self.mark(format!("store spike {extra:?}"));
         self.advance(d)?;
+        self.band(FaultKind::StoreSpike, "", None, false);
         let (lo, hi) = self.latency;
         for n in &nodes {
             self.sim.set_link_latency(n.as_str(), STORE_HOST, lo);
