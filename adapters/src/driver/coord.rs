@@ -31,6 +31,17 @@ fn refused(r: CoordRefusal) -> Error {
     Error::Coord(r)
 }
 
+/// The `outcome` label of a finished put.
+fn put_outcome(result: &Result<CoordAnswer, SendError>) -> &'static str {
+    match result {
+        Ok(CoordAnswer::Put { .. }) => "ok",
+        Ok(CoordAnswer::Refused(_)) => "refused",
+        Ok(_) => "failed",
+        Err(SendError::NoLeader) => "not_leader",
+        Err(e) => crate::metrics::send_error_label(e),
+    }
+}
+
 impl<R: Runtime> Driver<R> {
     pub(super) fn on_coord_command(&mut self, now: Now, c: CoordCommand) {
         match c {
@@ -40,6 +51,7 @@ impl<R: Runtime> Driver<R> {
                         self.coord.puts.insert(id.0, reply);
                     }
                     Err(r) => {
+                        self.calls.kv_put("refused");
                         let _ = reply.send(Err(refused(r)));
                     }
                 }
@@ -77,6 +89,7 @@ impl<R: Runtime> Driver<R> {
     /// A coordination call finished.
     pub(super) fn coord_done(&mut self, id: RequestId, result: Result<CoordAnswer, SendError>) {
         if let Some(reply) = self.coord.puts.remove(&id.0) {
+            self.calls.kv_put(put_outcome(&result));
             let r = match result {
                 Ok(CoordAnswer::Put { revision }) => Ok(revision),
                 Ok(CoordAnswer::Refused(r)) => Err(refused(r)),
