@@ -70,8 +70,9 @@
 //! `outcome` of a store call is `ok`, `conflict`, `error`, `timeout`,
 //! `unsupported`; of a send `ok`, `timeout`, `no_leader`, `failed`,
 //! `overloaded`; of a broadcast reply `ok`, `timeout`, `failed`,
-//! `not_member`; of a KV put `ok`, `refused`, `not_leader`, `timeout`,
-//! `failed`.
+//! `not_member`; of a KV put `ok`, `no_leader`, `timeout`, `overloaded`,
+//! `invalid`, `refused`, `store`, `failed` (the error kinds of the
+//! `hedgerow` command's HTTP API).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -689,7 +690,7 @@ pub(crate) struct CallMetrics {
 
 impl CallMetrics {
     fn new(l: &Labels) -> Self {
-        CallMetrics {
+        let mut calls = CallMetrics {
             send_seconds: l.histogram(SEND_SECONDS, &[]),
             sends: Family::new(l, SENDS),
             broadcast_seconds: l.histogram(BROADCAST_SECONDS, &[]),
@@ -697,7 +698,12 @@ impl CallMetrics {
             stream_out: l.counter(STREAM_BYTES_OUT, &[]),
             stream_in: l.counter(STREAM_BYTES_IN, &[]),
             kv_puts: Family::new(l, KV_PUTS),
-        }
+        };
+        // Shown from the start, so a scrape has the series before the
+        // first call (a rate over them needs a zero to start from).
+        calls.sends.get("ok");
+        calls.kv_puts.get("ok");
+        calls
     }
 
     /// A send started at `started` ended with `result`.

@@ -31,14 +31,18 @@ fn refused(r: CoordRefusal) -> Error {
     Error::Coord(r)
 }
 
-/// The `outcome` label of a finished put.
-fn put_outcome(result: &Result<CoordAnswer, SendError>) -> &'static str {
-    match result {
-        Ok(CoordAnswer::Put { .. }) => "ok",
-        Ok(CoordAnswer::Refused(_)) => "refused",
-        Ok(_) => "failed",
-        Err(SendError::NoLeader) => "not_leader",
-        Err(e) => crate::metrics::send_error_label(e),
+/// The `outcome` label of a put that ended in `r` (the kinds of error
+/// the `hedgerow` command's HTTP API names, too).
+fn put_outcome(r: &Result<u64, Error>) -> &'static str {
+    match r {
+        Ok(_) => "ok",
+        Err(Error::NoLeader | Error::NoLeaderWithin { .. }) => "no_leader",
+        Err(Error::Timeout) => "timeout",
+        Err(Error::Overloaded) => "overloaded",
+        Err(Error::Coord(CoordRefusal::Invalid(_))) => "invalid",
+        Err(Error::Coord(CoordRefusal::LimitConflict { .. }) | Error::Refused(_)) => "refused",
+        Err(Error::Coord(_) | Error::Store(_)) => "store",
+        Err(_) => "failed",
     }
 }
 
@@ -51,8 +55,9 @@ impl<R: Runtime> Driver<R> {
                         self.coord.puts.insert(id.0, reply);
                     }
                     Err(r) => {
-                        self.calls.kv_put("refused");
-                        let _ = reply.send(Err(refused(r)));
+                        let r = Err(refused(r));
+                        self.calls.kv_put(put_outcome(&r));
+                        let _ = reply.send(r);
                     }
                 }
             }
@@ -89,7 +94,6 @@ impl<R: Runtime> Driver<R> {
     /// A coordination call finished.
     pub(super) fn coord_done(&mut self, id: RequestId, result: Result<CoordAnswer, SendError>) {
         if let Some(reply) = self.coord.puts.remove(&id.0) {
-            self.calls.kv_put(put_outcome(&result));
             let r = match result {
                 Ok(CoordAnswer::Put { revision }) => Ok(revision),
                 Ok(CoordAnswer::Refused(r)) => Err(refused(r)),
@@ -98,6 +102,7 @@ impl<R: Runtime> Driver<R> {
                 ))),
                 Err(e) => Err(Error::from_send(e)),
             };
+            self.calls.kv_put(put_outcome(&r));
             let _ = reply.send(r);
             return;
         }
