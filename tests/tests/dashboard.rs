@@ -3,6 +3,7 @@
 //! a histogram's `_bucket`, `_sum` and `_count` series), and shows what an
 //! operator looks at first: leader, term, view size, failovers, store
 //! latency and message rates.
+#![allow(clippy::expect_used)]
 
 use std::collections::BTreeSet;
 
