@@ -20,10 +20,17 @@
 //! `HEDGEROW_BENCH_WINDOW` (128 outstanding), `HEDGEROW_BENCH_MIB` (128 per
 //! round), `HEDGEROW_BENCH_BROADCASTS` (100 per round),
 //! `HEDGEROW_BENCH_MEMBERS` (50), and `HEDGEROW_BENCH_ONLY` (a comma list
-//! of `rtt`, `pipelined`, `stream`, `broadcast`) to run a subset, e.g.
+//! of `rtt`, `pipelined`, `stream`, `broadcast`, `recorder`) to run a subset, e.g.
 //! under a profiler; `HEDGEROW_BENCH_CALLER=worker` runs the measuring
 //! loops (hedgerow's caller and the raw client alike) as a task on the
 //! runtime's workers instead of on the `block_on` thread.
+//!
+//! `recorder`: the cost of the library's metrics. Two more pairs of
+//! nodes, one built while the process's recorder (a Prometheus one behind
+//! a switch) was off, so their handles are no-ops as with no recorder at
+//! all, and one built with it on; their `send` round trips alternate over
+//! the rounds. The row's "hedgerow" column is with the recorder, "raw"
+//! without.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -96,6 +103,103 @@ async fn node(
         .start()
         .await
         .unwrap()
+}
+
+/// The process's recorder: Prometheus, registering only while switched
+/// on. Handles registered while off are no-ops for good, exactly what a
+/// node built with no recorder installed holds.
+struct Switch {
+    on: std::sync::atomic::AtomicBool,
+    inner: metrics_exporter_prometheus::PrometheusRecorder,
+}
+
+static SWITCH: std::sync::OnceLock<&'static Switch> = std::sync::OnceLock::new();
+
+impl Switch {
+    fn install() -> &'static Switch {
+        SWITCH.get_or_init(|| {
+            let s: &'static Switch = Box::leak(Box::new(Switch {
+                on: std::sync::atomic::AtomicBool::new(false),
+                inner: metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder(),
+            }));
+            metrics::set_global_recorder(s).unwrap();
+            s
+        })
+    }
+
+    fn set(&self, on: bool) {
+        self.on.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn is_on(&self) -> bool {
+        self.on.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl metrics::Recorder for Switch {
+    fn describe_counter(
+        &self,
+        k: metrics::KeyName,
+        u: Option<metrics::Unit>,
+        d: metrics::SharedString,
+    ) {
+        self.inner.describe_counter(k, u, d)
+    }
+    fn describe_gauge(
+        &self,
+        k: metrics::KeyName,
+        u: Option<metrics::Unit>,
+        d: metrics::SharedString,
+    ) {
+        self.inner.describe_gauge(k, u, d)
+    }
+    fn describe_histogram(
+        &self,
+        k: metrics::KeyName,
+        u: Option<metrics::Unit>,
+        d: metrics::SharedString,
+    ) {
+        self.inner.describe_histogram(k, u, d)
+    }
+    fn register_counter(&self, k: &metrics::Key, m: &metrics::Metadata<'_>) -> metrics::Counter {
+        if self.is_on() {
+            self.inner.register_counter(k, m)
+        } else {
+            metrics::Counter::noop()
+        }
+    }
+    fn register_gauge(&self, k: &metrics::Key, m: &metrics::Metadata<'_>) -> metrics::Gauge {
+        if self.is_on() {
+            self.inner.register_gauge(k, m)
+        } else {
+            metrics::Gauge::noop()
+        }
+    }
+    fn register_histogram(
+        &self,
+        k: &metrics::Key,
+        m: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        if self.is_on() {
+            self.inner.register_histogram(k, m)
+        } else {
+            metrics::Histogram::noop()
+        }
+    }
+}
+
+/// A leader and a member that knows it, on a store of their own.
+async fn pair(rt: &TokioRuntime, done: &mpsc::UnboundedSender<u64>) -> (Hedgerow, Hedgerow) {
+    let store = MemoryStore::new();
+    let a = node(rt, &store, "a", done.clone()).await;
+    while !a.is_leader() {
+        rt.sleep(Duration::from_millis(5)).await;
+    }
+    let b = node(rt, &store, "b", done.clone()).await;
+    while b.leader().map(|l| l.id) != Some(a.id().clone()) || b.members().len() < 2 {
+        rt.sleep(Duration::from_millis(5)).await;
+    }
+    (a, b)
 }
 
 /// A raw echo server: writes back whatever it reads, as it reads it.
@@ -373,6 +477,31 @@ async fn run(rt: TokioRuntime) {
         }
         table.row(
             &format!("one-shot `send` round trip ({PAYLOAD} B)"),
+            "µs",
+            &mut h,
+            &mut r,
+        );
+    }
+
+    if wanted("recorder") {
+        let switch = Switch::install();
+        let (_a0, without) = pair(&rt, &done).await;
+        switch.set(true);
+        let (_a1, with) = pair(&rt, &done).await;
+        let (mut h, mut r) = (Vec::new(), Vec::new());
+        hedgerow_rtt(&with, sends / 10).await;
+        hedgerow_rtt(&without, sends / 10).await;
+        for _ in 0..rounds {
+            h.push(hedgerow_rtt(&with, sends).await.as_secs_f64() * 1e6);
+            r.push(hedgerow_rtt(&without, sends).await.as_secs_f64() * 1e6);
+        }
+        let scraped = switch.inner.handle().render();
+        assert!(
+            scraped.contains("hedgerow_sends_total"),
+            "the recorded pair's sends were not recorded"
+        );
+        table.row(
+            &format!("`send` round trip ({PAYLOAD} B): Prometheus recorder / none"),
             "µs",
             &mut h,
             &mut r,

@@ -119,6 +119,7 @@ mod api;
 pub mod coord;
 mod driver;
 mod input;
+pub mod metrics;
 pub mod runtime;
 pub mod store;
 mod stream;

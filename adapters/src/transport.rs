@@ -82,11 +82,12 @@ pub(crate) enum NetEvent {
         /// their outbox at dial time).
         inbound: Option<(Arc<Outbox>, AbortHandle)>,
     },
-    /// A message arrived.
+    /// A message arrived, in a frame of `len` bytes (prefix included).
     Msg {
         conn: ConnId,
         peer: NodeId,
         msg: Message,
+        len: usize,
     },
     /// A connection ended (or a dial failed before it was up).
     Down {
@@ -401,13 +402,14 @@ struct Bodies<'a> {
     waiting: &'a AtomicBool,
 }
 
-/// Reads one frame, checking the announced length first. The body is read
-/// as it arrives (see [`read_body`]); with `bodies`, under the budget.
+/// Reads one frame, checking the announced length first, and says how
+/// many bytes it took (prefix included). The body is read as it arrives
+/// (see [`read_body`]); with `bodies`, under the budget.
 async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     max: u32,
     bodies: Option<&Bodies<'_>>,
-) -> Result<Frame, Closed> {
+) -> Result<(Frame, usize), Closed> {
     let mut prefix = [0u8; LEN_PREFIX];
     match r.read_exact(&mut prefix).await {
         Ok(()) => {}
@@ -424,7 +426,8 @@ async fn read_frame<R: AsyncRead + Unpin>(
     // Shared, so stream data is handed on as a slice of this buffer. The
     // grant ends with this call: what the message holds from here on is
     // bounded by the protocol (credit, queues), not by the framing.
-    decode_body_shared(body).map_err(|e| Closed::Protocol(e.to_string()))
+    let frame = decode_body_shared(body).map_err(|e| Closed::Protocol(e.to_string()))?;
+    Ok((frame, LEN_PREFIX + len))
 }
 
 /// Reads a body of `len` bytes as they arrive. Its buffer starts at
@@ -606,7 +609,10 @@ async fn dial_handshake<R: Runtime>(
 ) -> Result<(R::Stream, u64, u16), Closed> {
     let mut s = rt.connect(addr).await.map_err(Closed::Io)?;
     write_frame(&mut s, &Frame::Hello(ctx.hello.clone()), ctx.max_frame_len).await?;
-    match read_frame(&mut s, MAX_HELLO_LEN.min(ctx.max_frame_len), None).await? {
+    match read_frame(&mut s, MAX_HELLO_LEN.min(ctx.max_frame_len), None)
+        .await?
+        .0
+    {
         Frame::Hello(h) => {
             let version = match ctx.hello.negotiate(&h) {
                 Ok(v) => v,
@@ -716,7 +722,7 @@ async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     ip: IpAddr,
 ) -> Result<(S, Hello, u16, InboundSlot), Closed> {
     let max = ctx.max_frame_len;
-    let hello = match read_frame(&mut s, MAX_HELLO_LEN.min(max), None).await? {
+    let hello = match read_frame(&mut s, MAX_HELLO_LEN.min(max), None).await?.0 {
         Frame::Hello(h) => h,
         _ => {
             let why = hedgerow_core::HandshakeError::NotHello.to_string();
@@ -839,16 +845,17 @@ async fn read_loop<Rt: Runtime, R: AsyncBufRead + Unpin>(
             member: outbox.is_member(),
             waiting: &waiting,
         };
-        let frame = match finish_within(rt, limit, read_frame(&mut r, max, Some(&bodies))).await {
-            Some(Ok(f)) => f,
-            Some(Err(c)) => return c,
-            None => {
-                return Closed::SlowFrame {
-                    limit,
-                    budget: waiting.load(Ordering::Relaxed),
+        let (frame, len) =
+            match finish_within(rt, limit, read_frame(&mut r, max, Some(&bodies))).await {
+                Some(Ok(f)) => f,
+                Some(Err(c)) => return c,
+                None => {
+                    return Closed::SlowFrame {
+                        limit,
+                        budget: waiting.load(Ordering::Relaxed),
+                    }
                 }
-            }
-        };
+            };
         outbox.touch();
         let msg = match frame {
             Frame::Msg(m) => m,
@@ -864,6 +871,7 @@ async fn read_loop<Rt: Runtime, R: AsyncBufRead + Unpin>(
             conn,
             peer: peer.clone(),
             msg,
+            len,
         };
         if ctx.deliver(&mut events, msg).await.is_err() {
             return Closed::Driver;
@@ -922,20 +930,23 @@ struct Batch {
 }
 
 impl Batch {
-    fn push(&mut self, msg: Message, max: u32, version: u16) -> bool {
-        let before = self.head.len();
+    /// Encodes `msg` at the end; the bytes it took (`None`: it cannot be
+    /// framed and was dropped).
+    fn push(&mut self, msg: Message, max: u32, version: u16) -> Option<usize> {
+        let before = self.len;
+        let head_before = self.head.len();
         match encode_message_for_version(msg, version, max, &mut self.head) {
             Ok(body) => {
-                self.len += self.head.len() - before;
+                self.len += self.head.len() - head_before;
                 if let Some(body) = body {
                     self.len += body.len();
                     self.bodies.push((self.head.len(), body));
                 }
-                true
+                Some(self.len - before)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "dropping a message that cannot be framed");
-                false
+                None
             }
         }
     }
@@ -1117,13 +1128,14 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues `msg`, during driver wake `wake`. The driver writes nothing
-    /// itself until [`Outbox::flush`].
+    /// Queues `msg`, during driver wake `wake`, and says how many encoded
+    /// bytes it took (0: it could not be framed and was dropped, as
+    /// logged). The driver writes nothing itself until [`Outbox::flush`].
     ///
     /// While traffic is flowing (the previous wake, `wake - 1`, wrote here
     /// too) the connection's task is woken at once, so it writes while the
     /// driver goes on taking inputs rather than after the whole wake.
-    pub(crate) fn push(&self, msg: Message, wake: u64) -> Result<(), Refused> {
+    pub(crate) fn push(&self, msg: Message, wake: u64) -> Result<usize, Refused> {
         let mut st = self.lock();
         if st.dead || st.closed {
             return Err(Refused::Closed);
@@ -1132,13 +1144,14 @@ impl Outbox {
             return Err(Refused::Full(msg));
         }
         let version = st.version;
-        if st.pending.push(msg, self.max_frame_len, version) {
+        let bytes = st.pending.push(msg, self.max_frame_len, version);
+        if bytes.is_some() {
             st.frames += 1;
         }
         if st.last_flush.wrapping_add(1) >= wake && st.last_flush != 0 {
             st.wake();
         }
-        Ok(())
+        Ok(bytes.unwrap_or(0))
     }
 
     /// Writes what is queued straight into the socket if no one is writing

@@ -53,7 +53,7 @@ use std::sync::mpsc;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use hedgerow_cli::http::request;
+use hedgerow_cli::client::request;
 use serde_json::Value;
 
 pub mod browser;
@@ -397,6 +397,59 @@ pub fn status(addr: SocketAddr) -> Option<Value> {
     (code == 200)
         .then(|| serde_json::from_slice(&body).ok())
         .flatten()
+}
+
+/// A node's `GET /metrics`, parsed by a Prometheus text parser
+/// (`prometheus-parse`): what a Prometheus server would read.
+pub struct Scrape(prometheus_parse::Scrape);
+
+impl Scrape {
+    /// Scrapes the node whose HTTP API is at `http`.
+    pub fn of(http: SocketAddr) -> Result<Scrape, String> {
+        let (code, body) = request(http, "GET", "/metrics", b"", Duration::from_secs(5))
+            .map_err(|e| format!("GET /metrics: {e}"))?;
+        if code != 200 {
+            return Err(format!("GET /metrics answered {code}"));
+        }
+        let text = String::from_utf8(body).map_err(|e| format!("/metrics is not UTF-8: {e}"))?;
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        prometheus_parse::Scrape::parse(lines)
+            .map(Scrape)
+            .map_err(|e| format!("/metrics does not parse: {e}\n{text}"))
+    }
+
+    /// The sum of every sample of `name` whose labels include `labels`
+    /// (a histogram counts its observations); `None` if there is none.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let values: Vec<f64> = self
+            .0
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match &s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => *v,
+                prometheus_parse::Value::Histogram(buckets) => {
+                    buckets.iter().map(|b| b.count).fold(0.0, f64::max)
+                }
+                prometheus_parse::Value::Summary(_) => f64::NAN,
+            })
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    }
+
+    /// The names of every metric in the scrape (histograms by their base
+    /// name, without `_bucket`).
+    pub fn names(&self) -> BTreeSet<String> {
+        self.0.samples.iter().map(|s| s.metric.clone()).collect()
+    }
+
+    /// The `# HELP` text of `name`, if the scrape has one.
+    pub fn help(&self, name: &str) -> Option<&str> {
+        self.0.docs.get(name).map(String::as_str)
+    }
 }
 
 #[cfg(test)]

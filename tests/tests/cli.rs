@@ -26,11 +26,11 @@ use std::time::{Duration, Instant};
 
 // The binary's own minimal HTTP client, so the test speaks to the control
 // API exactly as the demo does.
-use hedgerow_cli::http::request;
+use hedgerow_cli::client::request;
 use hedgerow_tests::{
     agreement, log_tails, one_at_a_time, postgres, postgres_url, status, temp_dir,
 };
-use hedgerow_tests::{Node, NodeCommand, Process, TempDir};
+use hedgerow_tests::{Node, NodeCommand, Process, Scrape, TempDir};
 use serde_json::Value;
 
 /// The `hedgerow` binary, built from its own `main.rs` as a binary of this
@@ -173,17 +173,8 @@ impl Cluster {
         (a, b)
     }
 
-    fn metrics(&self, id: &str) -> String {
-        let (code, text) = request(
-            self.node(id).http,
-            "GET",
-            "/metrics",
-            b"",
-            Duration::from_secs(2),
-        )
-        .unwrap();
-        assert_eq!(code, 200);
-        String::from_utf8(text).unwrap()
+    fn metrics(&self, id: &str) -> Scrape {
+        Scrape::of(self.node(id).http).unwrap()
     }
 }
 
@@ -205,12 +196,6 @@ fn strings<'a>(list: &'a Value, field: &str) -> Vec<&'a str> {
         .as_array()
         .unwrap_or_else(|| panic!("not an array: {list}"));
     items.iter().filter_map(|e| e[field].as_str()).collect()
-}
-
-/// The value of the metric line `series` (name plus labels) in `text`.
-fn metric(text: &str, series: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Election, send, broadcast, metrics, then SIGKILL the leader and check
@@ -253,23 +238,39 @@ fn elect_send_broadcast_failover(store: Option<String>) {
         assert_eq!(r["ok"]["echo"], "reload", "{reply}");
     }
 
-    // Metrics of the leader say so.
-    let (code, text) = request(
-        cluster.node(&leader).http,
-        "GET",
-        "/metrics",
-        b"",
-        Duration::from_secs(2),
-    )
-    .unwrap();
-    let text = String::from_utf8(text).unwrap();
-    assert_eq!(code, 200);
-    assert!(text.contains("\nhedgerow_is_leader 1\n"), "{text}");
+    // Metrics of the leader say so, as a Prometheus server parses them
+    // (published about once a second: a scrape or two may come first).
+    let me = [("node", leader.as_str()), ("cluster", "cli-test")];
+    let shown =
+        hedgerow_tests::wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+            let m = Scrape::of(cluster.node(&leader).http).unwrap();
+            m.value("hedgerow_is_leader", &me) == Some(1.0)
+                && m.value("hedgerow_term", &me) == Some(term as f64)
+                && m.value("hedgerow_members", &me) == Some(5.0)
+        });
+    let m = Scrape::of(cluster.node(&leader).http).unwrap();
+    assert!(shown, "the leader's metrics: {:?}", m.names());
+    assert_eq!(m.value("hedgerow_elections_won_total", &me), Some(1.0));
+    assert!(m.value("hedgerow_lease_cas_other_seconds", &me) >= Some(1.0));
     assert!(
-        text.contains(&format!("\nhedgerow_term {term}\n")),
-        "{text}"
+        m.value(
+            "hedgerow_transport_messages_in_total",
+            &[("kind", "heartbeat")]
+        ) > Some(0.0)
     );
-    assert!(text.contains("\nhedgerow_members 5\n"), "{text}");
+    assert!(m.value("hedgerow_transport_bytes_out_total", &me) > Some(0.0));
+    assert_eq!(m.value("hedgerow_store_errors_total", &me), Some(0.0));
+    assert!(m
+        .help("hedgerow_term")
+        .is_some_and(|h| h.contains("fencing token")));
+    // Every series the library names, and nothing else of ours.
+    for name in m.names().iter().filter(|n| n.starts_with("hedgerow_")) {
+        let base = name.trim_end_matches("_count").trim_end_matches("_sum");
+        assert!(
+            hedgerow::metrics::ALL.iter().any(|x| x.name == base),
+            "{name} is not in hedgerow::metrics::ALL"
+        );
+    }
 
     // Crash the leader: the lease must expire before anyone takes over.
     let mut old = cluster.remove(&leader);
@@ -296,27 +297,19 @@ fn elect_send_broadcast_failover(store: Option<String>) {
     // The new leader renews its lease, and /metrics times the renewals.
     let deadline = Instant::now() + Duration::from_millis(2 * lease_ms);
     loop {
-        let (_, text) = request(
-            cluster.node(&next).http,
-            "GET",
-            "/metrics",
-            b"",
-            Duration::from_secs(2),
-        )
-        .unwrap();
-        let text = String::from_utf8(text).unwrap();
-        let renewals: u64 = text
-            .lines()
-            .find_map(|l| l.strip_prefix("hedgerow_lease_renew_seconds_count "))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no renew count in {text}"));
-        if renewals > 0 {
-            assert!(text.contains("\nhedgerow_leader_changes_total "), "{text}");
+        let m = Scrape::of(cluster.node(&next).http).unwrap();
+        let renewals = m
+            .value("hedgerow_lease_renew_seconds_count", &[])
+            .unwrap_or_else(|| panic!("no renew count in {:?}", m.names()));
+        if renewals > 0.0 {
+            assert!(m.value("hedgerow_leader_changes_total", &[]) >= Some(1.0));
+            assert_eq!(m.value("hedgerow_is_leader", &[]), Some(1.0));
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "no renewal timed in {lease_ms} ms x 2: {text}"
+            "no renewal timed in {lease_ms} ms x 2: {:?}",
+            m.names()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -459,12 +452,10 @@ fn without_a_leader_send_is_a_503_with_a_json_error() {
     assert_eq!((code, &get["kind"]), (404, &"not_found".into()), "{get}");
     let (code, lock) = http_json(http, "POST", "/v1/locks/job", b"");
     assert_eq!((code, &lock["kind"]), (503, &"no_leader".into()), "{lock}");
-    let (_, text) = request(http, "GET", "/metrics", b"", Duration::from_secs(2)).unwrap();
-    let text = String::from_utf8(text).unwrap();
+    let m = Scrape::of(http).unwrap();
     assert_eq!(
-        metric(&text, "hedgerow_kv_puts_total{outcome=\"no_leader\"}"),
-        Some(1),
-        "{text}"
+        m.value("hedgerow_kv_puts_total", &[("outcome", "no_leader")]),
+        Some(1.0)
     );
     // Closing stdin makes it leave and exit 0.
     node.process.close_stdin();
@@ -650,21 +641,31 @@ fn kv_puts_through_the_cli_are_read_from_another_node_and_bad_input_is_a_400() {
     );
 
     // n1 answered two good puts (one by the CLI, `other`) and four bad ones.
-    let text = cluster.metrics(n1);
+    let m = cluster.metrics(n1);
     assert_eq!(
-        metric(&text, "hedgerow_kv_puts_total{outcome=\"ok\"}"),
-        Some(2),
-        "{text}"
+        m.value("hedgerow_kv_puts_total", &[("outcome", "ok")]),
+        Some(2.0)
     );
     assert_eq!(
-        metric(&text, "hedgerow_kv_puts_total{outcome=\"invalid\"}"),
-        Some(4),
-        "{text}"
+        m.value("hedgerow_kv_puts_total", &[("outcome", "invalid")]),
+        Some(4.0)
     );
-    let text = cluster.metrics(&leader);
+    // Published about once a second: the leader's count may lag a scrape.
+    let leader_http = cluster.node(&leader).http;
     assert!(
-        metric(&text, "hedgerow_coord_store_ops_total").is_some_and(|n| n >= 4),
-        "{text}"
+        hedgerow_tests::wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+            Scrape::of(leader_http)
+                .unwrap()
+                .value("hedgerow_coord_store_ops_total", &[])
+                >= Some(4.0)
+        }),
+        "fewer than 4 coordination store ops on the leader"
+    );
+    assert!(
+        Scrape::of(leader_http)
+            .unwrap()
+            .value("hedgerow_coord_store_op_seconds", &[("kind", "put")])
+            >= Some(2.0)
     );
 }
 
@@ -728,9 +729,15 @@ fn a_lock_holder_paused_past_its_permit_lease_reports_it_lost_on_resuming() {
         (&true.into(), &false.into()),
         "{held}"
     );
-    assert_eq!(
-        metric(&cluster.metrics(&a), "hedgerow_permits_held"),
-        Some(1)
+    let a_http = cluster.node(&a).http;
+    assert!(
+        hedgerow_tests::wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+            Scrape::of(a_http)
+                .unwrap()
+                .value("hedgerow_permits_held", &[])
+                == Some(1.0)
+        }),
+        "the held permit is not in a's metrics"
     );
 
     // Pause `a` past its permit lease (1 s in the local preset): `b`'s

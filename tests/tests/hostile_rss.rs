@@ -16,7 +16,6 @@ use std::fs::File;
 use std::path::Path;
 use std::time::Duration;
 
-use hedgerow_cli::http::request;
 use hedgerow_tests::hostile::{attack, open_files_limit, rss_kib, Attack};
 use hedgerow_tests::{log_tails, one_at_a_time, status, temp_dir, wait_until, NodeCommand};
 
@@ -25,10 +24,8 @@ const CLUSTER: &str = "hostile-rss";
 
 /// The Prometheus value of `name` in the node's `/metrics`.
 fn metric(http: std::net::SocketAddr, name: &str) -> Option<u64> {
-    let (_, body) = request(http, "GET", "/metrics", b"", Duration::from_secs(5)).ok()?;
-    let text = String::from_utf8(body).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    let value = hedgerow_tests::Scrape::of(http).ok()?.value(name, &[])?;
+    Some(value as u64)
 }
 
 #[test]

@@ -22,13 +22,11 @@ use hedgerow::coord::{KvEntry, Permit};
 use hedgerow::{Error, Hedgerow};
 use serde_json::{json, Value};
 
-use crate::errors::{classify, error_response, problem};
-use crate::metrics::KvPuts;
+use crate::errors::{error_response, problem};
 
 /// What the coordination routes share.
 pub(crate) struct Coord {
     node: Hedgerow,
-    puts: Arc<KvPuts>,
     held: Mutex<BTreeMap<Key, Held>>,
 }
 
@@ -55,10 +53,9 @@ struct Held {
 }
 
 impl Coord {
-    pub(crate) fn new(node: Hedgerow, puts: Arc<KvPuts>) -> Coord {
+    pub(crate) fn new(node: Hedgerow) -> Coord {
         Coord {
             node,
-            puts,
             held: Mutex::new(BTreeMap::new()),
         }
     }
@@ -188,10 +185,8 @@ async fn kv_put_empty(State(c): State<Arc<Coord>>, body: Bytes) -> Response {
 }
 
 async fn put_one(c: &Coord, key: &str, body: Bytes) -> Response {
-    let result = c.node.kv().put(key, body.to_vec()).await;
-    c.puts
-        .record(result.as_ref().map_or_else(|e| classify(e).1, |_| "ok"));
-    match result {
+    // The library counts the put (`hedgerow_kv_puts_total`).
+    match c.node.kv().put(key, body.to_vec()).await {
         Ok(revision) => Json(json!({ "key": key, "revision": revision })).into_response(),
         Err(e) => error_response(&e),
     }

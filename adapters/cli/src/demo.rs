@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::Value;
 
-use crate::http;
+use crate::client;
 
 /// Flags of `hedgerow demo`.
 #[derive(Debug, Clone, Args)]
@@ -355,7 +355,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
             }
             let status = demo.slots[i].http.and_then(|addr| {
                 let (code, body) =
-                    http::request(addr, "GET", "/v1/status", b"", Duration::from_millis(400))
+                    client::request(addr, "GET", "/v1/status", b"", Duration::from_millis(400))
                         .ok()?;
                 (code == 200)
                     .then(|| serde_json::from_slice(&body).ok())

@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use crate::http::request;
+use crate::client::request;
 use crate::node::DEFAULT_HTTP;
 
 /// Flags of `hedgerow kv`.

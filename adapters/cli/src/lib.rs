@@ -6,7 +6,7 @@
 //!
 //! The binary (`src/main.rs`) only calls [`main`]; everything else lives in
 //! this library so that tests can drive the same code: [`Cli`] and
-//! [`Command`] are the parsed command line, [`run`] runs one, and [`http`]
+//! [`Command`] are the parsed command line, [`run`] runs one, and [`client`]
 //! is the small client the demo (and the black-box tests in
 //! `hedgerow-tests`) speak to a node's control API with.
 //!
@@ -25,12 +25,12 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
+pub mod client;
 mod coord;
 pub mod demo;
 mod errors;
-pub mod http;
 pub mod kv;
 mod metrics;
 pub mod node;
@@ -44,6 +44,20 @@ pub struct Cli {
     /// The subcommand to run.
     #[command(subcommand)]
     pub command: Command,
+    /// How log lines are written to stderr: `text` for people, `json` (one
+    /// object a line, with the node's span fields) for log pipelines.
+    #[arg(long, global = true, env = "HEDGEROW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The format of log lines (`--log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line: level, target, fields, and the spans
+    /// (`hedgerow{cluster, node, term}`, `store_op{kind}`, `request{…}`).
+    Json,
 }
 
 /// The subcommands of `hedgerow`.
@@ -69,7 +83,10 @@ pub fn main() -> ExitCode {
 /// process's exit code: the command's own, or 2 after printing the error
 /// on stderr.
 pub fn run(cli: Cli) -> ExitCode {
-    init_logging(matches!(cli.command, Command::Demo(_) | Command::Kv(_)));
+    init_logging(
+        matches!(cli.command, Command::Demo(_) | Command::Kv(_)),
+        cli.log_format,
+    );
     let result = match cli.command {
         Command::Node(args) => node::run(args),
         Command::Demo(args) => demo::run(args),
@@ -84,17 +101,26 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default `info`; the demo
-/// defaults to `warn` so that its table stays readable). A second [`run`]
-/// in one process keeps the subscriber the first one installed.
-fn init_logging(quiet: bool) {
+/// Logs go to stderr as `format` says, filtered by `RUST_LOG` (default
+/// `info`; the demo defaults to `warn` so that its table stays readable).
+/// A second [`run`] in one process keeps the subscriber the first one
+/// installed.
+fn init_logging(quiet: bool, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let default = if quiet { "warn" } else { "info" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _already_set = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _already_set = match format {
+        LogFormat::Text => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            builder.with_ansi(ansi).try_init()
+        }
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
+    };
 }

@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 
 use crate::coord::{self, Coord};
 use crate::errors::error_response;
-use crate::metrics::{self, KvPuts, StoreTimings, TimedStore};
+use crate::metrics;
 use crate::page;
 
 /// Where the HTTP control API listens unless `--http` says otherwise, and
@@ -277,8 +277,7 @@ pub fn run(args: NodeArgs) -> Result<ExitCode, String> {
 struct App {
     node: Hedgerow,
     cluster: String,
-    store: Arc<StoreTimings>,
-    puts: Arc<KvPuts>,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 async fn serve(
@@ -302,8 +301,9 @@ async fn serve(
         .await
         .map_err(|e| format!("--http {}: {e}", args.http))?;
     let clock_described = clock.describe();
-    let timings = Arc::new(StoreTimings::new(&args.id));
-    let store = TimedStore::new(store, timings.clone());
+    // Before the node starts, so its series are registered with it.
+    let exporter = metrics::exporter()?;
+    tokio::spawn(upkeep(exporter.clone()));
     let lease = config.lease_duration;
 
     // The broadcast handler reports the node's current term, so it needs
@@ -364,12 +364,10 @@ async fn serve(
         let _ = out.flush();
     }
 
-    let puts = Arc::new(KvPuts::default());
     let app = Arc::new(App {
         node: node.clone(),
         cluster: args.cluster.clone(),
-        store: timings,
-        puts: puts.clone(),
+        metrics: exporter,
     });
     let routes = Router::new()
         .route("/v1/status", get(status))
@@ -377,7 +375,7 @@ async fn serve(
         .route("/v1/broadcast", post(broadcast))
         .route("/metrics", get(metrics_text))
         .with_state(app)
-        .merge(coord::routes(Arc::new(Coord::new(node.clone(), puts))))
+        .merge(coord::routes(Arc::new(Coord::new(node.clone()))))
         .merge(page::routes(&node));
 
     let (stop_tx, mut stop_rx) = mpsc::unbounded::<&'static str>();
@@ -558,8 +556,17 @@ fn as_json(bytes: &[u8]) -> Value {
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
 
+/// Drains the exporter's histogram samples now and then (it keeps them
+/// until then), for as long as the node runs.
+async fn upkeep(handle: metrics_exporter_prometheus::PrometheusHandle) {
+    loop {
+        tokio::time::sleep(metrics::UPKEEP_EVERY).await;
+        handle.run_upkeep();
+    }
+}
+
 async fn metrics_text(State(app): State<Arc<App>>) -> Response {
-    let text = metrics::render(&app.node, &app.store, &app.puts);
+    let text = app.metrics.render();
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -31,6 +31,21 @@ fn refused(r: CoordRefusal) -> Error {
     Error::Coord(r)
 }
 
+/// The `outcome` label of a put that ended in `r` (the kinds of error
+/// the `hedgerow` command's HTTP API names, too).
+fn put_outcome(r: &Result<u64, Error>) -> &'static str {
+    match r {
+        Ok(_) => "ok",
+        Err(Error::NoLeader | Error::NoLeaderWithin { .. }) => "no_leader",
+        Err(Error::Timeout) => "timeout",
+        Err(Error::Overloaded) => "overloaded",
+        Err(Error::Coord(CoordRefusal::Invalid(_))) => "invalid",
+        Err(Error::Coord(CoordRefusal::LimitConflict { .. }) | Error::Refused(_)) => "refused",
+        Err(Error::Coord(_) | Error::Store(_)) => "store",
+        Err(_) => "failed",
+    }
+}
+
 impl<R: Runtime> Driver<R> {
     pub(super) fn on_coord_command(&mut self, now: Now, c: CoordCommand) {
         match c {
@@ -40,7 +55,9 @@ impl<R: Runtime> Driver<R> {
                         self.coord.puts.insert(id.0, reply);
                     }
                     Err(r) => {
-                        let _ = reply.send(Err(refused(r)));
+                        let r = Err(refused(r));
+                        self.calls.kv_put(put_outcome(&r));
+                        let _ = reply.send(r);
                     }
                 }
             }
@@ -85,6 +102,7 @@ impl<R: Runtime> Driver<R> {
                 ))),
                 Err(e) => Err(Error::from_send(e)),
             };
+            self.calls.kv_put(put_outcome(&r));
             let _ = reply.send(r);
             return;
         }

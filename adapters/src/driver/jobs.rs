@@ -76,6 +76,13 @@ impl<R: Runtime> Driver<R> {
     }
 
     fn start_job(&mut self, job: Job) {
+        // A child of the node's span (entered by whoever runs the driver).
+        let span = match &job {
+            Job::Request(h, _) => {
+                tracing::debug_span!("request", from = %h.from, id = h.id, term = h.term.0)
+            }
+            Job::Broadcast(h, _) => tracing::debug_span!("broadcast", from = %h.from, id = h.id),
+        };
         let fut = match self.call(job) {
             Ok(fut) => fut,
             Err(refused) => return self.finish_job(refused),
@@ -84,9 +91,11 @@ impl<R: Runtime> Driver<R> {
         // Finished on the handler's task when the driver is free: the
         // reply is written from there, without a hop to the loop.
         let finished = self.inputs.route(&self.jobs.finished);
-        self.rt.spawn(Box::pin(async move {
+        let run = async move {
             let _ = finished.send(fut.await);
-        }));
+        };
+        self.rt
+            .spawn(Box::pin(tracing::Instrument::instrument(run, span)));
     }
 
     /// The handler's call for `job`, or the refusal when no handler is set.

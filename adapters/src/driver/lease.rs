@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::channel::{mpsc, oneshot};
-use hedgerow_core::{Input, LeaseOp, LeaseReply, OpId, StoreError};
+use hedgerow_core::{CasOutcome, Input, LeaseOp, LeaseReply, NodeId, OpId, StoreError};
 
 use hedgerow_core::coord::{CoordOp, CoordReply, KvEntry};
 
 use crate::input::KvRead;
+use crate::metrics::{StoreKind, StoreMetrics, StoreOutcome, StoreTimer};
 
 use super::inputs::{LeaseAnswer, StoreAnswer};
 use super::Driver;
@@ -47,17 +48,24 @@ pub(super) struct Lease {
     timeout: Duration,
     /// Where store calls send their answers (the loop's lease channel).
     answers: mpsc::UnboundedSender<LeaseAnswer>,
-    /// The operation in flight, if any.
-    pending: Option<OpId>,
+    /// The operation in flight, if any, and the `(nonce, token)` it
+    /// writes as this node's holder (to tell a renew once it applies).
+    pending: Option<(OpId, Option<(u64, u64)>)>,
     leaving: Option<Leaving>,
+    /// This node's id, and the `(nonce, token)` of its last write as
+    /// holder that applied: a write repeating it is a renew.
+    me: NodeId,
+    held: Option<(u64, u64)>,
+    metrics: StoreMetrics,
 }
 
 impl Lease {
     pub(super) fn new(
         store: Store,
-        group: String,
+        (group, me): (String, NodeId),
         timeout: Duration,
         answers: mpsc::UnboundedSender<LeaseAnswer>,
+        metrics: StoreMetrics,
     ) -> Self {
         Lease {
             store,
@@ -66,14 +74,39 @@ impl Lease {
             answers,
             pending: None,
             leaving: None,
+            me,
+            held: None,
+            metrics,
         }
+    }
+
+    /// What kind of call `op` is, for its metrics, and the `(nonce,
+    /// token)` it writes as this node's holder.
+    fn classify(&self, op: &LeaseOp) -> (StoreKind, Option<(u64, u64)>) {
+        let LeaseOp::CompareAndSet { write, .. } = op else {
+            return (StoreKind::Read, None);
+        };
+        let mine = write
+            .holder
+            .as_ref()
+            .filter(|h| h.id == self.me)
+            .map(|h| (h.nonce, write.token.0));
+        let renew = mine.is_some() && mine == self.held;
+        let kind = if renew {
+            StoreKind::Renew
+        } else {
+            StoreKind::CasOther
+        };
+        (kind, mine)
     }
 
     /// Runs `op` on the store; its answer (or a timeout) comes back on the
     /// lease channel.
     pub(super) fn call<R: Runtime>(&mut self, rt: &R, op: LeaseOp) {
         let id = op.id();
-        self.pending = Some(id);
+        let (kind, mine) = self.classify(&op);
+        self.pending = Some((id, mine));
+        let timer = self.metrics.start(kind);
         let (tx, rx) = oneshot::channel();
         let group = self.group.clone();
         match self.store.clone() {
@@ -83,7 +116,7 @@ impl Lease {
             Store::Async(store) => rt.spawn(call_async(store, group, op, tx)),
         }
         let answers = self.answers.clone();
-        await_answer(rt, self.timeout, rx, move |result| {
+        await_answer(rt, self.timeout, rx, timer, lease_outcome, move |result| {
             let _ = answers.unbounded_send((id, StoreAnswer::Lease(result)));
         });
     }
@@ -95,7 +128,9 @@ impl Lease {
     pub(super) fn call_coord<R: Runtime>(&mut self, rt: &R, op: CoordOp) {
         let id = op.id();
         let answers = self.answers.clone();
+        let timer = self.metrics.start(coord_kind(&op));
         let Store::Blocking(store) = self.store.clone() else {
+            timer.finish(StoreOutcome::Unsupported);
             let _ = answers.unbounded_send((id, StoreAnswer::Coord(Err(StoreError::Unsupported))));
             return;
         };
@@ -104,7 +139,7 @@ impl Lease {
             let coord = store.coord().ok_or(StoreError::Unsupported)?;
             coord.execute(&group, &op)
         };
-        blocking_call(rt, self.timeout, call, move |result| {
+        blocking_call(rt, self.timeout, call, timer, move |result| {
             if let Err(e) = &result {
                 tracing::warn!(error = %e, "coordination store operation failed");
             }
@@ -120,21 +155,28 @@ impl Lease {
         read: KvRead,
         reply: oneshot::Sender<Result<Vec<KvEntry>, Error>>,
     ) {
+        let timer = self.metrics.start(StoreKind::KvRead);
         let Store::Blocking(store) = self.store.clone() else {
+            timer.finish(StoreOutcome::Unsupported);
             let _ = reply.send(Err(Error::Store(StoreError::Unsupported)));
             return;
         };
         let group = self.group.clone();
         let call = move || read_blocking(store.as_ref(), &group, &read);
-        blocking_call(rt, self.timeout, call, move |result| {
+        blocking_call(rt, self.timeout, call, timer, move |result| {
             let _ = reply.send(result.map_err(Error::Store));
         });
     }
 
     /// Notes the answer to `op` before the node hears it.
     fn answered(&mut self, op: OpId, result: &Result<LeaseReply, StoreError>) {
-        if self.pending == Some(op) {
-            self.pending = None;
+        if let Some((pending, mine)) = self.pending {
+            if pending == op {
+                self.pending = None;
+                if let Ok(LeaseReply::Cas(CasOutcome::Applied(_))) = result {
+                    self.held = mine;
+                }
+            }
         }
         if let Err(e) = result {
             tracing::warn!(error = %e, "lease store operation failed");
@@ -206,27 +248,33 @@ fn blocking_call<R: Runtime, T: Send + 'static>(
     rt: &R,
     limit: Duration,
     call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+    metrics: StoreTimer,
     deliver: impl FnOnce(Result<T, StoreError>) + Send + 'static,
 ) {
     let (tx, rx) = oneshot::channel();
     rt.spawn_blocking(Box::new(move || {
         let _ = tx.send(call());
     }));
-    await_answer(rt, limit, rx, deliver);
+    await_answer(rt, limit, rx, metrics, plain_outcome, deliver);
 }
 
 /// Waits, as a task of its own, for a store call's answer on `rx` under
 /// the store timeout `limit`, and hands `deliver` the call's result,
 /// [`StoreError::Timeout`], or [`StoreError::Unavailable`] when the call
-/// panicked (its sender dropped unanswered).
+/// panicked (its sender dropped unanswered). Every store call's answer
+/// passes here, so here it is timed (`metrics`, its outcome told by
+/// `outcome`) and given its span.
 fn await_answer<R: Runtime, T: Send + 'static>(
     rt: &R,
     limit: Duration,
     rx: oneshot::Receiver<Result<T, StoreError>>,
+    metrics: StoreTimer,
+    outcome: fn(&Result<T, StoreError>) -> StoreOutcome,
     deliver: impl FnOnce(Result<T, StoreError>) + Send + 'static,
 ) {
     let timer = rt.clone();
-    rt.spawn(Box::pin(async move {
+    let span = tracing::debug_span!("store_op", kind = metrics.kind().label());
+    let wait = async move {
         let result = match timeout(&timer, limit, rx).await {
             Some(Ok(result)) => result,
             Some(Err(_)) => Err(StoreError::Unavailable(
@@ -234,8 +282,39 @@ fn await_answer<R: Runtime, T: Send + 'static>(
             )),
             None => Err(StoreError::Timeout),
         };
+        let how = outcome(&result);
+        tracing::debug!(outcome = ?how, "store operation answered");
+        metrics.finish(how);
         deliver(result);
-    }));
+    };
+    rt.spawn(Box::pin(tracing::Instrument::instrument(wait, span)));
+}
+
+/// A lease call's outcome: a compare-and-set that lost is a conflict.
+fn lease_outcome(result: &Result<LeaseReply, StoreError>) -> StoreOutcome {
+    match result {
+        Ok(LeaseReply::Cas(CasOutcome::Conflict(_))) => StoreOutcome::Conflict,
+        Ok(_) => StoreOutcome::Ok,
+        Err(e) => StoreOutcome::of_error(e),
+    }
+}
+
+/// Any other call's outcome: answered, or how it failed.
+fn plain_outcome<T>(result: &Result<T, StoreError>) -> StoreOutcome {
+    match result {
+        Ok(_) => StoreOutcome::Ok,
+        Err(e) => StoreOutcome::of_error(e),
+    }
+}
+
+/// The metrics kind of a coordination operation.
+fn coord_kind(op: &CoordOp) -> StoreKind {
+    match op {
+        CoordOp::Put { .. } => StoreKind::Put,
+        CoordOp::Grant { .. } => StoreKind::Grant,
+        CoordOp::Free { .. } => StoreKind::Free,
+        CoordOp::LoadPermits { .. } => StoreKind::LoadPermits,
+    }
 }
 
 fn read_blocking(

@@ -63,6 +63,7 @@ pub(crate) use inputs::Inbox;
 pub(crate) use lease::Store;
 
 use crate::input::{Accept, Command, Commands, Consumed, Route};
+use crate::metrics::{CallMetrics, EventMetrics, NodeMetrics, Published, Snapshot};
 use crate::runtime::{BoxFuture, Runtime};
 use crate::stream::IncomingStream;
 use crate::transport::{NetCtx, NetEvent};
@@ -133,6 +134,12 @@ struct Driver<R: Runtime> {
     streams: Streams,
     /// `watch()` streams and the leader guards' signal.
     watch: Watchers,
+    /// The series published from the node's and the transport's counters.
+    published: Published,
+    /// Leadership and membership events, by reason.
+    events: EventMetrics,
+    /// Sends, broadcasts, streams and puts: latencies and outcomes.
+    calls: CallMetrics,
 }
 
 impl<R: Runtime> Drop for Driver<R> {
@@ -217,17 +224,27 @@ impl<R: Runtime> Driver<R> {
             (node.config().cluster.clone(), node.identity().id.clone())
         };
         let started = p.rt.now();
-        let span = tracing::info_span!("hedgerow", node = %me);
+        // `term` is recorded as it changes (`on_event`).
+        let span = tracing::info_span!(
+            "hedgerow",
+            cluster = %group,
+            node = %me,
+            term = tracing::field::Empty
+        );
+        let m = NodeMetrics::new(&group, me.as_str());
         Driver {
             core: Core::new(p.node, p.clock, started, span),
-            peers: Peers::new(p.net, p.listener, p.seed),
-            lease: Lease::new(p.store, group, p.store_timeout, lease_tx),
+            peers: Peers::new(p.net, p.listener, p.seed, m.traffic),
+            lease: Lease::new(p.store, (group, me), p.store_timeout, lease_tx, m.store),
             inputs: Inputs::new(inbox, lease_rx, app_rx),
             jobs: Jobs::new(&p.handlers, app_tx),
             replies: Replies::default(),
             coord: Default::default(),
             streams: Streams::new(p.handlers.stream, p.consumed),
             watch: Watchers::default(),
+            published: m.published,
+            events: m.events,
+            calls: m.calls,
             rt: p.rt,
         }
     }
@@ -265,7 +282,31 @@ impl<R: Runtime> Driver<R> {
                 self.on_wake(ready);
             }
             self.flush();
+            self.publish_metrics(now);
         }
+    }
+
+    /// Publishes the node's and the transport's counters if a second has
+    /// passed since the last time or an event asked for it.
+    fn publish_metrics(&mut self, now: Instant) {
+        if !self.published.due(now) {
+            return;
+        }
+        let reading = self.now();
+        let snapshot = {
+            let node = self.core.node();
+            let view = node.view();
+            Snapshot {
+                term: node.term(),
+                is_leader: node.is_leader(&reading),
+                members: view.len(),
+                view: view.stamp(),
+                stale: node.view_is_stale(),
+                node: node.stats(),
+                net: self.peers.stats(),
+            }
+        };
+        self.published.publish(now, &snapshot);
     }
 
     /// After a direct input: writes what it queued, and wakes the loop if
@@ -273,6 +314,9 @@ impl<R: Runtime> Driver<R> {
     /// wants a timer well before the armed one.
     fn after_direct(&mut self) {
         self.flush();
+        if self.published.is_dirty() {
+            self.publish_metrics(self.rt.now());
+        }
         let wake_loop = self.inputs.must_stop() || self.lease.is_leaving() || {
             let due = self.due();
             self.inputs.timer_late(due)
@@ -368,12 +412,26 @@ impl<R: Runtime> Driver<R> {
     /// Hands each event to the book it is about.
     fn on_event(&mut self, e: Event) {
         match e {
-            Event::Elected { term } => self.watch.elected(term),
-            Event::SteppedDown { term, reason } => self.watch.stepped_down(term, reason),
-            Event::LeaderChanged { leader, term } => self.watch.leader_changed(leader, term),
+            Event::Elected { term } => {
+                self.term_changed(term);
+                tracing::info!(term = term.0, "elected");
+                self.watch.elected(term);
+            }
+            Event::SteppedDown { term, reason } => {
+                self.published.touch();
+                self.events.stepped_down(&reason);
+                tracing::info!(term = term.0, ?reason, "stepped down");
+                self.watch.stepped_down(term, reason);
+            }
+            Event::LeaderChanged { leader, term } => {
+                self.term_changed(term);
+                self.watch.leader_changed(leader, term);
+            }
             Event::Member(c) => {
-                if let MemberChange::Joined(m) = &c {
-                    self.peers.mark_member(&m.id);
+                match &c {
+                    MemberChange::Joined(m) => self.peers.mark_member(&m.id),
+                    MemberChange::Left { reason, .. } => self.events.member_left(reason),
+                    MemberChange::Updated(_) => {}
                 }
                 self.watch.notify(WatchEvent::Member(c));
             }
@@ -381,18 +439,22 @@ impl<R: Runtime> Driver<R> {
                 term,
                 version,
                 size,
-            } => self.watch.notify(WatchEvent::ViewChanged {
-                term,
-                version,
-                size,
-            }),
+            } => {
+                self.published.touch();
+                self.watch.notify(WatchEvent::ViewChanged {
+                    term,
+                    version,
+                    size,
+                });
+            }
             Event::Request { handle, payload } => self.job(Job::Request(handle, payload)),
             Event::Broadcast { handle, payload } => self.job(Job::Broadcast(handle, payload)),
-            Event::SendDone { id, result } => self.replies.send_done(id, result),
+            Event::SendDone { id, result } => self.replies.send_done(id, result, &mut self.calls),
             Event::BroadcastReply { id, from, result } => {
+                self.calls.broadcast_reply(&result);
                 self.replies.broadcast_reply(id, from, result)
             }
-            Event::BroadcastDone { id } => self.replies.broadcast_done(id),
+            Event::BroadcastDone { id } => self.replies.broadcast_done(id, &self.calls),
             Event::StreamOpened { from, sid, kind } => self.stream_opened(from, sid, kind),
             Event::StreamData {
                 from, sid, data, ..
@@ -406,6 +468,13 @@ impl<R: Runtime> Driver<R> {
             Event::PermitLost { ticket, .. } => self.permit_lost(ticket),
             other => tracing::debug!(?other, "ignoring an event this driver does not know"),
         }
+    }
+
+    /// The node's term is now `term`: its span says so, and the gauges
+    /// are published soon.
+    fn term_changed(&mut self, term: hedgerow_core::Term) {
+        self.core.span().record("term", term.0);
+        self.published.touch();
     }
 
     /// Carries out a command from the public handles, with one clock

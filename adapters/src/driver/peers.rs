@@ -13,6 +13,7 @@ use futures::future::AbortHandle;
 use hedgerow_core::{Input, Message, NodeId, Rng};
 
 use super::Driver;
+use crate::metrics::Traffic;
 use crate::runtime::Runtime;
 use crate::transport::{self, ConnId, NetCtx, NetEvent, Outbox, Refused};
 
@@ -48,10 +49,17 @@ pub(super) struct Peers {
     backoff: BTreeMap<NodeId, Backoff>,
     /// Jitter for the backoff.
     rng: Rng,
+    /// Frames and bytes each way, by message kind.
+    traffic: Traffic,
 }
 
 impl Peers {
-    pub(super) fn new(net: Arc<NetCtx>, listener: AbortHandle, seed: u64) -> Self {
+    pub(super) fn new(
+        net: Arc<NetCtx>,
+        listener: AbortHandle,
+        seed: u64,
+        traffic: Traffic,
+    ) -> Self {
         Peers {
             net,
             listener,
@@ -60,6 +68,7 @@ impl Peers {
             wakes: 0,
             backoff: BTreeMap::new(),
             rng: Rng::new(seed),
+            traffic,
         }
     }
 
@@ -73,10 +82,12 @@ impl Peers {
         msg: Message,
     ) {
         if let Some(conn) = self.conns.get(&to).and_then(|c| c.first()) {
+            let kind = msg.kind();
             match conn.outbox.push(msg, self.wakes + 1) {
-                Ok(()) => {
+                Ok(bytes) => {
                     let outbox = conn.outbox.clone();
                     self.mark_unflushed(outbox);
+                    self.traffic.sent(kind, bytes);
                 }
                 Err(Refused::Full(msg)) => {
                     let kind = msg.kind();
@@ -102,7 +113,10 @@ impl Peers {
     /// A new connection to `to` at `addr`, with `msg` queued first.
     fn dial<R: Runtime>(&mut self, rt: &R, to: NodeId, addr: String, msg: Message) {
         let outbox = Outbox::new(self.net.max_frame_len, self.net.limits.send_queue);
-        let _ = outbox.push(msg, self.wakes + 1);
+        let kind = msg.kind();
+        if let Ok(bytes) = outbox.push(msg, self.wakes + 1) {
+            self.traffic.sent(kind, bytes);
+        }
         let id = self.net.next_conn();
         tracing::debug!(peer = %to, %addr, "dialing");
         let abort =
@@ -163,7 +177,13 @@ impl Peers {
                 }
                 self.up(conn, peer, incarnation, inbound)
             }
-            NetEvent::Msg { conn, peer, msg } => {
+            NetEvent::Msg {
+                conn,
+                peer,
+                msg,
+                len,
+            } => {
+                self.traffic.received(msg.kind(), len);
                 let known = self
                     .conns
                     .get(&peer)
@@ -259,6 +279,11 @@ impl Peers {
         let until = rt.now() + delay;
         self.backoff
             .insert(peer.clone(), Backoff { failures, until });
+    }
+
+    /// What the transport counted so far.
+    pub(super) fn stats(&self) -> crate::transport::TransportStats {
+        self.net.stats()
     }
 
     /// Takes no more inbound connections.

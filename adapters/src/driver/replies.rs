@@ -4,6 +4,7 @@
 //! book never waits for one.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use futures::channel::{mpsc, oneshot};
 use hedgerow_core::{
@@ -11,6 +12,7 @@ use hedgerow_core::{
 };
 
 use crate::input::BroadcastItem;
+use crate::metrics::CallMetrics;
 use crate::types::{Error, Reply};
 
 // Ordered maps: dropping the driver drops these senders, and a fixed
@@ -18,18 +20,25 @@ use crate::types::{Error, Reply};
 // replayable.
 #[derive(Default)]
 pub(super) struct Replies {
-    sends: BTreeMap<u64, oneshot::Sender<Result<Reply, Error>>>,
-    broadcasts: BTreeMap<u64, mpsc::UnboundedSender<BroadcastItem>>,
+    /// Each send's caller and when it asked (for its latency).
+    sends: BTreeMap<u64, (oneshot::Sender<Result<Reply, Error>>, Instant)>,
+    broadcasts: BTreeMap<u64, (mpsc::UnboundedSender<BroadcastItem>, Instant)>,
 }
 
 impl Replies {
     /// The node started send `id`; `reply` waits for its outcome.
     pub(super) fn sending(&mut self, id: RequestId, reply: oneshot::Sender<Result<Reply, Error>>) {
-        self.sends.insert(id.0, reply);
+        self.sends.insert(id.0, (reply, Instant::now()));
     }
 
-    pub(super) fn send_done(&mut self, id: RequestId, result: Result<SendReply, SendError>) {
-        if let Some(tx) = self.sends.remove(&id.0) {
+    pub(super) fn send_done(
+        &mut self,
+        id: RequestId,
+        result: Result<SendReply, SendError>,
+        metrics: &mut CallMetrics,
+    ) {
+        if let Some((tx, started)) = self.sends.remove(&id.0) {
+            metrics.send_done(started, &result);
             let r = result
                 .map(|r| Reply {
                     leader: r.leader,
@@ -47,7 +56,7 @@ impl Replies {
         id: BroadcastId,
         replies: mpsc::UnboundedSender<BroadcastItem>,
     ) {
-        self.broadcasts.insert(id.0, replies);
+        self.broadcasts.insert(id.0, (replies, Instant::now()));
     }
 
     pub(super) fn broadcast_reply(
@@ -56,7 +65,7 @@ impl Replies {
         from: NodeId,
         result: Result<Payload, BroadcastError>,
     ) {
-        if let Some(tx) = self.broadcasts.get(&id.0) {
+        if let Some((tx, _)) = self.broadcasts.get(&id.0) {
             let r = result
                 .map(Payload::into_bytes)
                 .map_err(Error::from_broadcast);
@@ -65,7 +74,9 @@ impl Replies {
     }
 
     /// Every member answered or timed out: the caller's stream ends.
-    pub(super) fn broadcast_done(&mut self, id: BroadcastId) {
-        self.broadcasts.remove(&id.0);
+    pub(super) fn broadcast_done(&mut self, id: BroadcastId, metrics: &CallMetrics) {
+        if let Some((_, started)) = self.broadcasts.remove(&id.0) {
+            metrics.broadcast_done(started);
+        }
     }
 }

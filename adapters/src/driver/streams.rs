@@ -203,6 +203,7 @@ impl<R: Runtime> Driver<R> {
         let r = self.core.node().stream_write(now, id, data.clone());
         match r {
             Ok(n) => {
+                self.calls.stream_out(n);
                 data.split_to(n);
                 if data.is_empty() {
                     let _ = done.send(Ok(()));
@@ -260,6 +261,7 @@ impl<R: Runtime> Driver<R> {
         let delivered = match self.streams.inbound.get_mut(&key) {
             Some(Some(tx)) => {
                 if tx.unbounded_send(Ok(data.into_bytes())).is_ok() {
+                    self.calls.stream_in(n);
                     true
                 } else {
                     // The handler dropped the stream: discard the rest.
