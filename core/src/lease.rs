@@ -379,15 +379,6 @@ impl Lease {
         }
     }
 
-    /// The end of the reading a taker compares with the expiry: the
-    /// earliest true time can be, so the holder's `latest` has passed it.
-    fn taker_reading(&self, c: crate::time::TimeInterval) -> u64 {
-        if self.seeded(SeededBug::TakeOverOnLatest) {
-            return c.latest;
-        }
-        c.earliest
-    }
-
     fn is_mine(&self, r: &LeaseRow) -> bool {
         r.holder.as_ref().is_some_and(|h| {
             h.id == self.me.id
@@ -559,7 +550,7 @@ impl Lease {
                 }))
             }
             Some((_, expires_ns, token, version))
-                if self.taker_reading(c) > expires_ns.saturating_add(self.stagger_ns) =>
+                if c.earliest > expires_ns.saturating_add(self.stagger_ns) =>
             {
                 let write = self.write(now, Term(token.max(self.floor).0.saturating_add(1)));
                 Some(self.issue(Purpose::Acquire, |op| LeaseOp::CompareAndSet {

@@ -9,18 +9,10 @@
 #[cfg_attr(not(feature = "model-check"), allow(dead_code))]
 #[non_exhaustive]
 pub enum SeededBug {
-    /// A taker compares the row's expiry with its reading's `latest`
-    /// instead of `earliest`: it takes over while the holder may still
-    /// lead. Breaks "one leader at a time".
-    TakeOverOnLatest,
     /// "Is this row mine?" compares the node id only, not the nonce: a
     /// restarted process renews its previous incarnation's lease under the
     /// old token. Breaks "tokens strictly increase".
     RenewIgnoresNonce,
-    /// A member installs a snapshot without comparing its stamp with the
-    /// view it has: a late or duplicated snapshot moves the view back.
-    /// Breaks "views are monotonic".
-    SnapshotIgnoresStamp,
     /// The first insert is conditioned on row version 0 instead of "no
     /// row": it always conflicts and nobody ever leads. Breaks liveness.
     FirstInsertOnVersionZero,

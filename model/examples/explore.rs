@@ -1,6 +1,15 @@
-//! Runs the checker once with the bounds `HEDGEROW_MODEL_DEPTH` names
-//! (or the ones given as `max_time max_faults max_crashes max_in_flight`)
-//! and prints what it found: for measuring state counts and times.
+//! Runs the checker once with the bounds `HEDGEROW_MODEL_DEPTH` names, or
+//! the ones given as `max_time max_faults max_crashes max_in_flight
+//! [calm_steps]`, and prints the state count, the time and every
+//! discovery as a trace: for measuring, and for trying bounds.
+//!
+//! `BUG=nonce|insert` seeds a bug and stops at its counterexample,
+//! `START=0,5,-5` fixes the clock offsets (ms), `DEPTH=n` limits the
+//! path length, `DFS=1` searches depth first.
+//!
+//! ```text
+//! cargo run --release -p hedgerow-model --example explore -- 2 1 1 1
+//! ```
 
 use hedgerow_core::SeededBug;
 use hedgerow_model::{run, Bounds, Search};
@@ -28,17 +37,9 @@ fn main() {
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (bug, stop) = match std::env::var("BUG").as_deref() {
-        Ok("latest") => (
-            Some(SeededBug::TakeOverOnLatest),
-            Some(hedgerow_model::ONE_LEADER),
-        ),
         Ok("nonce") => (
             Some(SeededBug::RenewIgnoresNonce),
             Some(hedgerow_model::TOKENS_INCREASE),
-        ),
-        Ok("snapshot") => (
-            Some(SeededBug::SnapshotIgnoresStamp),
-            Some(hedgerow_model::VIEWS_MONOTONIC),
         ),
         Ok("insert") => (
             Some(SeededBug::FirstInsertOnVersionZero),

@@ -63,7 +63,8 @@ impl Bounds {
         }
     }
 
-    /// The deeper run, `HEDGEROW_MODEL_DEPTH=deep`.
+    /// The deeper run, `HEDGEROW_MODEL_DEPTH=deep`: one step further with
+    /// faults (BENCHMARKS.md: it did not finish in 23 minutes here).
     pub fn deep() -> Bounds {
         Bounds {
             max_time: 3,

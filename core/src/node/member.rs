@@ -9,7 +9,6 @@ use alloc::vec::Vec;
 use core::time::Duration;
 
 use crate::id::{NodeId, Term};
-use crate::seeded::SeededBug;
 use crate::store::{Holder, LeaseRow};
 use crate::time::Now;
 use crate::wire::{Heartbeat, HeartbeatAck, Message, ViewDelta, ViewSnapshot};
@@ -175,9 +174,9 @@ impl Node {
         if !self.accept_leader_message(now, &from, s.term) {
             return;
         }
-        let stale = (s.term, s.version) < self.view.stamp()
-            || ((s.term, s.version) == self.view.stamp() && s.digest == self.view.digest());
-        if stale && !self.lease.seeded(SeededBug::SnapshotIgnoresStamp) {
+        if (s.term, s.version) < self.view.stamp()
+            || ((s.term, s.version) == self.view.stamp() && s.digest == self.view.digest())
+        {
             return;
         }
         let max_members = 1 << 20;
