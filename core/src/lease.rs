@@ -17,6 +17,7 @@ use alloc::vec::Vec;
 use core::time::Duration;
 
 use crate::id::Term;
+use crate::seeded::SeededBug;
 use crate::store::{
     CasOutcome, Holder, LeaseOp, LeaseReply, LeaseRow, LeaseWrite, OpId, StoreError,
 };
@@ -129,7 +130,7 @@ struct Held {
     renew_at: MonoTime,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Lease {
     me: Holder,
     lease_ns: u64,
@@ -154,6 +155,9 @@ pub(crate) struct Lease {
     rng: crate::Rng,
     /// The highest token seen confirmed; takeovers go above it.
     floor: Term,
+    /// The deliberate bug this node carries, for the model checker.
+    #[cfg(feature = "model-check")]
+    bug: Option<SeededBug>,
 }
 
 impl Lease {
@@ -178,7 +182,28 @@ impl Lease {
             release_wanted: false,
             cooldown_until: MonoTime::ZERO,
             stagger_ns: 0,
+            #[cfg(feature = "model-check")]
+            bug: None,
         }
+    }
+
+    /// Makes this lease carry `bug` (model checking only).
+    #[cfg(feature = "model-check")]
+    pub(crate) fn seed_bug(&mut self, bug: Option<SeededBug>) {
+        self.bug = bug;
+    }
+
+    /// Whether this lease carries `bug`; always `false` in a normal build.
+    #[cfg(feature = "model-check")]
+    pub(crate) fn seeded(&self, bug: SeededBug) -> bool {
+        self.bug == Some(bug)
+    }
+
+    /// Whether this lease carries `bug`; always `false` in a normal build.
+    #[cfg(not(feature = "model-check"))]
+    #[inline(always)]
+    pub(crate) fn seeded(&self, _bug: SeededBug) -> bool {
+        false
     }
 
     /// Whether a reading may be used to hold the lease.
@@ -355,9 +380,10 @@ impl Lease {
     }
 
     fn is_mine(&self, r: &LeaseRow) -> bool {
-        r.holder
-            .as_ref()
-            .is_some_and(|h| h.id == self.me.id && h.nonce == self.me.nonce)
+        r.holder.as_ref().is_some_and(|h| {
+            h.id == self.me.id
+                && (h.nonce == self.me.nonce || self.seeded(SeededBug::RenewIgnoresNonce))
+        })
     }
 
     fn issue(&mut self, purpose: Purpose, op: impl FnOnce(OpId) -> LeaseOp) -> LeaseOp {
@@ -500,9 +526,12 @@ impl Lease {
                 // A missing row after tokens were seen means the table was
                 // recreated: carry on above the highest token seen.
                 let write = self.write(now, Term(self.floor.0.saturating_add(1)));
+                let expected_version = self
+                    .seeded(SeededBug::FirstInsertOnVersionZero)
+                    .then_some(0);
                 Some(self.issue(Purpose::Acquire, |op| LeaseOp::CompareAndSet {
                     op,
-                    expected_version: None,
+                    expected_version,
                     write,
                 }))
             }

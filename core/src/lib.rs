@@ -103,6 +103,7 @@ mod messaging;
 mod node;
 mod payload;
 mod rng;
+mod seeded;
 mod store;
 mod stream;
 mod time;
@@ -121,6 +122,8 @@ pub use node::{
 };
 pub use payload::Payload;
 pub use rng::Rng;
+#[cfg(feature = "model-check")]
+pub use seeded::SeededBug;
 pub use store::{
     execute_on_row, CasOutcome, Holder, LeaseOp, LeaseReply, LeaseRow, LeaseWrite, OpId,
     StoreError, LEASE_SCHEMA_VERSION,

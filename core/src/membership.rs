@@ -13,7 +13,7 @@ use crate::time::MonoTime;
 use crate::view::{Change, LeaveReason, Member, MemberChange, View};
 use crate::wire::{Heartbeat, ViewDelta, ViewSnapshot};
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Live {
     incarnation: u64,
     /// Dropped as failed once time reaches this without a heartbeat.
@@ -22,7 +22,7 @@ struct Live {
 }
 
 /// The leader's book of members (itself excluded).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Roster {
     term: Term,
     live: BTreeMap<NodeId, Live>,
@@ -295,7 +295,7 @@ pub(crate) fn snapshot_chunks(view: &View, per_chunk: usize) -> Vec<ViewSnapshot
 }
 
 /// A member's collection of snapshot chunks for one `(term, version)`.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Assembly {
     stamp: Option<(Term, u64, u64)>,
     chunks: u32,

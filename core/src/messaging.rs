@@ -106,7 +106,7 @@ pub(crate) enum Body {
     Coord(crate::coord::CoordCall),
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Outgoing {
     pub(crate) body: Body,
     pub(crate) deadline: MonoTime,
@@ -118,7 +118,7 @@ pub(crate) struct Outgoing {
 /// when each is next due (its next try or its deadline, whichever comes
 /// first), so finding what is due costs O(log n) instead of a scan of every
 /// outstanding request on each wake.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Requests {
     next_id: u64,
     pending: BTreeMap<u64, Outgoing>,
@@ -201,7 +201,7 @@ impl Requests {
     }
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Handled {
     InProgress,
     Done(crate::wire::ReplyBody),
@@ -228,14 +228,14 @@ enum Handled {
 /// Expiry records beyond twice the table before [`Dedupe::compact`] runs.
 const ORDER_SLACK: usize = 1024;
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Dedupe {
     by_sender: BTreeMap<NodeId, Sender>,
     order: VecDeque<(MonoTime, (NodeId, u64, u64))>,
     len: usize,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Sender {
     /// `(incarnation, id)` → state.
     entries: BTreeMap<(u64, u64), Handled>,
@@ -383,14 +383,14 @@ impl Dedupe {
     }
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct OutgoingBroadcast {
     pub(crate) waiting: BTreeSet<NodeId>,
     pub(crate) deadline: MonoTime,
 }
 
 /// Broadcasts this node sent and still waits on.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Broadcasts {
     next_id: u64,
     pub(crate) pending: BTreeMap<u64, OutgoingBroadcast>,
@@ -420,7 +420,7 @@ impl Broadcasts {
 
 /// Receiver-side memory of broadcasts seen, so a duplicated message is
 /// handled once.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct SeenBroadcasts {
     seen: BTreeSet<(NodeId, u64, u64)>,
     order: VecDeque<(MonoTime, (NodeId, u64, u64))>,

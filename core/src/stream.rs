@@ -58,7 +58,7 @@ impl std::error::Error for StreamError {}
 /// without a copy.
 const MERGE_BELOW: usize = 16 * 1024;
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct SendStream {
     pub(crate) peer: NodeId,
     pub(crate) addr: Option<String>,
@@ -110,7 +110,7 @@ impl SendStream {
     }
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct RecvStream {
     expected: u64,
     consumed: u64,
@@ -119,7 +119,7 @@ pub(crate) struct RecvStream {
 }
 
 /// All streams of a node.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Streams {
     next_sid: u64,
     pub(crate) sending: BTreeMap<u64, SendStream>,

@@ -106,7 +106,7 @@ pub(crate) struct Effects {
 }
 
 /// One leadership's coordination services.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Services {
     fence: Fence,
     permit_ns: u64,

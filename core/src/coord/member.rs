@@ -22,7 +22,7 @@ pub struct HeldPermit {
 }
 
 /// The permits held here, by ticket (the acquire's request id).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Held {
     permits: BTreeMap<u64, HeldPermit>,
 }

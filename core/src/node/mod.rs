@@ -53,7 +53,7 @@ pub use contract::{
 pub use timers::Timer;
 
 /// The hedgerow state machine of one node.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Node {
     cfg: Config,
     me: Identity,
@@ -421,6 +421,65 @@ impl Node {
         if !self.role.has_left() {
             self.lease.set_candidate(candidate);
         }
+    }
+
+    // ---- model checking (feature `model-check`) --------------------------------
+
+    /// Makes this node carry a deliberate bug, or none: for the model
+    /// checker's tests that each property catches the bug it is there for.
+    #[cfg(feature = "model-check")]
+    pub fn seed_bug(&mut self, bug: Option<crate::SeededBug>) {
+        self.lease.seed_bug(bug);
+    }
+
+    /// Writes a canonical encoding of everything that decides this node's
+    /// future behaviour, for a model checker's state hashing: two nodes
+    /// with equal fingerprints answer every input alike. Every collection
+    /// inside a node is ordered (`BTreeMap`, `VecDeque`, no hash maps), so
+    /// the `Debug` rendering of the fields is canonical; the counters of
+    /// [`Node::stats`] and the configuration are left out, since they never
+    /// change what the node does.
+    #[cfg(feature = "model-check")]
+    pub fn fingerprint(&self, w: &mut dyn core::fmt::Write) -> core::fmt::Result {
+        // Destructured, so a field added to `Node` must be placed here.
+        let Node {
+            cfg: _,
+            me,
+            rng,
+            out,
+            loopback,
+            notes,
+            last,
+            lease,
+            leader,
+            last_followed,
+            releasing,
+            claim,
+            view,
+            meta,
+            meta_version,
+            role,
+            requests,
+            dedupe,
+            broadcasts,
+            seen_broadcasts,
+            streams,
+            held,
+            coord_ops,
+            stats: _,
+        } = self;
+        write!(
+            w,
+            "{me:?}{rng:?}{out:?}{loopback:?}{notes:?}{last:?}{lease:?}{leader:?}{last_followed:?}"
+        )?;
+        write!(
+            w,
+            "{releasing:?}{claim:?}{view:?}{meta:?}{meta_version}{role:?}{requests:?}{dedupe:?}"
+        )?;
+        write!(
+            w,
+            "{broadcasts:?}{seen_broadcasts:?}{streams:?}{held:?}{coord_ops}"
+        )
     }
 
     // ---- internals -------------------------------------------------------------

@@ -12,7 +12,7 @@ use crate::membership::{Assembly, Roster};
 use crate::time::MonoTime;
 
 /// The node's role, and the state that exists only in it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) enum Role {
     /// Following a leader, or looking for one.
     Member(MemberState),
@@ -26,7 +26,7 @@ pub(super) enum Role {
 }
 
 /// What only a leader has.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct LeaderState {
     /// Who is in the group, and the changes not yet sent as a delta.
     pub(super) roster: Roster,
@@ -42,7 +42,7 @@ pub(super) struct LeaderState {
 }
 
 /// What only a member (or a node that left) has.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct MemberState {
     /// When to heartbeat the leader next.
     pub(super) next_heartbeat: MonoTime,

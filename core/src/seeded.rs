@@ -1,0 +1,19 @@
+//! Seeded bugs: deliberate mistakes the model checker (`hedgerow-model`)
+//! switches on one at a time to show that each of its properties catches
+//! the kind of bug it is there for. Only the `model-check` feature lets a
+//! caller choose one ([`crate::Node::seed_bug`]); without it no node can
+//! carry one and every check below is a constant `false`.
+
+/// A deliberate bug, for the model checker's own tests only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(not(feature = "model-check"), allow(dead_code))]
+#[non_exhaustive]
+pub enum SeededBug {
+    /// "Is this row mine?" compares the node id only, not the nonce: a
+    /// restarted process renews its previous incarnation's lease under the
+    /// old token. Breaks "tokens strictly increase".
+    RenewIgnoresNonce,
+    /// The first insert is conditioned on row version 0 instead of "no
+    /// row": it always conflicts and nobody ever leads. Breaks liveness.
+    FirstInsertOnVersionZero,
+}

@@ -1,0 +1,110 @@
+//! The bounds that make the state space finite, the discretisation of
+//! time, and the node configuration every modelled node runs with.
+
+use std::time::Duration;
+
+use hedgerow_core::{Config, SeededBug};
+
+/// One step of true time, the unit in which the checker advances it.
+pub const STEP_NS: u64 = 10_000_000;
+/// Every reading's error bound: a reading is `[m - BOUND_NS, m + BOUND_NS]`
+/// for a midpoint `m` the checker picks, always containing true time.
+pub const BOUND_NS: u64 = 5_000_000;
+/// True time at step 0 (Unix ns), so that readings look like real ones.
+pub const EPOCH_NS: u64 = 1_700_000_000_000_000_000;
+
+/// How far the checker may go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// The last step of true time.
+    pub max_time: u64,
+    /// Faults in one run: drops, duplicates, store answers lost or failed,
+    /// crashes and restarts, together.
+    pub max_faults: u8,
+    /// Crashes in one run (each is also a fault).
+    pub max_crashes: u8,
+    /// Messages in flight at once; a send into a full network is lost
+    /// (and counts as a disturbance for liveness, not as a fault).
+    pub max_in_flight: usize,
+    /// The offsets of a reading's midpoint from true time (ns) the checker
+    /// chooses among, per node and per step; each within `±BOUND_NS`.
+    pub offsets: Vec<i64>,
+    /// The starting offsets, one per node; `None`: every combination of
+    /// `offsets`. Fixing them narrows a run to one clock layout, which is
+    /// how the seeded-bug tests reach several steps deep in seconds.
+    pub start: Option<Vec<i64>>,
+    /// How often in one run a node's clock offset may change.
+    pub max_skews: u8,
+    /// The longest path explored, in actions; `None`: as long as the other
+    /// bounds allow. Needed where a node can loop within one step (each
+    /// store answer asking for the next operation), which no time bound
+    /// stops.
+    pub max_depth: Option<usize>,
+    /// Liveness: a cluster left alone this many steps has a leader.
+    pub calm_steps: u64,
+    /// A deliberate bug every node carries, or none.
+    pub bug: Option<SeededBug>,
+}
+
+impl Bounds {
+    /// The run `cargo test` makes: a few minutes on two cores at opt-level 1.
+    pub fn quick() -> Bounds {
+        Bounds {
+            max_time: 2,
+            max_faults: 1,
+            max_crashes: 1,
+            max_in_flight: 1,
+            offsets: vec![-(BOUND_NS as i64), 0, BOUND_NS as i64],
+            start: None,
+            max_skews: 0,
+            max_depth: None,
+            calm_steps: 4,
+            bug: None,
+        }
+    }
+
+    /// The deeper run, `HEDGEROW_MODEL_DEPTH=deep`: one step further with
+    /// faults (BENCHMARKS.md: it did not finish in 23 minutes here).
+    pub fn deep() -> Bounds {
+        Bounds {
+            max_time: 3,
+            ..Bounds::quick()
+        }
+    }
+
+    /// The bounds `HEDGEROW_MODEL_DEPTH` names (`quick`, the default, or
+    /// `deep`), or an error naming the accepted values.
+    pub fn from_env() -> Result<Bounds, String> {
+        match std::env::var("HEDGEROW_MODEL_DEPTH").as_deref() {
+            Err(_) | Ok("") | Ok("quick") => Ok(Bounds::quick()),
+            Ok("deep") => Ok(Bounds::deep()),
+            Ok(other) => Err(format!(
+                "HEDGEROW_MODEL_DEPTH={other:?}: use `quick` (the default) or `deep`"
+            )),
+        }
+    }
+
+    /// These bounds with every node carrying `bug`.
+    pub fn with_bug(self, bug: SeededBug) -> Bounds {
+        Bounds {
+            bug: Some(bug),
+            ..self
+        }
+    }
+}
+
+/// The configuration of every modelled node: the `local` preset with its
+/// timings scaled to a few steps, so that a lease, a failover and a
+/// heartbeat round fit in the bounded horizon.
+pub fn node_config() -> Config {
+    Config {
+        lease_duration: Duration::from_millis(40),
+        heartbeat_interval: Duration::from_millis(50),
+        failure_timeout: Duration::from_millis(120),
+        batch_window: Duration::from_millis(1),
+        takeover_stagger: Duration::from_millis(1),
+        takeover_jitter: Duration::from_millis(1),
+        store_retry_interval: Duration::from_millis(10),
+        ..Config::local("model")
+    }
+}

@@ -1,0 +1,25 @@
+//! The real core within the bounds `HEDGEROW_MODEL_DEPTH` names (`quick`
+//! by default, `deep` in CI): every reachable state keeps every property,
+//! and the space is not vacuous (some run elects a leader).
+
+use hedgerow_model::{check, Bounds, SOME_LEADER};
+
+#[test]
+fn every_interleaving_within_the_bounds_keeps_every_property() {
+    let bounds = Bounds::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let outcome = check(bounds.clone(), 2, None);
+    println!(
+        "{bounds:?}: {} unique states ({} generated), depth {}, {:.1?}",
+        outcome.unique_states, outcome.states, outcome.max_depth, outcome.elapsed
+    );
+    let violated = outcome.violated();
+    let traces: String = violated
+        .iter()
+        .filter_map(|p| outcome.trace(p).map(|t| format!("--- {p}\n{t}")))
+        .collect();
+    assert!(violated.is_empty(), "violated: {violated:?}\n{traces}");
+    assert!(
+        outcome.trace(SOME_LEADER).is_some(),
+        "no run elects a leader: the bounds explore nothing"
+    );
+}
