@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::Value;
 
+use crate::certs;
 use crate::http;
+use crate::node::Toggle;
 
 /// Flags of `hedgerow demo`.
 #[derive(Debug, Clone, Args)]
@@ -52,6 +54,10 @@ pub struct DemoArgs {
     /// runs here, in ms (`--clock auto --clock-bound-ms N` on each node).
     #[arg(long, default_value_t = 5)]
     pub clock_bound_ms: u64,
+    /// Mutual TLS between the nodes, with a CA and certificates the demo
+    /// makes in its temporary directory (`hedgerow certs`).
+    #[arg(long, value_enum, default_value_t = Toggle::On)]
+    pub tls: Toggle,
 }
 
 /// One node slot: the process when running, what it last said.
@@ -100,6 +106,15 @@ impl Demo {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log);
+        if self.args.tls == Toggle::On {
+            let (cert, key) = certs::node_files(&self.dir, &id);
+            cmd.arg("--tls-ca")
+                .arg(certs::ca_file(&self.dir))
+                .arg("--tls-cert")
+                .arg(cert)
+                .arg("--tls-key")
+                .arg(key);
+        }
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
@@ -294,6 +309,10 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
         args: args.clone(),
         ready_tx,
     };
+    if args.tls == Toggle::On {
+        let ids: Vec<String> = demo.slots.iter().map(|s| s.id.clone()).collect();
+        certs::write("demo", &demo.dir, &ids)?;
+    }
     for i in 0..demo.slots.len() {
         demo.spawn(i)?;
     }
