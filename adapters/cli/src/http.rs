@@ -16,11 +16,25 @@ pub fn request(
     body: &[u8],
     timeout: Duration,
 ) -> std::io::Result<(u16, Vec<u8>)> {
+    request_with(addr, method, path, body, timeout, None)
+}
+
+/// [`request`] with an `Authorization` header (a node's
+/// `--http-token-file`; see [`crate::auth::Token::header_value`]).
+pub fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    timeout: Duration,
+    authorization: Option<&str>,
+) -> std::io::Result<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
+    let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\
          Content-Length: {}\r\n\r\n",
         body.len()
     );

@@ -258,7 +258,7 @@ pub fn render(node: &Hedgerow, store: &StoreTimings, puts: &KvPuts) -> String {
         stats.dedupe_entries as u64,
     );
     let net = node.transport_stats();
-    let transport: [(&str, &str, &str, u64); 13] = [
+    let transport: [(&str, &str, &str, u64); 20] = [
         (
             "hedgerow_frame_budget_bytes",
             "The node's budget for bytes of frames being read.",
@@ -336,6 +336,48 @@ pub fn render(node: &Hedgerow, store: &StoreTimings, puts: &KvPuts) -> String {
             "Connections closed as idle.",
             "counter",
             net.closed_idle,
+        ),
+        (
+            "hedgerow_refused_plaintext_peer_total",
+            "Peers refused: this node has TLS on, they spoke plaintext.",
+            "counter",
+            net.refused_plaintext_peer,
+        ),
+        (
+            "hedgerow_refused_tls_peer_total",
+            "Peers refused: this node has TLS off, they spoke TLS.",
+            "counter",
+            net.refused_tls_peer,
+        ),
+        (
+            "hedgerow_refused_untrusted_cert_total",
+            "TLS peers refused: certificate not from the cluster CA.",
+            "counter",
+            net.refused_untrusted_cert,
+        ),
+        (
+            "hedgerow_refused_expired_cert_total",
+            "TLS peers refused: certificate expired or not yet valid.",
+            "counter",
+            net.refused_expired_cert,
+        ),
+        (
+            "hedgerow_refused_wrong_cluster_total",
+            "TLS peers refused: certificate names no node of this cluster.",
+            "counter",
+            net.refused_wrong_cluster,
+        ),
+        (
+            "hedgerow_refused_cert_id_mismatch_total",
+            "TLS peers refused: hello claims an id the certificate does not name.",
+            "counter",
+            net.refused_cert_id_mismatch,
+        ),
+        (
+            "hedgerow_failed_tls_handshakes_total",
+            "TLS handshakes that failed otherwise (garbage, a peer's alert).",
+            "counter",
+            net.failed_tls_handshakes,
         ),
     ];
     for (name, help, kind, value) in transport {

@@ -27,6 +27,7 @@ use hedgerow_clock::{Clock, ClockConfig};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::auth::{self, Token};
 use crate::coord::{self, Coord};
 use crate::errors::error_response;
 use crate::metrics::{self, KvPuts, StoreTimings, TimedStore};
@@ -110,6 +111,11 @@ pub struct NodeArgs {
     /// This node's private key (PEM).
     #[arg(long, env = "HEDGEROW_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// A file holding the control API's bearer token: every request but
+    /// the probes (/v1/live, /v1/ready) must send `Authorization: Bearer
+    /// TOKEN`. Required when --http is not a loopback address.
+    #[arg(long, env = "HEDGEROW_HTTP_TOKEN_FILE")]
+    pub http_token_file: Option<PathBuf>,
 }
 
 /// `--tls`.
@@ -330,19 +336,23 @@ pub fn run(args: NodeArgs) -> Result<ExitCode, String> {
              can join; keep it on a private network or turn TLS on (hedgerow certs)"
         );
     }
-    if !args.http.ip().is_loopback() {
-        tracing::warn!(
-            http = %args.http,
-            "the HTTP control API has no authentication and listens beyond loopback: keep it \
-             on a private network"
-        );
-    }
+    let token = match &args.http_token_file {
+        Some(path) => Some(Arc::new(Token::from_file(path)?)),
+        None if !args.http.ip().is_loopback() => {
+            return Err(format!(
+                "--http {} is not a loopback address: give --http-token-file FILE so that \
+                 only holders of the token can drive this node",
+                args.http
+            ))
+        }
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| format!("could not start the async runtime: {e}"))?;
-    runtime.block_on(serve(args, config, clock_config, tls))
+    runtime.block_on(serve(args, config, clock_config, tls, token))
 }
 
 /// Whether `listen` (HOST:PORT) is a loopback address.
@@ -369,6 +379,7 @@ async fn serve(
     config: Config,
     clock_config: ClockConfig,
     tls: Option<Tls>,
+    token: Option<Arc<Token>>,
 ) -> Result<ExitCode, String> {
     // Opening a clock or a store may block (files, DNS): off the runtime.
     let (clock, store) = {
@@ -466,6 +477,9 @@ async fn serve(
         .route("/metrics", get(metrics_text))
         .with_state(app)
         .merge(coord::routes(Arc::new(Coord::new(node.clone(), puts))));
+    // Last, over the finished router: every route above (and any added
+    // before this line) needs the token.
+    let routes = auth::guard(routes, token);
 
     let (stop_tx, mut stop_rx) = mpsc::unbounded::<&'static str>();
     watch_signals(stop_tx.clone())?;
