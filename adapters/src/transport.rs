@@ -25,6 +25,9 @@ mod stats;
 
 pub use stats::TransportStats;
 
+#[cfg(feature = "testing")]
+pub(crate) use secure::accept_in_memory;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::IoSlice;

@@ -359,3 +359,68 @@ pub(crate) fn check_claim<S>(
         tls.cluster()
     ))
 }
+
+/// The accepting side of the handshake driven over bytes in memory, for
+/// the fuzz bodies: what a peer sent goes in, what the node answered and
+/// whether it let the peer on come out. Not part of the stable API.
+#[cfg(feature = "testing")]
+pub(crate) fn accept_in_memory(tls: Option<&TlsContext>, input: &[u8]) -> (bool, Vec<u8>) {
+    use std::future::Future as _;
+    let mut s = Memory {
+        input,
+        output: Vec::new(),
+    };
+    let counters = Counters::default();
+    let accepted = {
+        let mut fut = std::pin::pin!(accept(tls, &counters, &mut s, 1 << 20));
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        // Nothing in memory ever waits: the first poll finishes.
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(r) => r.is_ok(),
+            Poll::Pending => panic!("the handshake waited on a stream that never blocks"),
+        }
+    };
+    (accepted, s.output)
+}
+
+/// A stream over bytes in memory: reads `input` then the end, keeps what
+/// is written.
+#[cfg(feature = "testing")]
+struct Memory<'a> {
+    input: &'a [u8],
+    output: Vec<u8>,
+}
+
+#[cfg(feature = "testing")]
+impl AsyncRead for Memory<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let n = buf.len().min(self.input.len());
+        buf[..n].copy_from_slice(&self.input[..n]);
+        self.input = &self.input[n..];
+        Poll::Ready(Ok(n))
+    }
+}
+
+#[cfg(feature = "testing")]
+impl AsyncWrite for Memory<'_> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.output.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
