@@ -11,9 +11,10 @@
 //!   (discontinued upstream; smol and async-std share the async-io path).
 //! * Stores: [`store::MemoryStore`] (tests, one process), SQLite (default)
 //!   and PostgreSQL.
-//! * The cluster port must sit on a private network: there is no
-//!   encryption or authentication yet (a handshake refuses other clusters
-//!   and protocol versions, nothing more).
+//! * The cluster port is plain TCP unless [`Builder::tls`] turns on
+//!   mutual TLS ([`Tls`]); without it, it must sit on a private network
+//!   (the handshake then refuses other clusters and protocol versions,
+//!   nothing more).
 //!
 //! The quick start (`examples/quickstart.rs`, also in the README): one
 //! node on this machine with no ClockBound daemon, which leads, sends to
@@ -123,6 +124,7 @@ pub mod metrics;
 pub mod runtime;
 pub mod store;
 mod stream;
+pub mod tls;
 mod transport;
 mod types;
 
@@ -140,5 +142,6 @@ pub use hedgerow_core::{
     MetaTooLarge, NodeId, NodeStats, NotLeadingReason, StepDownReason, Term,
 };
 pub use stream::{BroadcastStream, IncomingStream, SendStream};
+pub use tls::{Tls, TlsError};
 pub use transport::TransportStats;
 pub use types::{BroadcastRequest, Error, LeaderGuard, Reply, Request, Status, WatchEvent};

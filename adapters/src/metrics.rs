@@ -62,6 +62,13 @@
 //! | `hedgerow_closed_budget_wait_total` | counter | | | connections closed: a frame waited too long for the budget |
 //! | `hedgerow_closed_bad_frame_total` | counter | | | connections closed for a frame that broke the codec |
 //! | `hedgerow_closed_idle_total` | counter | | | connections closed as idle |
+//! | `hedgerow_refused_plaintext_peer_total` | counter | | | peers refused: this node has TLS on, they spoke plaintext |
+//! | `hedgerow_refused_tls_peer_total` | counter | | | peers refused: this node has TLS off, they spoke TLS |
+//! | `hedgerow_refused_untrusted_cert_total` | counter | | | TLS peers refused: certificate not from the cluster CA |
+//! | `hedgerow_refused_expired_cert_total` | counter | | | TLS peers refused: certificate expired or not yet valid |
+//! | `hedgerow_refused_wrong_cluster_total` | counter | | | TLS peers refused: certificate names no node of this cluster |
+//! | `hedgerow_refused_cert_id_mismatch_total` | counter | | | TLS peers refused: hello claims an id the certificate does not name |
+//! | `hedgerow_failed_tls_handshakes_total` | counter | | | TLS handshakes that failed otherwise (garbage, a peer's alert) |
 //!
 //! Label values: `kind` of a message is [`Message::kind`](hedgerow_core::Message::kind)
 //! (`heartbeat`, `request`, `stream_data`, …); `kind` of a store call is
@@ -234,6 +241,20 @@ metrics_table! {
     CLOSED_BAD_FRAME = ("hedgerow_closed_bad_frame_total", C, &[], "", "Connections closed for a frame that broke the framing or the codec.");
     /// `hedgerow_closed_idle_total`
     CLOSED_IDLE = ("hedgerow_closed_idle_total", C, &[], "", "Connections closed as idle.");
+    /// `hedgerow_refused_plaintext_peer_total`
+    REFUSED_PLAINTEXT_PEER = ("hedgerow_refused_plaintext_peer_total", C, &[], "", "Peers refused: this node has TLS on, they spoke plaintext.");
+    /// `hedgerow_refused_tls_peer_total`
+    REFUSED_TLS_PEER = ("hedgerow_refused_tls_peer_total", C, &[], "", "Peers refused: this node has TLS off, they spoke TLS.");
+    /// `hedgerow_refused_untrusted_cert_total`
+    REFUSED_UNTRUSTED_CERT = ("hedgerow_refused_untrusted_cert_total", C, &[], "", "TLS peers refused: certificate not from the cluster CA.");
+    /// `hedgerow_refused_expired_cert_total`
+    REFUSED_EXPIRED_CERT = ("hedgerow_refused_expired_cert_total", C, &[], "", "TLS peers refused: certificate expired or not yet valid.");
+    /// `hedgerow_refused_wrong_cluster_total`
+    REFUSED_WRONG_CLUSTER = ("hedgerow_refused_wrong_cluster_total", C, &[], "", "TLS peers refused: certificate names no node of this cluster.");
+    /// `hedgerow_refused_cert_id_mismatch_total`
+    REFUSED_CERT_ID_MISMATCH = ("hedgerow_refused_cert_id_mismatch_total", C, &[], "", "TLS peers refused: hello claims an id the certificate does not name.");
+    /// `hedgerow_failed_tls_handshakes_total`
+    FAILED_TLS_HANDSHAKES = ("hedgerow_failed_tls_handshakes_total", C, &[], "", "TLS handshakes that failed otherwise (garbage, a peer's alert).");
 }
 
 /// How often the published counters and gauges are refreshed when no
@@ -374,7 +395,7 @@ pub(crate) struct Snapshot {
 /// [`TransportStats`] as absolute values.
 pub(crate) struct Published {
     gauges: [Gauge; 11],
-    counters: [Counter; 16],
+    counters: [Counter; 23],
     next: Option<Instant>,
     dirty: bool,
 }
@@ -412,6 +433,13 @@ impl Published {
             CLOSED_BUDGET_WAIT,
             CLOSED_BAD_FRAME,
             CLOSED_IDLE,
+            REFUSED_PLAINTEXT_PEER,
+            REFUSED_TLS_PEER,
+            REFUSED_UNTRUSTED_CERT,
+            REFUSED_EXPIRED_CERT,
+            REFUSED_WRONG_CLUSTER,
+            REFUSED_CERT_ID_MISMATCH,
+            FAILED_TLS_HANDSHAKES,
         ]
         .map(|m| l.counter(m, &[]));
         Published {
@@ -476,6 +504,13 @@ impl Published {
             t.closed_budget_wait,
             t.closed_bad_frame,
             t.closed_idle,
+            t.refused_plaintext_peer,
+            t.refused_tls_peer,
+            t.refused_untrusted_cert,
+            t.refused_expired_cert,
+            t.refused_wrong_cluster,
+            t.refused_cert_id_mismatch,
+            t.failed_tls_handshakes,
         ];
         for (c, v) in self.counters.iter().zip(counters) {
             c.absolute(v);

@@ -20,9 +20,13 @@
 //! node keeps running.
 
 mod budget;
+mod secure;
 mod stats;
 
 pub use stats::TransportStats;
+
+#[cfg(feature = "testing")]
+pub(crate) use secure::accept_in_memory;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -49,7 +53,9 @@ use hedgerow_core::{Bytes, Hello, Message, NodeId, Payload};
 
 use crate::input::Accept;
 use crate::runtime::{timeout, Runtime};
+use crate::tls::TlsContext;
 use budget::{FrameBudget, Grant};
+use secure::Link;
 use stats::{bump, Counters};
 
 /// Identifies one connection for the driver's bookkeeping.
@@ -127,6 +133,8 @@ pub(crate) struct NetCtx {
     pub(crate) hello: Hello,
     pub(crate) max_frame_len: u32,
     pub(crate) limits: Limits,
+    /// Mutual TLS in front of every hello, when on.
+    tls: Option<Arc<TlsContext>>,
     pub(crate) events: mpsc::Sender<NetEvent>,
     /// The driver, for events handed over without a hop through `events`.
     /// Weak: the driver holds this context.
@@ -153,11 +161,13 @@ impl NetCtx {
         hello: Hello,
         max_frame_len: u32,
         limits: Limits,
+        tls: Option<TlsContext>,
         events: mpsc::Sender<NetEvent>,
     ) -> Self {
         NetCtx {
             hello,
             max_frame_len,
+            tls: tls.map(Arc::new),
             events,
             inputs: OnceLock::new(),
             bodies: BodyPool::new(),
@@ -567,6 +577,12 @@ pub(crate) fn spawn_dial<R: Runtime>(
             Some(Ok(x)) => x,
             failed => {
                 let reason = match failed {
+                    Some(Err(Closed::Protocol(why))) => {
+                        // A refusal either way (TLS, cluster, version):
+                        // the operator has something to fix.
+                        tracing::warn!(%peer, %addr, reason = %why, "handshake with peer failed");
+                        why
+                    }
                     Some(Err(e)) => e.to_string(),
                     _ => "connect or handshake timed out".to_string(),
                 };
@@ -606,8 +622,10 @@ async fn dial_handshake<R: Runtime>(
     ctx: &NetCtx,
     expected: &NodeId,
     addr: String,
-) -> Result<(R::Stream, u64, u16), Closed> {
-    let mut s = rt.connect(addr).await.map_err(Closed::Io)?;
+) -> Result<(Link<R::Stream>, u64, u16), Closed> {
+    let s = rt.connect(addr).await.map_err(Closed::Io)?;
+    let tls = ctx.tls.as_deref();
+    let mut s = secure::dial(tls, &ctx.counters, s, ctx.max_frame_len).await?;
     write_frame(&mut s, &Frame::Hello(ctx.hello.clone()), ctx.max_frame_len).await?;
     match read_frame(&mut s, MAX_HELLO_LEN.min(ctx.max_frame_len), None)
         .await?
@@ -626,6 +644,8 @@ async fn dial_handshake<R: Runtime>(
                     h.node_id
                 )));
             }
+            secure::check_claim(&s, tls, &ctx.counters, h.node_id.as_str())
+                .map_err(Closed::Protocol)?;
             Ok((s, h.incarnation, version))
         }
         Frame::Refuse(why) => {
@@ -718,10 +738,12 @@ pub(crate) fn spawn_listener<R: Runtime>(
 
 async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     ctx: &Arc<NetCtx>,
-    mut s: S,
+    s: S,
     ip: IpAddr,
-) -> Result<(S, Hello, u16, InboundSlot), Closed> {
+) -> Result<(Link<S>, Hello, u16, InboundSlot), Closed> {
     let max = ctx.max_frame_len;
+    let tls = ctx.tls.as_deref();
+    let mut s = secure::accept(tls, &ctx.counters, s, max).await?;
     let hello = match read_frame(&mut s, MAX_HELLO_LEN.min(max), None).await?.0 {
         Frame::Hello(h) => h,
         _ => {
@@ -740,6 +762,12 @@ async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
             return Err(Closed::Protocol(why));
         }
     };
+    if let Err(why) = secure::check_claim(&s, tls, &ctx.counters, hello.node_id.as_str()) {
+        tracing::warn!(peer = %hello.node_id, %ip, reason = %why, "refusing peer");
+        let _ = write_frame(&mut s, &Frame::Refuse(why.clone()), max).await;
+        let _ = s.close().await;
+        return Err(Closed::Protocol(why));
+    }
     let slot = match InboundSlot::take(ctx, ip) {
         Ok(slot) => slot,
         Err(why) => {

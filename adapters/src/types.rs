@@ -81,6 +81,9 @@ pub enum Error {
     MetaTooLarge(MetaTooLarge),
     /// No lease store was given to the builder.
     NoStore,
+    /// The TLS material could not be used; the text says which file and
+    /// why.
+    Tls(crate::tls::TlsError),
     /// A coordination call (KV, lock, semaphore) was refused: a bad key,
     /// name, value or limit (nothing was sent), another limit for a
     /// semaphore in use, or a store without coordination tables.
@@ -115,6 +118,8 @@ impl fmt::Display for Error {
             Error::MetaTooLarge(e) => write!(f, "{e}"),
             Error::NoStore => f.write_str("no lease store: call Builder::store or Builder::async_store (every node of the cluster must share one)"),
             Error::Coord(r) => write!(f, "coordination call refused: {r}"),
+            // TlsError's text starts with "tls:".
+            Error::Tls(e) => write!(f, "{e}"),
             Error::NoRuntime => f.write_str("no async runtime found: start the node from inside one, or pass it with Builder::runtime"),
         }
     }
@@ -130,6 +135,7 @@ impl std::error::Error for Error {
             Error::Config(e) => Some(e),
             Error::MetaTooLarge(e) => Some(e),
             Error::Coord(e) => Some(e),
+            Error::Tls(e) => Some(e),
             _ => None,
         }
     }

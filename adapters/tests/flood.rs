@@ -8,6 +8,8 @@
 //! and a peer that goes silent in the middle of its hello; and a peer of
 //! the previous protocol version (N-1), whose request is answered.
 //!
+//! The flood runs at a plain and at a TLS listener.
+//!
 //! Counts and durations are bounded: 400 connections, a 3 s handshake
 //! timeout, about five seconds in all.
 #![cfg(feature = "tokio")]
@@ -19,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use hedgerow::runtime::{Runtime, TokioRuntime};
 use hedgerow::store::MemoryStore;
-use hedgerow::{Builder, Config, Hedgerow, NodeId};
+use hedgerow::tls::ClusterCa;
+use hedgerow::{Builder, Config, Hedgerow, NodeId, Tls};
 use hedgerow_clock::SystemClock;
 use hedgerow_core::wire::{
     decode_frame, encode_frame, encode_message_for_version, Frame, ReplyBody, LEN_PREFIX,
@@ -40,8 +43,25 @@ const MAX_HANDSHAKES: usize = 64;
 const CONNECTIONS: usize = 400;
 
 async fn node(rt: &TokioRuntime, store: &MemoryStore, name: &str) -> Hedgerow {
-    Builder::<TokioRuntime>::new(CLUSTER, name, "127.0.0.1:0")
-        .runtime(rt.clone())
+    node_with(rt, store, name, None).await
+}
+
+/// A node, with mutual TLS from `ca` if given.
+async fn node_with(
+    rt: &TokioRuntime,
+    store: &MemoryStore,
+    name: &str,
+    ca: Option<&ClusterCa>,
+) -> Hedgerow {
+    let b = Builder::<TokioRuntime>::new(CLUSTER, name, "127.0.0.1:0");
+    let b = match ca {
+        Some(ca) => {
+            let cert = ca.node(name).unwrap();
+            b.tls(Tls::from_pem(ca.cert_pem(), cert.cert_pem, cert.key_pem))
+        }
+        None => b,
+    };
+    b.runtime(rt.clone())
         .store(store.clone())
         .clock(SystemClock::new(Duration::from_millis(5)))
         .config(|c| {
@@ -83,14 +103,29 @@ fn connect(addr: SocketAddr) -> TcpStream {
 
 #[test]
 fn a_connection_flood_neither_unseats_the_leader_nor_locks_out_a_joiner() {
+    flood(None);
+}
+
+/// The same flood at a TLS listener: the silent connections stall the
+/// handshake, the garbage comes before (or instead of) a ClientHello.
+#[test]
+fn a_connection_flood_at_a_tls_listener_neither_unseats_the_leader_nor_locks_out_a_joiner() {
+    flood(Some(ClusterCa::new(CLUSTER).unwrap()));
+}
+
+/// A TLS record header announcing more than a record may hold.
+const BAD_RECORD: &[u8] = &[0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0x00];
+
+fn flood(ca: Option<ClusterCa>) {
     let runtime = tokio_runtime();
     runtime.block_on(async {
         let rt = TokioRuntime::from_context().unwrap();
         let store = MemoryStore::new();
-        let a = node(&rt, &store, "a").await;
+        let ca = ca.as_ref();
+        let a = node_with(&rt, &store, "a", ca).await;
         assert!(wait_until(&rt, Duration::from_secs(5), || a.is_leader()).await);
-        let b = node(&rt, &store, "b").await;
-        let c = node(&rt, &store, "c").await;
+        let b = node_with(&rt, &store, "b", ca).await;
+        let c = node_with(&rt, &store, "c", ca).await;
         let leader = a.id().clone();
         assert!(
             wait_until(&rt, Duration::from_secs(5), || settled(
@@ -117,12 +152,13 @@ fn a_connection_flood_neither_unseats_the_leader_nor_locks_out_a_joiner() {
                         let each = CONNECTIONS / 8;
                         for i in 0..each {
                             let mut s = connect(addr);
-                            // One in eight sends garbage or an oversize prefix.
+                            // One in eight sends garbage, an oversize
+                            // prefix or a broken TLS record.
                             if i % 8 == 7 {
-                                let bytes: &[u8] = if (i / 8 + t) % 2 == 0 {
-                                    b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
-                                } else {
-                                    &[0xff; LEN_PREFIX]
+                                let bytes: &[u8] = match (i / 8 + t) % 3 {
+                                    0 => b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+                                    1 => &[0xff; LEN_PREFIX],
+                                    _ => BAD_RECORD,
                                 };
                                 // A few bytes always fit an empty send buffer.
                                 s.write_all(bytes).unwrap();
@@ -178,7 +214,7 @@ fn a_connection_flood_neither_unseats_the_leader_nor_locks_out_a_joiner() {
 
         // A new node starts while the silent connections hold every
         // handshake slot the leader has.
-        let d = node(&rt, &store, "d").await;
+        let d = node_with(&rt, &store, "d", ca).await;
 
         // After the timeout every silent connection is closed too.
         let deadline = flood_done + HANDSHAKE_TIMEOUT + Duration::from_millis(500);

@@ -51,11 +51,22 @@ struct Cluster {
     dir: TempDir,
     store: String,
     lease_ms: u64,
+    /// Mutual TLS between the nodes, with certificates from `hedgerow
+    /// certs` in `dir`.
+    tls: bool,
 }
 
 impl Cluster {
     fn start(n: usize, store: Option<String>, lease_ms: u64) -> Cluster {
+        Self::start_with(n, store, lease_ms, false)
+    }
+
+    fn start_with(n: usize, store: Option<String>, lease_ms: u64, tls: bool) -> Cluster {
         let dir = temp_dir();
+        if tls {
+            let ids: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
+            hedgerow_cli::certs::write("cli-test", dir.path(), &ids).unwrap();
+        }
         let store =
             store.unwrap_or_else(|| format!("sqlite:{}", dir.path().join("lease.db").display()));
         let mut cluster = Cluster {
@@ -63,6 +74,7 @@ impl Cluster {
             dir,
             store,
             lease_ms,
+            tls,
         };
         for i in 1..=n {
             let node = cluster.spawn(&format!("n{i}"));
@@ -73,7 +85,16 @@ impl Cluster {
 
     fn spawn(&self, id: &str) -> Node {
         let log = File::create(self.dir.path().join(format!("{id}.log"))).unwrap();
+        let mut tls = Vec::new();
+        if self.tls {
+            let (cert, key) = hedgerow_cli::certs::node_files(self.dir.path(), id);
+            let ca = hedgerow_cli::certs::ca_file(self.dir.path());
+            for (flag, path) in [("--tls-ca", ca), ("--tls-cert", cert), ("--tls-key", key)] {
+                tls.extend([flag.to_string(), path.display().to_string()]);
+            }
+        }
         NodeCommand::new(Path::new(HEDGEROW), "cli-test", id, &self.store)
+            .args(tls.iter().map(String::as_str))
             .args([
                 "--clock",
                 "system",
@@ -322,6 +343,120 @@ fn five_processes_on_sqlite_elect_serve_and_fail_over() {
 }
 
 #[test]
+fn five_tls_processes_elect_and_fail_over_after_a_sigkill_and_refuse_plaintext() {
+    let _one = one_at_a_time();
+    let lease_ms = 1500;
+    let mut cluster = Cluster::start_with(5, None, lease_ms, true);
+    let (leader, term) = cluster.wait_agreed(Duration::from_secs(20), 0);
+    // A plaintext hello at a TLS node's cluster port is answered with a
+    // plain refusal that says why.
+    let addr = cluster.node(&leader).addr;
+    let refusal = plain_hello(addr);
+    assert!(refusal.contains("requires mutual TLS"), "{refusal}");
+    let scrape = cluster.metrics(&leader);
+    assert_eq!(
+        scrape.value("hedgerow_refused_plaintext_peer_total", &[]),
+        Some(1.0),
+        "{:?}",
+        scrape.names()
+    );
+
+    let mut old = cluster.remove(&leader);
+    old.process.kill();
+    let bound = Duration::from_millis(lease_ms + 4 * BOUND_MS + FAILURE_TIMEOUT_MS) + SLACK;
+    let (next, next_term) = cluster.wait_agreed(bound, term);
+    assert_ne!(next, leader);
+    assert!(next_term > term);
+    let sender = cluster.other_than(&next);
+    let (code, reply) = cluster.post(&sender, "/v1/send", b"over tls");
+    assert_eq!(code, 200, "{reply}");
+    assert_eq!(reply["handled_by"], next.as_str(), "{reply}");
+}
+
+/// Says a plaintext hello to `addr` and returns the refusal's text.
+fn plain_hello(addr: SocketAddr) -> String {
+    use hedgerow_core::wire::{decode_frame, encode_frame, Frame};
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let id = hedgerow_core::NodeId::new("plain").unwrap();
+    let hello = hedgerow_core::Hello::new("cli-test", id, 1, "127.0.0.1:1");
+    let mut buf = Vec::new();
+    encode_frame(&Frame::Hello(hello), 1 << 20, &mut buf).unwrap();
+    s.write_all(&buf).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    match decode_frame(&got, 1 << 20) {
+        Ok(Some((Frame::Refuse(why), _))) => why,
+        other => panic!("a plaintext hello got {other:?}"),
+    }
+}
+
+#[test]
+fn the_control_api_asks_for_its_token_and_kv_sends_it() {
+    let _one = one_at_a_time();
+    let dir = temp_dir();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "a-long-enough-token-0123456789\n").unwrap();
+    let log = File::create(dir.path().join("t.log")).unwrap();
+    let node = NodeCommand::new(Path::new(HEDGEROW), "cli-test", "t", "memory")
+        .args([
+            "--clock",
+            "system",
+            "--clock-bound-ms",
+            "5",
+            "--preset",
+            "local",
+        ])
+        .args(["--http-token-file", &token_file.display().to_string()])
+        .log_to(log)
+        .start(Duration::from_secs(20))
+        .unwrap();
+    let wait = Duration::from_secs(5);
+    // No token, a wrong one: a bare 401.
+    for auth in [
+        None,
+        Some("Bearer a-long-enough-token-0123456780"),
+        Some("Basic eA=="),
+    ] {
+        let (code, body) =
+            hedgerow_cli::client::request_with(node.http, "GET", "/v1/status", b"", wait, auth)
+                .unwrap();
+        assert_eq!(code, 401, "{auth:?}");
+        assert!(body.is_empty(), "{}", String::from_utf8_lossy(&body));
+    }
+    let good = Some("Bearer a-long-enough-token-0123456789");
+    let (code, _) =
+        hedgerow_cli::client::request_with(node.http, "GET", "/metrics", b"", wait, good).unwrap();
+    assert_eq!(code, 200);
+    // The probes need no token.
+    let (code, _) = request(node.http, "GET", "/v1/live", b"", wait).unwrap();
+    assert_ne!(code, 401);
+    // `hedgerow kv` sends the token from the same flag.
+    let kv = |args: &[&str], token: bool| {
+        let mut cmd = Command::new(HEDGEROW);
+        cmd.arg("kv")
+            .args(args)
+            .args(["--node", &node.http.to_string()]);
+        if token {
+            cmd.args(["--http-token-file", &token_file.display().to_string()]);
+        }
+        cmd.stdin(Stdio::null()).output().unwrap()
+    };
+    // A single node leads within a lease or so; retry the put until then.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !kv(&["put", "k", "v"], true).status.success() {
+        assert!(Instant::now() < deadline, "no put through the token");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = kv(&["get", "k"], false);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    assert!(kv(&["get", "k"], true).status.success());
+    drop(node);
+}
+
+#[test]
 fn five_processes_on_postgres_elect_serve_and_fail_over() {
     let _one = one_at_a_time();
     let Some(server) = postgres("five_processes_on_postgres") else {
@@ -414,6 +549,16 @@ fn bad_flags_fail_fast_with_a_clear_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("also give --advertise"), "{err}");
+    // The control API beyond loopback needs a token; TLS needs its files.
+    let (code, err) = run(&[&base[..], &["--store", "memory", "--http", "0.0.0.0:0"]].concat());
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--http-token-file"), "{err}");
+    let (code, err) = run(&[&base[..], &["--store", "memory", "--tls", "on"]].concat());
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("missing --tls-ca, --tls-cert, --tls-key"),
+        "{err}"
+    );
 }
 
 #[test]

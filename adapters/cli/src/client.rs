@@ -20,6 +20,19 @@ pub fn request(
     body: &[u8],
     timeout: Duration,
 ) -> std::io::Result<(u16, Vec<u8>)> {
+    request_with(addr, method, path, body, timeout, None)
+}
+
+/// [`request`] with an `Authorization` header (a node's
+/// `--http-token-file`; see [`crate::auth::Token::header_value`]).
+pub fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    timeout: Duration,
+    authorization: Option<&str>,
+) -> std::io::Result<(u16, Vec<u8>)> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
@@ -27,13 +40,21 @@ pub fn request(
         .build()
         .into();
     let url = format!("http://{addr}{path}");
+    let auth = |r: ureq::RequestBuilder<ureq::typestate::WithoutBody>| match authorization {
+        Some(a) => r.header("Authorization", a),
+        None => r,
+    };
+    let auth_body = |r: ureq::RequestBuilder<ureq::typestate::WithBody>| match authorization {
+        Some(a) => r.header("Authorization", a),
+        None => r,
+    };
     let answer = match method {
-        "GET" => agent.get(&url).call(),
-        "HEAD" => agent.head(&url).call(),
-        "DELETE" => agent.delete(&url).call(),
-        "POST" => agent.post(&url).send(body),
-        "PUT" => agent.put(&url).send(body),
-        "PATCH" => agent.patch(&url).send(body),
+        "GET" => auth(agent.get(&url)).call(),
+        "HEAD" => auth(agent.head(&url)).call(),
+        "DELETE" => auth(agent.delete(&url)).call(),
+        "POST" => auth_body(agent.post(&url)).send(body),
+        "PUT" => auth_body(agent.put(&url)).send(body),
+        "PATCH" => auth_body(agent.patch(&url)).send(body),
         other => {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,

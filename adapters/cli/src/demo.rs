@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::Value;
 
+use crate::certs;
 use crate::client;
+use crate::node::Toggle;
 
 /// Flags of `hedgerow demo`.
 #[derive(Debug, Clone, Args)]
@@ -52,6 +54,10 @@ pub struct DemoArgs {
     /// runs here, in ms (`--clock auto --clock-bound-ms N` on each node).
     #[arg(long, default_value_t = 5)]
     pub clock_bound_ms: u64,
+    /// Mutual TLS between the nodes, with a CA and certificates the demo
+    /// makes in its temporary directory (`hedgerow certs`).
+    #[arg(long, value_enum, default_value_t = Toggle::On)]
+    pub tls: Toggle,
 }
 
 /// One node slot: the process when running, what it last said.
@@ -83,6 +89,11 @@ impl Demo {
         self.dir.join("lease.db")
     }
 
+    /// The control API token every node of the demo asks for.
+    fn token_file(&self) -> PathBuf {
+        self.dir.join("http.token")
+    }
+
     fn spawn(&mut self, i: usize) -> Result<(), String> {
         let id = self.slots[i].id.clone();
         let log = File::create(self.dir.join(format!("{id}.log")))
@@ -97,9 +108,20 @@ impl Demo {
             .args(["--clock-bound-ms", &self.args.clock_bound_ms.to_string()])
             .args(["--lease-ms", &self.args.lease_ms.to_string()])
             .arg("--exit-on-stdin-eof")
+            .arg("--http-token-file")
+            .arg(self.token_file())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log);
+        if self.args.tls == Toggle::On {
+            let (cert, key) = certs::node_files(&self.dir, &id);
+            cmd.arg("--tls-ca")
+                .arg(certs::ca_file(&self.dir))
+                .arg("--tls-cert")
+                .arg(cert)
+                .arg("--tls-key")
+                .arg(key);
+        }
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
@@ -187,6 +209,27 @@ fn read_ready(stdout: std::process::ChildStdout, i: usize, generation: u64, tx: 
     }
     // Keep draining so the child never blocks on a full pipe.
     for _ in lines {}
+}
+
+/// Writes a fresh random control API token to `path` (owner-only) and
+/// returns the header value that presents it.
+fn write_token(path: &std::path::Path) -> Result<String, String> {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 24];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| "no system randomness for the control API token".to_string())?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(path)
+        .map_err(|e| format!("create {}: {e}", path.display()))?;
+    std::io::Write::write_all(&mut f, hex.as_bytes())
+        .map_err(|e| format!("write {}: {e}", path.display()))?;
+    Ok(format!("Bearer {hex}"))
 }
 
 /// A private temporary directory for the store and the logs.
@@ -294,6 +337,11 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
         args: args.clone(),
         ready_tx,
     };
+    let token = write_token(&demo.token_file())?;
+    if args.tls == Toggle::On {
+        let ids: Vec<String> = demo.slots.iter().map(|s| s.id.clone()).collect();
+        certs::write("demo", &demo.dir, &ids)?;
+    }
     for i in 0..demo.slots.len() {
         demo.spawn(i)?;
     }
@@ -354,8 +402,9 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
                 out.event(format!("restarted {} (pid {pid})", demo.slots[i].id));
             }
             let status = demo.slots[i].http.and_then(|addr| {
+                let wait = Duration::from_millis(400);
                 let (code, body) =
-                    client::request(addr, "GET", "/v1/status", b"", Duration::from_millis(400))
+                    client::request_with(addr, "GET", "/v1/status", b"", wait, Some(&token))
                         .ok()?;
                 (code == 200)
                     .then(|| serde_json::from_slice(&body).ok())

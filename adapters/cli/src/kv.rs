@@ -13,7 +13,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use crate::client::request;
+use crate::auth::Token;
+use crate::client::request_with;
 use crate::node::DEFAULT_HTTP;
 
 /// Flags of `hedgerow kv`.
@@ -26,6 +27,9 @@ pub struct KvArgs {
     /// failover).
     #[arg(long, default_value_t = 30_000, global = true)]
     pub timeout_ms: u64,
+    /// The node's control API token file (its `--http-token-file`).
+    #[arg(long, env = "HEDGEROW_HTTP_TOKEN_FILE", global = true)]
+    pub http_token_file: Option<std::path::PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub action: KvAction,
@@ -97,7 +101,12 @@ fn plan(action: &KvAction) -> (&'static str, String, Vec<u8>) {
 pub fn run(args: KvArgs) -> Result<ExitCode, String> {
     let (method, path, body) = plan(&args.action);
     let timeout = Duration::from_millis(args.timeout_ms);
-    let (status, answer) = request(args.node, method, &path, &body, timeout).map_err(|e| {
+    let auth = match &args.http_token_file {
+        Some(path) => Some(Token::from_file(path)?.header_value()),
+        None => None,
+    };
+    let sent = request_with(args.node, method, &path, &body, timeout, auth.as_deref());
+    let (status, answer) = sent.map_err(|e| {
         format!(
             "no answer from the node at {} ({method} {path}): {e}",
             args.node

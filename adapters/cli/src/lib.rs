@@ -27,6 +27,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub mod auth;
+pub mod certs;
 pub mod client;
 mod coord;
 pub mod demo;
@@ -64,13 +66,15 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one node of a cluster, with an HTTP control API.
-    Node(node::NodeArgs),
+    Node(Box<node::NodeArgs>),
     /// Run a few nodes on this machine and kill the leader now and then, to
     /// watch a failover.
     Demo(demo::DemoArgs),
     /// Read and write the group's key/value store through a node's HTTP
     /// control API.
     Kv(kv::KvArgs),
+    /// Make a cluster CA and node certificates for mutual TLS.
+    Certs(certs::CertsArgs),
 }
 
 /// The whole `hedgerow` binary: parses the process's arguments (clap exits
@@ -84,13 +88,17 @@ pub fn main() -> ExitCode {
 /// on stderr.
 pub fn run(cli: Cli) -> ExitCode {
     init_logging(
-        matches!(cli.command, Command::Demo(_) | Command::Kv(_)),
+        matches!(
+            cli.command,
+            Command::Demo(_) | Command::Kv(_) | Command::Certs(_)
+        ),
         cli.log_format,
     );
     let result = match cli.command {
-        Command::Node(args) => node::run(args),
+        Command::Node(args) => node::run(*args),
         Command::Demo(args) => demo::run(args),
         Command::Kv(args) => kv::run(args),
+        Command::Certs(args) => certs::run(args),
     };
     match result {
         Ok(code) => code,

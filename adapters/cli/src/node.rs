@@ -7,6 +7,7 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -21,11 +22,12 @@ use clap::{ArgAction, Args, ValueEnum};
 use futures::channel::mpsc;
 use futures::StreamExt;
 use hedgerow::store::{LeaseStore, MemoryStore, PostgresStore, SqliteStore};
-use hedgerow::{Config, Hedgerow};
+use hedgerow::{Config, Hedgerow, Tls};
 use hedgerow_clock::{Clock, ClockConfig};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::auth::{self, Token};
 use crate::coord::{self, Coord};
 use crate::errors::error_response;
 use crate::metrics;
@@ -95,6 +97,35 @@ pub struct NodeArgs {
     /// supervisor (the demo, the tests) never outlives it.
     #[arg(long, env = "HEDGEROW_EXIT_ON_STDIN_EOF")]
     pub exit_on_stdin_eof: bool,
+    /// Mutual TLS on the cluster port. Default: on when --tls-ca,
+    /// --tls-cert and --tls-key are given, off when none is; `on` without
+    /// them is an error. `hedgerow certs` makes the files.
+    #[arg(long, env = "HEDGEROW_TLS", value_enum)]
+    pub tls: Option<Toggle>,
+    /// The CA bundle (PEM) every peer's certificate must chain to.
+    #[arg(long, env = "HEDGEROW_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM); it must name
+    /// `hedgerow://CLUSTER/ID`. Re-read when it changes.
+    #[arg(long, env = "HEDGEROW_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, env = "HEDGEROW_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// A file holding the control API's bearer token: every request but
+    /// the probes (/v1/live, /v1/ready) must send `Authorization: Bearer
+    /// TOKEN`. Required when --http is not a loopback address.
+    #[arg(long, env = "HEDGEROW_HTTP_TOKEN_FILE")]
+    pub http_token_file: Option<PathBuf>,
+}
+
+/// `--tls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Toggle {
+    /// On.
+    On,
+    /// Off.
+    Off,
 }
 
 /// `--clock`.
@@ -199,6 +230,45 @@ impl NodeArgs {
         Ok(self.listen.clone())
     }
 
+    /// The TLS the flags ask for; see [`NodeArgs::tls`].
+    fn tls(&self) -> Result<Option<Tls>, String> {
+        let files = [
+            ("--tls-ca", &self.tls_ca),
+            ("--tls-cert", &self.tls_cert),
+            ("--tls-key", &self.tls_key),
+        ];
+        let given: Vec<&str> = files
+            .iter()
+            .filter(|(_, f)| f.is_some())
+            .map(|(n, _)| *n)
+            .collect();
+        match (self.tls, given.len()) {
+            (Some(Toggle::Off), 0) | (None, 0) => Ok(None),
+            (Some(Toggle::Off), _) => Err(format!(
+                "--tls off with {}: drop those, or turn TLS on",
+                given.join(", ")
+            )),
+            (_, 3) => match files {
+                [(_, Some(ca)), (_, Some(cert)), (_, Some(key))] => {
+                    Ok(Some(Tls::from_files(ca, cert, key)))
+                }
+                _ => Err("--tls-ca, --tls-cert and --tls-key are needed together".into()),
+            },
+            _ => {
+                let missing: Vec<&str> = files
+                    .iter()
+                    .filter(|(_, f)| f.is_none())
+                    .map(|(n, _)| *n)
+                    .collect();
+                Err(format!(
+                    "TLS needs --tls-ca, --tls-cert and --tls-key; missing {} (`hedgerow certs` \
+                     makes them)",
+                    missing.join(", ")
+                ))
+            }
+        }
+    }
+
     fn clock_config(&self) -> Result<ClockConfig, String> {
         let bound = match self.clock_bound_ms {
             Some(0) => {
@@ -259,19 +329,43 @@ pub fn run(args: NodeArgs) -> Result<ExitCode, String> {
     let config = args.config()?;
     let clock_config = args.clock_config()?;
     args.advertise()?;
-    if !args.http.ip().is_loopback() {
+    let tls = args.tls()?;
+    if tls.is_none() && !listens_on_loopback(&args.listen) {
         tracing::warn!(
-            http = %args.http,
-            "the HTTP control API has no authentication and listens beyond loopback: keep it \
-             on a private network"
+            listen = %args.listen,
+            "the cluster port has TLS off and listens beyond loopback: anyone who reaches it \
+             can join; keep it on a private network or turn TLS on (hedgerow certs)"
         );
     }
+    let token = match &args.http_token_file {
+        Some(path) => Some(Arc::new(Token::from_file(path)?)),
+        None if !args.http.ip().is_loopback() => {
+            return Err(format!(
+                "--http {} is not a loopback address: give --http-token-file FILE so that \
+                 only holders of the token can drive this node",
+                args.http
+            ))
+        }
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| format!("could not start the async runtime: {e}"))?;
-    runtime.block_on(serve(args, config, clock_config))
+    runtime.block_on(serve(args, config, clock_config, tls, token))
+}
+
+/// Whether `listen` (HOST:PORT) is a loopback address.
+fn listens_on_loopback(listen: &str) -> bool {
+    listen
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_matches(['[', ']']))
+        .is_some_and(|h| {
+            h == "localhost"
+                || h.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        })
 }
 
 struct App {
@@ -284,6 +378,8 @@ async fn serve(
     args: NodeArgs,
     config: Config,
     clock_config: ClockConfig,
+    tls: Option<Tls>,
+    token: Option<Arc<Token>>,
 ) -> Result<ExitCode, String> {
     // Opening a clock or a store may block (files, DNS): off the runtime.
     let (clock, store) = {
@@ -315,7 +411,11 @@ async fn serve(
     let broadcast_me = me.clone();
     let broadcast_id = args.id.clone();
     let advertise = args.advertise()?;
-    let node = Hedgerow::builder(args.cluster.clone(), args.id.clone(), advertise)
+    let mut builder = Hedgerow::builder(args.cluster.clone(), args.id.clone(), advertise);
+    if let Some(tls) = tls {
+        builder = builder.tls(tls);
+    }
+    let node = builder
         .listen(args.listen.clone())
         .store(store)
         .clock(clock)
@@ -377,6 +477,9 @@ async fn serve(
         .with_state(app)
         .merge(coord::routes(Arc::new(Coord::new(node.clone()))))
         .merge(page::routes(&node));
+    // Last, over the finished router: every route above (and any added
+    // before this line) needs the token.
+    let routes = auth::guard(routes, token);
 
     let (stop_tx, mut stop_rx) = mpsc::unbounded::<&'static str>();
     watch_signals(stop_tx.clone())?;

@@ -49,6 +49,25 @@ pub struct TransportStats {
     pub closed_bad_frame: u64,
     /// Connections closed as idle.
     pub closed_idle: u64,
+    /// Peers refused because this node has TLS on and they spoke
+    /// plaintext.
+    pub refused_plaintext_peer: u64,
+    /// Peers refused because this node has TLS off and they spoke TLS.
+    pub refused_tls_peer: u64,
+    /// TLS peers refused for a certificate that does not chain to the CA
+    /// (or no certificate).
+    pub refused_untrusted_cert: u64,
+    /// TLS peers refused for an expired (or not yet valid) certificate.
+    pub refused_expired_cert: u64,
+    /// TLS peers refused for a certificate that names no node of this
+    /// cluster.
+    pub refused_wrong_cluster: u64,
+    /// TLS peers refused because their hello claims a node id their
+    /// certificate does not name.
+    pub refused_cert_id_mismatch: u64,
+    /// TLS handshakes that failed otherwise (garbage, a peer's alert, a
+    /// cut connection).
+    pub failed_tls_handshakes: u64,
 }
 
 /// The live counters behind [`TransportStats`].
@@ -63,6 +82,13 @@ pub(crate) struct Counters {
     pub(crate) closed_budget_wait: AtomicU64,
     pub(crate) closed_bad_frame: AtomicU64,
     pub(crate) closed_idle: AtomicU64,
+    pub(crate) refused_plaintext_peer: AtomicU64,
+    pub(crate) refused_tls_peer: AtomicU64,
+    pub(crate) refused_untrusted_cert: AtomicU64,
+    pub(crate) refused_expired_cert: AtomicU64,
+    pub(crate) refused_wrong_cluster: AtomicU64,
+    pub(crate) refused_cert_id_mismatch: AtomicU64,
+    pub(crate) failed_tls_handshakes: AtomicU64,
 }
 
 /// Adds one to `counter`.
@@ -87,6 +113,13 @@ impl Counters {
             closed_budget_wait: get(&self.closed_budget_wait),
             closed_bad_frame: get(&self.closed_bad_frame),
             closed_idle: get(&self.closed_idle),
+            refused_plaintext_peer: get(&self.refused_plaintext_peer),
+            refused_tls_peer: get(&self.refused_tls_peer),
+            refused_untrusted_cert: get(&self.refused_untrusted_cert),
+            refused_expired_cert: get(&self.refused_expired_cert),
+            refused_wrong_cluster: get(&self.refused_wrong_cluster),
+            refused_cert_id_mismatch: get(&self.refused_cert_id_mismatch),
+            failed_tls_handshakes: get(&self.failed_tls_handshakes),
         }
     }
 }

@@ -20,6 +20,9 @@
 //!   results (honest, late, lost, contradictory or for unknown ops), clock
 //!   readings (malformed, untrusted, backwards) and commands, checked after
 //!   every input against the core's invariants (see [`node`]).
+//! * [`tls`]: the transport's accepting handshake with TLS in front (and
+//!   with TLS off) on arbitrary bytes: nothing gets past mutual TLS, and a
+//!   peer speaking the other language is refused with a reason.
 
 // A fuzz body reports a broken invariant by panicking: that is what
 // libFuzzer, the test harness and the loop binary catch.
@@ -28,17 +31,24 @@
 mod gen;
 mod input;
 mod node;
+mod tls;
 mod wire;
 
 pub use input::Unstructured;
 pub use node::node;
+pub use tls::tls;
 pub use wire::{handshake, wire};
 
 /// A target body: panics when an invariant breaks.
 pub type Body = fn(&[u8]);
 
 /// The targets by name, for the loop binary and the corpus tests.
-pub const TARGETS: [(&str, Body); 3] = [("wire", wire), ("handshake", handshake), ("node", node)];
+pub const TARGETS: [(&str, Body); 4] = [
+    ("wire", wire),
+    ("handshake", handshake),
+    ("node", node),
+    ("tls", tls),
+];
 
 /// The body of the target called `name`, if there is one.
 pub fn target(name: &str) -> Option<Body> {

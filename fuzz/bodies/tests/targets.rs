@@ -44,6 +44,13 @@ proptest! {
     }
 
     #[test]
+    fn tls_on_any_bytes(first in prop_oneof![Just(0x16u8), any::<u8>()], rest in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let mut data = vec![first];
+        data.extend(rest);
+        hedgerow_fuzz::tls(&data);
+    }
+
+    #[test]
     fn node_on_any_bytes(data in proptest::collection::vec(any::<u8>(), 0..3000)) {
         hedgerow_fuzz::node(&data);
     }
