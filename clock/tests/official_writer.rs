@@ -335,3 +335,87 @@ fn a_segment_wiped_and_rewritten_in_place_is_read_fresh() {
     assert_eq!(clock.read_record().unwrap().bound_ns, 2_000);
     assert_eq!(clock.now().unwrap().clock.status, ClockStatus::Synchronized);
 }
+
+#[test]
+fn a_removed_segment_reads_as_missing_until_a_new_one_is_written() {
+    // The daemon stops and its segment is removed (a restart that cleans
+    // up, a host reboot): the mapped file lives on as an orphan, whose
+    // last record would still read as fresh for seconds. The clock must
+    // stop trusting it at its next look at the path, then follow the
+    // daemon's new file without being reopened.
+    let (_d, path) = segment();
+    let old = write_v2(&path, V2::fresh());
+    let clock = ClockBoundClock::open(&path).unwrap();
+    assert_eq!(clock.now().unwrap().clock.status, ClockStatus::Synchronized);
+    drop(old);
+    std::fs::remove_file(&path).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match clock.now() {
+            Err(ClockError::SegmentMissing { .. }) => break,
+            Ok(now) => assert!(
+                std::time::Instant::now() < deadline,
+                "still reading the removed segment: {:?}",
+                now.clock.status
+            ),
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(clock.is_detached());
+    assert!(clock.describe().contains("gone"), "{}", clock.describe());
+
+    let _new = write_v2(
+        &path,
+        V2 {
+            bound_ns: 7_000,
+            ..V2::fresh()
+        },
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while clock.now().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never followed the new segment"
+        );
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!clock.is_detached());
+    assert_eq!(clock.read_record().unwrap().bound_ns, 7_000);
+    assert_eq!(clock.now().unwrap().clock.status, ClockStatus::Synchronized);
+}
+
+#[test]
+fn a_fresh_segment_replaced_by_a_new_file_is_followed_within_a_second_or_so() {
+    // A daemon restarted quickly: the old record is still fresh (no 5 s
+    // staleness yet), but another file is at the path. Its record wins.
+    let (_d, path) = segment();
+    let old = write_v2(
+        &path,
+        V2 {
+            bound_ns: 1_000,
+            ..V2::fresh()
+        },
+    );
+    let clock = ClockBoundClock::open(&path).unwrap();
+    assert_eq!(clock.read_record().unwrap().bound_ns, 1_000);
+    drop(old);
+    let staging = path.with_extension("new");
+    let _new = write_v2(
+        &staging,
+        V2 {
+            bound_ns: 3_000,
+            ..V2::fresh()
+        },
+    );
+    std::fs::rename(&staging, &path).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while clock.read_record().unwrap().bound_ns != 3_000 {
+        clock.now().unwrap();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kept reading the replaced file"
+        );
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -27,6 +27,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod advertise;
 mod coord;
 pub mod demo;
 mod errors;
@@ -34,6 +35,8 @@ pub mod http;
 pub mod kv;
 mod metrics;
 pub mod node;
+mod probes;
+mod startup;
 
 /// Membership, leader election and send-to-leader for the instances of one
 /// service.
