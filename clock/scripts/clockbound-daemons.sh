@@ -85,3 +85,27 @@ cb_wait_synchronized() {
         sleep 0.2
     done
 }
+
+# What an exit trap runs: stops every pid in `pids`, shows the tail of each
+# log in `$work` when the exit status `$1` says the test failed, removes
+# the segment the daemon leaves behind (a stale SYNCHRONIZED one would be
+# reused as is by the next daemon) and `$work`.
+cb_cleanup() {
+    local rc=$1 pid f
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    if [ "$rc" != 0 ]; then
+        for f in "$work"/*.log; do
+            [ -f "$f" ] && { echo "--- $f" >&2; tail -n 30 "$f" >&2; }
+        done
+    fi
+    rm -f "$CLOCKBOUND_SEGMENT"
+    rm -rf "$work"
+}
+
+# Makes `$work` (named after $1) and `pids`, and cleans both up on exit.
+cb_begin() {
+    work=$(mktemp -d -t "$1.XXXXXX")
+    pids=()
+    trap 'rc=$?; cb_cleanup "$rc"; exit "$rc"' EXIT
+}

@@ -14,7 +14,6 @@
 # Usage: clock/scripts/clockbound-e2e.sh   (from anywhere in the repo)
 set -euo pipefail
 
-SEGMENT=/var/run/clockbound/shm0
 WAIT_SECS=${HEDGEROW_E2E_WAIT_SECS:-60}
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 
@@ -28,28 +27,7 @@ die() { log "$*"; exit 1; }
 why=$(cb_refuse_foreign_daemons) || die "$why"
 log "installing chrony and clock-bound-d 2.0.3 if missing"
 cb_install
-work=$(mktemp -d -t hedgerow-clockbound-e2e.XXXXXX)
-pids=()
-cleanup() {
-    local rc=$?
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [ "$rc" != 0 ]; then
-        for f in "$work"/*.log; do
-            [ -f "$f" ] && { log "--- $f"; tail -n 20 "$f" >&2; }
-        done
-    fi
-    # The daemon leaves its segment behind; a stale SYNCHRONIZED one would be
-    # reused as is by the next daemon, so remove what we caused.
-    rm -f "$SEGMENT"
-    rm -rf "$work"
-    exit "$rc"
-}
-trap cleanup EXIT
+cb_begin hedgerow-clockbound-e2e
 
 log "starting upstream and follower chronyd (loopback port 11123, -x)"
 cb_start_chrony

@@ -43,22 +43,7 @@ cd "$repo"
 cargo build -q -p hedgerow-cli --bin hedgerow
 bin=$repo/target/debug/hedgerow
 
-work=$(mktemp -d -t hedgerow-clockbound-mount.XXXXXX)
-pids=()
-cleanup() {
-    local rc=$?
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [ "$rc" != 0 ]; then
-        for f in "$work"/*.log; do
-            [ -f "$f" ] && { log "--- $f"; tail -n 30 "$f" >&2; }
-        done
-    fi
-    rm -f "$CLOCKBOUND_SEGMENT"
-    rm -rf "$work"
-    exit "$rc"
-}
-trap cleanup EXIT
+cb_begin hedgerow-clockbound-mount
 
 log "starting chronyd x2 and clockbound"
 cb_start_chrony

@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hedgerow_cli::http::request;
-use hedgerow_tests::{agreement, log_tails, one_at_a_time, status, temp_dir, wait_until};
+use hedgerow_tests::{
+    agreement, kv_history, log_tails, one_at_a_time, status, temp_dir, wait_until,
+};
 use hedgerow_tests::{Node, NodeCommand, Process, TempDir};
 use serde_json::Value;
 
@@ -102,92 +104,63 @@ fn probes_say_live_at_once_and_ready_only_with_a_leader() {
 #[test]
 fn a_node_that_cannot_recover_exits_non_zero_saying_why() {
     let _one = one_at_a_time();
-    let base = [
-        "--cluster",
-        "c",
-        "--id",
-        "a",
-        "--clock",
-        "system",
-        "--clock-bound-ms",
-        "5",
-    ];
-    let limit = Duration::from_secs(20);
+    // `hedgerow node` with these flags after the common ones must exit 2
+    // by itself; its stderr.
+    let fails = |flags: &[&str]| {
+        let common = [
+            "--cluster",
+            "c",
+            "--id",
+            "a",
+            "--clock",
+            "system",
+            "--clock-bound-ms",
+            "5",
+        ];
+        let (code, err) = run_node(&[&common[..], flags].concat(), Duration::from_secs(20));
+        assert_eq!(code, Some(2), "{flags:?}: {err}");
+        err
+    };
+    let loopback = ["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"];
 
     // A PostgreSQL URL where nothing listens: the store never answers.
     let free = TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = free.local_addr().unwrap();
+    let url = format!("postgres://nobody:pw@{}/db", free.local_addr().unwrap());
     drop(free);
-    let url = format!("postgres://nobody:pw@{dead}/db");
-    let (code, err) = run_node(
-        &[
-            &base[..],
-            &["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"],
-        ]
-        .concat()
-        .into_iter()
-        .chain(["--store", url.as_str(), "--store-wait-ms", "500"])
-        .collect::<Vec<_>>(),
-        limit,
-    );
-    assert_eq!(code, Some(2), "{err}");
+    let err = fails(&[&loopback[..], &["--store", &url, "--store-wait-ms", "500"]].concat());
     assert!(err.contains("did not answer within 500 ms"), "{err}");
     assert!(
         !err.contains(":pw@"),
         "the password stays out of the message: {err}"
     );
 
-    // The HTTP port is taken.
+    // The HTTP port, then the cluster port, is taken.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().to_string();
-    let args = [
-        &base[..],
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            &port,
-            "--store",
-            "memory",
-        ],
-    ];
-    let (code, err) = run_node(&args.concat(), limit);
-    assert_eq!(code, Some(2), "{err}");
+    let err = fails(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        &port,
+        "--store",
+        "memory",
+    ]);
     assert!(err.contains(&format!("--http {port}")), "{err}");
-
-    // The cluster port is taken.
-    let args = [
-        &base[..],
-        &[
-            "--listen",
-            &port,
-            "--http",
-            "127.0.0.1:0",
-            "--store",
-            "memory",
-        ],
-    ];
-    let (code, err) = run_node(&args.concat(), limit);
-    assert_eq!(code, Some(2), "{err}");
+    let err = fails(&[
+        "--listen",
+        &port,
+        "--http",
+        "127.0.0.1:0",
+        "--store",
+        "memory",
+    ]);
     assert!(err.contains("could not start the node"), "{err}");
     drop(taken);
 
     // A SQLite file in a directory that does not exist.
-    let args = [
-        &base[..],
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--store",
-            "sqlite:/nonexistent/dir/lease.db",
-        ],
-    ];
-    let (code, err) = run_node(&args.concat(), limit);
-    assert_eq!(code, Some(2), "{err}");
-    assert!(
-        err.contains("--store sqlite:/nonexistent/dir/lease.db"),
-        "{err}"
-    );
+    let store = "sqlite:/nonexistent/dir/lease.db";
+    let err = fails(&[&loopback[..], &["--store", store]].concat());
+    assert!(err.contains(&format!("--store {store}")), "{err}");
 }
 
 #[test]
@@ -402,19 +375,7 @@ fn a_rolling_update_hands_over_once_per_leader_and_loses_no_acknowledged_put() {
     }
     assert!(acked.len() >= 10, "too few puts to judge: {}", acked.len());
     let reader = cluster.nodes.values().next().unwrap().http;
-    let (code, history) = get(reader, "/v1/kv/roll/history").unwrap();
-    assert_eq!(code, 200, "{history}");
-    let stored: BTreeSet<(String, u64)> = history["revisions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["value"].as_str().unwrap().to_owned(),
-                e["revision"].as_u64().unwrap(),
-            )
-        })
-        .collect();
+    let stored: BTreeSet<(String, u64)> = kv_history(reader, "roll").into_iter().collect();
     for put in &acked {
         assert!(stored.contains(put), "acknowledged put {put:?} is missing");
     }
