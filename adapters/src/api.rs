@@ -213,14 +213,24 @@ impl Hedgerow {
     pub fn status(&self) -> Status {
         let now = self.clock.now();
         let node = lock(&self.node);
-        let (is_leader, not_leading) = match &now {
-            Ok(now) => (node.is_leader(now), node.not_leading_reason(now)),
-            Err(_) => (false, Some(hedgerow_core::NotLeadingReason::ClockUntrusted)),
+        let (is_leader, not_leading, not_ready) = match &now {
+            Ok(now) => (
+                node.is_leader(now),
+                node.not_leading_reason(now),
+                node.not_ready_reason(now),
+            ),
+            Err(_) => (
+                false,
+                Some(hedgerow_core::NotLeadingReason::ClockUntrusted),
+                node.not_ready_reason(&unreadable_clock()),
+            ),
         };
         Status {
             id: self.id.clone(),
+            running: self.is_running(),
             is_leader,
             not_leading,
+            not_ready,
             leader: node.leader().cloned(),
             term: node.term(),
             members: node.view().members().count(),
@@ -228,6 +238,13 @@ impl Hedgerow {
             view_is_stale: node.view_is_stale(),
             clock: self.clock.describe(),
         }
+    }
+
+    /// Whether this node's driver still runs: `false` once it stopped
+    /// ([`Hedgerow::leave`], [`Hedgerow::shutdown`], every handle dropped,
+    /// or its task ended). What a liveness probe asks.
+    pub fn is_running(&self) -> bool {
+        !self.commands.is_closed()
     }
 
     /// Waits until a leader is known (this node or another) and returns
@@ -474,6 +491,23 @@ impl Hedgerow {
     ) -> Result<T, Error> {
         let now = self.clock.now().map_err(Error::Clock)?;
         Ok(f(&lock(&self.node), &now))
+    }
+}
+
+/// A reading that says nothing: for the queries that need one when the
+/// clock cannot be read. Its status is Unknown, so no lease is valid at it.
+fn unreadable_clock() -> hedgerow_core::Now {
+    use hedgerow_core::{ClockReading, ClockSource, ClockStatus, MonoTime, Now, TimeInterval};
+    Now {
+        mono: MonoTime::ZERO,
+        clock: ClockReading {
+            interval: TimeInterval {
+                earliest: 0,
+                latest: 0,
+            },
+            status: ClockStatus::Unknown,
+            source: ClockSource::ClockBound,
+        },
     }
 }
 

@@ -178,6 +178,13 @@ impl<T> Route<T> {
     }
 }
 
+impl<T> Route<T> {
+    /// Whether the driver stopped: its loop dropped the channel's other end.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
 impl<T> Clone for Route<T> {
     fn clone(&self) -> Self {
         Route {

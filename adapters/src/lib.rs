@@ -139,7 +139,7 @@ pub use api::{BroadcastReplies, Builder, Hedgerow, Watch};
 pub use hedgerow_core::Payload;
 pub use hedgerow_core::{
     Bytes, Config, ConfigError, InvalidId, LeaderInfo, LeaveReason, Member, MemberChange,
-    MetaTooLarge, NodeId, NodeStats, NotLeadingReason, StepDownReason, Term,
+    MetaTooLarge, NodeId, NodeStats, NotLeadingReason, NotReadyReason, StepDownReason, Term,
 };
 pub use stream::{BroadcastStream, IncomingStream, SendStream};
 pub use tls::{Tls, TlsError};

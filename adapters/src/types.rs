@@ -14,7 +14,8 @@ use hedgerow_clock::{Clock, ClockError};
 use hedgerow_core::coord::CoordRefusal;
 use hedgerow_core::{
     BroadcastError, Bytes, ConfigError, InvalidId, LeaderInfo, Member, MemberChange, MetaTooLarge,
-    Node, NodeId, NotLeadingReason, SendError, StepDownReason, StoreError, StreamError, Term,
+    Node, NodeId, NotLeadingReason, NotReadyReason, SendError, StepDownReason, StoreError,
+    StreamError, Term,
 };
 
 /// What can go wrong, each variant saying what to do about it.
@@ -365,10 +366,16 @@ pub enum WatchEvent {
 pub struct Status {
     /// This node's id.
     pub id: NodeId,
+    /// Whether the node's driver still runs (see
+    /// [`Hedgerow::is_running`](crate::Hedgerow::is_running)).
+    pub running: bool,
     /// Whether this node leads now (fresh clock reading).
     pub is_leader: bool,
     /// Why this node does not lead now; `None` while it leads.
     pub not_leading: Option<NotLeadingReason>,
+    /// Why this node is not ready to serve; `None` once it leads, or
+    /// follows a leader that answers and whose view lists it.
+    pub not_ready: Option<NotReadyReason>,
     /// The leader this node follows (itself when leading), if known.
     pub leader: Option<LeaderInfo>,
     /// The highest term confirmed to this node.
@@ -383,6 +390,14 @@ pub struct Status {
     /// The clock, as it describes itself (e.g. "system clock, assumed
     /// bound ±50ms").
     pub clock: String,
+}
+
+impl Status {
+    /// Ready to serve: running, and in a live leader's view (or leading).
+    /// What a readiness probe asks.
+    pub fn is_ready(&self) -> bool {
+        self.running && self.not_ready.is_none()
+    }
 }
 
 impl fmt::Display for Status {

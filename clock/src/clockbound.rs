@@ -32,7 +32,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -64,8 +64,13 @@ pub const STALE_AFTER_NS: u64 = 5_000_000_000;
 const CAUSALITY_BLUR_NS: u64 = 1_000;
 /// Read attempts before giving up on a writer that stays mid-update.
 const READ_ATTEMPTS: u32 = 2_000;
-/// How often a degraded clock looks for a replaced segment file.
+/// How often the clock looks at its segment's path for a removed or
+/// replaced file.
 const REPLACE_CHECK_EVERY_NS: u64 = 1_000_000_000;
+/// How often a clock whose reading failed or went stale looks at the path:
+/// a restarted daemon's new file is found within this, and a segment that
+/// stays gone costs one `stat` per this interval.
+const URGENT_CHECK_EVERY_NS: u64 = 50_000_000;
 /// Attempts that spin before the reader starts yielding its CPU.
 const SPIN_ATTEMPTS: u32 = 64;
 
@@ -376,6 +381,13 @@ impl Segment {
         })
     }
 
+    /// Whether the header still names the version found at open.
+    fn version_unchanged(&self) -> bool {
+        self.map
+            .atomic_u16(VERSION_OFFSET)
+            .is_some_and(|w| w.load(Ordering::Acquire) == self.version.number())
+    }
+
     fn read_record(&self, path: &Path) -> Result<Record, ClockError> {
         let version_word = self.map.atomic_u16(VERSION_OFFSET);
         let generation = self.map.atomic_u16(GENERATION_OFFSET);
@@ -420,18 +432,21 @@ impl Segment {
     }
 }
 
-/// `(device, inode)` of the file now at `path`, if any.
-fn file_id(path: &Path) -> Option<(u64, u64)> {
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
-
 /// A clock that reads a ClockBound shared-memory segment.
 ///
-/// If the record goes stale (the 5 s rule) or cannot be read, the clock
-/// checks, at most once a second, whether a *different* file now sits at
-/// the path (the daemon was restarted after its old segment was deleted)
-/// and if so maps the new one. A stale segment with no replacement keeps
-/// being read: it degrades to FreeRunning, then Unknown, as it should.
+/// The file is opened read-only and mapped `PROT_READ`, so a read-only
+/// mount (a container's `hostPath` volume) is enough. At most once a
+/// second it looks at the path again (one `stat`), so a daemon that is
+/// stopped or restarted is followed without restarting the node:
+///
+/// * no file at the path any more (the daemon's segment was removed): every
+///   reading is [`ClockError::SegmentMissing`], so the node stays a member
+///   and does not lead, until a segment is back;
+/// * a different file (new inode), or the same file with another length or
+///   layout version (rewritten in place): the new one is mapped;
+/// * the same file: it keeps being read; a daemon that stopped without
+///   removing it leaves a record that degrades to FreeRunning, then
+///   Unknown, as it should.
 ///
 /// The official client also compares the record's disruption marker with
 /// the VMClock device when the daemon runs with disruption support; this
@@ -450,8 +465,26 @@ pub struct ClockBoundClock {
     path: PathBuf,
     expect: Option<SegmentVersion>,
     segment: RwLock<Segment>,
-    /// Monotonic ns of the last look for a replaced file.
-    last_replace_check: AtomicU64,
+    /// Monotonic ns of the last look at the path.
+    last_path_check: AtomicU64,
+    /// The last look found no usable file at the path: the mapped one is
+    /// an orphan and is not read.
+    detached: AtomicBool,
+}
+
+/// What the last look at a segment's path found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AtPath {
+    /// The mapped file, unchanged.
+    Same,
+    /// Another file (new inode).
+    Replaced,
+    /// The mapped file rewritten in place with another length or layout
+    /// version; `shorter` when it no longer covers the mapping (touching
+    /// the missing pages would be SIGBUS).
+    Reshaped { shorter: bool },
+    /// Nothing.
+    Missing,
 }
 
 impl ClockBoundClock {
@@ -473,7 +506,8 @@ impl ClockBoundClock {
             path: path.to_owned(),
             expect,
             segment: RwLock::new(Segment::open(path, expect)?),
-            last_replace_check: AtomicU64::new(0),
+            last_path_check: AtomicU64::new(shm::monotonic_ns()),
+            detached: AtomicBool::new(false),
         })
     }
 
@@ -490,6 +524,13 @@ impl ClockBoundClock {
     /// The segment's layout version.
     pub fn version(&self) -> SegmentVersion {
         self.segment().version
+    }
+
+    /// Whether the last look at the path found no usable segment there
+    /// (the daemon is stopped or restarting): readings fail until one is
+    /// back.
+    pub fn is_detached(&self) -> bool {
+        self.detached.load(Ordering::Relaxed)
     }
 
     /// Copies the current record (one consistent write of the daemon's).
@@ -513,38 +554,96 @@ impl ClockBoundClock {
         Ok((now, stale))
     }
 
-    /// Maps the file now at the path if it is not the one mapped. Returns
-    /// whether it did.
-    fn follow_replaced_file(&self) -> bool {
+    /// Looks at the path if a second has passed since the last look (50 ms
+    /// when `now_please`: the reading just failed or went stale), and follows what it finds: maps a new file, or marks
+    /// the mapping detached when nothing usable is there.
+    fn check_path(&self, now_please: bool) {
         let mono = shm::monotonic_ns();
-        let last = self.last_replace_check.load(Ordering::Relaxed);
-        if mono.saturating_sub(last) < REPLACE_CHECK_EVERY_NS
+        let last = self.last_path_check.load(Ordering::Relaxed);
+        let every = if now_please {
+            URGENT_CHECK_EVERY_NS
+        } else {
+            REPLACE_CHECK_EVERY_NS
+        };
+        let due = mono.saturating_sub(last) >= every;
+        if !due
             || self
-                .last_replace_check
+                .last_path_check
                 .compare_exchange(last, mono, Ordering::Relaxed, Ordering::Relaxed)
                 .is_err()
         {
-            return false;
+            return;
         }
-        let Some(now_at_path) = file_id(&self.path) else {
-            return false;
+        match self.at_path() {
+            AtPath::Same => self.set_detached(false, None),
+            AtPath::Missing => self.set_detached(true, None),
+            // The mapped file is an orphan, or shorter than its mapping:
+            // read the new one or nothing.
+            at @ (AtPath::Replaced | AtPath::Reshaped { shorter: true }) => match self.remap() {
+                Ok(()) => self.set_detached(false, None),
+                Err(e) => {
+                    tracing::debug!(?at, "segment path changed, new file not usable yet");
+                    self.set_detached(true, Some(e))
+                }
+            },
+            // Rewritten in place and still covering the mapping: the
+            // mapping shows the new bytes, and its own checks say what is
+            // wrong with them until the new shape can be mapped.
+            AtPath::Reshaped { shorter: false } => {
+                if self.remap().is_ok() {
+                    self.set_detached(false, None);
+                }
+            }
+        }
+    }
+
+    /// Maps the file now at the path in place of the current mapping.
+    fn remap(&self) -> Result<(), ClockError> {
+        let fresh = Segment::open(&self.path, self.expect)?;
+        tracing::warn!(
+            segment = %self.path.display(),
+            "the ClockBound segment file was replaced or rewritten (daemon restarted?); mapping \
+             the new one"
+        );
+        *self.segment.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        Ok(())
+    }
+
+    /// What is at the path now, against the mapped segment.
+    fn at_path(&self) -> AtPath {
+        let Ok(meta) = std::fs::metadata(&self.path) else {
+            return AtPath::Missing;
         };
-        if now_at_path == self.segment().file_id {
-            return false;
+        let segment = self.segment();
+        let mapped = segment.map.len() as u64;
+        if (meta.dev(), meta.ino()) != segment.file_id {
+            AtPath::Replaced
+        } else if meta.len() < mapped {
+            AtPath::Reshaped { shorter: true }
+        } else if meta.len() != mapped || !segment.version_unchanged() {
+            AtPath::Reshaped { shorter: false }
+        } else {
+            AtPath::Same
         }
-        match Segment::open(&self.path, self.expect) {
-            Ok(fresh) => {
+    }
+
+    fn set_detached(&self, detached: bool, why: Option<ClockError>) {
+        let was = self.detached.swap(detached, Ordering::Relaxed);
+        match (was, detached) {
+            (false, true) => {
+                let why = why.unwrap_or(ClockError::SegmentMissing {
+                    path: self.path.clone(),
+                });
                 tracing::warn!(
-                    segment = %self.path.display(),
-                    "the ClockBound segment file was replaced (daemon restarted?); mapping the new one"
+                    error = %why,
+                    "the ClockBound segment is gone (daemon stopped or restarting): this node \
+                     does not lead until it is back"
                 );
-                *self.segment.write().unwrap_or_else(PoisonError::into_inner) = fresh;
-                true
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "a new file is at the ClockBound segment path but cannot be used");
-                false
+            (true, false) => {
+                tracing::info!(segment = %self.path.display(), "ClockBound segment back")
             }
+            _ => {}
         }
     }
 }
@@ -559,20 +658,41 @@ pub(crate) fn realtime_ns() -> Result<u64, ClockError> {
 
 impl Clock for ClockBoundClock {
     fn now(&self) -> Result<Now, ClockError> {
-        let first = self.read_now();
-        let healthy = matches!(first, Ok((_, false)));
-        if !healthy && self.follow_replaced_file() {
-            return self.read_now().map(|(now, _)| now);
+        self.check_path(false);
+        let first = self.detached_error().map_or_else(|| self.read_now(), Err);
+        if matches!(first, Ok((_, false))) {
+            return first.map(|(now, _)| now);
         }
-        first.map(|(now, _)| now)
+        // Stale or unreadable: a restarted daemon may have just written a
+        // new file, so look now rather than within the second.
+        self.check_path(true);
+        match self.detached_error() {
+            Some(e) => Err(e),
+            None => self.read_now().map(|(now, _)| now),
+        }
     }
 
     fn describe(&self) -> String {
+        let state = if self.is_detached() {
+            " (gone: the daemon is stopped or restarting; this node does not lead until it is \
+             back)"
+        } else {
+            ""
+        };
         format!(
-            "ClockBound v{} segment at {}",
+            "ClockBound v{} segment at {}{state}",
             self.version().number(),
             self.path.display()
         )
+    }
+}
+
+impl ClockBoundClock {
+    /// The error every reading gives while the mapping is detached.
+    fn detached_error(&self) -> Option<ClockError> {
+        self.is_detached().then(|| ClockError::SegmentMissing {
+            path: self.path.clone(),
+        })
     }
 }
 

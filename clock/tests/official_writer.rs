@@ -16,6 +16,34 @@ use hedgerow_clock::{Clock, ClockBoundClock, ClockError, SegmentVersion};
 use hedgerow_core::{ClockSource, ClockStatus, MonoTime};
 use nix::sys::time::TimeValLike;
 
+/// Polls `done` every 50 ms for up to 5 s; fails the test saying `what`
+/// did not happen.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A fresh segment at `path` with bound `bound_ns`, its writer, and a
+/// clock reading it.
+fn clock_on_fresh_segment(
+    path: &std::path::Path,
+    bound_ns: i64,
+) -> (clock_bound_shm::ShmWriter, ClockBoundClock) {
+    let writer = write_v2(
+        path,
+        V2 {
+            bound_ns,
+            ..V2::fresh()
+        },
+    );
+    let clock = ClockBoundClock::open(path).unwrap();
+    assert_eq!(clock.read_record().unwrap().bound_ns, bound_ns as u64);
+    (writer, clock)
+}
+
 fn segment() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shm0");
@@ -278,14 +306,9 @@ fn a_replaced_segment_file_is_followed() {
     drop(old);
     std::fs::remove_file(&path).unwrap();
     let _new = write_v2(&path, V2::fresh());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while clock.now().unwrap().clock.status != ClockStatus::Synchronized {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never followed the new file"
-        );
-        thread::sleep(std::time::Duration::from_millis(100));
-    }
+    eventually("never followed the new file", || {
+        clock.now().unwrap().clock.status == ClockStatus::Synchronized
+    });
 }
 
 #[test]
@@ -299,15 +322,7 @@ fn a_segment_wiped_and_rewritten_in_place_is_read_fresh() {
     // for this reader as for the official one (see the module docs).
     use std::os::unix::fs::MetadataExt;
     let (_d, path) = segment();
-    let old = write_v2(
-        &path,
-        V2 {
-            bound_ns: 1_000,
-            ..V2::fresh()
-        },
-    );
-    let clock = ClockBoundClock::open(&path).unwrap();
-    assert_eq!(clock.read_record().unwrap().bound_ns, 1_000);
+    let (old, clock) = clock_on_fresh_segment(&path, 1_000);
     let inode = std::fs::metadata(&path).unwrap().ino();
     drop(old);
 
@@ -334,4 +349,60 @@ fn a_segment_wiped_and_rewritten_in_place_is_read_fresh() {
     );
     assert_eq!(clock.read_record().unwrap().bound_ns, 2_000);
     assert_eq!(clock.now().unwrap().clock.status, ClockStatus::Synchronized);
+}
+
+#[test]
+fn a_removed_segment_reads_as_missing_until_a_new_one_is_written() {
+    // The daemon stops and its segment is removed (a restart that cleans
+    // up, a host reboot): the mapped file lives on as an orphan, whose
+    // last record would still read as fresh for seconds. The clock must
+    // stop trusting it at its next look at the path, then follow the
+    // daemon's new file without being reopened.
+    let (_d, path) = segment();
+    let old = write_v2(&path, V2::fresh());
+    let clock = ClockBoundClock::open(&path).unwrap();
+    assert_eq!(clock.now().unwrap().clock.status, ClockStatus::Synchronized);
+    drop(old);
+    std::fs::remove_file(&path).unwrap();
+    eventually("still reading the removed segment", || match clock.now() {
+        Err(ClockError::SegmentMissing { .. }) => true,
+        Ok(_) => false,
+        Err(e) => panic!("unexpected error: {e}"),
+    });
+    assert!(clock.is_detached());
+    assert!(clock.describe().contains("gone"), "{}", clock.describe());
+
+    let _new = write_v2(
+        &path,
+        V2 {
+            bound_ns: 7_000,
+            ..V2::fresh()
+        },
+    );
+    eventually("never followed the new segment", || clock.now().is_ok());
+    assert!(!clock.is_detached());
+    assert_eq!(clock.read_record().unwrap().bound_ns, 7_000);
+    assert_eq!(clock.now().unwrap().clock.status, ClockStatus::Synchronized);
+}
+
+#[test]
+fn a_fresh_segment_replaced_by_a_new_file_is_followed_within_a_second_or_so() {
+    // A daemon restarted quickly: the old record is still fresh (no 5 s
+    // staleness yet), but another file is at the path. Its record wins.
+    let (_d, path) = segment();
+    let (old, clock) = clock_on_fresh_segment(&path, 1_000);
+    drop(old);
+    let staging = path.with_extension("new");
+    let _new = write_v2(
+        &staging,
+        V2 {
+            bound_ns: 3_000,
+            ..V2::fresh()
+        },
+    );
+    std::fs::rename(&staging, &path).unwrap();
+    eventually("kept reading the replaced file", || {
+        clock.now().unwrap();
+        clock.read_record().unwrap().bound_ns == 3_000
+    });
 }

@@ -117,8 +117,8 @@ pub use id::{Identity, InvalidId, NodeId, Term, MAX_ADDR_LEN, MAX_NODE_ID_LEN};
 pub use lease::{NotLeadingReason, StepDownReason};
 pub use messaging::{BroadcastError, BroadcastId, RequestId, SendError, SendReply};
 pub use node::{
-    BroadcastHandle, Event, Input, LeaderInfo, MetaTooLarge, Node, NodeStats, Output,
-    RequestHandle, StreamTarget, Timer,
+    BroadcastHandle, Event, Input, LeaderInfo, MetaTooLarge, Node, NodeStats, NotReadyReason,
+    Output, RequestHandle, StreamTarget, Timer,
 };
 pub use payload::Payload;
 pub use rng::Rng;

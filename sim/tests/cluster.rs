@@ -513,3 +513,51 @@ fn a_leaving_leader_hands_over_without_waiting_for_expiry() {
         c.assert_no_violations();
     }
 }
+
+/// Readiness (what a Kubernetes probe asks): no node is ready before it
+/// has joined a leader's view; every node is once converged; a member cut
+/// from the leader stops being ready until it is back; a leaving leader
+/// stops being ready at once.
+#[test]
+fn readiness_follows_joining_and_reaching_the_leader() {
+    use hedgerow_core::NotReadyReason;
+    for seed in 0..5 {
+        let mut c = Cluster::with_nodes(ClusterConfig::new(seed), 5);
+        for s in c.live() {
+            let now = c.now_of(s);
+            assert_eq!(
+                c.node(s).node.not_ready_reason(&now),
+                Some(NotReadyReason::NoLeader),
+                "seed {seed}: node {s} ready before any leader"
+            );
+        }
+        converged(&mut c, 10);
+        let ready = |c: &Cluster, s: usize| c.node(s).node.not_ready_reason(&c.now_of(s));
+        for s in c.live() {
+            assert_eq!(ready(&c, s), None, "seed {seed}: node {s} not ready");
+        }
+        let l = leader(&c);
+        let m = (l + 1) % 5;
+        c.isolate(m);
+        c.run_until_true(Duration::from_secs(10), Duration::from_millis(10), |c| {
+            ready(c, m).is_some()
+        })
+        .expect("a cut-off member stops being ready");
+        assert!(
+            matches!(
+                ready(&c, m),
+                Some(NotReadyReason::LeaderUnreachable | NotReadyReason::NoLeader)
+            ),
+            "seed {seed}: {:?}",
+            ready(&c, m)
+        );
+        c.heal();
+        c.run_until_true(Duration::from_secs(20), Duration::from_millis(10), |c| {
+            ready(c, m).is_none()
+        })
+        .expect("the member is ready again once it reaches the leader");
+        c.leave(l);
+        assert_eq!(ready(&c, l), Some(NotReadyReason::Leaving), "seed {seed}");
+        c.assert_no_violations();
+    }
+}

@@ -452,6 +452,27 @@ impl Scrape {
     }
 }
 
+/// Every revision of KV `key` as a node's `GET /v1/kv/{key}/history`
+/// lists them: `(value, revision)`, oldest first. Fails the test when the
+/// node does not answer 200 with that list.
+pub fn kv_history(http: SocketAddr, key: &str) -> Vec<(String, u64)> {
+    let path = format!("/v1/kv/{key}/history");
+    let (code, body) = request(http, "GET", &path, b"", Duration::from_secs(10)).unwrap();
+    let history: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(code, 200, "{history}");
+    history["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["value"].as_str().unwrap().to_owned(),
+                e["revision"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

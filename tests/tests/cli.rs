@@ -1009,19 +1009,7 @@ fn puts_acknowledged_before_the_leader_is_killed_are_all_readable_after() {
     );
 
     // Every acknowledged put is there, at its revision, and none twice.
-    let (code, history) = cluster.call(&reader, "GET", "/v1/kv/seq/history", b"");
-    assert_eq!(code, 200, "{history}");
-    let stored: Vec<(String, u64)> = history["revisions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["value"].as_str().unwrap().to_owned(),
-                e["revision"].as_u64().unwrap(),
-            )
-        })
-        .collect();
+    let stored = hedgerow_tests::kv_history(cluster.node(&reader).http, "seq");
     let values: BTreeSet<&str> = stored.iter().map(|(v, _)| v.as_str()).collect();
     assert_eq!(
         values.len(),

@@ -27,6 +27,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod advertise;
 pub mod auth;
 pub mod certs;
 pub mod client;
@@ -37,6 +38,8 @@ pub mod kv;
 mod metrics;
 pub mod node;
 mod page;
+mod probes;
+mod startup;
 
 /// Membership, leader election and send-to-leader for the instances of one
 /// service.

@@ -32,6 +32,7 @@ use crate::coord::{self, Coord};
 use crate::errors::error_response;
 use crate::metrics;
 use crate::page;
+use crate::{advertise, probes, startup};
 
 /// Where the HTTP control API listens unless `--http` says otherwise, and
 /// where `hedgerow kv` looks for it.
@@ -51,7 +52,8 @@ pub struct NodeArgs {
     /// Where the cluster port listens (HOST:PORT; port 0 picks a free one).
     #[arg(long, env = "HEDGEROW_LISTEN")]
     pub listen: String,
-    /// The address peers dial (HOST:PORT); default: --listen. Must not be a
+    /// The address peers dial (HOST:PORT, or :PORT for this machine's
+    /// first non-loopback address); default: --listen. Must not be a
     /// wildcard address like 0.0.0.0 when other machines join.
     #[arg(long, env = "HEDGEROW_ADVERTISE")]
     pub advertise: Option<String>,
@@ -93,6 +95,11 @@ pub struct NodeArgs {
     /// Metadata other members see for this node (UTF-8 text).
     #[arg(long, env = "HEDGEROW_META")]
     pub meta: Option<String>,
+    /// How long a node waits at start for its store to answer, in ms; it
+    /// exits with the store's error if it does not (a wrong URL never
+    /// leaves a node running that can neither lead nor follow).
+    #[arg(long, env = "HEDGEROW_STORE_WAIT_MS", default_value_t = 30_000)]
+    pub store_wait_ms: u64,
     /// Leave gracefully when standard input closes, so a node started by a
     /// supervisor (the demo, the tests) never outlives it.
     #[arg(long, env = "HEDGEROW_EXIT_ON_STDIN_EOF")]
@@ -161,6 +168,32 @@ pub enum StoreSpec {
     Memory,
 }
 
+impl std::fmt::Display for StoreSpec {
+    /// The store as `--store` names it, without a PostgreSQL URL's
+    /// password: fit for logs and errors.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreSpec::Sqlite(path) => write!(f, "sqlite:{path}"),
+            StoreSpec::Postgres(url) => f.write_str(&without_password(url)),
+            StoreSpec::Memory => f.write_str("memory"),
+        }
+    }
+}
+
+/// `postgres://user:secret@host/db` as `postgres://user:***@host/db`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
 fn parse_store(s: &str) -> Result<StoreSpec, String> {
     if s == "memory" {
         Ok(StoreSpec::Memory)
@@ -210,7 +243,7 @@ impl NodeArgs {
     /// is a wildcard (peers cannot dial 0.0.0.0).
     fn advertise(&self) -> Result<String, String> {
         if let Some(a) = &self.advertise {
-            return Ok(a.clone());
+            return advertise::resolve(a);
         }
         let host = self
             .listen
@@ -386,7 +419,10 @@ async fn serve(
         let args = args.clone();
         tokio::task::spawn_blocking(move || -> Result<_, String> {
             let clock = clock_config.open().map_err(|e| format!("clock: {e}"))?;
-            Ok((clock, args.open_store()?))
+            let store = args.open_store()?;
+            let wait = Duration::from_millis(args.store_wait_ms);
+            startup::reach_store(&*store, &args.cluster, &args.store.to_string(), wait)?;
+            Ok((clock, store))
         })
         .await
         .map_err(|e| format!("startup task failed: {e}"))??
@@ -476,7 +512,8 @@ async fn serve(
         .route("/metrics", get(metrics_text))
         .with_state(app)
         .merge(coord::routes(Arc::new(Coord::new(node.clone()))))
-        .merge(page::routes(&node));
+        .merge(page::routes(&node))
+        .merge(probes::routes(node.clone()));
     // Last, over the finished router: every route above (and any added
     // before this line) needs the token.
     let routes = auth::guard(routes, token);
@@ -719,6 +756,18 @@ mod tests {
         assert!(parse_store("sqlite:").is_err());
         let err = parse(&["--store", "redis://x"]).unwrap_err().to_string();
         assert!(err.contains("unknown store"), "{err}");
+    }
+
+    #[test]
+    fn a_store_names_itself_without_its_password() {
+        let pg = parse_store("postgres://app:s3cret@db:5432/leases").unwrap();
+        assert_eq!(pg.to_string(), "postgres://app:***@db:5432/leases");
+        let pg = parse_store("postgresql://app@db/leases?sslmode=require").unwrap();
+        assert_eq!(pg.to_string(), "postgresql://app@db/leases?sslmode=require");
+        assert_eq!(
+            parse_store("sqlite:/x.db").unwrap().to_string(),
+            "sqlite:/x.db"
+        );
     }
 
     #[test]

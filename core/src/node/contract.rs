@@ -305,6 +305,46 @@ impl fmt::Display for MetaTooLarge {
 #[cfg(feature = "std")]
 impl std::error::Error for MetaTooLarge {}
 
+/// Why a node is not ready to serve, from [`Node::not_ready_reason`]: what
+/// a readiness probe reports. A node is ready once it has joined a view
+/// authored by a leader it can reach (or leads itself), and stays ready
+/// while that holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NotReadyReason {
+    /// No leader is known yet (starting, or the last one went away).
+    NoLeader,
+    /// The leader has not answered for a failure timeout: the view may be
+    /// out of date.
+    LeaderUnreachable,
+    /// The view is older than the leader's term: a snapshot is on its way.
+    ViewBehindLeader,
+    /// The leader's view does not list this node (this incarnation) yet.
+    NotInView,
+    /// This node holds the lease but its clock no longer says it is valid;
+    /// it steps down at its next step.
+    LeaseLapsed,
+    /// This node is leaving or has left the group.
+    Leaving,
+}
+
+impl fmt::Display for NotReadyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NotReadyReason::NoLeader => "no leader is known yet",
+            NotReadyReason::LeaderUnreachable => {
+                "the leader has not answered for a failure timeout, so the view may be stale"
+            }
+            NotReadyReason::ViewBehindLeader => {
+                "the view is older than the leader's term; waiting for its snapshot"
+            }
+            NotReadyReason::NotInView => "the leader's view does not list this node yet",
+            NotReadyReason::LeaseLapsed => "this node's lease lapsed and it is stepping down",
+            NotReadyReason::Leaving => "this node is leaving the group",
+        })
+    }
+}
+
 /// Counters for metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeStats {

@@ -47,8 +47,8 @@ mod timers;
 use role::{MemberState, Role};
 
 pub use contract::{
-    BroadcastHandle, Event, Input, LeaderInfo, MetaTooLarge, NodeStats, Output, RequestHandle,
-    StreamTarget,
+    BroadcastHandle, Event, Input, LeaderInfo, MetaTooLarge, NodeStats, NotReadyReason, Output,
+    RequestHandle, StreamTarget,
 };
 pub use timers::Timer;
 
@@ -242,6 +242,34 @@ impl Node {
         self.leader.is_none()
             || m.cut_off
             || self.view.term() < self.leader.as_ref().map_or(Term(0), |l| l.term)
+    }
+
+    /// Why this node is not ready to serve at `now`, or `None` when it is:
+    /// it leads (a valid lease at this reading), or it follows a leader
+    /// that answers and whose view lists this node's incarnation under the
+    /// leader's term. A leaving node is never ready, so a probe takes it
+    /// out of rotation before it goes.
+    pub fn not_ready_reason(&self, now: &Now) -> Option<NotReadyReason> {
+        if self.role.has_left() {
+            return Some(NotReadyReason::Leaving);
+        }
+        let Some(member) = self.role.member() else {
+            return (!self.is_leader(now)).then_some(NotReadyReason::LeaseLapsed);
+        };
+        let Some(leader) = &self.leader else {
+            return Some(NotReadyReason::NoLeader);
+        };
+        if member.cut_off {
+            return Some(NotReadyReason::LeaderUnreachable);
+        }
+        if self.view.term() < leader.term {
+            return Some(NotReadyReason::ViewBehindLeader);
+        }
+        let listed = self
+            .view
+            .get(&self.me.id)
+            .is_some_and(|m| m.incarnation == self.me.incarnation);
+        (!listed).then_some(NotReadyReason::NotInView)
     }
 
     /// Counters.
