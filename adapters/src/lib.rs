@@ -143,5 +143,9 @@ pub use hedgerow_core::{
 };
 pub use stream::{BroadcastStream, IncomingStream, SendStream};
 pub use tls::{Tls, TlsError};
+/// The accepting handshake over bytes in memory, for the fuzz bodies.
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub use transport::FuzzAcceptor;
 pub use transport::TransportStats;
 pub use types::{BroadcastRequest, Error, LeaderGuard, Reply, Request, Status, WatchEvent};

@@ -541,28 +541,3 @@ impl ClientCertVerifier for PeerVerifier {
         self.algs.supported_schemes()
     }
 }
-
-/// The accepting side of a node's handshake over bytes in memory, for
-/// the fuzz bodies (feature `testing`; not part of the stable API).
-#[cfg(feature = "testing")]
-#[doc(hidden)]
-pub struct FuzzAcceptor(Option<TlsContext>);
-
-#[cfg(feature = "testing")]
-impl FuzzAcceptor {
-    /// A node with TLS `tls` (as node `node` of `cluster`), or plaintext.
-    pub fn new(tls: Option<(Tls, &str, &str)>) -> Result<Self, TlsError> {
-        match tls {
-            Some((tls, cluster, node)) => {
-                Ok(FuzzAcceptor(Some(TlsContext::new(tls, cluster, node)?)))
-            }
-            None => Ok(FuzzAcceptor(None)),
-        }
-    }
-
-    /// Feeds `input` as everything a peer sends: whether the node let it
-    /// on to the hello, and what the node wrote back.
-    pub fn feed(&self, input: &[u8]) -> (bool, Vec<u8>) {
-        crate::transport::accept_in_memory(self.0.as_ref(), input)
-    }
-}

@@ -26,7 +26,8 @@ mod stats;
 pub use stats::TransportStats;
 
 #[cfg(feature = "testing")]
-pub(crate) use secure::accept_in_memory;
+#[cfg(feature = "testing")]
+pub use secure::FuzzAcceptor;
 
 use std::collections::HashMap;
 use std::future::Future;

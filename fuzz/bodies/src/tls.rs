@@ -12,7 +12,8 @@
 
 use std::sync::OnceLock;
 
-use hedgerow::tls::{san_uris, ClusterCa, FuzzAcceptor};
+use hedgerow::tls::{san_uris, ClusterCa};
+use hedgerow::FuzzAcceptor;
 use hedgerow::Tls;
 use hedgerow_core::wire::{decode_frame, Frame};
 
