@@ -4,7 +4,7 @@
 //! A peer is trusted when its certificate chains to the configured CA
 //! **and** names this cluster with a subject alternative name URI
 //! `hedgerow://CLUSTER/NODE-ID`; the transport then holds the node id its
-//! hello claims to that certificate ([`peer_node_ids`]). TLS 1.3 only,
+//! hello claims to that certificate (`peer_node_ids`). TLS 1.3 only,
 //! rustls on the ring provider, no session resumption (every connection
 //! shows its certificate).
 //!
