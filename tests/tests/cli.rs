@@ -353,13 +353,16 @@ fn five_tls_processes_elect_and_fail_over_after_a_sigkill_and_refuse_plaintext()
     let addr = cluster.node(&leader).addr;
     let refusal = plain_hello(addr);
     assert!(refusal.contains("requires mutual TLS"), "{refusal}");
-    let scrape = cluster.metrics(&leader);
-    assert_eq!(
-        scrape.value("hedgerow_refused_plaintext_peer_total", &[]),
-        Some(1.0),
-        "{:?}",
-        scrape.names()
-    );
+    // The library publishes the transport's counters about once a second.
+    let refused = || {
+        cluster
+            .metrics(&leader)
+            .value("hedgerow_refused_plaintext_peer_total", &[])
+    };
+    hedgerow_tests::wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        refused() == Some(1.0)
+    });
+    assert_eq!(refused(), Some(1.0));
 
     let mut old = cluster.remove(&leader);
     old.process.kill();
