@@ -596,11 +596,12 @@ impl<R: Runtime> Builder<R> {
     /// Off by default: then the port must sit on a private network.
     ///
     /// ```no_run
+    /// # #[cfg(feature = "tokio")]
     /// # async fn f() -> Result<(), hedgerow::Error> {
     /// let node = hedgerow::Hedgerow::builder("shop", "n1", "10.0.0.1:7000")
     ///     .tls(hedgerow::Tls::from_files("certs/ca.pem", "certs/n1.pem", "certs/n1.key"))
     ///     .store(hedgerow::store::MemoryStore::new())
-    ///     .build()
+    ///     .start()
     ///     .await?;
     /// # drop(node); Ok(()) }
     /// ```
