@@ -7,7 +7,11 @@
 //! * stream throughput to the leader vs a raw TCP bulk copy;
 //! * a `broadcast` to 50 members (one process, loopback, a MemoryStore)
 //!   until all 50 replies are in, vs one task writing to 50 raw TCP echo
-//!   connections and reading every echo back.
+//!   connections and reading every echo back;
+//! * with mutual TLS (`tls`): a `send` round trip and stream throughput of
+//!   a TLS pair against the plain pair and against a raw rustls echo and
+//!   bulk copy over loopback (same provider, TLS 1.3, mutual
+//!   authentication): the limit with encryption.
 //!
 //! Each hedgerow measurement alternates with its raw counterpart over
 //! several rounds, so both see the same machine load; the table gives the
@@ -20,7 +24,7 @@
 //! `HEDGEROW_BENCH_WINDOW` (128 outstanding), `HEDGEROW_BENCH_MIB` (128 per
 //! round), `HEDGEROW_BENCH_BROADCASTS` (100 per round),
 //! `HEDGEROW_BENCH_MEMBERS` (50), and `HEDGEROW_BENCH_ONLY` (a comma list
-//! of `rtt`, `pipelined`, `stream`, `broadcast`, `recorder`) to run a subset, e.g.
+//! of `rtt`, `pipelined`, `stream`, `broadcast`, `recorder`, `tls`) to run a subset, e.g.
 //! under a profiler; `HEDGEROW_BENCH_CALLER=worker` runs the measuring
 //! loops (hedgerow's caller and the raw client alike) as a task on the
 //! runtime's workers instead of on the `block_on` thread.
@@ -33,16 +37,23 @@
 //! without.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::channel::mpsc;
+use futures::io::{AsyncRead, AsyncWrite};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use futures::StreamExt;
+use futures_rustls::rustls;
 use hedgerow::runtime::{Runtime, TokioRuntime};
 use hedgerow::store::MemoryStore;
-use hedgerow::{Config, Hedgerow};
+use hedgerow::tls::ClusterCa;
+use hedgerow::{Config, Hedgerow, Tls};
 use hedgerow_clock::SystemClock;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
+const CLUSTER: &str = "bench";
 const PAYLOAD: usize = 64;
 const CHUNK: usize = 64 * 1024;
 /// A raw echo message: a 4-byte length prefix and the payload, about what
@@ -69,7 +80,25 @@ async fn node(
     name: &str,
     done: mpsc::UnboundedSender<u64>,
 ) -> Hedgerow {
-    hedgerow::Builder::<TokioRuntime>::new("bench", name, "127.0.0.1:0")
+    node_with(rt, store, name, done, None).await
+}
+
+async fn node_with(
+    rt: &TokioRuntime,
+    store: &MemoryStore,
+    name: &str,
+    done: mpsc::UnboundedSender<u64>,
+    tls: Option<&ClusterCa>,
+) -> Hedgerow {
+    let builder = hedgerow::Builder::<TokioRuntime>::new(CLUSTER, name, "127.0.0.1:0");
+    let builder = match tls {
+        Some(ca) => {
+            let cert = ca.node(name).unwrap();
+            builder.tls(Tls::from_pem(ca.cert_pem(), cert.cert_pem, cert.key_pem))
+        }
+        None => builder,
+    };
+    builder
         .runtime(rt.clone())
         .store(store.clone())
         .clock(SystemClock::new(Duration::from_millis(1)))
@@ -189,13 +218,17 @@ impl metrics::Recorder for Switch {
 }
 
 /// A leader and a member that knows it, on a store of their own.
-async fn pair(rt: &TokioRuntime, done: &mpsc::UnboundedSender<u64>) -> (Hedgerow, Hedgerow) {
+async fn pair(
+    rt: &TokioRuntime,
+    done: &mpsc::UnboundedSender<u64>,
+    tls: Option<&ClusterCa>,
+) -> (Hedgerow, Hedgerow) {
     let store = MemoryStore::new();
-    let a = node(rt, &store, "a", done.clone()).await;
+    let a = node_with(rt, &store, "a", done.clone(), tls).await;
     while !a.is_leader() {
         rt.sleep(Duration::from_millis(5)).await;
     }
-    let b = node(rt, &store, "b", done.clone()).await;
+    let b = node_with(rt, &store, "b", done.clone(), tls).await;
     while b.leader().map(|l| l.id) != Some(a.id().clone()) || b.members().len() < 2 {
         rt.sleep(Duration::from_millis(5)).await;
     }
@@ -208,23 +241,26 @@ async fn echo_server(rt: &TokioRuntime) -> String {
     let addr = TokioRuntime::local_addr(&listener).unwrap().to_string();
     let server = rt.clone();
     rt.spawn(Box::pin(async move {
-        while let Ok((mut s, _)) = server.accept(&listener).await {
-            server.spawn(Box::pin(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(k) => {
-                            if s.write_all(&buf[..k]).await.is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-            }));
+        while let Ok((s, _)) = server.accept(&listener).await {
+            server.spawn(Box::pin(echo(s)));
         }
     }));
     addr
+}
+
+/// Writes back whatever it reads, as it reads it, until the peer closes.
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(k) => {
+                if s.write_all(&buf[..k]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
 }
 
 fn raw_msg() -> Vec<u8> {
@@ -235,6 +271,11 @@ fn raw_msg() -> Vec<u8> {
 
 async fn raw_rtt(rt: &TokioRuntime, addr: &str, rounds: u64) -> Duration {
     let mut c = rt.connect(addr.to_string()).await.unwrap();
+    rtt_on(&mut c, rounds).await
+}
+
+/// Echo round trips of a length-prefixed payload over `c`.
+async fn rtt_on<S: AsyncRead + AsyncWrite + Unpin>(c: &mut S, rounds: u64) -> Duration {
     let msg = raw_msg();
     let mut back = vec![0u8; msg.len()];
     for _ in 0..rounds / 10 {
@@ -314,20 +355,32 @@ async fn raw_copy(rt: &TokioRuntime, total: u64, fresh: bool) -> Duration {
     let (tx, mut rx) = mpsc::unbounded();
     let server = rt.clone();
     rt.spawn(Box::pin(async move {
-        let (mut s, _) = server.accept(&listener).await.unwrap();
-        let mut buf = vec![0u8; CHUNK];
-        let mut n = 0u64;
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(k) => n += k as u64,
-            }
-        }
-        let _ = tx.unbounded_send(n);
+        let (s, _) = server.accept(&listener).await.unwrap();
+        let _ = tx.unbounded_send(count(s).await);
     }));
     let mut c = rt.connect(addr.to_string()).await.unwrap();
-    let chunk = vec![7u8; CHUNK];
     let t = Instant::now();
+    let sent = copy_on(&mut c, total, fresh).await;
+    assert_eq!(rx.next().await, Some(sent));
+    t.elapsed()
+}
+
+/// Reads until the peer closes; the bytes read.
+async fn count<S: AsyncRead + Unpin>(mut s: S) -> u64 {
+    let mut buf = vec![0u8; CHUNK];
+    let mut n = 0u64;
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k as u64,
+        }
+    }
+    n
+}
+
+/// Writes `total` bytes in 64 KiB writes, then closes; the bytes written.
+async fn copy_on<S: AsyncWrite + Unpin>(c: &mut S, total: u64, fresh: bool) -> u64 {
+    let chunk = vec![7u8; CHUNK];
     let mut sent = 0u64;
     while sent < total {
         if fresh {
@@ -339,8 +392,159 @@ async fn raw_copy(rt: &TokioRuntime, total: u64, fresh: bool) -> Duration {
         sent += CHUNK as u64;
     }
     c.close().await.unwrap();
-    assert_eq!(rx.next().await, Some(sent));
-    t.elapsed()
+    sent
+}
+
+/// The raw rustls side: a server and a client configuration as close to
+/// a TLS node's as rustls allows without hedgerow (ring provider, TLS 1.3
+/// only, no resumption, the client certificate verified against the CA).
+/// The client accepts the server's certificate without checking its name
+/// (it names a URI, which rustls' `ServerName` cannot): connections are
+/// opened once, before the clock starts, so no handshake is timed.
+struct RawTls {
+    server: futures_rustls::TlsAcceptor,
+    client: futures_rustls::TlsConnector,
+}
+
+impl RawTls {
+    fn new(ca: &ClusterCa) -> Self {
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap())
+            .unwrap();
+        let material = |name: &str| {
+            let cert = ca.node(name).unwrap();
+            let chain = CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).unwrap();
+            (chain, key)
+        };
+        let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let (chain, key) = material("raw-server");
+        let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_client_cert_verifier(clients)
+            .with_single_cert(chain, key)
+            .unwrap();
+        server.send_tls13_tickets = 0;
+        let (chain, key) = material("raw-client");
+        let mut client = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyName(provider)))
+            .with_client_auth_cert(chain, key)
+            .unwrap();
+        client.resumption = rustls::client::Resumption::disabled();
+        RawTls {
+            server: Arc::new(server).into(),
+            client: Arc::new(client).into(),
+        }
+    }
+
+    /// A rustls echo server; its address.
+    async fn echo_server(&self, rt: &TokioRuntime) -> String {
+        let listener = rt.bind("127.0.0.1:0".into()).await.unwrap();
+        let addr = TokioRuntime::local_addr(&listener).unwrap().to_string();
+        let (server, acceptor) = (rt.clone(), self.server.clone());
+        rt.spawn(Box::pin(async move {
+            while let Ok((s, _)) = server.accept(&listener).await {
+                let acceptor = acceptor.clone();
+                server.spawn(Box::pin(async move {
+                    if let Ok(s) = acceptor.accept(s).await {
+                        echo(s).await;
+                    }
+                }));
+            }
+        }));
+        addr
+    }
+
+    async fn connect(
+        &self,
+        rt: &TokioRuntime,
+        addr: &str,
+    ) -> futures_rustls::client::TlsStream<<TokioRuntime as Runtime>::Stream> {
+        let tcp = rt.connect(addr.to_string()).await.unwrap();
+        let name = ServerName::try_from("hedgerow").unwrap();
+        self.client.connect(name, tcp).await.unwrap()
+    }
+
+    /// [`raw_copy`] over rustls (one shared buffer).
+    async fn copy(&self, rt: &TokioRuntime, total: u64) -> Duration {
+        let listener = rt.bind("127.0.0.1:0".into()).await.unwrap();
+        let addr = TokioRuntime::local_addr(&listener).unwrap().to_string();
+        let (tx, mut rx) = mpsc::unbounded();
+        let (server, acceptor) = (rt.clone(), self.server.clone());
+        rt.spawn(Box::pin(async move {
+            let (s, _) = server.accept(&listener).await.unwrap();
+            let s = acceptor.accept(s).await.unwrap();
+            let _ = tx.unbounded_send(count(s).await);
+        }));
+        let mut c = self.connect(rt, &addr).await;
+        let t = Instant::now();
+        let sent = copy_on(&mut c, total, false).await;
+        assert_eq!(rx.next().await, Some(sent));
+        t.elapsed()
+    }
+}
+
+/// Signatures checked, the server's name not (see [`RawTls`]).
+#[derive(Debug)]
+struct AnyName(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyName {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// A stream of 64 KiB writes to the leader, until its handler has read
@@ -485,9 +689,9 @@ async fn run(rt: TokioRuntime) {
 
     if wanted("recorder") {
         let switch = Switch::install();
-        let (_a0, without) = pair(&rt, &done).await;
+        let (_a0, without) = pair(&rt, &done, None).await;
         switch.set(true);
-        let (_a1, with) = pair(&rt, &done).await;
+        let (_a1, with) = pair(&rt, &done, None).await;
         let (mut h, mut r) = (Vec::new(), Vec::new());
         hedgerow_rtt(&with, sends / 10).await;
         hedgerow_rtt(&without, sends / 10).await;
@@ -559,6 +763,61 @@ async fn run(rt: TokioRuntime) {
                 rc,
             );
         }
+    }
+    if wanted("tls") {
+        let ca = ClusterCa::new(CLUSTER).unwrap();
+        let (_ta, tb) = pair(&rt, &done, Some(&ca)).await;
+        let raw = RawTls::new(&ca);
+        let tls_echo = raw.echo_server(&rt).await;
+        let mut tls_conn = raw.connect(&rt, &tls_echo).await;
+        hedgerow_rtt(&tb, sends / 10).await;
+        // Per round: TLS hedgerow, plain hedgerow, raw rustls, raw TCP.
+        let mut rtt: [Vec<f64>; 4] = Default::default();
+        for _ in 0..rounds {
+            rtt[0].push(hedgerow_rtt(&tb, sends).await.as_secs_f64() * 1e6);
+            rtt[1].push(hedgerow_rtt(&b, sends).await.as_secs_f64() * 1e6);
+            rtt[2].push(rtt_on(&mut tls_conn, sends).await.as_secs_f64() * 1e6);
+            rtt[3].push(raw_rtt(&rt, &echo, sends).await.as_secs_f64() * 1e6);
+        }
+        let what = format!("`send` round trip ({PAYLOAD} B)");
+        let [h, plain, rustls_rtt, tcp] = &mut rtt;
+        table.row(
+            &format!("TLS {what} / plain hedgerow"),
+            "µs",
+            &mut h.clone(),
+            &mut plain.clone(),
+        );
+        table.row(
+            &format!("TLS {what} / raw rustls echo"),
+            "µs",
+            &mut h.clone(),
+            &mut rustls_rtt.clone(),
+        );
+        table.row("raw rustls echo / raw TCP echo", "µs", rustls_rtt, tcp);
+        let mib_f = total as f64 / (1024.0 * 1024.0);
+        let mut stream: [Vec<f64>; 3] = Default::default();
+        for _ in 0..rounds {
+            let d = hedgerow_stream(&tb, &mut finished, total, false).await;
+            stream[0].push(mib_f / d.as_secs_f64());
+            let d = hedgerow_stream(&b, &mut finished, total, false).await;
+            stream[1].push(mib_f / d.as_secs_f64());
+            stream[2].push(mib_f / raw.copy(&rt, total).await.as_secs_f64());
+        }
+        let what = format!("stream throughput ({mib} MiB, one shared buffer)");
+        let [h, plain, rustls_copy] = &mut stream;
+        table.row(
+            &format!("TLS {what} / plain hedgerow"),
+            "MiB/s",
+            &mut h.clone(),
+            plain,
+        );
+        table.row(
+            &format!("TLS {what} / raw rustls copy"),
+            "MiB/s",
+            h,
+            rustls_copy,
+        );
+        tls_conn.close().await.unwrap();
     }
     b.shutdown().await;
 
