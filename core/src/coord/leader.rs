@@ -511,17 +511,31 @@ impl Services {
                 }
                 for p in permits {
                     let sem = self.sems.entry(p.name).or_default();
-                    sem.permits.insert(
-                        p.token,
-                        Permit {
+                    let expires_ns = p.expires_ns.max(self.inherited_until);
+                    sem.permits
+                        .entry(p.token)
+                        .and_modify(|known| known.expires_ns = known.expires_ns.max(expires_ns))
+                        .or_insert(Permit {
                             holder: p.holder,
                             incarnation: p.incarnation,
                             ticket: p.ticket,
-                            expires_ns: p.expires_ns.max(self.inherited_until),
+                            expires_ns,
                             freeing: false,
                             answers: Vec::new(),
-                        },
-                    );
+                        });
+                }
+                // A waiter that asked before the load may hold its permit
+                // already (an earlier leader granted it and its answer was
+                // lost): it waits no more. Granting it again would count
+                // its slot twice and, worse, store a shorter promise than
+                // the one its retried acquire is answered with.
+                for sem in self.sems.values_mut() {
+                    let permits = &sem.permits;
+                    sem.waiters.retain(|w| {
+                        !permits
+                            .values()
+                            .any(|p| w.is(&p.holder, p.incarnation, p.ticket))
+                    });
                 }
                 self.loaded = true;
                 self.loading = false;
@@ -548,17 +562,21 @@ impl Services {
                 let to = (waiter.holder.clone(), waiter.ticket);
                 match reply {
                     CoordReply::Granted { token } => {
-                        sem.permits.insert(
-                            token,
-                            Permit {
+                        // A retried grant of a permit known here already
+                        // never shortens what it was promised.
+                        let p = sem
+                            .permits
+                            .entry(token)
+                            .and_modify(|p| p.expires_ns = p.expires_ns.max(expires_ns))
+                            .or_insert(Permit {
                                 holder: waiter.holder,
                                 incarnation: waiter.incarnation,
                                 ticket: waiter.ticket,
                                 expires_ns,
                                 freeing: false,
                                 answers: Vec::new(),
-                            },
-                        );
+                            });
+                        let expires_ns = p.expires_ns;
                         fx.answers
                             .push((to, CoordAnswer::Granted { token, expires_ns }));
                     }
