@@ -81,14 +81,7 @@ pub(crate) enum CoordCommand {
     },
 }
 
-/// A KV read.
-pub(crate) enum KvRead {
-    Get(String),
-    GetAt(String, u64),
-    History(String),
-    List(String),
-    Changes(String, u64, usize),
-}
+pub(crate) use hedgerow_core::coord::KvRead;
 
 /// A granted permit as the driver hands it to the caller.
 pub(crate) struct Grant {

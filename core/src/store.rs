@@ -68,7 +68,7 @@ impl LeaseWrite {
 
 /// Identifies one store operation so a late result is never mistaken for a
 /// newer one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct OpId(pub u64);
 
 /// A store operation the driver must execute and answer with

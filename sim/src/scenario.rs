@@ -29,8 +29,9 @@
 //!                              # (waiters keep waiting, up to their 10 s)
 //! ```
 //!
-//! The coordination steps run on the in-process runner; the turmoil runner
-//! refuses them (its store has no coordination side yet).
+//! The coordination steps run on both runners (on turmoil through the real
+//! facade: `kv().put`, `semaphore(..).acquire_timeout`, `Permit::release`;
+//! after a run with puts every live node reads every revision back).
 //!
 //! Random choices come from the run's seed, so a scenario and a seed
 //! replay exactly.

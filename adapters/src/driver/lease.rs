@@ -121,30 +121,37 @@ impl Lease {
         });
     }
 
-    /// Runs a coordination operation on the store's coordination side
-    /// (blocking stores only: an async store has none yet, and a lease-only
-    /// store none at all, answered as [`StoreError::Unsupported`]); its
-    /// answer comes back on the lease channel.
+    /// Runs a coordination operation on the store's coordination side (a
+    /// lease-only store has none: answered as [`StoreError::Unsupported`]);
+    /// its answer comes back on the lease channel.
     pub(super) fn call_coord<R: Runtime>(&mut self, rt: &R, op: CoordOp) {
         let id = op.id();
         let answers = self.answers.clone();
         let timer = self.metrics.start(coord_kind(&op));
-        let Store::Blocking(store) = self.store.clone() else {
-            timer.finish(StoreOutcome::Unsupported);
-            let _ = answers.unbounded_send((id, StoreAnswer::Coord(Err(StoreError::Unsupported))));
-            return;
-        };
         let group = self.group.clone();
-        let call = move || -> Result<CoordReply, StoreError> {
-            let coord = store.coord().ok_or(StoreError::Unsupported)?;
-            coord.execute(&group, &op)
-        };
-        blocking_call(rt, self.timeout, call, timer, move |result| {
+        let deliver = move |result: Result<CoordReply, StoreError>| {
             if let Err(e) = &result {
                 tracing::warn!(error = %e, "coordination store operation failed");
             }
             let _ = answers.unbounded_send((id, StoreAnswer::Coord(result)));
-        });
+        };
+        match self.store.clone() {
+            Store::Blocking(store) => {
+                let call = move || -> Result<CoordReply, StoreError> {
+                    let coord = store.coord().ok_or(StoreError::Unsupported)?;
+                    coord.execute(&group, &op)
+                };
+                blocking_call(rt, self.timeout, call, timer, deliver);
+            }
+            Store::Async(store) => {
+                let (tx, rx) = oneshot::channel();
+                rt.spawn(until_cancelled(tx, async move {
+                    let coord = store.coord().ok_or(StoreError::Unsupported)?;
+                    coord.execute(&group, &op).await
+                }));
+                await_answer(rt, self.timeout, rx, timer, plain_outcome, deliver);
+            }
+        }
     }
 
     /// Runs a KV read on the store's coordination side, off the driver,
@@ -156,16 +163,27 @@ impl Lease {
         reply: oneshot::Sender<Result<Vec<KvEntry>, Error>>,
     ) {
         let timer = self.metrics.start(StoreKind::KvRead);
-        let Store::Blocking(store) = self.store.clone() else {
-            timer.finish(StoreOutcome::Unsupported);
-            let _ = reply.send(Err(Error::Store(StoreError::Unsupported)));
-            return;
-        };
         let group = self.group.clone();
-        let call = move || read_blocking(store.as_ref(), &group, &read);
-        blocking_call(rt, self.timeout, call, timer, move |result| {
+        let deliver = move |result: Result<Vec<KvEntry>, StoreError>| {
             let _ = reply.send(result.map_err(Error::Store));
-        });
+        };
+        match self.store.clone() {
+            Store::Blocking(store) => {
+                let call = move || {
+                    let coord = store.coord().ok_or(StoreError::Unsupported)?;
+                    coord.kv_read(&group, &read)
+                };
+                blocking_call(rt, self.timeout, call, timer, deliver);
+            }
+            Store::Async(store) => {
+                let (tx, rx) = oneshot::channel();
+                rt.spawn(until_cancelled(tx, async move {
+                    let coord = store.coord().ok_or(StoreError::Unsupported)?;
+                    coord.kv_read(&group, &read).await
+                }));
+                await_answer(rt, self.timeout, rx, timer, plain_outcome, deliver);
+            }
+        }
     }
 
     /// Notes the answer to `op` before the node hears it.
@@ -317,23 +335,6 @@ fn coord_kind(op: &CoordOp) -> StoreKind {
     }
 }
 
-fn read_blocking(
-    store: &dyn LeaseStore,
-    group: &str,
-    read: &KvRead,
-) -> Result<Vec<KvEntry>, StoreError> {
-    let coord = store.coord().ok_or(StoreError::Unsupported)?;
-    match read {
-        KvRead::Get(key) => coord.kv_get(group, key).map(|e| e.into_iter().collect()),
-        KvRead::GetAt(key, rev) => coord
-            .kv_get_at(group, key, *rev)
-            .map(|e| e.into_iter().collect()),
-        KvRead::History(key) => coord.kv_history(group, key),
-        KvRead::List(prefix) => coord.kv_list(group, prefix),
-        KvRead::Changes(prefix, after, limit) => coord.kv_changes(group, prefix, *after, *limit),
-    }
-}
-
 fn call_blocking(
     store: &dyn LeaseStore,
     group: &str,
@@ -351,29 +352,37 @@ fn call_blocking(
     }
 }
 
-/// The call as a task of its own. When the timeout gives up, dropping the
-/// receiver does not stop it, so it is raced against the receiver's
-/// cancellation to end with the timeout.
+/// The call as a task of its own.
 fn call_async(
     store: Arc<dyn AsyncLeaseStore>,
     group: String,
     op: LeaseOp,
-    mut tx: oneshot::Sender<Result<LeaseReply, StoreError>>,
+    tx: oneshot::Sender<Result<LeaseReply, StoreError>>,
+) -> BoxFuture<'static, ()> {
+    until_cancelled(tx, async move {
+        match &op {
+            LeaseOp::Read { .. } => store.read(&group).await.map(LeaseReply::Read),
+            LeaseOp::CompareAndSet {
+                expected_version,
+                write,
+                ..
+            } => store
+                .compare_and_set(&group, *expected_version, write)
+                .await
+                .map(LeaseReply::Cas),
+        }
+    })
+}
+
+/// An async store call as a task of its own, its result sent on `tx`.
+/// When the timeout gives up, dropping the receiver does not stop the
+/// task, so the call is raced against the receiver's cancellation to end
+/// with the timeout.
+fn until_cancelled<T: Send + 'static>(
+    mut tx: oneshot::Sender<Result<T, StoreError>>,
+    call: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
 ) -> BoxFuture<'static, ()> {
     Box::pin(async move {
-        let call = async {
-            match &op {
-                LeaseOp::Read { .. } => store.read(&group).await.map(LeaseReply::Read),
-                LeaseOp::CompareAndSet {
-                    expected_version,
-                    write,
-                    ..
-                } => store
-                    .compare_and_set(&group, *expected_version, write)
-                    .await
-                    .map(LeaseReply::Cas),
-            }
-        };
         let result = {
             let call = std::pin::pin!(call);
             let cancelled = std::pin::pin!(tx.cancellation());

@@ -32,11 +32,12 @@
 //! [`LeaseStore::coord`]: super::LeaseStore::coord
 
 pub use hedgerow_core::coord::{
-    execute_coord, CoordOp, CoordReply, CoordTables, Fence, KvEntry, Origin, PermitRow,
+    execute_coord, CoordOp, CoordReply, CoordTables, Fence, KvEntry, KvRead, Origin, PermitRow,
     SemaphoreRow, COORD_SCHEMA_VERSION, MAX_KEY_LEN,
 };
 
 use super::StoreError;
+use crate::runtime::BoxFuture;
 
 /// The table every SQL store keeps KV revisions in.
 pub const KV_TABLE: &str = "hedgerow_kv";
@@ -83,4 +84,39 @@ pub trait CoordStore: Send + Sync {
         after: u64,
         limit: usize,
     ) -> Result<Vec<KvEntry>, StoreError>;
+
+    /// Answers `read` with the read method its variant names.
+    fn kv_read(&self, group: &str, read: &KvRead) -> Result<Vec<KvEntry>, StoreError> {
+        match read {
+            KvRead::Get(key) => self.kv_get(group, key).map(|e| e.into_iter().collect()),
+            KvRead::GetAt(key, rev) => self
+                .kv_get_at(group, key, *rev)
+                .map(|e| e.into_iter().collect()),
+            KvRead::History(key) => self.kv_history(group, key),
+            KvRead::List(prefix) => self.kv_list(group, prefix),
+            KvRead::Changes(prefix, after, limit) => self.kv_changes(group, prefix, *after, *limit),
+        }
+    }
+}
+
+/// The coordination side of an
+/// [`AsyncLeaseStore`](super::AsyncLeaseStore): [`CoordStore`]'s contract,
+/// with futures. The driver runs each call as a task and drops it at the
+/// store timeout, so an implementation must tolerate being cancelled at
+/// any await: a cancelled write may or may not have been applied, exactly
+/// like a [`StoreError::Timeout`].
+pub trait AsyncCoordStore: Send + Sync {
+    /// As [`CoordStore::execute`].
+    fn execute<'a>(
+        &'a self,
+        group: &'a str,
+        op: &'a CoordOp,
+    ) -> BoxFuture<'a, Result<CoordReply, StoreError>>;
+
+    /// As [`CoordStore::kv_read`].
+    fn kv_read<'a>(
+        &'a self,
+        group: &'a str,
+        read: &'a KvRead,
+    ) -> BoxFuture<'a, Result<Vec<KvEntry>, StoreError>>;
 }

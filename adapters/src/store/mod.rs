@@ -59,7 +59,7 @@ mod memory;
 pub use memory::MemoryStore;
 
 pub mod coord;
-pub use coord::CoordStore;
+pub use coord::{AsyncCoordStore, CoordStore};
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
@@ -181,6 +181,12 @@ pub trait AsyncLeaseStore: Send + Sync {
         expected_version: Option<u64>,
         write: &'a LeaseWrite,
     ) -> BoxFuture<'a, Result<CasOutcome, StoreError>>;
+
+    /// The store's coordination side (KV, locks, semaphores), if it has
+    /// one; as [`LeaseStore::coord`], a wrapper must forward it.
+    fn coord(&self) -> Option<&dyn AsyncCoordStore> {
+        None
+    }
 }
 
 impl<S: AsyncLeaseStore + ?Sized> AsyncLeaseStore for Arc<S> {
@@ -195,6 +201,10 @@ impl<S: AsyncLeaseStore + ?Sized> AsyncLeaseStore for Arc<S> {
         write: &'a LeaseWrite,
     ) -> BoxFuture<'a, Result<CasOutcome, StoreError>> {
         (**self).compare_and_set(group, expected_version, write)
+    }
+
+    fn coord(&self) -> Option<&dyn AsyncCoordStore> {
+        (**self).coord()
     }
 }
 

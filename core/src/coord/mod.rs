@@ -19,6 +19,6 @@ mod store;
 pub use calls::{CoordAnswer, CoordCall, CoordRefusal};
 pub use member::HeldPermit;
 pub use store::{
-    check_name, execute_coord, CoordOp, CoordReply, CoordTables, Fence, KvEntry, NameError, Origin,
-    PermitRow, SemaphoreRow, COORD_SCHEMA_VERSION, MAX_KEY_LEN, MAX_VALUE_LEN,
+    check_name, execute_coord, CoordOp, CoordReply, CoordTables, Fence, KvEntry, KvRead, NameError,
+    Origin, PermitRow, SemaphoreRow, COORD_SCHEMA_VERSION, MAX_KEY_LEN, MAX_VALUE_LEN,
 };

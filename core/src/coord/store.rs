@@ -114,7 +114,8 @@ pub struct SemaphoreRow {
 
 /// A fenced write (or a read) the leader's coordination services ask for.
 /// Answer with [`crate::Input::Coord`] carrying the same [`OpId`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Serializable, for a store reached over a wire (the simulator's).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CoordOp {
     /// Append `value` as a new revision of `key`, unless a row with
     /// `origin` exists (then answer with that row's revision).
@@ -195,7 +196,7 @@ impl CoordOp {
 }
 
 /// What a store answers to a [`CoordOp`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CoordReply {
     /// The lease row no longer names the writer: nothing was written.
     Fenced,
@@ -233,6 +234,22 @@ pub enum CoordReply {
         /// The permits.
         permits: Vec<PermitRow>,
     },
+}
+
+/// A KV read, which any node makes on the store directly (no leader hop).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvRead {
+    /// The latest revision of a key.
+    Get(String),
+    /// A key at a revision.
+    GetAt(String, u64),
+    /// Every revision of a key, oldest first.
+    History(String),
+    /// The latest revision of each key with a prefix, by key.
+    List(String),
+    /// Revisions after a revision of keys with a prefix, oldest first, at
+    /// most so many.
+    Changes(String, u64, usize),
 }
 
 /// The coordination tables of one cluster, in memory: the definition of
@@ -287,6 +304,17 @@ impl CoordTables {
             .take(limit)
             .cloned()
             .collect()
+    }
+
+    /// Answers `read` as [`KvRead`]'s variants say.
+    pub fn read(&self, read: &KvRead) -> Vec<KvEntry> {
+        match read {
+            KvRead::Get(key) => self.get(key).cloned().into_iter().collect(),
+            KvRead::GetAt(key, rev) => self.get_at(key, *rev).cloned().into_iter().collect(),
+            KvRead::History(key) => self.history(key),
+            KvRead::List(prefix) => self.list(prefix),
+            KvRead::Changes(prefix, after, limit) => self.changes(prefix, *after, *limit),
+        }
     }
 
     /// The newest revision (0: none).

@@ -4,6 +4,11 @@
 //! [`AsyncLeaseStore`]. Node↔store partitions and store outages are then
 //! real turmoil holds and crashes.
 //!
+//! The coordination side (KV, locks, semaphores) lives here too: fenced
+//! writes go through the core's [`execute_coord`] against the same rows,
+//! and KV reads through [`CoordTables::read`], so the semantics are the
+//! one definition every store shares.
+//!
 //! The protocol is one request and one answer per connection, each a
 //! `u32` big-endian length and a postcard body ([`Request`], [`Answer`]):
 //! a call that the driver cancels at its timeout leaves no half-read
@@ -15,7 +20,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use hedgerow::runtime::BoxFuture;
-use hedgerow::store::AsyncLeaseStore;
+use hedgerow::store::{AsyncCoordStore, AsyncLeaseStore};
+use hedgerow_core::coord::{execute_coord, CoordOp, CoordReply, CoordTables, KvEntry, KvRead};
 use hedgerow_core::{
     execute_on_row, CasOutcome, LeaseOp, LeaseReply, LeaseRow, LeaseWrite, OpId, StoreError,
 };
@@ -26,8 +32,9 @@ use super::clock::TrueTime;
 
 /// Port the store host listens on.
 pub const STORE_PORT: u16 = 5000;
-/// Largest frame either side accepts.
-const MAX_FRAME: usize = 64 * 1024;
+/// Largest frame either side accepts (a KV read may answer many
+/// revisions at once).
+const MAX_FRAME: usize = 16 << 20;
 
 /// A store call on the wire.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -46,6 +53,20 @@ pub enum Request {
         /// The new row.
         write: LeaseWrite,
     },
+    /// A fenced coordination write (or the permits load).
+    Coord {
+        /// The group.
+        group: String,
+        /// The operation.
+        op: CoordOp,
+    },
+    /// A KV read.
+    Kv {
+        /// The group.
+        group: String,
+        /// The read.
+        read: KvRead,
+    },
 }
 
 /// The store's answer on the wire.
@@ -57,6 +78,10 @@ pub enum Answer {
     Applied(LeaseRow),
     /// The version did not match; the row as stored.
     Conflict(Option<LeaseRow>),
+    /// A coordination write's answer.
+    Coord(CoordReply),
+    /// A KV read's revisions.
+    Kv(Vec<KvEntry>),
 }
 
 /// A write the store applied, for the checkers: the row as stored and the
@@ -78,6 +103,11 @@ pub struct StoreState {
     pub applied: Vec<Applied>,
     /// Calls answered.
     pub calls: u64,
+    /// The coordination tables of each group.
+    pub coord: BTreeMap<String, CoordTables>,
+    /// Deliberately broken: puts are answered as appended but not kept
+    /// (the KV checker must catch it).
+    pub forget_puts: bool,
 }
 
 impl StoreState {
@@ -108,7 +138,26 @@ impl StoreState {
                     LeaseReply::Read(r) => Answer::Read(r),
                 }
             }
+            Request::Coord { group, op } => {
+                let row = self.rows.get(&group).and_then(Option::as_ref);
+                let tables = self.coord.entry(group).or_default();
+                if self.forget_puts && matches!(op, CoordOp::Put { .. }) {
+                    return Answer::Coord(execute_coord(&mut tables.clone(), row, &op));
+                }
+                Answer::Coord(execute_coord(tables, row, &op))
+            }
+            Request::Kv { group, read } => Answer::Kv(
+                self.coord
+                    .get(&group)
+                    .map(|t| t.read(&read))
+                    .unwrap_or_default(),
+            ),
         }
+    }
+
+    /// The coordination tables of `group` (empty if it never wrote any).
+    pub fn tables(&self, group: &str) -> CoordTables {
+        self.coord.get(group).cloned().unwrap_or_default()
     }
 }
 
@@ -220,7 +269,49 @@ impl AsyncLeaseStore for StoreClient {
             match self.call(req).await? {
                 Answer::Applied(r) => Ok(CasOutcome::Applied(r)),
                 Answer::Conflict(r) => Ok(CasOutcome::Conflict(r)),
-                Answer::Read(_) => Err(StoreError::Corrupt("a write got a read's answer".into())),
+                other => Err(StoreError::Corrupt(format!("a write got {other:?}"))),
+            }
+        })
+    }
+
+    fn coord(&self) -> Option<&dyn AsyncCoordStore> {
+        Some(self)
+    }
+}
+
+impl AsyncCoordStore for StoreClient {
+    fn execute<'a>(
+        &'a self,
+        group: &'a str,
+        op: &'a CoordOp,
+    ) -> BoxFuture<'a, Result<CoordReply, StoreError>> {
+        Box::pin(async move {
+            let req = Request::Coord {
+                group: group.into(),
+                op: op.clone(),
+            };
+            match self.call(req).await? {
+                Answer::Coord(reply) => Ok(reply),
+                other => Err(StoreError::Corrupt(format!(
+                    "a coordination write got {other:?}"
+                ))),
+            }
+        })
+    }
+
+    fn kv_read<'a>(
+        &'a self,
+        group: &'a str,
+        read: &'a KvRead,
+    ) -> BoxFuture<'a, Result<Vec<KvEntry>, StoreError>> {
+        Box::pin(async move {
+            let req = Request::Kv {
+                group: group.into(),
+                read: read.clone(),
+            };
+            match self.call(req).await? {
+                Answer::Kv(entries) => Ok(entries),
+                other => Err(StoreError::Corrupt(format!("a KV read got {other:?}"))),
             }
         })
     }

@@ -12,7 +12,9 @@ use hedgerow_core::{NodeId, Term};
 
 use super::record::{lock, name, slot_of, Rec, What};
 use super::{Runner, Slot, TurmoilReport};
+use crate::check::kv::Puts;
 use crate::check::leadership::Leadership;
+use crate::check::permits::Permits;
 use crate::check::requests::{Handling, Requests};
 use crate::check::streams::{check_delivery, Seen};
 use crate::check::views::ViewOrder;
@@ -40,6 +42,7 @@ impl Runner<'_> {
         violations.extend(tokens::check(&intervals));
         violations.extend(self.read_log(&log, &lead, &mut report));
         report.failovers = self.failovers(&log);
+        violations.extend(self.check_coord(&log, end, &mut report));
         self.explain(&log, &mut violations);
         let mut stream_violations = check_streams(&log, &mut report);
         self.explain(&log, &mut stream_violations);
@@ -113,6 +116,42 @@ impl Runner<'_> {
             }
         }
         report.sends.2 = requests.handlings;
+        violations
+    }
+
+    /// The coordination checkers over the log: permits never held by more
+    /// than the limit at a true instant and lock tokens rising; every
+    /// acknowledged put in the store once, at its revision, and in every
+    /// later read of every node.
+    fn check_coord(&self, log: &[Rec], end: u64, report: &mut TurmoilReport) -> Vec<Violation> {
+        let mut permits = Permits::default();
+        let mut puts = Puts::default();
+        let mut reads = Vec::new();
+        for r in log {
+            match &r.what {
+                What::Asked(name, limit) => permits.limit(name, *limit),
+                What::Permits(held) => permits.observe(r.slot, r.inc, held.clone(), r.t),
+                What::Crashed | What::Left(_) => permits.end(r.slot, r.t),
+                What::PutOk {
+                    key,
+                    value,
+                    revision,
+                } => {
+                    report.coord.0 += 1;
+                    puts.acked_value(key, value, *revision, r.t);
+                }
+                What::PutFailed(_) => report.coord.1 += 1,
+                What::KvSeen(start, seen) => reads.push((r.slot, *start, seen)),
+                _ => {}
+            }
+        }
+        report.coord.2 = permits.grants;
+        report.coord.3 = reads.len() as u64;
+        let mut violations: Vec<Violation> = permits.check(end).into_iter().collect();
+        violations.extend(puts.check(&lock(&self.store).tables(super::CLUSTER)));
+        for (slot, start, seen) in reads {
+            violations.extend(puts.check_read(slot, start, seen));
+        }
         violations
     }
 

@@ -3,17 +3,21 @@
 //! carries out the runner's commands. It never judges what it records: the
 //! checkers read the log once the run is over.
 
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
+use hedgerow::coord::Permit;
 use hedgerow::{Hedgerow, IncomingStream, Request, Watch, WatchEvent};
 use hedgerow_core::{Config, LeaveReason, MemberChange};
 
 use super::record::{lock, mix, name, Cmd, Shared, What};
 use super::{CLUSTER, NODE_PORT, STORE_HOST};
+use crate::check::permits::Held;
 use crate::check::streams::{header, pattern_byte, Reader, Seen};
 use crate::turmoil::clock::{SimHostClock, TrueTime};
 use crate::turmoil::runtime::TurmoilRuntime;
@@ -32,6 +36,9 @@ pub(super) struct HostCtx {
     pub(super) config: Config,
     pub(super) store_timeout: Option<Duration>,
     pub(super) sample_every: Option<Duration>,
+    /// Holders believe their permits until they release them, whatever
+    /// their clocks and `lost()` say (a deliberately broken run).
+    pub(super) broken_holders: bool,
 }
 
 /// Writes to the shared log as one process (its slot and incarnation) at
@@ -66,10 +73,19 @@ pub(super) async fn host_main(ctx: HostCtx) -> Result<(), Box<dyn std::error::Er
     let node = builder(&ctx, boot, &rec).start().await?;
     let watch = node.watch().fuse();
     register(&ctx, &node, &tx, inc);
+    let holdings = Rc::new(Holdings {
+        list: RefCell::default(),
+        last: RefCell::default(),
+        next: Cell::new(0),
+        clock: ctx.clock.clone(),
+        broken: ctx.broken_holders,
+        rec: rec.clone(),
+    });
     let host = Host {
         node,
         rec,
         sample_every: ctx.sample_every,
+        holdings,
     };
     host.serve(watch, tx, rx).await
 }
@@ -172,6 +188,73 @@ struct Host {
     node: Hedgerow,
     rec: Recorder,
     sample_every: Option<Duration>,
+    holdings: Rc<Holdings>,
+}
+
+/// The permits a process holds, numbered by its acquires.
+struct Holdings {
+    list: RefCell<Vec<(u64, Permit)>>,
+    /// What was last recorded.
+    last: RefCell<Vec<Held>>,
+    next: Cell<u64>,
+    clock: SimHostClock,
+    broken: bool,
+    rec: Recorder,
+}
+
+impl Holdings {
+    /// Records what the process holds, if it changed since last recorded:
+    /// each permit with the true instant its belief ends (when the clock's
+    /// `latest` reaches the promise the node holds now), and tells the
+    /// runner which acquires hold.
+    fn record(&self) {
+        let params = self.clock.params();
+        let now: Vec<Held> = self
+            .list
+            .borrow()
+            .iter()
+            .map(|(n, p)| {
+                let end = if self.broken {
+                    u64::MAX
+                } else {
+                    p.valid_until()
+                        .map_or(0, |u| params.true_time_latest_reaches(u))
+                };
+                (*n, p.name().to_string(), p.token(), end)
+            })
+            .collect();
+        if *self.last.borrow() == now {
+            return;
+        }
+        let numbers = now.iter().map(|h| h.0).collect();
+        lock(&self.rec.shared)
+            .permits
+            .insert(self.rec.slot, numbers);
+        self.rec.rec(What::Permits(now.clone()));
+        *self.last.borrow_mut() = now;
+    }
+
+    /// Gives back the permit of acquire `n`, if still held.
+    fn release(&self, n: u64) {
+        let taken = {
+            let mut list = self.list.borrow_mut();
+            let i = list.iter().position(|(m, _)| *m == n);
+            i.map(|i| list.remove(i))
+        };
+        if let Some((_, p)) = taken {
+            p.release();
+            self.record();
+        }
+    }
+
+    /// The permit of acquire `n` is lost: the process stops believing in
+    /// it (unless it is deliberately broken).
+    fn lost(&self, n: u64) {
+        if !self.broken {
+            self.list.borrow_mut().retain(|(m, _)| *m != n);
+            self.record();
+        }
+    }
 }
 
 impl Host {
@@ -199,12 +282,17 @@ impl Host {
                     if self.sample_every.is_some() {
                         self.sample();
                     }
+                    self.holdings.record();
                     tick = Box::pin(tokio::time::sleep(every)).fuse();
                 },
                 cmd = rx.next() => match cmd {
                     Some(Cmd::Leave) => self.spawn_leave(tx.clone()),
                     Some(Cmd::Send(n)) => self.spawn_send(n),
                     Some(Cmd::Stream(key, len)) => self.spawn_stream(key, len),
+                    Some(Cmd::Put(n)) => self.spawn_put(n),
+                    Some(Cmd::Acquire(name, limit, wait)) => self.spawn_acquire(name, limit, wait),
+                    Some(Cmd::Release(n)) => self.holdings.release(n),
+                    Some(Cmd::ReadKv) => self.spawn_read_kv(),
                     Some(Cmd::Stopped) | None => {
                         while let Some(Some(ev)) = watch.next().now_or_never() {
                             self.on_event(ev);
@@ -281,6 +369,63 @@ impl Host {
             let ok = send_checked_stream(&node, key, len).await.is_ok();
             let from = node.id().to_string();
             rec.rec(What::Stream(Seen::Sent { from, key, ok }));
+        });
+    }
+}
+
+impl Host {
+    /// Puts `n` (as its decimal digits) under `k/<n mod 16>` in the
+    /// background and records the answer.
+    fn spawn_put(&self, n: u64) {
+        let (node, rec) = (self.node.clone(), self.rec.clone());
+        tokio::task::spawn_local(async move {
+            let key = format!("k/{}", n % 16);
+            let value = n.to_string().into_bytes();
+            let what = match node.kv().put(&key, value.clone()).await {
+                Ok(revision) => What::PutOk {
+                    key,
+                    value,
+                    revision,
+                },
+                Err(e) => What::PutFailed(e.to_string()),
+            };
+            rec.rec(what);
+        });
+    }
+
+    /// Waits up to `wait` for a permit of `name` in the background; a
+    /// granted one is held (and recorded) until released or lost.
+    fn spawn_acquire(&self, name: String, limit: u32, wait: Duration) {
+        let (node, holdings) = (self.node.clone(), self.holdings.clone());
+        self.rec.rec(What::Asked(name.clone(), limit));
+        let n = holdings.next.get() + 1;
+        holdings.next.set(n);
+        tokio::task::spawn_local(async move {
+            match node.semaphore(&name, limit).acquire_timeout(wait).await {
+                Ok(permit) => {
+                    let lost = permit.lost();
+                    holdings.list.borrow_mut().push((n, permit));
+                    holdings.record();
+                    lost.await;
+                    holdings.lost(n);
+                }
+                Err(e) => holdings.rec.rec(What::AcquireFailed(e.to_string())),
+            }
+        });
+    }
+
+    /// Reads every KV revision in the background and records them.
+    fn spawn_read_kv(&self) {
+        let (node, rec) = (self.node.clone(), self.rec.clone());
+        tokio::task::spawn_local(async move {
+            let start = rec.truth.now_ns();
+            if let Ok(all) = node.kv().changes("", 0, usize::MAX).await {
+                let seen = all
+                    .into_iter()
+                    .map(|e| (e.revision, e.key, e.value.to_vec()))
+                    .collect();
+                rec.rec(What::KvSeen(start, seen));
+            }
         });
     }
 }

@@ -76,6 +76,13 @@ pub struct TurmoilOptions {
     /// Record the run for a report ([`TurmoilReport::record`]; default
     /// false).
     pub record: bool,
+    /// Deliberately broken: permit holders believe their permits until
+    /// they release them, whatever their clocks and `lost()` say. The
+    /// permit checker must then catch the overlap this causes.
+    pub broken_holders: bool,
+    /// Deliberately broken: the store answers puts as appended but does
+    /// not keep them. The KV checker must then catch the lost puts.
+    pub broken_store_forgets_puts: bool,
 }
 
 impl Default for TurmoilOptions {
@@ -93,6 +100,8 @@ impl Default for TurmoilOptions {
             sample_every: Some(Duration::from_millis(100)),
             record_views: true,
             record: false,
+            broken_holders: false,
+            broken_store_forgets_puts: false,
         }
     }
 }
@@ -128,6 +137,8 @@ struct Runner<'a> {
     latency: (Duration, Duration),
     /// The report's change points, when the options ask for them.
     recorder: Option<Recorder>,
+    /// Puts asked for so far (each put's value is its number).
+    puts: u64,
 }
 
 /// Runs `scenario` from `seed` over turmoil and reports what it saw.
@@ -151,7 +162,9 @@ pub fn run(scenario: &Scenario, seed: u64, opts: &TurmoilOptions) -> TurmoilRepo
     }
     let sim = b.build();
     let truth = TrueTime::default();
-    let store = Arc::new(Mutex::new(StoreState::default()));
+    let mut state = StoreState::default();
+    state.forget_puts = opts.broken_store_forgets_puts;
+    let store = Arc::new(Mutex::new(state));
     let mut r = Runner {
         sim,
         opts: opts.clone(),
@@ -173,6 +186,7 @@ pub fn run(scenario: &Scenario, seed: u64, opts: &TurmoilOptions) -> TurmoilRepo
         crashes_of_leader: Vec::new(),
         latency,
         recorder: opts.record.then(Recorder::default),
+        puts: 0,
     };
     {
         let (store, truth) = (store.clone(), truth.clone());
@@ -184,6 +198,11 @@ pub fn run(scenario: &Scenario, seed: u64, opts: &TurmoilOptions) -> TurmoilRepo
         if let Err(e) = r.step(i, step) {
             r.report.error = Some(format!("step {} ({step:?}): {e}", i + 1));
             break;
+        }
+    }
+    if r.report.error.is_none() {
+        if let Err(e) = r.read_back_puts() {
+            r.report.error = Some(format!("reading the puts back: {e}"));
         }
     }
     let mut report = r.finish();

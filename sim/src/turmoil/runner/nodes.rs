@@ -69,6 +69,7 @@ impl Runner<'_> {
                     config: self.opts.config.clone(),
                     store_timeout: self.opts.store_timeout,
                     sample_every: self.opts.sample_every,
+                    broken_holders: self.opts.broken_holders,
                 };
                 self.slots.push(Slot {
                     clock: ctx.clock.clone(),

@@ -10,6 +10,7 @@ use futures::channel::mpsc;
 use hedgerow::Hedgerow;
 use hedgerow_core::{NodeId, Rng, Term};
 
+use crate::check::permits::Held;
 use crate::check::streams::Seen;
 
 /// What a host recorded, at true time `t`.
@@ -42,6 +43,26 @@ pub(super) enum What {
     /// that adding it left the trace hashes of runs without streams as
     /// they were.
     Stream(Seen),
+    // The coordination services, after streams for the same reason.
+    /// Asked for a permit of a semaphore with this limit.
+    Asked(String, u32),
+    /// Every permit the process holds now, as the permit checker takes
+    /// them: (this process's number for the acquire, name, token, the true
+    /// instant its belief ends by its clock). Recorded when it changes.
+    Permits(Vec<Held>),
+    /// An acquire that ended without a permit.
+    AcquireFailed(String),
+    /// A put acknowledged at a revision.
+    PutOk {
+        key: String,
+        value: Vec<u8>,
+        revision: u64,
+    },
+    /// A put that failed (whether it was applied is unknown).
+    PutFailed(String),
+    /// What a KV read of every revision started at this true time
+    /// returned: (revision, key, value).
+    KvSeen(u64, Vec<(u64, String, Vec<u8>)>),
 }
 
 /// One log entry: what process `slot` (incarnation `inc`) saw at true
@@ -61,6 +82,14 @@ pub(super) enum Cmd {
     Send(u64),
     /// Open a stream to the leader: its key and body length.
     Stream(u64, u64),
+    /// Put this number (as the value, under key `k/<n mod 16>`).
+    Put(u64),
+    /// Wait for a permit: name, limit, how long.
+    Acquire(String, u32, std::time::Duration),
+    /// Give back the permit of this acquire number.
+    Release(u64),
+    /// Read every KV revision and record what came back.
+    ReadKv,
     Stopped,
 }
 
@@ -75,6 +104,8 @@ pub(super) struct Shared {
     /// Commands for a process that has not booted yet (just started or
     /// restarted): handed to it when it registers.
     pub(super) pending: BTreeMap<usize, Vec<Cmd>>,
+    /// The acquire numbers of the permits each live process holds.
+    pub(super) permits: BTreeMap<usize, Vec<u64>>,
 }
 
 impl Shared {

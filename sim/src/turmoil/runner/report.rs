@@ -48,6 +48,8 @@ pub struct TurmoilReport {
     /// Streams whose `finish()` answered Ok / that failed loudly, and the
     /// body bytes receivers read and checked.
     pub streams: (u64, u64, u64),
+    /// Puts acknowledged / failed, permits granted, KV reads checked.
+    pub coord: (u64, u64, u64, u64),
     /// Wall-clock time the run took.
     pub wall: Duration,
     /// The run recorded for its report, when
@@ -123,6 +125,13 @@ impl TurmoilReport {
                 s,
                 "  streams: {} ok, {} failed, {} bytes read and checked",
                 self.streams.0, self.streams.1, self.streams.2
+            );
+        }
+        if self.coord != (0, 0, 0, 0) {
+            let _ = writeln!(
+                s,
+                "  coordination: {} puts ok, {} failed, {} permits granted, {} reads of every revision checked",
+                self.coord.0, self.coord.1, self.coord.2, self.coord.3
             );
         }
         if !self.failovers.is_empty() {

@@ -18,8 +18,6 @@ const NO_NET_DROP: &str = "`net drop` is not supported on turmoil: its TCP drops
                             without retransmission, which leaves gaps no real TCP stream has; \
                             use the in-process harness for lossy networks";
 /// Why `net dup` cannot run here.
-const NO_COORD: &str = "the coordination steps (`put`, `lock`, `acquire`, `release`) run \
-                        on the in-process runner only: the turmoil store has no coordination side yet";
 const NO_NET_DUP: &str = "`net dup` is not supported on turmoil: TCP never duplicates";
 
 /// The turmoil run marks each wave in the trace.
@@ -67,7 +65,9 @@ impl Runner<'_> {
             Step::NetDrop(_) => return Err(NO_NET_DROP.into()),
             Step::NetDup(_) => return Err(NO_NET_DUP.into()),
             Step::StoreSpike(extra, d) => self.store_spike(*extra, *d)?,
-            Step::Put(_) | Step::Acquire(..) | Step::Release(_) => return Err(NO_COORD.into()),
+            Step::Put(k) => self.put_from_random(*k),
+            Step::Acquire(name, limit, k) => self.acquire_from_random(name, *limit, *k),
+            Step::Release(k) => self.release_random(*k),
             Step::Send(k) => self.send_from_random(*k),
             Step::Stream(k, bytes) => self.stream_from_random(*k, *bytes),
             Step::Converge(limit) => {
@@ -81,6 +81,57 @@ impl Runner<'_> {
             }
         }
         Ok(())
+    }
+
+    /// `k` puts, each from a random live node, each with a value of its
+    /// own (the run's put number).
+    fn put_from_random(&mut self, k: usize) {
+        for _ in 0..k {
+            if let Some(s) = self.pick(Target::Random) {
+                self.puts += 1;
+                lock(&self.shared).command(s, Cmd::Put(self.puts));
+            }
+        }
+    }
+
+    /// `k` random live nodes wait (up to 10 s each, as in-process) for a
+    /// permit of `name`.
+    fn acquire_from_random(&mut self, name: &str, limit: u32, k: usize) {
+        for _ in 0..k {
+            if let Some(s) = self.pick(Target::Random) {
+                let cmd = Cmd::Acquire(name.into(), limit, Duration::from_secs(10));
+                lock(&self.shared).command(s, cmd);
+            }
+        }
+    }
+
+    /// Gives back `k` random held permits (`usize::MAX`: all) of live
+    /// nodes; waiters keep waiting.
+    fn release_random(&mut self, k: usize) {
+        let live = self.live();
+        let mut held: Vec<(usize, u64)> = lock(&self.shared)
+            .permits
+            .iter()
+            .filter(|(s, _)| live.contains(s))
+            .flat_map(|(s, ns)| ns.iter().map(move |n| (*s, *n)))
+            .collect();
+        for _ in 0..k.min(held.len()) {
+            let i = self.rng.below(held.len() as u64) as usize;
+            let (s, n) = held.swap_remove(i);
+            lock(&self.shared).command(s, Cmd::Release(n));
+        }
+    }
+
+    /// After a run with puts: every live node reads every revision back
+    /// (checked against the acknowledged puts when the run finishes).
+    pub(super) fn read_back_puts(&mut self) -> Result<(), String> {
+        if self.puts == 0 {
+            return Ok(());
+        }
+        for s in self.live() {
+            lock(&self.shared).command(s, Cmd::ReadKv);
+        }
+        self.advance(Duration::from_secs(2))
     }
 
     fn start_nodes(&mut self, n: usize) {
