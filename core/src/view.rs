@@ -246,7 +246,10 @@ impl View {
 
     /// Position of `id` among the members in id order, for staggering.
     pub fn rank_of(&self, id: &NodeId) -> Option<usize> {
-        self.members.iter().position(|e| &e.0.id == id)
+        // Counting the members below `id` compares no ids on the way
+        // (every member runs this at every view change).
+        self.contains(id)
+            .then(|| self.members.range::<NodeId, _>(..id).count())
     }
 
     pub(crate) fn set_stamp(&mut self, term: Term, version: u64) {
@@ -398,6 +401,21 @@ mod tests {
         let mut c = View::new();
         c.replace(Term(1), 1, vec![member("x", 2), member("y", 1)]);
         assert_eq!(b.digest(), c.digest());
+    }
+
+    #[test]
+    fn rank_is_the_position_in_id_order_of_members_only() {
+        let mut v = View::new();
+        for id in ["c", "a", "d", "b"] {
+            v.apply(Change::Upsert(member(id, 1)));
+        }
+        let rank = |id: &str| v.rank_of(&NodeId::new(id).unwrap());
+        assert_eq!(
+            ["a", "b", "c", "d"].map(rank),
+            [Some(0), Some(1), Some(2), Some(3)]
+        );
+        assert_eq!(rank("bb"), None);
+        assert_eq!(rank("e"), None);
     }
 
     #[test]
