@@ -9,20 +9,30 @@ use std::time::Duration;
 
 use hedgerow_sim::{seeds, Churn, Cluster, ClusterConfig, SimClock};
 
+/// The sweep's seeds, at most `at_most` of them unless one is replayed.
+fn sweep(salt: u64, default_count: u64, at_most: usize) -> Vec<u64> {
+    let s = seeds(salt, default_count);
+    if s.replay {
+        s.list
+    } else {
+        s.list.into_iter().take(at_most).collect()
+    }
+}
+
+/// A thousand nodes started together, once converged.
+fn converged_thousand(seed: u64) -> Cluster {
+    let mut c = Cluster::with_nodes(ClusterConfig::new(seed), 1000);
+    c.run_until_converged(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("seed {seed}: {:?}", c.divergence()));
+    c
+}
+
 #[test]
 fn thousand_nodes_elect_fail_over_and_absorb_a_join_wave() {
     // A thousand nodes cost about a second of wall time per seed; the
     // default keeps `cargo test` quick, CI sweeps more.
-    let s = seeds(1000, 2);
-    let list: Vec<u64> = if s.replay {
-        s.list
-    } else {
-        s.list.into_iter().take(20).collect()
-    };
-    for seed in list {
-        let mut c = Cluster::with_nodes(ClusterConfig::new(seed), 1000);
-        c.run_until_converged(Duration::from_secs(30))
-            .unwrap_or_else(|| panic!("seed {seed}: {:?}", c.divergence()));
+    for seed in sweep(1000, 2, 20) {
+        let mut c = converged_thousand(seed);
         // A thousand processes starting in the same 20 ms exceed a
         // 100-connection store; the refused ones back off and retry. After
         // start-up nothing may be refused.
@@ -53,16 +63,8 @@ fn thousand_nodes_keep_their_leader_and_converge_under_one_percent_churn() {
     // Ten simulated seconds of churn: every 100 ms one member crashes or
     // leaves and comes back as a new incarnation a second later, and every
     // second a new member joins. Under `HEDGEROW_SEEDS` it takes 5 of them.
-    let s = seeds(1001, 1);
-    let list: Vec<u64> = if s.replay {
-        s.list
-    } else {
-        s.list.into_iter().take(5).collect()
-    };
-    for seed in list {
-        let mut c = Cluster::with_nodes(ClusterConfig::new(seed), 1000);
-        c.run_until_converged(Duration::from_secs(30))
-            .unwrap_or_else(|| panic!("seed {seed}: {:?}", c.divergence()));
+    for seed in sweep(1001, 1, 5) {
+        let mut c = converged_thousand(seed);
         let leader = c.leader().unwrap();
         let mut churn = Churn::new(seed, 1, 10);
         for step in 0..100u32 {
