@@ -4,6 +4,7 @@
 //! decides leadership and never sends (the node does).
 
 use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::time::Duration;
 
@@ -125,7 +126,7 @@ impl Roster {
                     Some(meta) if hb.meta_version > l.meta_version => {
                         l.meta_version = hb.meta_version;
                         let m = member(hb.meta_version, meta.clone());
-                        self.change(Change::Upsert(m), now, batch);
+                        self.change(Change::Upsert(Arc::new(m)), now, batch);
                     }
                     _ => {}
                 }
@@ -158,7 +159,7 @@ impl Roster {
                         meta_version: version,
                     },
                 );
-                self.change(Change::Upsert(member(version, meta)), now, batch);
+                self.change(Change::Upsert(Arc::new(member(version, meta))), now, batch);
                 Some(Some(version))
             }
         }
@@ -275,7 +276,7 @@ pub(crate) fn members_per_chunk(max_frame_len: u32, max_meta_len: usize) -> usiz
 
 /// Splits a view into snapshot chunks.
 pub(crate) fn snapshot_chunks(view: &View, per_chunk: usize) -> Vec<ViewSnapshot> {
-    let members: Vec<Member> = view.members().cloned().collect();
+    let members: Vec<Arc<Member>> = view.shared_members().cloned().collect();
     let total = members.len() as u32;
     let chunks = members.len().div_ceil(per_chunk).max(1);
     let mut out = Vec::with_capacity(chunks);
@@ -299,7 +300,7 @@ pub(crate) fn snapshot_chunks(view: &View, per_chunk: usize) -> Vec<ViewSnapshot
 pub(crate) struct Assembly {
     stamp: Option<(Term, u64, u64)>,
     chunks: u32,
-    got: BTreeMap<u32, Vec<Member>>,
+    got: BTreeMap<u32, Vec<Arc<Member>>>,
 }
 
 impl Assembly {
@@ -308,7 +309,7 @@ impl Assembly {
         &mut self,
         s: ViewSnapshot,
         max_members: usize,
-    ) -> Option<(Term, u64, u64, Vec<Member>)> {
+    ) -> Option<(Term, u64, u64, Vec<Arc<Member>>)> {
         let stamp = (s.term, s.version, s.digest);
         if self.stamp != Some(stamp) || self.chunks != s.chunks {
             self.stamp = Some(stamp);
@@ -322,7 +323,7 @@ impl Assembly {
         if self.got.len() as u32 != self.chunks {
             return None;
         }
-        let members: Vec<Member> = core::mem::take(&mut self.got)
+        let members: Vec<Arc<Member>> = core::mem::take(&mut self.got)
             .into_values()
             .flatten()
             .collect();

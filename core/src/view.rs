@@ -3,9 +3,13 @@
 //! snapshots and reports what changed; it never decides who is a member
 //! (the leader's roster does) and never sends anything.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::BTreeSet;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::borrow::Borrow;
+use core::cmp::Ordering;
+use core::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::decode::DecodeError;
@@ -65,8 +69,9 @@ pub enum LeaveReason {
 /// One change inside a delta.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {
-    /// Add or replace a member.
-    Upsert(Member),
+    /// Add or replace a member. Shared (`Arc`, encoded as the member
+    /// itself): every view that applies the change holds this one record.
+    Upsert(Arc<Member>),
     /// Remove a member (only if its incarnation matches).
     Remove {
         /// Node id.
@@ -109,12 +114,77 @@ pub enum MemberChange {
 }
 
 /// A leader-authored view.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Members are held as shared records (`Arc<Member>`), the same ones the
+/// delta or snapshot that brought them carries: in one process that runs
+/// many nodes (the simulator) every view of a member is one allocation,
+/// and a view costs a pointer per member. Equality, order and iteration
+/// are those of the members themselves, by id.
+#[derive(Clone, Default)]
 pub struct View {
     term: Term,
     version: u64,
-    members: BTreeMap<NodeId, Member>,
+    members: BTreeSet<Entry>,
     digest: u64,
+}
+
+impl PartialEq for View {
+    fn eq(&self, o: &Self) -> bool {
+        self.stamp() == o.stamp()
+            && self.digest == o.digest
+            && self.members.len() == o.members.len()
+            && self.members().eq(o.members())
+    }
+}
+impl Eq for View {}
+
+/// A view's member record, ordered, compared and found by id alone (a view
+/// holds one record per id); [`View`]'s equality compares whole records.
+#[derive(Clone)]
+struct Entry(Arc<Member>);
+
+impl PartialEq for Entry {
+    fn eq(&self, o: &Self) -> bool {
+        self.0.id == o.0.id
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.0.id.cmp(&o.0.id)
+    }
+}
+impl Borrow<NodeId> for Entry {
+    fn borrow(&self) -> &NodeId {
+        &self.0.id
+    }
+}
+
+impl fmt::Debug for View {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("View")
+            .field("term", &self.term)
+            .field("version", &self.version)
+            .field("members", &DebugMembers(&self.members))
+            .field("digest", &self.digest)
+            .finish()
+    }
+}
+
+/// The members as `{id: member}`, as the map they used to be printed from.
+struct DebugMembers<'a>(&'a BTreeSet<Entry>);
+
+impl fmt::Debug for DebugMembers<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|e| (&e.0.id, &*e.0)))
+            .finish()
+    }
 }
 
 impl View {
@@ -146,7 +216,12 @@ impl View {
 
     /// Members by id.
     pub fn members(&self) -> impl ExactSizeIterator<Item = &Member> + Clone {
-        self.members.values()
+        self.members.iter().map(|e| &*e.0)
+    }
+
+    /// Members by id, as the shared records the view holds.
+    pub(crate) fn shared_members(&self) -> impl ExactSizeIterator<Item = &Arc<Member>> + Clone {
+        self.members.iter().map(|e| &e.0)
     }
 
     /// Number of members.
@@ -161,17 +236,20 @@ impl View {
 
     /// One member.
     pub fn get(&self, id: &NodeId) -> Option<&Member> {
-        self.members.get(id)
+        self.members.get(id).map(|e| &*e.0)
     }
 
     /// Whether `id` is a member.
     pub fn contains(&self, id: &NodeId) -> bool {
-        self.members.contains_key(id)
+        self.members.contains(id)
     }
 
     /// Position of `id` among the members in id order, for staggering.
     pub fn rank_of(&self, id: &NodeId) -> Option<usize> {
-        self.members.keys().position(|k| k == id)
+        // Counting the members below `id` compares no ids on the way
+        // (every member runs this at every view change).
+        self.contains(id)
+            .then(|| self.members.range::<NodeId, _>(..id).count())
     }
 
     pub(crate) fn set_stamp(&mut self, term: Term, version: u64) {
@@ -184,14 +262,14 @@ impl View {
         match change {
             Change::Upsert(m) => {
                 self.digest ^= m.digest();
-                match self.members.insert(m.id.clone(), m.clone()) {
-                    None => Some(MemberChange::Joined(m)),
-                    Some(old) => {
+                match self.members.replace(Entry(m.clone())) {
+                    None => Some(MemberChange::Joined(Arc::unwrap_or_clone(m))),
+                    Some(Entry(old)) => {
                         self.digest ^= old.digest();
                         if old.incarnation != m.incarnation {
-                            Some(MemberChange::Joined(m))
+                            Some(MemberChange::Joined(Arc::unwrap_or_clone(m)))
                         } else if old != m {
-                            Some(MemberChange::Updated(m))
+                            Some(MemberChange::Updated(Arc::unwrap_or_clone(m)))
                         } else {
                             None
                         }
@@ -206,12 +284,12 @@ impl View {
                 let matches = self
                     .members
                     .get(&id)
-                    .is_some_and(|m| m.incarnation == incarnation);
+                    .is_some_and(|e| e.0.incarnation == incarnation);
                 if !matches {
                     return None;
                 }
-                let old = self.members.remove(&id)?;
-                self.digest ^= old.digest();
+                let old = self.members.take(&id)?;
+                self.digest ^= old.0.digest();
                 Some(MemberChange::Left {
                     id,
                     incarnation,
@@ -227,16 +305,20 @@ impl View {
         &mut self,
         term: Term,
         version: u64,
-        members: Vec<Member>,
+        members: Vec<Arc<Member>>,
     ) -> Vec<MemberChange> {
         let mut changes = Vec::new();
-        let mut next: BTreeMap<NodeId, Member> =
-            members.into_iter().map(|m| (m.id.clone(), m)).collect();
-        for (id, old) in &self.members {
-            match next.get(id) {
+        // The last record of an id wins, as a map built from the list would.
+        let mut next = BTreeSet::new();
+        for m in members {
+            next.replace(Entry(m));
+        }
+        for Entry(old) in &self.members {
+            let id = &old.id;
+            match next.get(id).map(|e: &Entry| &e.0) {
                 Some(new) if new.incarnation == old.incarnation => {
                     if new != old {
-                        changes.push(MemberChange::Updated(new.clone()));
+                        changes.push(MemberChange::Updated((**new).clone()));
                     }
                 }
                 Some(_) => changes.push(MemberChange::Left {
@@ -251,17 +333,17 @@ impl View {
                 }),
             }
         }
-        for (id, new) in &next {
+        for Entry(new) in &next {
             if self
                 .members
-                .get(id)
-                .is_none_or(|old| old.incarnation != new.incarnation)
+                .get(&new.id)
+                .is_none_or(|old| old.0.incarnation != new.incarnation)
             {
-                changes.push(MemberChange::Joined(new.clone()));
+                changes.push(MemberChange::Joined((**new).clone()));
             }
         }
         core::mem::swap(&mut self.members, &mut next);
-        self.digest = self.members.values().fold(0, |d, m| d ^ m.digest());
+        self.digest = self.members.iter().fold(0, |d, e| d ^ e.0.digest());
         self.term = term;
         self.version = version;
         changes
@@ -295,14 +377,14 @@ mod tests {
     use super::*;
     use alloc::vec;
 
-    fn member(id: &str, inc: u64) -> Member {
-        Member {
+    fn member(id: &str, inc: u64) -> Arc<Member> {
+        Arc::new(Member {
             id: NodeId::new(id).unwrap(),
             incarnation: inc,
             addr: "a:1".into(),
             meta_version: 0,
             meta: Payload::default(),
-        }
+        })
     }
 
     #[test]
@@ -319,6 +401,21 @@ mod tests {
         let mut c = View::new();
         c.replace(Term(1), 1, vec![member("x", 2), member("y", 1)]);
         assert_eq!(b.digest(), c.digest());
+    }
+
+    #[test]
+    fn rank_is_the_position_in_id_order_of_members_only() {
+        let mut v = View::new();
+        for id in ["c", "a", "d", "b"] {
+            v.apply(Change::Upsert(member(id, 1)));
+        }
+        let rank = |id: &str| v.rank_of(&NodeId::new(id).unwrap());
+        assert_eq!(
+            ["a", "b", "c", "d"].map(rank),
+            [Some(0), Some(1), Some(2), Some(3)]
+        );
+        assert_eq!(rank("bb"), None);
+        assert_eq!(rank("e"), None);
     }
 
     #[test]
@@ -339,7 +436,7 @@ mod tests {
         let mut v = View::new();
         v.replace(Term(1), 1, vec![member("x", 1), member("y", 1)]);
         let changes = v.replace(Term(2), 1, vec![member("x", 2)]);
-        assert!(changes.contains(&MemberChange::Joined(member("x", 2))));
+        assert!(changes.contains(&MemberChange::Joined((*member("x", 2)).clone())));
         assert!(changes
             .iter()
             .any(|c| matches!(c, MemberChange::Left { id, .. } if id.as_str() == "y")));

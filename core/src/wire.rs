@@ -253,8 +253,9 @@ pub struct ViewSnapshot {
     pub chunks: u32,
     /// Total members across the chunks.
     pub total: u32,
-    /// This chunk's members.
-    pub members: Vec<Member>,
+    /// This chunk's members (shared records, encoded as the members
+    /// themselves).
+    pub members: Vec<Arc<Member>>,
 }
 
 /// The answer to a request.
@@ -491,7 +492,7 @@ impl Message {
                 if s.chunks == 0 || s.chunk >= s.chunks || s.members.len() > s.total as usize {
                     return bad("snapshot chunk numbering");
                 }
-                s.members.iter().try_for_each(Member::check_shape)
+                s.members.iter().try_for_each(|m| m.check_shape())
             }
             Message::Reply {
                 body: ReplyBody::NotLeader { hint: Some(h) },

@@ -63,7 +63,7 @@ fn reason() -> impl Strategy<Value = LeaveReason> {
 
 fn change() -> impl Strategy<Value = Change> {
     prop_oneof![
-        member().prop_map(Change::Upsert),
+        member().prop_map(|m| Change::Upsert(m.into())),
         (node_id(), any::<u64>(), reason()).prop_map(|(id, incarnation, reason)| {
             Change::Remove {
                 id,
@@ -89,7 +89,7 @@ fn snapshot() -> impl Strategy<Value = ViewSnapshot> {
         term(),
         any::<u64>(),
         any::<u64>(),
-        proptest::collection::vec(member(), 0..5),
+        proptest::collection::vec(member().prop_map(Into::into), 0..5),
         1u32..8,
         0u32..8,
         0u32..4,

@@ -288,7 +288,7 @@ fn a_snapshot_member_with_oversize_metadata_is_refused_by_the_decoder() {
         chunk: 0,
         chunks: 1,
         total: 1,
-        members: vec![member],
+        members: vec![member.into()],
     });
     let mut buf = Vec::new();
     encode_frame(&Frame::Msg(snap), DEFAULT_MAX_FRAME_LEN, &mut buf).unwrap();

@@ -124,7 +124,7 @@ fn frames() -> Vec<(&'static str, Frame)> {
                 version: 129,
                 digest: 17,
                 changes: vec![
-                    Change::Upsert(member("pod-8", b"")),
+                    Change::Upsert(member("pod-8", b"").into()),
                     Change::Remove {
                         id: id("pod-3"),
                         incarnation: 5,
@@ -157,7 +157,10 @@ fn frames() -> Vec<(&'static str, Frame)> {
                 chunk: 1,
                 chunks: 2,
                 total: 3,
-                members: vec![member("pod-1", b"m"), member("pod-22", b"zone=b")],
+                members: vec![
+                    member("pod-1", b"m").into(),
+                    member("pod-22", b"zone=b").into(),
+                ],
             }),
         ),
         msg(

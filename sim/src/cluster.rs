@@ -888,30 +888,37 @@ impl Cluster {
         let leader = self.leader();
         self.live()
             .into_iter()
-            .map(|s| {
-                let n = &self.nodes[s];
-                let now = n.clock.now(self.t);
-                let reachable = match leader {
-                    Some(l) => l == s || (!self.net.is_cut(s, l) && !self.net.is_cut(l, s)),
-                    None => true,
-                };
-                NodeReport {
-                    slot: s,
-                    me: (n.node.identity().id.clone(), n.node.identity().incarnation),
-                    reachable,
-                    leads: n.node.is_leader(&now),
-                    leader: n.node.leader().map(|l| (l.id.clone(), l.term)),
-                    stamp: n.node.view().stamp(),
-                    members: n
-                        .node
-                        .view()
-                        .members()
-                        .map(|m| (m.id.clone(), m.incarnation))
-                        .collect(),
-                    stale: n.node.view_is_stale(),
-                }
-            })
+            .map(|s| self.report(s, leader))
             .collect()
+    }
+
+    /// Whether `slot` and the leader `leader` (if any) reach each other.
+    fn reaches(&self, slot: usize, leader: Option<usize>) -> bool {
+        match leader {
+            Some(l) => l == slot || (!self.net.is_cut(slot, l) && !self.net.is_cut(l, slot)),
+            None => true,
+        }
+    }
+
+    /// One live node's report, with `leader` the slot that leads now.
+    fn report(&self, s: usize, leader: Option<usize>) -> NodeReport {
+        let n = &self.nodes[s];
+        let now = n.clock.now(self.t);
+        NodeReport {
+            slot: s,
+            me: (n.node.identity().id.clone(), n.node.identity().incarnation),
+            reachable: self.reaches(s, leader),
+            leads: n.node.is_leader(&now),
+            leader: n.node.leader().map(|l| (l.id.clone(), l.term)),
+            stamp: n.node.view().stamp(),
+            members: n
+                .node
+                .view()
+                .members()
+                .map(|m| (m.id.clone(), m.incarnation))
+                .collect(),
+            stale: n.node.view_is_stale(),
+        }
     }
 
     /// Why the cluster has not converged, or `None` once it has
@@ -927,16 +934,29 @@ impl Cluster {
         let (stamp, digest) = (lv.stamp(), lv.digest());
         let live = self.live();
         for &s in &live {
-            let reachable = s == l || (!self.net.is_cut(s, l) && !self.net.is_cut(l, s));
             let v = self.nodes[s].node.view();
-            if reachable && (v.stamp() != stamp || v.digest() != digest) {
+            if self.reaches(s, Some(l)) && (v.stamp() != stamp || v.digest() != digest) {
                 return Some(format!(
                     "node {s} has view {:?}, leader has {stamp:?}",
                     v.stamp()
                 ));
             }
         }
-        convergence::diverged(&self.reports())
+        // The exact check of [`convergence::diverged`] on the same reports,
+        // one node's at a time: ten thousand nodes' member lists at once
+        // would be ten thousand squared entries.
+        let ids: Vec<(bool, (NodeId, u64))> = live
+            .iter()
+            .map(|&s| {
+                let me = self.nodes[s].node.identity();
+                (self.reaches(s, Some(l)), (me.id.clone(), me.incarnation))
+            })
+            .collect();
+        let expected = convergence::expected(ids.iter().map(|(r, me)| (*r, me)));
+        let leader = &self.nodes[l].node.identity().id;
+        live.iter().find_map(|&s| {
+            convergence::diverged_one(&self.report(s, Some(l)), leader, stamp, &expected)
+        })
     }
 
     // ---- the report ---------------------------------------------------------

@@ -18,6 +18,7 @@
 //! ```
 
 pub mod check;
+mod churn;
 mod clock;
 mod cluster;
 pub mod compare;
@@ -28,6 +29,7 @@ mod seeds;
 mod store;
 pub mod turmoil;
 
+pub use churn::Churn;
 pub use clock::{SimClock, EPOCH_NS};
 pub use cluster::{AppLog, Cluster, ClusterConfig, SimNode};
 pub use net::NetConfig;

@@ -30,13 +30,13 @@ impl Node {
             term,
         });
         self.claim = None;
-        let mut members: Vec<Member> = self
+        let mut members: Vec<Arc<Member>> = self
             .view
-            .members()
+            .shared_members()
             .filter(|m| m.id != self.me.id)
             .cloned()
             .collect();
-        members.push(self.self_member());
+        members.push(Arc::new(self.self_member()));
         let version = if term > self.view.term() {
             1
         } else {
@@ -80,7 +80,7 @@ impl Node {
 
     /// The leader's own metadata changed: it authors its own entry at once.
     pub(super) fn upsert_self(&mut self) {
-        let change = crate::view::Change::Upsert(self.self_member());
+        let change = crate::view::Change::Upsert(Arc::new(self.self_member()));
         let base = self.view.version();
         if let Some(e) = self.view.apply(change.clone()) {
             let term = self.view.term();

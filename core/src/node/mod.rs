@@ -46,6 +46,10 @@ mod timers;
 
 use role::{MemberState, Role};
 
+/// Room for this many outputs stays allocated at a member once they are
+/// drained.
+const KEEP_OUTPUTS: usize = 256;
+
 pub use contract::{
     BroadcastHandle, Event, Input, LeaderInfo, MetaTooLarge, NodeStats, NotReadyReason, Output,
     RequestHandle, StreamTarget,
@@ -156,7 +160,23 @@ impl Node {
 
     /// The next output, until `None`.
     pub fn poll(&mut self) -> Option<Output> {
+        if self.out.is_empty() {
+            self.drained();
+            return None;
+        }
         self.out.pop_front()
+    }
+
+    /// A snapshot of n members queues n events at a member once; a drained
+    /// queue gives that room back instead of holding it for good (n × n at
+    /// rest in a process of n simulated nodes). A leader queues a transmit
+    /// per member at every delta: it keeps its room rather than grow it
+    /// again each time.
+    #[cold]
+    fn drained(&mut self) {
+        if self.out.capacity() > KEEP_OUTPUTS && !self.role.is_leader() {
+            self.out = VecDeque::new();
+        }
     }
 
     /// When to call [`Node::handle`] with [`Input::Tick`] at the latest.

@@ -7,6 +7,7 @@ use hedgerow_core::wire::{
     Heartbeat, HeartbeatAck, LeaderHint, ReplyBody, StreamKind, ViewDelta, ViewSnapshot,
 };
 use hedgerow_core::{Change, LeaveReason, Member, Message, NodeId, Payload, Term};
+use std::sync::Arc;
 
 use crate::input::Unstructured;
 
@@ -137,7 +138,7 @@ pub fn member(u: &mut Unstructured, p: &Pools) -> Member {
 /// A delta change.
 pub fn change(u: &mut Unstructured, p: &Pools) -> Change {
     if u.chance(160) {
-        Change::Upsert(member(u, p))
+        Change::Upsert(Arc::new(member(u, p)))
     } else {
         Change::Remove {
             id: node_id(u, p),
@@ -189,7 +190,7 @@ pub fn message(u: &mut Unstructured, p: &Pools) -> Message {
             changes: list(u, 6, |u| change(u, p)),
         })),
         3 => {
-            let members = list(u, 6, |u| member(u, p));
+            let members = list(u, 6, |u| Arc::new(member(u, p)));
             let (chunk, chunks, total) = if u.chance(192) {
                 (0, 1, members.len() as u32)
             } else {

@@ -35,41 +35,60 @@ pub fn diverged(reports: &[NodeReport]) -> Option<String> {
         return Some(format!("{} nodes lead", leaders.len()));
     }
     let leader = leaders[0];
-    let expected: BTreeSet<(NodeId, u64)> = reports
+    let expected = expected(reports.iter().map(|r| (r.reachable, &r.me)));
+    reports
         .iter()
-        .filter(|r| r.reachable)
-        .map(|r| r.me.clone())
-        .collect();
-    for r in reports {
-        if !r.reachable {
-            if !r.stale && !r.leads {
-                return Some(format!(
-                    "node {} is cut off but says its view is fresh",
-                    r.slot
-                ));
-            }
-            continue;
-        }
-        if r.leader.as_ref().map(|l| &l.0) != Some(&leader.me.0) {
+        .find_map(|r| diverged_one(r, &leader.me.0, leader.stamp, &expected))
+}
+
+/// The view every reachable node should hold: exactly the reachable live
+/// nodes, from `(reachable, (id, incarnation))` of each live node.
+pub(crate) fn expected<'a>(
+    live: impl Iterator<Item = (bool, &'a (NodeId, u64))>,
+) -> BTreeSet<(NodeId, u64)> {
+    live.filter(|(reachable, _)| *reachable)
+        .map(|(_, me)| me.clone())
+        .collect()
+}
+
+/// Why one node's report breaks convergence under the one leader `leader`
+/// with view `stamp`, when the live set is `expected`. The in-process
+/// cluster checks node by node with it, so that its many views are never
+/// all copied into reports at once.
+pub(crate) fn diverged_one(
+    r: &NodeReport,
+    leader: &NodeId,
+    stamp: (Term, u64),
+    expected: &BTreeSet<(NodeId, u64)>,
+) -> Option<String> {
+    if !r.reachable {
+        if !r.stale && !r.leads {
             return Some(format!(
-                "node {} follows {:?}, not {}",
-                r.slot, r.leader, leader.me.0
-            ));
-        }
-        if r.stamp != leader.stamp {
-            return Some(format!(
-                "node {} has view ({}, {}), leader has ({}, {})",
-                r.slot, r.stamp.0, r.stamp.1, leader.stamp.0, leader.stamp.1
-            ));
-        }
-        if r.members != expected {
-            let extra: Vec<_> = r.members.difference(&expected).collect();
-            let missing: Vec<_> = expected.difference(&r.members).collect();
-            return Some(format!(
-                "node {} view differs from the live set: extra {extra:?}, missing {missing:?}",
+                "node {} is cut off but says its view is fresh",
                 r.slot
             ));
         }
+        return None;
+    }
+    if r.leader.as_ref().map(|l| &l.0) != Some(leader) {
+        return Some(format!(
+            "node {} follows {:?}, not {}",
+            r.slot, r.leader, leader
+        ));
+    }
+    if r.stamp != stamp {
+        return Some(format!(
+            "node {} has view ({}, {}), leader has ({}, {})",
+            r.slot, r.stamp.0, r.stamp.1, stamp.0, stamp.1
+        ));
+    }
+    if &r.members != expected {
+        let extra: Vec<_> = r.members.difference(expected).collect();
+        let missing: Vec<_> = expected.difference(&r.members).collect();
+        return Some(format!(
+            "node {} view differs from the live set: extra {extra:?}, missing {missing:?}",
+            r.slot
+        ));
     }
     None
 }
