@@ -32,6 +32,7 @@ pub(super) struct HostCtx {
     pub(super) config: Config,
     pub(super) store_timeout: Option<Duration>,
     pub(super) sample_every: Option<Duration>,
+    pub(super) tls: Option<hedgerow::Tls>,
 }
 
 /// Writes to the shared log as one process (its slot and incarnation) at
@@ -102,6 +103,9 @@ fn builder(ctx: &HostCtx, boot: u64, rec: &Recorder) -> hedgerow::Builder<Turmoi
             });
     if let Some(limit) = ctx.store_timeout {
         b = b.store_timeout(limit);
+    }
+    if let Some(tls) = &ctx.tls {
+        b = b.tls(tls.clone());
     }
     b
 }

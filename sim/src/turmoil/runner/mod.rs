@@ -76,6 +76,10 @@ pub struct TurmoilOptions {
     /// Record the run for a report ([`TurmoilReport::record`]; default
     /// false).
     pub record: bool,
+    /// Mutual TLS material of node `n<slot>` (e.g. from
+    /// `hedgerow::tls::ClusterCa`); a slot without an entry runs without
+    /// TLS (default: none).
+    pub tls: BTreeMap<usize, hedgerow::Tls>,
 }
 
 impl Default for TurmoilOptions {
@@ -93,6 +97,7 @@ impl Default for TurmoilOptions {
             sample_every: Some(Duration::from_millis(100)),
             record_views: true,
             record: false,
+            tls: BTreeMap::new(),
         }
     }
 }

@@ -69,6 +69,7 @@ impl Runner<'_> {
                     config: self.opts.config.clone(),
                     store_timeout: self.opts.store_timeout,
                     sample_every: self.opts.sample_every,
+                    tls: self.opts.tls.get(&slot).cloned(),
                 };
                 self.slots.push(Slot {
                     clock: ctx.clock.clone(),
