@@ -98,7 +98,7 @@ const CLIENT_MARGIN: Duration = Duration::from_millis(500);
 /// )
 /// .password_file("/run/secrets/pg-password")
 /// .connect_timeout(Duration::from_secs(2))
-///     .build()?;
+/// .build()?;
 /// let row = store.read("web")?;
 /// # Ok(()) }
 /// ```
