@@ -278,17 +278,20 @@ async fn run(rt: TokioRuntime) {
             // runtime (a runtime cannot be driven from inside another); a
             // channel hop of a few µs per insert is the price.
             let (tx, rx) = std::sync::mpsc::channel::<(u64, std::sync::mpsc::Sender<()>)>();
-            let worker_url = url.clone();
+            // The bare client speaks TLS to the TLS-only server, as the
+            // store does (verify-full against the server's own CA).
+            let worker_url = format!(
+                "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=require",
+                server.port()
+            );
+            let tls = bare_tls(&server.ca_path());
             std::thread::spawn(move || {
                 let prt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .unwrap();
                 prt.block_on(async move {
-                    let (client, conn) =
-                        tokio_postgres::connect(&worker_url, tokio_postgres::NoTls)
-                            .await
-                            .unwrap();
+                    let (client, conn) = tokio_postgres::connect(&worker_url, tls).await.unwrap();
                     tokio::spawn(async move {
                         let _ = conn.await;
                     });
@@ -332,4 +335,24 @@ fn main() {
         let hr = TokioRuntime::from_context().unwrap();
         run(hr).await;
     });
+}
+
+/// A tokio-postgres TLS connector that trusts the CA in `ca` and checks
+/// the server's name, on ring as the store is.
+fn bare_tls(ca: &std::path::Path) -> tokio_postgres_rustls::MakeRustlsConnect {
+    use futures_rustls::rustls;
+    use rustls_pki_types::pem::PemObject;
+    let pem = std::fs::read(ca).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    #[allow(deprecated)] // ring's provider, as in the library
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_postgres_rustls::MakeRustlsConnect::new(config)
 }

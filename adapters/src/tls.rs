@@ -38,6 +38,16 @@ use rustls::{
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
+/// The crypto provider of every rustls configuration hedgerow makes (the
+/// cluster port and the PostgreSQL store).
+pub(crate) fn ring_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    // ring rather than aws-lc-rs: no cmake, a quick build. rustls marks
+    // ring's provider deprecated for lacking post-quantum key exchange;
+    // that is the price, and the one place it is paid.
+    #[allow(deprecated)]
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
 /// How often certificate files are looked at again by default.
 const DEFAULT_RELOAD: Duration = Duration::from_secs(10);
 
@@ -332,11 +342,7 @@ fn build(bytes: &[Arc<[u8]>; 3], cluster: &str, node: &str) -> Result<Material, 
         detail: e.to_string(),
     })?;
     check_own_name(&chain[0], cluster, node)?;
-    // ring rather than aws-lc-rs: no cmake, a quick build. rustls marks
-    // ring's provider deprecated for lacking post-quantum key exchange;
-    // that is the price, and the one place it is paid.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = ring_provider();
     let verifier = Arc::new(PeerVerifier::new(roots, cluster, &provider)?);
     let mut client = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])

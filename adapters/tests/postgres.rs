@@ -465,3 +465,173 @@ fn damaged_coord_rows_are_reported() {
         "hedgerow_kv",
     );
 }
+
+// TLS and passwords. The throw-away server speaks TLS only (hostssl) with
+// a certificate for localhost and 127.0.0.1 from its own CA; everything
+// above already connects with sslmode=verify-full.
+
+/// `pg` without its TLS options, to add other ones.
+fn plain_options(pg: &Postgres) -> String {
+    format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres",
+        pg.server.port()
+    )
+}
+
+/// Whether every connection the store made (application `hedgerow`) is
+/// encrypted, and how many there are.
+fn store_connections_encrypted(pg: &Postgres) -> String {
+    pg.server
+        .psql(
+            "SELECT coalesce(bool_and(s.ssl)::text, 'none') || '/' || count(*) FROM pg_stat_ssl s \
+             JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'hedgerow'",
+        )
+        .unwrap_or_else(|e| panic!("psql: {e}"))
+        .trim()
+        .to_string()
+}
+
+fn unavailable(result: Result<Option<hedgerow::store::LeaseRow>, StoreError>) -> String {
+    match result {
+        Err(StoreError::Unavailable(why)) => why,
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+#[test]
+fn verify_full_connects_encrypted() {
+    let Some(pg) = server("verify_full_connects_encrypted") else {
+        return;
+    };
+    let store = open(&pg.server.connection_string());
+    assert_eq!(store.read(&fresh_group("tls")), Ok(None));
+    assert_eq!(store_connections_encrypted(&pg), "true/1");
+}
+
+#[test]
+fn verify_full_refuses_a_certificate_from_another_ca() {
+    let Some(pg) = server("verify_full_refuses_a_certificate_from_another_ca") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other-ca.pem");
+    let other_ca = hedgerow::tls::ClusterCa::new("elsewhere").unwrap();
+    std::fs::write(&other, other_ca.cert_pem()).unwrap();
+    let store = open(&format!(
+        "{} sslmode=verify-full sslrootcert='{}'",
+        plain_options(&pg),
+        other.display()
+    ));
+    let why = unavailable(store.read("g"));
+    assert!(
+        why.contains("TLS with the server failed") && why.contains("UnknownIssuer"),
+        "{why}"
+    );
+    assert!(why.contains("chain to sslrootcert"), "{why}");
+    assert_eq!(store_connections_encrypted(&pg), "none/0", "nothing got in");
+}
+
+#[test]
+fn verify_full_refuses_a_certificate_for_another_host() {
+    let Some(pg) = server("verify_full_refuses_a_certificate_for_another_host") else {
+        return;
+    };
+    // Connect to 127.0.0.1 but expect the certificate to name db.invalid.
+    let named = |mode: &str| {
+        format!(
+            "host=db.invalid hostaddr=127.0.0.1 port={} user=postgres dbname=postgres \
+             sslmode={mode} sslrootcert='{}'",
+            pg.server.port(),
+            pg.server.ca_path().display()
+        )
+    };
+    let why = unavailable(open(&named("verify-full")).read("g"));
+    assert!(why.contains("not valid for name \"db.invalid\""), "{why}");
+    assert!(why.contains("name the host"), "{why}");
+    // verify-ca checks only the chain, which is good.
+    assert_eq!(open(&named("verify-ca")).read(&fresh_group("ca")), Ok(None));
+}
+
+#[test]
+fn sslmode_require_encrypts_without_a_root() {
+    let Some(pg) = server("sslmode_require_encrypts_without_a_root") else {
+        return;
+    };
+    let store = open(&format!("{} sslmode=require", plain_options(&pg)));
+    assert_eq!(store.read(&fresh_group("require")), Ok(None));
+    assert_eq!(store_connections_encrypted(&pg), "true/1");
+}
+
+#[test]
+fn a_plaintext_client_is_refused_by_the_server() {
+    let Some(pg) = server("a_plaintext_client_is_refused_by_the_server") else {
+        return;
+    };
+    let why = unavailable(open(&format!("{} sslmode=disable", plain_options(&pg))).read("g"));
+    assert!(
+        why.contains("pg_hba.conf rejects connection") && why.contains("no encryption"),
+        "{why}"
+    );
+}
+
+#[test]
+fn verify_full_without_a_root_fails_to_build() {
+    let err = PostgresStore::builder("host=db.internal user=app sslmode=verify-full")
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("sslmode=verify-full needs sslrootcert=PATH"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_password_comes_from_a_file() {
+    let Some(pg) = server("the_password_comes_from_a_file") else {
+        return;
+    };
+    let role = conformance::postgres_server::PASSWORD_ROLE;
+    pg.server
+        .psql(&format!(
+            "CREATE ROLE {role} LOGIN SUPERUSER PASSWORD 'correct horse'"
+        ))
+        .unwrap_or_else(|e| panic!("psql: {e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let with_file = |password: &str| {
+        let file = dir.path().join("password");
+        std::fs::write(&file, password).unwrap();
+        PostgresStore::builder(
+            pg.server
+                .connection_string()
+                .replace("user=postgres", &format!("user={role}")),
+        )
+        .connect_timeout(CONNECT_TIMEOUT)
+        .password_file(&file)
+        .build()
+        .unwrap_or_else(|e| panic!("build: {e}"))
+    };
+    // A Secret's file usually ends in a newline; it is not part of the
+    // password.
+    assert_eq!(
+        with_file("correct horse\n").read(&fresh_group("pw")),
+        Ok(None)
+    );
+    let why = unavailable(with_file("battery staple\n").read("g"));
+    assert!(why.contains("password authentication failed"), "{why}");
+    assert!(
+        !why.contains("battery"),
+        "the password is never shown: {why}"
+    );
+
+    let missing = dir.path().join("no-such-file");
+    let err = PostgresStore::builder(pg.server.connection_string())
+        .password_file(&missing)
+        .build()
+        .unwrap_err();
+    let err = err.to_string();
+    assert!(
+        err.contains("cannot read the password file") && err.contains("no-such-file"),
+        "{err}"
+    );
+}

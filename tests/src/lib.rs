@@ -94,7 +94,7 @@ pub fn postgres(test: &str) -> Option<PostgresServer> {
 
 /// `server` as a `postgres://` URL, the form `hedgerow node --store` takes.
 pub fn postgres_url(server: &PostgresServer) -> String {
-    format!("postgres://postgres@127.0.0.1:{}/postgres", server.port())
+    server.url()
 }
 
 /// Polls `done` every `every` until it holds or `limit` passes; whether it

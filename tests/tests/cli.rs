@@ -468,6 +468,61 @@ fn five_processes_on_postgres_elect_serve_and_fail_over() {
     elect_send_broadcast_failover(Some(postgres_url(&server)));
 }
 
+/// The PostgreSQL password from `--store-password-file`'s file (env var
+/// here, as a Kubernetes pod sets it) over verify-full TLS: the node leads
+/// with the right one, and with a wrong one exits naming the failure but
+/// not the password.
+#[test]
+fn a_node_logs_in_to_postgres_with_a_password_file() {
+    let _one = one_at_a_time();
+    let Some(server) = postgres("a_node_logs_in_to_postgres_with_a_password_file") else {
+        return;
+    };
+    let role = hedgerow::store::conformance::postgres_server::PASSWORD_ROLE;
+    server
+        .psql(&format!(
+            "CREATE ROLE {role} LOGIN SUPERUSER PASSWORD 'pw-in-a-file'"
+        ))
+        .unwrap_or_else(|e| panic!("psql: {e}"));
+    let url = postgres_url(&server).replace("://postgres@", &format!("://{role}@"));
+    let dir = temp_dir();
+    let password = dir.path().join("pg-password");
+    let log = dir.path().join("node.log");
+    let start = |secret: &str| {
+        std::fs::write(&password, secret).unwrap();
+        NodeCommand::new(Path::new(HEDGEROW), "pw-test", "p1", &url)
+            .args(["--clock", "system", "--clock-bound-ms", "5"])
+            .args(["--preset", "local", "--store-wait-ms", "3000"])
+            .env(
+                "HEDGEROW_STORE_PASSWORD_FILE",
+                &password.display().to_string(),
+            )
+            .log_to(std::fs::File::create(&log).unwrap())
+            .start(Duration::from_secs(20))
+    };
+    let node = start("pw-in-a-file\n").unwrap_or_else(|why| panic!("{why}"));
+    assert!(
+        hedgerow_tests::wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+            status(node.http).is_some_and(|st| st["is_leader"] == true)
+        }),
+        "the node never led: {}",
+        log_tails(dir.path(), 20)
+    );
+    drop(node);
+
+    let refused = start("not-the-password\n");
+    assert!(refused.is_err(), "a wrong password got a node ready");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("password authentication failed"),
+        "the log says why: {text}"
+    );
+    assert!(
+        !text.contains("not-the-password"),
+        "the password is never logged: {text}"
+    );
+}
+
 #[test]
 fn sigterm_hands_over_well_before_the_lease_expires() {
     let _one = one_at_a_time();

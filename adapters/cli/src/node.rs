@@ -62,6 +62,11 @@ pub struct NodeArgs {
     /// or `memory` (this process only: useful for a single node).
     #[arg(long, env = "HEDGEROW_STORE", value_parser = parse_store)]
     pub store: StoreSpec,
+    /// A file holding the PostgreSQL password (one trailing newline
+    /// ignored), so that it is in neither the URL nor the environment;
+    /// it overrides a password in the URL.
+    #[arg(long, env = "HEDGEROW_STORE_PASSWORD_FILE")]
+    pub store_password_file: Option<PathBuf>,
     /// Where the HTTP control API listens (HOST:PORT; port 0 picks a free
     /// one). Loopback by default: it has no authentication.
     #[arg(long, env = "HEDGEROW_HTTP", default_value = DEFAULT_HTTP)]
@@ -336,6 +341,14 @@ impl NodeArgs {
     }
 
     fn open_store(&self) -> Result<Box<dyn LeaseStore>, String> {
+        if let (Some(_), StoreSpec::Memory | StoreSpec::Sqlite(_)) =
+            (&self.store_password_file, &self.store)
+        {
+            return Err(format!(
+                "--store-password-file is for a postgres:// store, not --store {}",
+                self.store
+            ));
+        }
         Ok(match &self.store {
             StoreSpec::Memory => {
                 tracing::warn!(
@@ -347,11 +360,17 @@ impl NodeArgs {
             StoreSpec::Sqlite(path) => Box::new(
                 SqliteStore::open(path).map_err(|e| format!("--store sqlite:{path}: {e}"))?,
             ),
-            StoreSpec::Postgres(url) => Box::new(
-                PostgresStore::builder(url.clone())
-                    .build()
-                    .map_err(|e| format!("--store postgres: {e}"))?,
-            ),
+            StoreSpec::Postgres(url) => {
+                let mut builder = PostgresStore::builder(url.clone());
+                if let Some(file) = &self.store_password_file {
+                    builder = builder.password_file(file);
+                }
+                Box::new(
+                    builder
+                        .build()
+                        .map_err(|e| format!("--store postgres: {e}"))?,
+                )
+            }
         })
     }
 }
@@ -768,6 +787,26 @@ mod tests {
             parse_store("sqlite:/x.db").unwrap().to_string(),
             "sqlite:/x.db"
         );
+    }
+
+    #[test]
+    fn a_store_password_file_must_exist_and_is_for_postgres_only() {
+        let open_err = |extra: &[&str]| match parse(extra).unwrap().open_store() {
+            Ok(_) => panic!("{extra:?} opened a store"),
+            Err(e) => e,
+        };
+        let err = open_err(&[
+            "--store",
+            "postgres://app@db.invalid/leases?sslmode=require",
+            "--store-password-file",
+            "no-such-dir/pg-password",
+        ]);
+        assert!(
+            err.contains("--store postgres") && err.contains("no-such-dir/pg-password"),
+            "{err}"
+        );
+        let err = open_err(&["--store", "memory", "--store-password-file", "pw"]);
+        assert!(err.contains("for a postgres:// store"), "{err}");
     }
 
     #[test]

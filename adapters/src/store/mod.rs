@@ -77,6 +77,8 @@ mod postgres;
 pub use postgres::{PostgresStore, PostgresStoreBuilder};
 #[cfg(feature = "postgres")]
 mod postgres_coord;
+#[cfg(feature = "postgres")]
+mod postgres_tls;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

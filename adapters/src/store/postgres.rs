@@ -27,8 +27,10 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Config, NoTls, Row, Statement};
+use tokio_postgres::{Client, Config, Row, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::postgres_tls::{self, SslMode};
 use super::sql::{to_sql, RawRow, RawWrite, COLUMNS};
 use super::LEASE_SCHEMA_VERSION;
 use super::{next_version, CasOutcome, CoordStore, LeaseRow, LeaseStore, LeaseWrite, StoreError};
@@ -67,7 +69,17 @@ const CLIENT_MARGIN: Duration = Duration::from_millis(500);
 /// the row is exactly what this write asked for, so "applied" is still
 /// what the caller needs to hear.)
 ///
-/// Connections use no TLS for now: keep the database on a private network.
+/// TLS follows libpq's `sslmode` in the connection string: `disable`,
+/// `prefer` (the default; encrypted if the server offers it, the
+/// certificate unchecked), `require` (encrypted, unchecked), `verify-ca`
+/// (the certificate must chain to `sslrootcert=PATH`, a PEM file) and
+/// `verify-full` (and name the host connected to). Use `verify-full`
+/// anywhere the network is shared. rustls on the ring provider, as the
+/// cluster port.
+///
+/// The password may come from the connection string, or better from
+/// [`password_file`](PostgresStoreBuilder::password_file) so that it
+/// stays out of process lists and logs; messages never show it.
 ///
 /// Calls must not be made from inside an async task (the store blocks on
 /// its private runtime); run them on a blocking pool.
@@ -80,9 +92,13 @@ const CLIENT_MARGIN: Duration = Duration::from_millis(500);
 /// use hedgerow::store::{LeaseStore, PostgresStore};
 /// use std::time::Duration;
 /// # fn main() -> Result<(), hedgerow::store::StoreError> {
-/// let store = PostgresStore::builder("host=db.internal user=hedgerow dbname=hedgerow")
-///     .connect_timeout(Duration::from_secs(2))
-///     .build()?;
+/// let store = PostgresStore::builder(
+///     "host=db.internal user=hedgerow dbname=hedgerow \
+///      sslmode=verify-full sslrootcert=/etc/hedgerow/pg-ca.pem",
+/// )
+/// .password_file("/run/secrets/pg-password")
+/// .connect_timeout(Duration::from_secs(2))
+/// .build()?;
 /// let row = store.read("web")?;
 /// # Ok(()) }
 /// ```
@@ -98,9 +114,42 @@ pub struct PostgresStoreBuilder {
     connect_timeout: Duration,
     statement_timeout: Duration,
     idle_timeout: Duration,
+    password: Option<Password>,
+}
+
+/// Where the password comes from, if not from the connection string.
+#[derive(Clone)]
+enum Password {
+    Bytes(Vec<u8>),
+    File(std::path::PathBuf),
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Password::Bytes(_) => f.write_str("Bytes(***)"),
+            Password::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
 }
 
 impl PostgresStoreBuilder {
+    /// The password to log in with, overriding one in the connection
+    /// string.
+    pub fn password(mut self, password: impl Into<Vec<u8>>) -> Self {
+        self.password = Some(Password::Bytes(password.into()));
+        self
+    }
+
+    /// Reads the password from the file at `path` when the store is
+    /// built (one trailing newline dropped), overriding one in the
+    /// connection string; a missing or unreadable file fails
+    /// [`build`](Self::build). For a Kubernetes Secret mounted as a file.
+    pub fn password_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.password = Some(Password::File(path.into()));
+        self
+    }
+
     /// The longest opening a connection may take (default 5 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -120,20 +169,49 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// The store. Connects to nothing yet; fails only if the connection
-    /// string cannot be parsed or the store's runtime cannot be started.
+    /// The store. Connects to nothing yet; fails if the connection string
+    /// cannot be parsed, the `sslrootcert` or password file cannot be
+    /// read, or the store's runtime cannot be started.
     pub fn build(self) -> Result<PostgresStore, StoreError> {
-        let mut config: Config = self.config.parse().map_err(|e: tokio_postgres::Error| {
+        let invalid = |why: String| {
             StoreError::Unavailable(format!(
-                "PostgreSQL lease store: the connection string is invalid: {}",
-                chain(&e)
+                "PostgreSQL lease store: the connection string is invalid: {why}"
             ))
-        })?;
+        };
+        let (rest, tls_options) = postgres_tls::split_options(&self.config).map_err(invalid)?;
+        let mut config: Config = rest
+            .parse()
+            .map_err(|e: tokio_postgres::Error| invalid(chain(&e)))?;
         config.connect_timeout(self.connect_timeout);
+        config.ssl_mode(tls_options.mode.negotiation());
         if config.get_application_name().is_none() {
             config.application_name("hedgerow");
         }
         let target = describe(&config);
+        let tls = postgres_tls::client_config(&tls_options).map_err(|why| {
+            StoreError::Unavailable(format!("PostgreSQL lease store {target}: {why}"))
+        })?;
+        match self.password {
+            None => {}
+            Some(Password::Bytes(password)) => {
+                config.password(password);
+            }
+            Some(Password::File(path)) => {
+                let mut password = std::fs::read(&path).map_err(|e| {
+                    StoreError::Unavailable(format!(
+                        "PostgreSQL lease store {target}: cannot read the password file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                if password.ends_with(b"\n") {
+                    password.pop();
+                    if password.ends_with(b"\r") {
+                        password.pop();
+                    }
+                }
+                config.password(password);
+            }
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
@@ -145,6 +223,8 @@ impl PostgresStoreBuilder {
             })?;
         let shared = Arc::new(Shared {
             config,
+            tls: Connector(MakeRustlsConnect::new(tls)),
+            ssl_mode: tls_options.mode,
             target,
             connect_timeout: self.connect_timeout,
             statement_timeout: self.statement_timeout,
@@ -180,6 +260,7 @@ impl PostgresStore {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(20),
+            password: None,
         }
     }
 
@@ -201,6 +282,8 @@ impl Drop for PostgresStore {
 #[derive(Debug)]
 pub(super) struct Shared {
     config: Config,
+    tls: Connector,
+    ssl_mode: SslMode,
     /// Where the store points, for messages (never the password).
     pub(super) target: String,
     connect_timeout: Duration,
@@ -213,6 +296,16 @@ pub(super) struct Shared {
     wake_closer: Condvar,
     /// Whether this store made sure the coordination tables exist.
     pub(super) coord_ready: AtomicBool,
+}
+
+/// The TLS connector (rustls' configuration shows nothing useful in
+/// `Debug`).
+struct Connector(MakeRustlsConnect);
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Connector")
+    }
 }
 
 #[derive(Debug)]
@@ -358,7 +451,7 @@ impl Shared {
     /// timeout.
     fn connect(&self, op: &str) -> Result<Conn, StoreError> {
         let opened = self.runtime.block_on_within(self.connect_timeout, async {
-            let (client, connection) = self.config.connect(NoTls).await?;
+            let (client, connection) = self.config.connect(self.tls.0.clone()).await?;
             let task = tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::debug!(error = %chain(&e), "lease store connection ended");
@@ -461,6 +554,19 @@ impl Shared {
             Failure::Pg(e) => e,
         };
         let Some(db) = e.as_db_error() else {
+            if let Some(tls) = postgres_tls::tls_failure(&e) {
+                return StoreError::Unavailable(format!(
+                    "{at}: TLS with the server failed ({tls}); with sslmode={} the server's \
+                     certificate must {}",
+                    self.ssl_mode.name(),
+                    match self.ssl_mode {
+                        SslMode::VerifyFull =>
+                            "chain to sslrootcert and name the host in the connection string",
+                        SslMode::VerifyCa => "chain to sslrootcert",
+                        _ => "be usable for TLS",
+                    }
+                ));
+            }
             if e.is_closed() {
                 return StoreError::Unavailable(format!(
                     "{at}: the connection was closed; the next call opens a new one"

@@ -145,9 +145,35 @@ impl ClusterCa {
         not_after: SystemTime,
     ) -> Result<NodeCert, TlsError> {
         let ia5 = uri.to_string().try_into().map_err(rcgen_error)?;
+        self.sign(uri, vec![SanType::URI(ia5)], not_before, not_after)
+    }
+
+    /// A certificate for a server that is no node, such as a PostgreSQL
+    /// server the cluster's nodes verify, naming each of `hosts` (a DNS
+    /// name or an IP address), valid from an hour ago for a year.
+    pub fn server(&self, hosts: &[&str]) -> Result<NodeCert, TlsError> {
+        let mut names = Vec::with_capacity(hosts.len());
+        for host in hosts {
+            names.push(match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(host.to_string().try_into().map_err(rcgen_error)?),
+            });
+        }
+        let now = SystemTime::now();
+        let common = hosts.first().copied().unwrap_or("server");
+        self.sign(common, names, now - BACKDATE, now + NODE_VALIDITY)
+    }
+
+    fn sign(
+        &self,
+        common: &str,
+        names: Vec<SanType>,
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Result<NodeCert, TlsError> {
         let mut params = CertificateParams::default();
-        params.distinguished_name = name(uri);
-        params.subject_alt_names = vec![SanType::URI(ia5)];
+        params.distinguished_name = name(common);
+        params.subject_alt_names = names;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
@@ -177,6 +203,7 @@ fn name(common: &str) -> DistinguishedName {
 mod tests {
     use super::*;
     use crate::tls::san::node_ids_for;
+    use futures_rustls::rustls;
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::CertificateDer;
 
@@ -194,6 +221,21 @@ mod tests {
         assert!(node_ids_for(&der(&n.cert_pem), "other").is_empty());
         // The CA itself names no node.
         assert!(node_ids_for(&der(&ca.cert_pem()), "shop").is_empty());
+    }
+
+    #[test]
+    fn a_server_certificate_names_its_hosts_and_no_node() {
+        let ca = ClusterCa::new("shop").unwrap();
+        let db = ca.server(&["db.internal", "127.0.0.1"]).unwrap();
+        let db_der = CertificateDer::from(der(&db.cert_pem));
+        let parsed = rustls::server::ParsedCertificate::try_from(&db_der).unwrap();
+        let ip = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let dns = rustls_pki_types::ServerName::try_from("db.internal").unwrap();
+        let other = rustls_pki_types::ServerName::try_from("db.example").unwrap();
+        assert!(rustls::client::verify_server_name(&parsed, &ip).is_ok());
+        assert!(rustls::client::verify_server_name(&parsed, &dns).is_ok());
+        assert!(rustls::client::verify_server_name(&parsed, &other).is_err());
+        assert!(node_ids_for(&der(&db.cert_pem), "shop").is_empty());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! A throw-away PostgreSQL server for tests: its own data directory in a
-//! temporary directory, a free loopback port, trust authentication on
-//! loopback, stopped and deleted on drop. It can be stopped, restarted,
+//! temporary directory, a free loopback port, TLS only (`hostssl`, a
+//! server certificate for `localhost` and 127.0.0.1 from a CA made for
+//! this server), trust authentication, stopped and deleted on drop. It can be stopped, restarted,
 //! frozen (SIGSTOP) and thawed under a running client, so that tests can
 //! take the store away from a live node or cluster.
 //!
@@ -10,7 +11,7 @@
 
 use std::io::Write as _;
 use std::net::TcpListener;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -32,6 +33,18 @@ pub struct PostgresServer {
     /// Extra `name=value` server settings, kept across restarts.
     settings: Vec<String>,
 }
+
+/// Who may connect: TLS over loopback only, and the Unix socket that
+/// `pg_ctl` uses; a plaintext TCP client is refused. The role
+/// [`PASSWORD_ROLE`] must give its password, everyone else is trusted.
+const PG_HBA: &str = "local all all trust\n\
+                      hostssl all hedgerow_password 127.0.0.1/32 scram-sha-256\n\
+                      hostssl all all 127.0.0.1/32 trust\n\
+                      hostnossl all all all reject\n";
+
+/// The one role that logs in with a password (tests create it with
+/// `CREATE ROLE`); every other role is trusted.
+pub const PASSWORD_ROLE: &str = "hedgerow_password";
 
 impl PostgresServer {
     /// Starts a server for the test `test`, or returns `None` after saying
@@ -108,8 +121,37 @@ impl PostgresServer {
                 "--no-sync",
             ],
         )?;
+        server.write_tls_files()?;
         server.start_again()?;
         Ok(server)
+    }
+
+    /// The CA, the server's certificate and key (0600, owned by the user
+    /// the server runs as, as PostgreSQL insists) and `pg_hba.conf`.
+    fn write_tls_files(&self) -> Result<(), String> {
+        let ca = crate::tls::ClusterCa::new("hedgerow-test-postgres")
+            .map_err(|e| format!("make the test CA: {e}"))?;
+        let cert = ca
+            .server(&["localhost", "127.0.0.1"])
+            .map_err(|e| format!("make the server certificate: {e}"))?;
+        let files = [
+            (self.ca_path(), ca.cert_pem(), 0o644),
+            (self.dir.join("server.crt"), cert.cert_pem, 0o644),
+            (self.dir.join("server.key"), cert.key_pem, 0o600),
+            (self.data().join("pg_hba.conf"), PG_HBA.to_string(), 0o600),
+        ];
+        for (path, text, mode) in files {
+            std::fs::write(&path, text).map_err(|e| format!("write {}: {e}", path.display()))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+            if self.as_postgres {
+                check(
+                    "chown",
+                    Command::new("chown").arg("postgres:").arg(&path).output(),
+                )?;
+            }
+        }
+        Ok(())
     }
 
     /// The port the server listens on (127.0.0.1).
@@ -118,12 +160,40 @@ impl PostgresServer {
     }
 
     /// A libpq-style connection string for database `postgres` as user
-    /// `postgres`.
+    /// `postgres`, over TLS with the server's certificate checked
+    /// (`sslmode=verify-full`, `sslrootcert=` [`ca_path`](Self::ca_path)).
     pub fn connection_string(&self) -> String {
         format!(
-            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=verify-full \
+             sslrootcert='{}'",
+            self.port,
+            self.ca_path().display()
+        )
+    }
+
+    /// [`connection_string`](Self::connection_string) as a `postgres://`
+    /// URL, the form `hedgerow node --store` takes.
+    pub fn url(&self) -> String {
+        let ca: String = self
+            .ca_path()
+            .to_string_lossy()
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' => {
+                    char::from(b).to_string()
+                }
+                other => format!("%{other:02X}"),
+            })
+            .collect();
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=verify-full&sslrootcert={ca}",
             self.port
         )
+    }
+
+    /// The PEM file of the CA that signed the server's certificate.
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.join("ca.crt")
     }
 
     /// Runs `sql` with `psql` (for tests that tamper with the table).
@@ -172,9 +242,11 @@ impl PostgresServer {
     pub fn start_again(&self) -> Result<(), String> {
         let mut options = format!(
             "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories={} -c fsync=off \
-             -c full_page_writes=off",
+             -c full_page_writes=off -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.dir.join("server.crt").display(),
+            self.dir.join("server.key").display(),
         );
         for setting in &self.settings {
             options.push_str(" -c ");

@@ -39,6 +39,7 @@ pub(super) struct HostCtx {
     /// Holders believe their permits until they release them, whatever
     /// their clocks and `lost()` say (a deliberately broken run).
     pub(super) broken_holders: bool,
+    pub(super) tls: Option<hedgerow::Tls>,
 }
 
 /// Writes to the shared log as one process (its slot and incarnation) at
@@ -118,6 +119,9 @@ fn builder(ctx: &HostCtx, boot: u64, rec: &Recorder) -> hedgerow::Builder<Turmoi
             });
     if let Some(limit) = ctx.store_timeout {
         b = b.store_timeout(limit);
+    }
+    if let Some(tls) = &ctx.tls {
+        b = b.tls(tls.clone());
     }
     b
 }

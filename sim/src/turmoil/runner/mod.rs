@@ -83,6 +83,10 @@ pub struct TurmoilOptions {
     /// Deliberately broken: the store answers puts as appended but does
     /// not keep them. The KV checker must then catch the lost puts.
     pub broken_store_forgets_puts: bool,
+    /// Mutual TLS material of node `n<slot>` (e.g. from
+    /// `hedgerow::tls::ClusterCa`); a slot without an entry runs without
+    /// TLS (default: none).
+    pub tls: BTreeMap<usize, hedgerow::Tls>,
 }
 
 impl Default for TurmoilOptions {
@@ -102,6 +106,7 @@ impl Default for TurmoilOptions {
             record: false,
             broken_holders: false,
             broken_store_forgets_puts: false,
+            tls: BTreeMap::new(),
         }
     }
 }

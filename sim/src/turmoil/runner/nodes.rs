@@ -70,6 +70,7 @@ impl Runner<'_> {
                     store_timeout: self.opts.store_timeout,
                     sample_every: self.opts.sample_every,
                     broken_holders: self.opts.broken_holders,
+                    tls: self.opts.tls.get(&slot).cloned(),
                 };
                 self.slots.push(Slot {
                     clock: ctx.clock.clone(),
