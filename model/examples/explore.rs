@@ -3,7 +3,7 @@
 //! [calm_steps]`, and prints the state count, the time and every
 //! discovery as a trace: for measuring, and for trying bounds.
 //!
-//! `BUG=nonce|insert` seeds a bug and stops at its counterexample,
+//! `BUG=nonce|insert|latest|snapshot` seeds a bug and stops at its counterexample,
 //! `START=0,5,-5` fixes the clock offsets (ms), `DEPTH=n` limits the
 //! path length, `DFS=1` searches depth first.
 //!
@@ -45,6 +45,18 @@ fn main() {
             Some(SeededBug::FirstInsertOnVersionZero),
             Some(hedgerow_model::CALM_LEADS),
         ),
+        Ok("latest") => (
+            Some(SeededBug::TakeoverOnLatest),
+            Some(hedgerow_model::ONE_LEADER),
+        ),
+        Ok("snapshot") => (
+            Some(SeededBug::SnapshotIgnoresStamp),
+            Some(hedgerow_model::VIEWS_MONOTONIC),
+        ),
+        Ok(other) if !other.is_empty() => {
+            eprintln!("BUG={other:?}: use nonce, insert, latest or snapshot");
+            std::process::exit(2);
+        }
         _ => (None, None),
     };
     bounds.bug = bug;

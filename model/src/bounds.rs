@@ -98,7 +98,7 @@ impl Bounds {
 /// heartbeat round fit in the bounded horizon.
 pub fn node_config() -> Config {
     Config {
-        lease_duration: Duration::from_millis(40),
+        lease_duration: Duration::from_millis(45),
         heartbeat_interval: Duration::from_millis(50),
         failure_timeout: Duration::from_millis(120),
         batch_window: Duration::from_millis(1),
