@@ -5,7 +5,8 @@
 //!
 //! `BUG=nonce|insert|latest|snapshot` seeds a bug and stops at its counterexample,
 //! `START=0,5,-5` fixes the clock offsets (ms), `DEPTH=n` limits the
-//! path length, `DFS=1` searches depth first.
+//! path length, `DFS=1` searches depth first, `ACQUIRES=n` lets the
+//! nodes make `n` acquire calls.
 //!
 //! ```text
 //! cargo run --release -p hedgerow-model --example explore -- 2 1 1 1
@@ -65,6 +66,11 @@ fn main() {
             d.parse()
                 .unwrap_or_else(|_| panic!("DEPTH={d}: a number of actions")),
         );
+    }
+    if let Ok(a) = std::env::var("ACQUIRES") {
+        bounds.max_acquires = a
+            .parse()
+            .unwrap_or_else(|_| panic!("ACQUIRES={a}: a number of acquire calls"));
     }
     if let Ok(start) = std::env::var("START") {
         let v: Vec<i64> = start
