@@ -15,6 +15,30 @@
 use hedgerow_core::SeededBug;
 use hedgerow_model::{run, Bounds, Search};
 
+/// The seeded bugs by their `BUG=` name, each with the property it breaks.
+const BUGS: [(&str, SeededBug, &str); 4] = [
+    (
+        "nonce",
+        SeededBug::RenewIgnoresNonce,
+        hedgerow_model::TOKENS_INCREASE,
+    ),
+    (
+        "insert",
+        SeededBug::FirstInsertOnVersionZero,
+        hedgerow_model::CALM_LEADS,
+    ),
+    (
+        "latest",
+        SeededBug::TakeoverOnLatest,
+        hedgerow_model::ONE_LEADER,
+    ),
+    (
+        "snapshot",
+        SeededBug::SnapshotIgnoresStamp,
+        hedgerow_model::VIEWS_MONOTONIC,
+    ),
+];
+
 fn main() {
     let mut bounds = match Bounds::from_env() {
         Ok(b) => b,
@@ -38,27 +62,15 @@ fn main() {
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (bug, stop) = match std::env::var("BUG").as_deref() {
-        Ok("nonce") => (
-            Some(SeededBug::RenewIgnoresNonce),
-            Some(hedgerow_model::TOKENS_INCREASE),
-        ),
-        Ok("insert") => (
-            Some(SeededBug::FirstInsertOnVersionZero),
-            Some(hedgerow_model::CALM_LEADS),
-        ),
-        Ok("latest") => (
-            Some(SeededBug::TakeoverOnLatest),
-            Some(hedgerow_model::ONE_LEADER),
-        ),
-        Ok("snapshot") => (
-            Some(SeededBug::SnapshotIgnoresStamp),
-            Some(hedgerow_model::VIEWS_MONOTONIC),
-        ),
-        Ok(other) if !other.is_empty() => {
-            eprintln!("BUG={other:?}: use nonce, insert, latest or snapshot");
-            std::process::exit(2);
-        }
-        _ => (None, None),
+        Err(_) | Ok("") => (None, None),
+        Ok(name) => match BUGS.iter().find(|(n, _, _)| *n == name) {
+            Some(&(_, bug, property)) => (Some(bug), Some(property)),
+            None => {
+                let names: Vec<_> = BUGS.iter().map(|(n, _, _)| *n).collect();
+                eprintln!("BUG={name:?}: use one of {}", names.join(", "));
+                std::process::exit(2);
+            }
+        },
     };
     bounds.bug = bug;
     if let Ok(d) = std::env::var("DEPTH") {

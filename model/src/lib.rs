@@ -2,7 +2,8 @@
 //!
 //! An exhaustive check, within bounds, of the *real* `hedgerow_core::Node`:
 //! three nodes, the lease row (compare-and-set exactly as
-//! [`hedgerow_core::execute_on_row`] defines it), a network that may
+//! [`hedgerow_core::execute_on_row`] defines it), the coordination tables
+//! ([`hedgerow_core::coord::execute_coord`]), a network that may
 //! delay, drop, duplicate and reorder, store operations that may time out
 //! after being applied, crashes with restarts under new incarnations, and
 //! clocks whose readings the checker picks adversarially within the bound.
@@ -11,8 +12,11 @@
 //!
 //! `world` is the state and its one transition, `bounds` what keeps it
 //! finite, `trace` renders a counterexample as the inputs that led to it.
-//! The properties are in [`LeaseModel`]; each has a seeded bug
-//! ([`hedgerow_core::SeededBug`]) that the tests show it catches.
+//! The properties are in [`LeaseModel`]; each lease and view property has
+//! a seeded bug ([`hedgerow_core::SeededBug`]) that the tests show it
+//! catches. The permit properties, checked when the nodes may call
+//! `acquire` (`Bounds::max_acquires`), have none yet: a permit lapses
+//! beyond the affordable horizon.
 
 mod bounds;
 mod trace;

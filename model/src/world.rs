@@ -1,10 +1,10 @@
 //! The world the checker explores: three real [`Node`]s, the lease row,
-//! the messages in flight, the store operations not answered yet, and the
+//! the coordination tables, the messages in flight, the store operations not answered yet, and the
 //! facts the properties need from the past. [`World::after`] is the one
 //! transition: it feeds a node exactly as a driver would (the reading the
 //! checker chose for it this step, outputs drained after every call) and
-//! applies store operations with [`execute_on_row`], the definition every
-//! real store is held to.
+//! applies store operations with [`execute_on_row`] and [`execute_coord`],
+//! the definitions every real store is held to.
 
 use std::collections::BTreeMap;
 use std::fmt;
