@@ -21,7 +21,7 @@ use crate::seeded::SeededBug;
 use crate::store::{
     CasOutcome, Holder, LeaseOp, LeaseReply, LeaseRow, LeaseWrite, OpId, StoreError,
 };
-use crate::time::{duration_nanos, ClockReading, ClockSource, MonoTime, Now};
+use crate::time::{duration_nanos, ClockReading, ClockSource, MonoTime, Now, TimeInterval};
 
 /// Why a node stopped leading.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -206,6 +206,16 @@ impl Lease {
         false
     }
 
+    /// The end of a reading a taker compares with the holder's expiry:
+    /// `earliest`, unless the model checker seeded the opposite.
+    fn taker_reading(&self, c: &TimeInterval) -> u64 {
+        if self.seeded(SeededBug::TakeoverOnLatest) {
+            c.latest
+        } else {
+            c.earliest
+        }
+    }
+
     /// Whether a reading may be used to hold the lease.
     pub(crate) fn clock_may_lead(&self, c: &ClockReading) -> bool {
         c.interval.is_valid()
@@ -374,7 +384,8 @@ impl Lease {
                     .expires_ns
                     .saturating_add(self.stagger_ns)
                     .saturating_add(1);
-                now.mono + Duration::from_nanos(target.saturating_sub(now.clock.interval.earliest))
+                let past = self.taker_reading(&now.clock.interval);
+                now.mono + Duration::from_nanos(target.saturating_sub(past))
             }
         }
     }
@@ -550,7 +561,7 @@ impl Lease {
                 }))
             }
             Some((_, expires_ns, token, version))
-                if c.earliest > expires_ns.saturating_add(self.stagger_ns) =>
+                if self.taker_reading(&c) > expires_ns.saturating_add(self.stagger_ns) =>
             {
                 let write = self.write(now, Term(token.max(self.floor).0.saturating_add(1)));
                 Some(self.issue(Purpose::Acquire, |op| LeaseOp::CompareAndSet {

@@ -16,4 +16,13 @@ pub enum SeededBug {
     /// The first insert is conditioned on row version 0 instead of "no
     /// row": it always conflicts and nobody ever leads. Breaks liveness.
     FirstInsertOnVersionZero,
+    /// A taker decides the holder's lease has passed by its reading's
+    /// `latest` instead of `earliest` (both when it schedules the attempt
+    /// and when it writes): it takes over up to twice the error bound
+    /// early, while the holder still leads. Breaks "one leader at a time".
+    TakeoverOnLatest,
+    /// A member installs a leader's snapshot without comparing its stamp
+    /// with its own view: a delayed or duplicated snapshot moves the view
+    /// back. Breaks "views monotonic per node".
+    SnapshotIgnoresStamp,
 }

@@ -3,9 +3,10 @@
 //! [calm_steps]`, and prints the state count, the time and every
 //! discovery as a trace: for measuring, and for trying bounds.
 //!
-//! `BUG=nonce|insert` seeds a bug and stops at its counterexample,
+//! `BUG=nonce|insert|latest|snapshot` seeds a bug and stops at its counterexample,
 //! `START=0,5,-5` fixes the clock offsets (ms), `DEPTH=n` limits the
-//! path length, `DFS=1` searches depth first.
+//! path length, `DFS=1` searches depth first, `ACQUIRES=n` lets the
+//! nodes make `n` acquire calls.
 //!
 //! ```text
 //! cargo run --release -p hedgerow-model --example explore -- 2 1 1 1
@@ -13,6 +14,30 @@
 
 use hedgerow_core::SeededBug;
 use hedgerow_model::{run, Bounds, Search};
+
+/// The seeded bugs by their `BUG=` name, each with the property it breaks.
+const BUGS: [(&str, SeededBug, &str); 4] = [
+    (
+        "nonce",
+        SeededBug::RenewIgnoresNonce,
+        hedgerow_model::TOKENS_INCREASE,
+    ),
+    (
+        "insert",
+        SeededBug::FirstInsertOnVersionZero,
+        hedgerow_model::CALM_LEADS,
+    ),
+    (
+        "latest",
+        SeededBug::TakeoverOnLatest,
+        hedgerow_model::ONE_LEADER,
+    ),
+    (
+        "snapshot",
+        SeededBug::SnapshotIgnoresStamp,
+        hedgerow_model::VIEWS_MONOTONIC,
+    ),
+];
 
 fn main() {
     let mut bounds = match Bounds::from_env() {
@@ -37,15 +62,15 @@ fn main() {
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (bug, stop) = match std::env::var("BUG").as_deref() {
-        Ok("nonce") => (
-            Some(SeededBug::RenewIgnoresNonce),
-            Some(hedgerow_model::TOKENS_INCREASE),
-        ),
-        Ok("insert") => (
-            Some(SeededBug::FirstInsertOnVersionZero),
-            Some(hedgerow_model::CALM_LEADS),
-        ),
-        _ => (None, None),
+        Err(_) | Ok("") => (None, None),
+        Ok(name) => match BUGS.iter().find(|(n, _, _)| *n == name) {
+            Some(&(_, bug, property)) => (Some(bug), Some(property)),
+            None => {
+                let names: Vec<_> = BUGS.iter().map(|(n, _, _)| *n).collect();
+                eprintln!("BUG={name:?}: use one of {}", names.join(", "));
+                std::process::exit(2);
+            }
+        },
     };
     bounds.bug = bug;
     if let Ok(d) = std::env::var("DEPTH") {
@@ -53,6 +78,11 @@ fn main() {
             d.parse()
                 .unwrap_or_else(|_| panic!("DEPTH={d}: a number of actions")),
         );
+    }
+    if let Ok(a) = std::env::var("ACQUIRES") {
+        bounds.max_acquires = a
+            .parse()
+            .unwrap_or_else(|_| panic!("ACQUIRES={a}: a number of acquire calls"));
     }
     if let Ok(start) = std::env::var("START") {
         let v: Vec<i64> = start

@@ -42,6 +42,10 @@ pub struct Bounds {
     pub max_depth: Option<usize>,
     /// Liveness: a cluster left alone this many steps has a leader.
     pub calm_steps: u64,
+    /// How many `acquire` calls the nodes make in one run (each node at
+    /// most one per process), for the permit properties; 0 leaves the
+    /// coordination services idle.
+    pub max_acquires: u8,
     /// A deliberate bug every node carries, or none.
     pub bug: Option<SeededBug>,
 }
@@ -59,15 +63,30 @@ impl Bounds {
             max_skews: 0,
             max_depth: None,
             calm_steps: 4,
+            max_acquires: 0,
             bug: None,
         }
     }
 
     /// The deeper run, `HEDGEROW_MODEL_DEPTH=deep`: one step further with
-    /// faults (BENCHMARKS.md: it did not finish in 23 minutes here).
+    /// the same faults and all 27 clock layouts, about ten minutes and
+    /// 5.4 GB here (BENCHMARKS.md, "Model check").
     pub fn deep() -> Bounds {
         Bounds {
             max_time: 3,
+            ..Bounds::quick()
+        }
+    }
+
+    /// The permit run `cargo test` makes: one node calls `acquire` (a
+    /// lock, waiting) at any point, with the quick faults, for one clock
+    /// layout. A promise lasts the effective permit lease (twice the
+    /// heartbeat, 100 ms), beyond this horizon: the run covers grants under
+    /// faults, crashes and failovers of the call, not a lapse.
+    pub fn permits() -> Bounds {
+        Bounds {
+            start: Some(vec![0, 0, 0]),
+            max_acquires: 1,
             ..Bounds::quick()
         }
     }
@@ -98,7 +117,7 @@ impl Bounds {
 /// heartbeat round fit in the bounded horizon.
 pub fn node_config() -> Config {
     Config {
-        lease_duration: Duration::from_millis(40),
+        lease_duration: Duration::from_millis(45),
         heartbeat_interval: Duration::from_millis(50),
         failure_timeout: Duration::from_millis(120),
         batch_window: Duration::from_millis(1),

@@ -2,7 +2,8 @@
 //!
 //! An exhaustive check, within bounds, of the *real* `hedgerow_core::Node`:
 //! three nodes, the lease row (compare-and-set exactly as
-//! [`hedgerow_core::execute_on_row`] defines it), a network that may
+//! [`hedgerow_core::execute_on_row`] defines it), the coordination tables
+//! ([`hedgerow_core::coord::execute_coord`]), a network that may
 //! delay, drop, duplicate and reorder, store operations that may time out
 //! after being applied, crashes with restarts under new incarnations, and
 //! clocks whose readings the checker picks adversarially within the bound.
@@ -11,8 +12,11 @@
 //!
 //! `world` is the state and its one transition, `bounds` what keeps it
 //! finite, `trace` renders a counterexample as the inputs that led to it.
-//! The properties are in [`LeaseModel`]; each has a seeded bug
-//! ([`hedgerow_core::SeededBug`]) that the tests show it catches.
+//! The properties are in [`LeaseModel`]; each lease and view property has
+//! a seeded bug ([`hedgerow_core::SeededBug`]) that the tests show it
+//! catches. The permit properties, checked when the nodes may call
+//! `acquire` (`Bounds::max_acquires`), have none yet: a permit lapses
+//! beyond the affordable horizon.
 
 mod bounds;
 mod trace;
@@ -24,7 +28,10 @@ use stateright::{Checker, HasDiscoveries, Model, Property};
 
 pub use bounds::{node_config, Bounds, BOUND_NS, EPOCH_NS, STEP_NS};
 pub use trace::render;
-pub use world::{Action, Envelope, Leadership, OpKey, PendingOp, Slot, World, NODES};
+pub use world::{
+    Action, Envelope, Leadership, OpKey, PendingOp, Slot, StoreOp, World, NODES, PERMIT,
+    PERMIT_LIMIT,
+};
 
 /// Never two nodes that may lead at one true instant.
 pub const ONE_LEADER: &str = "one leader at a time";
@@ -32,16 +39,28 @@ pub const ONE_LEADER: &str = "one leader at a time";
 pub const TOKENS_INCREASE: &str = "tokens strictly increase";
 /// No node's view `(term, version)` ever moves back.
 pub const VIEWS_MONOTONIC: &str = "views monotonic per node";
+/// Never more holders of the permit than its limit at one true instant.
+pub const PERMITS_WITHIN_LIMIT: &str = "permit holders within the limit";
+/// Each permit granted has a token above the one before it.
+pub const PERMIT_TOKENS_INCREASE: &str = "permit tokens strictly increase";
 /// A cluster left alone long enough has a leader.
 pub const CALM_LEADS: &str = "a calm cluster has a leader";
 /// Sanity: some run elects a leader (the space is not vacuous).
 pub const SOME_LEADER: &str = "some run elects a leader";
+/// Sanity: some run grants a permit (with `max_acquires` above 0).
+pub const SOME_GRANT: &str = "some run grants a permit";
 /// Sanity: some run sees a second leadership (a failover is explored).
 pub const SOME_FAILOVER: &str = "some run fails over";
 
 /// The safety and liveness properties, the names above.
-pub const SAFETY_AND_LIVENESS: [&str; 4] =
-    [ONE_LEADER, TOKENS_INCREASE, VIEWS_MONOTONIC, CALM_LEADS];
+pub const SAFETY_AND_LIVENESS: [&str; 6] = [
+    ONE_LEADER,
+    TOKENS_INCREASE,
+    VIEWS_MONOTONIC,
+    PERMITS_WITHIN_LIMIT,
+    PERMIT_TOKENS_INCREASE,
+    CALM_LEADS,
+];
 
 /// The stateright model of three real nodes within `bounds`.
 #[derive(Clone, Debug)]
@@ -82,10 +101,17 @@ impl Model for LeaseModel {
             Property::always(ONE_LEADER, |_, w: &World| w.possible_leaders().len() <= 1),
             Property::always(TOKENS_INCREASE, |_, w: &World| w.token_regressed.is_none()),
             Property::always(VIEWS_MONOTONIC, |_, w: &World| w.view_regressed.is_none()),
+            Property::always(PERMITS_WITHIN_LIMIT, |_, w: &World| {
+                w.possible_holders().len() <= world::PERMIT_LIMIT
+            }),
+            Property::always(PERMIT_TOKENS_INCREASE, |_, w: &World| {
+                w.permit_regressed.is_none()
+            }),
             Property::always(CALM_LEADS, |m: &LeaseModel, w: &World| {
                 w.calm < m.bounds.calm_steps || w.has_leader()
             }),
             Property::sometimes(SOME_LEADER, |_, w: &World| w.has_leader()),
+            Property::sometimes(SOME_GRANT, |_, w: &World| w.last_permit.is_some()),
             Property::sometimes(SOME_FAILOVER, |_, w: &World| {
                 w.last_leadership.is_some_and(|l| l.term.0 >= 2)
             }),

@@ -34,9 +34,13 @@ pub fn render(_model: &LeaseModel, path: Path<World, Action>) -> String {
         let _ = writeln!(out, "                   {}", summary(after));
     }
     if let Some((last, _)) = steps.last() {
-        for note in [&last.token_regressed, &last.view_regressed]
-            .into_iter()
-            .flatten()
+        for note in [
+            &last.token_regressed,
+            &last.view_regressed,
+            &last.permit_regressed,
+        ]
+        .into_iter()
+        .flatten()
         {
             let _ = writeln!(out, "    => {note}");
         }
@@ -48,6 +52,17 @@ pub fn render(_model: &LeaseModel, path: Path<World, Action>) -> String {
                 "    => at t={} {} may all lead",
                 last.now,
                 names.join(" and ")
+            );
+        }
+        let holders = last.possible_holders();
+        if holders.len() > crate::PERMIT_LIMIT {
+            let names: Vec<_> = holders.iter().map(|s| name(*s)).collect();
+            let _ = writeln!(
+                out,
+                "    => at t={} {} may all hold permit {:?}",
+                last.now,
+                names.join(" and "),
+                crate::PERMIT
             );
         }
     }
@@ -70,6 +85,7 @@ pub fn action(a: &Action) -> String {
         Action::Crash(s) => format!("CRASH {}", name(*s)),
         Action::Restart(s) => format!("RESTART {} with a new incarnation", name(*s)),
         Action::Skew(s, o) => format!("{}'s clock now reads {}", name(*s), ms(*o)),
+        Action::Acquire(s) => format!("{} calls acquire({:?})", name(*s), crate::PERMIT),
         Action::Advance => "time -> next step; due timers fire".to_string(),
     }
 }
@@ -80,7 +96,8 @@ fn ms(offset: i64) -> String {
 }
 
 fn op(k: &OpKey) -> String {
-    format!("{}#{}'s op {}", name(k.slot), k.incarnation, k.op.0)
+    let kind = if k.coord { "coord op" } else { "op" };
+    format!("{}#{}'s {kind} {}", name(k.slot), k.incarnation, k.op.0)
 }
 
 fn envelope(e: &crate::world::Envelope) -> String {
@@ -120,8 +137,17 @@ fn summary(w: &World) -> String {
                     }
                     _ => String::new(),
                 };
+                let permits: String = w.tickets[s]
+                    .iter()
+                    .filter(|&&ticket| n.permit_valid(&w.reading(s), ticket))
+                    .filter_map(|&ticket| n.permit(ticket))
+                    .map(|p| {
+                        let until = steps_from(w, p.expires_ns);
+                        format!(" HOLDS {}#{} until t{until:+.1}", p.name, p.token)
+                    })
+                    .collect();
                 let (term, version) = n.view().stamp();
-                format!("{me}{lease} view({},{version})", term.0)
+                format!("{me}{lease}{permits} view({},{version})", term.0)
             }
         })
         .collect();

@@ -1,19 +1,20 @@
 //! The world the checker explores: three real [`Node`]s, the lease row,
-//! the messages in flight, the store operations not answered yet, and the
+//! the coordination tables, the messages in flight, the store operations not answered yet, and the
 //! facts the properties need from the past. [`World::after`] is the one
 //! transition: it feeds a node exactly as a driver would (the reading the
 //! checker chose for it this step, outputs drained after every call) and
-//! applies store operations with [`execute_on_row`], the definition every
-//! real store is held to.
+//! applies store operations with [`execute_on_row`] and [`execute_coord`],
+//! the definitions every real store is held to.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
+use hedgerow_core::coord::{execute_coord, CoordAnswer, CoordOp, CoordTables};
 use hedgerow_core::wire::{decode_frame, encode_frame, Frame};
 use hedgerow_core::{
     execute_on_row, ClockReading, Event, Identity, Input, LeaseOp, LeaseRow, Message, MonoTime,
-    Node, NodeId, Now, OpId, Output, StoreError, Term,
+    Node, NodeId, Now, OpId, Output, RequestId, StoreError, Term,
 };
 
 use crate::bounds::{node_config, Bounds, BOUND_NS, EPOCH_NS, STEP_NS};
@@ -61,6 +62,20 @@ impl Envelope {
     }
 }
 
+/// The name of the one semaphore the model's nodes acquire.
+pub const PERMIT: &str = "p";
+/// Its limit: a lock.
+pub const PERMIT_LIMIT: usize = 1;
+
+/// An operation on the store: the lease row or the coordination tables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreOp {
+    /// On the lease row.
+    Lease(LeaseOp),
+    /// On the coordination tables, fenced by the lease row.
+    Coord(CoordOp),
+}
+
 /// A store operation sent and not answered. Its incarnation tells a
 /// crashed process's operation (it may still land) from a live one.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,17 +85,22 @@ pub struct PendingOp {
     /// The incarnation that sent it.
     pub incarnation: u64,
     /// The operation.
-    pub op: LeaseOp,
+    pub op: StoreOp,
     /// The step it was sent in.
     pub sent_at: u64,
 }
 
 impl PendingOp {
     fn key(&self) -> OpKey {
+        let (coord, op) = match &self.op {
+            StoreOp::Lease(op) => (false, op.id()),
+            StoreOp::Coord(op) => (true, op.id()),
+        };
         OpKey {
             slot: self.slot,
             incarnation: self.incarnation,
-            op: self.op.id(),
+            coord,
+            op,
         }
     }
 }
@@ -92,6 +112,9 @@ pub struct OpKey {
     pub slot: usize,
     /// The incarnation that sent it.
     pub incarnation: u64,
+    /// Whether it is a coordination operation (its ids are counted apart
+    /// from the lease's).
+    pub coord: bool,
     /// Its id.
     pub op: OpId,
 }
@@ -122,6 +145,9 @@ pub enum Action {
     /// Move a node's readings to a new offset from true time (within the
     /// bound, so not a fault; limited by `Bounds::max_skews`).
     Skew(usize, i64),
+    /// A node asks for the permit, waiting in the leader's queue
+    /// (limited by `Bounds::max_acquires`).
+    Acquire(usize),
     /// Advance true time one step; due timers fire.
     Advance,
 }
@@ -169,6 +195,16 @@ pub struct World {
     pub token_regressed: Option<String>,
     /// A node whose view moved back.
     pub view_regressed: Option<String>,
+    /// The coordination tables in the store.
+    pub coord: CoordTables,
+    /// Acquires so far.
+    pub acquires: u8,
+    /// Each node's tickets: the acquires its current process made.
+    pub tickets: Vec<Vec<RequestId>>,
+    /// The last permit granted: to which process, under which token.
+    pub last_permit: Option<(usize, u64, u64)>,
+    /// A permit granted with a token not above the previous one's.
+    pub permit_regressed: Option<String>,
 }
 
 /// True time at `step`, Unix ns.
@@ -214,6 +250,11 @@ impl World {
             last_leadership: None,
             token_regressed: None,
             view_regressed: None,
+            coord: CoordTables::default(),
+            acquires: 0,
+            tickets: vec![Vec::new(); NODES],
+            last_permit: None,
+            permit_regressed: None,
         };
         for slot in 0..NODES {
             w.start(slot, 1, bounds);
@@ -261,14 +302,32 @@ impl World {
     /// changes and "yes" only turns to "no" as time passes, so asking at
     /// the step covers the whole step.
     pub fn possible_leaders(&self) -> Vec<usize> {
-        let t = true_ns(self.now);
-        let best = Now {
-            mono: mono(self.now),
-            clock: ClockReading::synchronized(t - BOUND_NS, BOUND_NS),
-        };
+        let best = self.best_reading();
         (0..NODES)
             .filter(|&s| self.node(s).is_some_and(|n| n.is_leader(&best)))
             .collect()
+    }
+
+    /// The nodes that may hold the permit at this instant: each asked with
+    /// the reading most favourable to "yes", as for [`Self::possible_leaders`].
+    pub fn possible_holders(&self) -> Vec<usize> {
+        let best = self.best_reading();
+        (0..NODES)
+            .filter(|&s| {
+                self.node(s).is_some_and(|n| {
+                    self.tickets[s]
+                        .iter()
+                        .any(|&ticket| n.permit_valid(&best, ticket))
+                })
+            })
+            .collect()
+    }
+
+    fn best_reading(&self) -> Now {
+        Now {
+            mono: mono(self.now),
+            clock: ClockReading::synchronized(true_ns(self.now) - BOUND_NS, BOUND_NS),
+        }
     }
 
     /// Whether some node leads whatever its reading at this instant: asked
@@ -324,6 +383,12 @@ impl World {
                 Slot::Down(_) => {}
             }
         }
+        if self.acquires < bounds.max_acquires {
+            for slot in (0..NODES).filter(|&s| self.node(s).is_some() && self.tickets[s].is_empty())
+            {
+                out.push(Action::Acquire(slot));
+            }
+        }
         if self.skews < bounds.max_skews {
             for slot in 0..NODES {
                 for &o in bounds.offsets.iter().filter(|&&o| o != self.offsets[slot]) {
@@ -359,19 +424,12 @@ impl World {
             }
             Action::Answer(key) => {
                 let op = self.take_op(key);
-                let reply = execute_on_row(&mut self.row, &op);
-                self.feed(
-                    key.slot,
-                    Input::Lease {
-                        op: key.op,
-                        result: Ok(reply),
-                    },
-                    bounds,
-                );
+                let answer = self.execute(&op);
+                self.feed(key.slot, answer, bounds);
             }
             Action::AppliedButTimedOut(key) => {
                 let op = self.take_op(key);
-                execute_on_row(&mut self.row, &op);
+                self.execute(&op);
                 self.fault();
                 self.feed(key.slot, store_timeout(key), bounds);
             }
@@ -382,7 +440,7 @@ impl World {
             }
             Action::LandOrphan(key) => {
                 let op = self.take_op(key);
-                execute_on_row(&mut self.row, &op);
+                self.execute(&op);
                 self.disturb();
             }
             Action::ForgetOrphan(key) => {
@@ -393,6 +451,19 @@ impl World {
                 let incarnation = self.incarnation(slot) + 1;
                 self.fault();
                 self.start(slot, incarnation, bounds);
+            }
+            Action::Acquire(slot) => {
+                self.acquires += 1;
+                let now = self.reading(slot);
+                let timeout = node_config().request_timeout;
+                let Slot::Up(node) = &mut self.slots[slot] else {
+                    return;
+                };
+                let ticket = node
+                    .acquire(now, PERMIT, PERMIT_LIMIT as u32, true, timeout)
+                    .unwrap_or_else(|e| panic!("the model's acquire was refused: {e}"));
+                self.tickets[slot].push(ticket);
+                self.drain(slot, bounds);
             }
             Action::Skew(slot, o) => {
                 self.offsets[slot] = o;
@@ -438,7 +509,21 @@ impl World {
         }
     }
 
-    fn take_op(&mut self, key: OpKey) -> LeaseOp {
+    /// Applies `op` as every store must, and the input that answers it.
+    fn execute(&mut self, op: &StoreOp) -> Input {
+        match op {
+            StoreOp::Lease(op) => Input::Lease {
+                op: op.id(),
+                result: Ok(execute_on_row(&mut self.row, op)),
+            },
+            StoreOp::Coord(op) => Input::Coord {
+                op: op.id(),
+                result: Ok(execute_coord(&mut self.coord, self.row.as_ref(), op)),
+            },
+        }
+    }
+
+    fn take_op(&mut self, key: OpKey) -> StoreOp {
         let i = self
             .ops
             .iter()
@@ -465,6 +550,7 @@ impl World {
             incarnation,
         };
         let seed = slot as u64 * 1_000 + incarnation;
+        self.tickets[slot].clear();
         let mut node = Node::new(node_config(), identity, seed)
             .unwrap_or_else(|e| panic!("model node config: {e}"));
         node.seed_bug(bounds.bug);
@@ -517,10 +603,6 @@ impl World {
         node.handle(now, input);
         let after = node.view().stamp();
         let incarnation = node.identity().incarnation;
-        let mut outputs = Vec::new();
-        while let Some(out) = node.poll() {
-            outputs.push(out);
-        }
         if after < before {
             self.view_regressed.get_or_insert_with(|| {
                 format!(
@@ -528,6 +610,20 @@ impl World {
                     name(slot)
                 )
             });
+        }
+        self.drain(slot, bounds);
+    }
+
+    /// Carries out everything `slot` asked for, as a driver does after
+    /// every call.
+    fn drain(&mut self, slot: usize, bounds: &Bounds) {
+        let Slot::Up(node) = &mut self.slots[slot] else {
+            return;
+        };
+        let incarnation = node.identity().incarnation;
+        let mut outputs = Vec::new();
+        while let Some(out) = node.poll() {
+            outputs.push(out);
         }
         for out in outputs {
             self.carry(slot, incarnation, out, bounds.max_in_flight);
@@ -537,21 +633,42 @@ impl World {
     fn carry(&mut self, slot: usize, incarnation: u64, out: Output, max_in_flight: usize) {
         match out {
             Output::Transmit { to, msg, .. } => self.send(slot, &to, msg, max_in_flight),
-            Output::Lease(op) => {
-                self.ops.push(PendingOp {
-                    slot,
-                    incarnation,
-                    op,
-                    sent_at: self.now,
-                });
-                self.ops.sort_by_key(PendingOp::key);
-            }
-            Output::Coord(op) => {
-                panic!("the model makes no coordination calls, yet a node asked for {op:?}")
-            }
+            Output::Lease(op) => self.pend(slot, incarnation, StoreOp::Lease(op)),
+            Output::Coord(op) => self.pend(slot, incarnation, StoreOp::Coord(op)),
             Output::Event(Event::Elected { term }) => self.elected(slot, incarnation, term),
+            Output::Event(Event::Coord {
+                result: Ok(CoordAnswer::Granted { token, .. }),
+                ..
+            }) => self.granted(slot, incarnation, token),
             _ => {}
         }
+    }
+
+    fn pend(&mut self, slot: usize, incarnation: u64, op: StoreOp) {
+        self.ops.push(PendingOp {
+            slot,
+            incarnation,
+            op,
+            sent_at: self.now,
+        });
+        self.ops.sort_by_key(PendingOp::key);
+    }
+
+    fn granted(&mut self, slot: usize, incarnation: u64, token: u64) {
+        if let Some((s, i, last)) = self.last_permit {
+            // A grant retried for the same process answers its token again.
+            let again = s == slot && i == incarnation && token == last;
+            if token <= last && !again {
+                self.permit_regressed.get_or_insert_with(|| {
+                    format!(
+                        "{}#{incarnation} was granted permit token {token} after {}#{i} had token {last}",
+                        name(slot),
+                        name(s)
+                    )
+                });
+            }
+        }
+        self.last_permit = Some((slot, incarnation, token));
     }
 
     fn send(&mut self, from: usize, to: &NodeId, msg: Message, max_in_flight: usize) {
@@ -610,9 +727,17 @@ impl World {
 }
 
 fn store_timeout(key: OpKey) -> Input {
-    Input::Lease {
-        op: key.op,
-        result: Err(StoreError::Timeout),
+    let op = key.op;
+    if key.coord {
+        Input::Coord {
+            op,
+            result: Err(StoreError::Timeout),
+        }
+    } else {
+        Input::Lease {
+            op,
+            result: Err(StoreError::Timeout),
+        }
     }
 }
 
@@ -671,6 +796,11 @@ impl World {
             self.last_leadership,
             self.token_regressed,
             self.view_regressed
+        )?;
+        write!(
+            w,
+            "|{:?}|{} {:?}|{:?} {:?}",
+            self.coord, self.acquires, self.tickets, self.last_permit, self.permit_regressed
         )
     }
 

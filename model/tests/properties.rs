@@ -1,12 +1,26 @@
 //! The real core within the bounds `HEDGEROW_MODEL_DEPTH` names (`quick`
-//! by default, `deep` in CI): every reachable state keeps every property,
-//! and the space is not vacuous (some run elects a leader).
+//! by default, what CI runs; `deep` by hand): every reachable state keeps every property,
+//! and the space is not vacuous (some run elects a leader); and a narrower
+//! run in which a node acquires the permit.
 
-use hedgerow_model::{check, Bounds, SOME_LEADER};
+use hedgerow_model::{check, Bounds, Outcome, SOME_GRANT, SOME_LEADER};
 
 #[test]
 fn every_interleaving_within_the_bounds_keeps_every_property() {
     let bounds = Bounds::from_env().unwrap_or_else(|e| panic!("{e}"));
+    check_all(bounds);
+}
+
+#[test]
+fn every_interleaving_with_an_acquire_keeps_every_property() {
+    let outcome = check_all(Bounds::permits());
+    assert!(
+        outcome.trace(SOME_GRANT).is_some(),
+        "no run grants the permit: the acquire explores nothing"
+    );
+}
+
+fn check_all(bounds: Bounds) -> Outcome {
     let outcome = check(bounds.clone(), 2, None);
     println!(
         "{bounds:?}: {} unique states ({} generated), depth {}, {:.1?}",
@@ -22,4 +36,5 @@ fn every_interleaving_within_the_bounds_keeps_every_property() {
         outcome.trace(SOME_LEADER).is_some(),
         "no run elects a leader: the bounds explore nothing"
     );
+    outcome
 }

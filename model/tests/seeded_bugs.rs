@@ -6,7 +6,9 @@
 //! seconds.
 
 use hedgerow_core::SeededBug;
-use hedgerow_model::{check, Bounds, CALM_LEADS, TOKENS_INCREASE};
+use hedgerow_model::{
+    check, Bounds, BOUND_NS, CALM_LEADS, ONE_LEADER, TOKENS_INCREASE, VIEWS_MONOTONIC,
+};
 
 fn narrow(max_time: u64, max_faults: u8) -> Bounds {
     Bounds {
@@ -55,11 +57,55 @@ fn a_renew_without_the_nonce_check_reuses_a_token_after_a_restart() {
     assert!(trace.contains("won token 1 after"), "{trace}");
 }
 
+/// One node reading 5 ms behind true time, two 5 ms ahead, five steps of
+/// time and no messages (a holder whose renewal hangs in the store is all
+/// it takes). The holder leads until its own `latest` reaches the expiry,
+/// 45 ms of true time after its write; a taker ahead by the whole bound
+/// that waits only for its `latest` to pass the expiry writes 40 ms after
+/// it, one step before the holder stops.
+fn early_takeover() -> Bounds {
+    let b = BOUND_NS as i64;
+    Bounds {
+        start: Some(vec![-b, b, b]),
+        max_in_flight: 0,
+        ..narrow(5, 0)
+    }
+}
+
+/// Two messages in flight and one duplicate: enough for a member to get
+/// the same snapshot twice with a delta between the copies.
+fn stale_snapshot() -> Bounds {
+    Bounds {
+        max_in_flight: 2,
+        max_depth: Some(24),
+        ..narrow(2, 1)
+    }
+}
+
+#[test]
+fn a_takeover_judged_by_latest_makes_two_leaders() {
+    let bounds = early_takeover().with_bug(SeededBug::TakeoverOnLatest);
+    let trace = expect_counterexample(bounds, ONE_LEADER);
+    assert!(trace.contains("may all lead"), "{trace}");
+}
+
+#[test]
+fn a_snapshot_installed_without_its_stamp_check_moves_a_view_back() {
+    let bounds = stale_snapshot().with_bug(SeededBug::SnapshotIgnoresStamp);
+    let trace = expect_counterexample(bounds, VIEWS_MONOTONIC);
+    assert!(trace.contains("went from view"), "{trace}");
+}
+
 #[test]
 fn without_the_bugs_the_same_narrow_bounds_hold() {
-    // The two runs above, bug-free: the counterexamples come from the
-    // bugs, not from the bounds.
-    for bounds in [narrow(4, 0), narrow(2, 2)] {
+    // The runs above, bug-free: the counterexamples come from the bugs,
+    // not from the bounds.
+    for bounds in [
+        narrow(4, 0),
+        narrow(2, 2),
+        early_takeover(),
+        stale_snapshot(),
+    ] {
         let outcome = check(bounds.clone(), 2, None);
         assert!(
             outcome.violated().is_empty(),
