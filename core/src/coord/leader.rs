@@ -388,11 +388,19 @@ impl Services {
     }
 
     /// The next store operation to issue, if none is out.
-    pub(crate) fn next_op(&mut self, now: MonoTime, op: impl FnOnce() -> OpId) -> Option<CoordOp> {
-        if self.in_flight.is_some() || now < self.retry_at {
+    pub(crate) fn next_op(&mut self, now: &Now, op: impl FnOnce() -> OpId) -> Option<CoordOp> {
+        if self.in_flight.is_some() || now.mono < self.retry_at {
             return None;
         }
-        let job = self.jobs.pop_front()?;
+        let mut job = self.jobs.pop_front()?;
+        // A grant promises from when it is written, not from when it was
+        // queued: behind a run of puts a promise made at queueing lapsed
+        // before its answer reached the holder, who then gave the permit
+        // straight back. Never shorter than a retry's.
+        if let Job::Grant { expires_ns, .. } = &mut job {
+            let from_now = now.clock.interval.latest.saturating_add(self.permit_ns);
+            *expires_ns = (*expires_ns).max(from_now);
+        }
         let op = op();
         let fence = self.fence;
         let store_op = match &job {

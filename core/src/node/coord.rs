@@ -357,7 +357,7 @@ impl Node {
                 || view.get(id).is_some_and(|m| m.incarnation == inc)
         });
         let next_op = &mut self.coord_ops;
-        if let Some(op) = l.services.next_op(now.mono, || {
+        if let Some(op) = l.services.next_op(now, || {
             *next_op += 1;
             OpId(*next_op)
         }) {
