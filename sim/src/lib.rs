@@ -33,5 +33,5 @@ pub use churn::Churn;
 pub use clock::{SimClock, EPOCH_NS};
 pub use cluster::{AppLog, Cluster, ClusterConfig, SimNode};
 pub use net::NetConfig;
-pub use seeds::{seeds, Seeds};
+pub use seeds::{seeds, turmoil_seeds, Seeds};
 pub use store::{SimStore, StoreConfig};

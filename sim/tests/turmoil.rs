@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use hedgerow_sim::compare::Convergence;
 use hedgerow_sim::scenario::Scenario;
 use hedgerow_sim::turmoil::{run, TurmoilOptions, TurmoilReport};
+use hedgerow_sim::turmoil_seeds;
 
 fn scenario(text: &str) -> Scenario {
     Scenario::parse("test", text).expect("scenario parses")
@@ -121,22 +122,9 @@ fn a_clock_outside_its_bound_is_caught_by_the_overlap_checker() {
 
 #[test]
 fn scale_2_150_2_over_turmoil_has_no_violations() {
-    let seeds: Vec<u64> = match std::env::var("HEDGEROW_SEED")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-    {
-        Some(seed) => vec![seed],
-        None => {
-            let n = std::env::var("HEDGEROW_TURMOIL_SEEDS")
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .unwrap_or(3u64);
-            (0..n).map(|i| 150_000 + i).collect()
-        }
-    };
     let s = Scenario::load("scale-2-150-2").unwrap();
     let mut failed = Vec::new();
-    for seed in seeds {
+    for seed in turmoil_seeds(150_000, 3).list {
         let r = run(&s, seed, &TurmoilOptions::default());
         print!("{}", r.summary());
         if !r.passed() {

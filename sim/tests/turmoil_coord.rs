@@ -17,8 +17,8 @@
 
 use hedgerow_core::Config;
 use hedgerow_sim::scenario::Scenario;
-use hedgerow_sim::seeds;
 use hedgerow_sim::turmoil::{run, TurmoilOptions, TurmoilReport};
+use hedgerow_sim::{seeds, turmoil_seeds};
 
 fn scenario(text: &str) -> Scenario {
     Scenario::parse("test", text).expect("scenario parses")
@@ -153,22 +153,9 @@ fn the_kv_checker_catches_a_store_that_loses_acknowledged_puts() {
 /// wall time per seed.
 #[test]
 fn the_builtin_coordination_scenario_passes_on_turmoil() {
-    let seeds: Vec<u64> = match std::env::var("HEDGEROW_SEED")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-    {
-        Some(seed) => vec![seed],
-        None => {
-            let n = std::env::var("HEDGEROW_TURMOIL_SEEDS")
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .unwrap_or(1u64);
-            (0..n).map(|i| 140_000 + i).collect()
-        }
-    };
     let s = Scenario::load("coordination").unwrap();
     let mut failed = Vec::new();
-    for seed in seeds {
+    for seed in turmoil_seeds(140_000, 1).list {
         let r = run(&s, seed, &TurmoilOptions::default());
         print!("{}", r.summary());
         if !r.passed() {
