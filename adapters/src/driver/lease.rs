@@ -144,12 +144,11 @@ impl Lease {
                 blocking_call(rt, self.timeout, call, timer, deliver);
             }
             Store::Async(store) => {
-                let (tx, rx) = oneshot::channel();
-                rt.spawn(until_cancelled(tx, async move {
+                let call = async move {
                     let coord = store.coord().ok_or(StoreError::Unsupported)?;
                     coord.execute(&group, &op).await
-                }));
-                await_answer(rt, self.timeout, rx, timer, plain_outcome, deliver);
+                };
+                async_call(rt, self.timeout, call, timer, deliver);
             }
         }
     }
@@ -176,12 +175,11 @@ impl Lease {
                 blocking_call(rt, self.timeout, call, timer, deliver);
             }
             Store::Async(store) => {
-                let (tx, rx) = oneshot::channel();
-                rt.spawn(until_cancelled(tx, async move {
+                let call = async move {
                     let coord = store.coord().ok_or(StoreError::Unsupported)?;
                     coord.kv_read(&group, &read).await
-                }));
-                await_answer(rt, self.timeout, rx, timer, plain_outcome, deliver);
+                };
+                async_call(rt, self.timeout, call, timer, deliver);
             }
         }
     }
@@ -273,6 +271,21 @@ fn blocking_call<R: Runtime, T: Send + 'static>(
     rt.spawn_blocking(Box::new(move || {
         let _ = tx.send(call());
     }));
+    await_answer(rt, limit, rx, metrics, plain_outcome, deliver);
+}
+
+/// Runs the async store call `call` as a task of its own and hands its
+/// outcome to `deliver`, as [`await_answer`] does: the async twin of
+/// [`blocking_call`].
+fn async_call<R: Runtime, T: Send + 'static>(
+    rt: &R,
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+    metrics: StoreTimer,
+    deliver: impl FnOnce(Result<T, StoreError>) + Send + 'static,
+) {
+    let (tx, rx) = oneshot::channel();
+    rt.spawn(until_cancelled(tx, call));
     await_answer(rt, limit, rx, metrics, plain_outcome, deliver);
 }
 
