@@ -20,17 +20,24 @@ mod san;
 pub use authority::{ClusterCa, NodeCert};
 pub use san::{node_uri, parse_node_uri, san_uris};
 
+/// The rustls this room builds configurations of, for callers that
+/// serve them ([`Tls::https_server`]).
+pub use futures_rustls::rustls;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_rustls::rustls;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{verify_server_cert_signed_by_trust_anchor, Resumption};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{NoServerSessionStorage, ParsedCertificate, WebPkiClientVerifier};
+use rustls::server::{
+    ClientHello, NoServerSessionStorage, ParsedCertificate, ResolvesServerCert,
+    WebPkiClientVerifier,
+};
+use rustls::sign::CertifiedKey;
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
     RootCertStore, ServerConfig, SignatureScheme,
@@ -39,8 +46,9 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 /// The crypto provider of every rustls configuration hedgerow makes (the
-/// cluster port and the PostgreSQL store).
-pub(crate) fn ring_provider() -> Arc<rustls::crypto::CryptoProvider> {
+/// cluster port, an HTTPS endpoint, the PostgreSQL store); an HTTPS
+/// client talking to a node (the CLI's) can use the same.
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     // ring rather than aws-lc-rs: no cmake, a quick build. rustls marks
     // ring's provider deprecated for lacking post-quantum key exchange;
     // that is the price, and the one place it is paid.
@@ -154,12 +162,33 @@ impl Tls {
         self
     }
 
-    fn read_all(&self) -> Result<[Arc<[u8]>; 3], TlsError> {
-        Ok([
-            self.ca.read("CA bundle")?,
-            self.cert.read("certificate")?,
-            self.key.read("private key")?,
-        ])
+    /// A server configuration for an HTTPS endpoint of this node other
+    /// than the cluster port, such as the CLI's control API: this node's
+    /// certificate and key (re-read like the cluster port's), TLS 1.3,
+    /// HTTP/1.1 by ALPN. It asks for no client certificate: the endpoint
+    /// authenticates its callers itself (the CLI by a bearer token). An
+    /// HTTPS client checks the certificate's DNS or IP names as usual,
+    /// so the certificate must name the host it is reached by
+    /// (`hedgerow certs --host`); the CA file is not read here.
+    ///
+    /// Fails if the certificate and key do not load or do not match.
+    pub fn https_server(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        let provider = crypto_provider();
+        let sources = [
+            ("certificate", self.cert.clone()),
+            ("private key", self.key.clone()),
+        ];
+        let keys = provider.clone();
+        let certs = Reloading::new("https", sources, self.reload_every, move |[cert, key]| {
+            certified_key(cert, key, &keys)
+        })?;
+        let mut server = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(TlsError::Rustls)?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(ReloadingCert(certs)));
+        server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(server))
     }
 }
 
@@ -270,34 +299,26 @@ pub(crate) struct Material {
 
 /// A node's TLS: its material, re-read when the files change.
 pub(crate) struct TlsContext {
-    tls: Tls,
     cluster: String,
-    node: String,
-    current: Mutex<Loaded>,
-}
-
-struct Loaded {
-    material: Arc<Material>,
-    /// The bytes it was built from, to tell a change.
-    bytes: [Arc<[u8]>; 3],
-    checked: Instant,
+    material: Reloading<Material, 3>,
 }
 
 impl TlsContext {
     /// Loads `tls` for `node` of `cluster`; fails if the material is not
     /// usable or the certificate does not name this node.
     pub(crate) fn new(tls: Tls, cluster: &str, node: &str) -> Result<Self, TlsError> {
-        let bytes = tls.read_all()?;
-        let material = Arc::new(build(&bytes, cluster, node)?);
+        let (c, n) = (cluster.to_string(), node.to_string());
+        let sources = [
+            ("CA bundle", tls.ca.clone()),
+            ("certificate", tls.cert.clone()),
+            ("private key", tls.key.clone()),
+        ];
+        let material = Reloading::new("cluster port", sources, tls.reload_every, move |b| {
+            build(b, &c, &n)
+        })?;
         Ok(TlsContext {
-            tls,
             cluster: cluster.to_string(),
-            node: node.to_string(),
-            current: Mutex::new(Loaded {
-                material,
-                bytes,
-                checked: Instant::now(),
-            }),
+            material,
         })
     }
 
@@ -310,26 +331,103 @@ impl TlsContext {
     /// at the files is older than the reload interval. Material that does
     /// not load is logged and the old kept.
     pub(crate) fn material(&self) -> Arc<Material> {
+        self.material.current()
+    }
+}
+
+/// Something built from PEM sources, built again when their bytes change:
+/// the one place the "look again, keep the old if the new does not load"
+/// rule lives, for the cluster port and for an HTTPS endpoint.
+struct Reloading<T, const N: usize> {
+    what: &'static str,
+    sources: [(&'static str, PemSource); N],
+    every: Duration,
+    build: Box<Build<T, N>>,
+    current: Mutex<Loaded<T, N>>,
+}
+
+/// How a [`Reloading`] makes its value from the bytes of its sources.
+type Build<T, const N: usize> = dyn Fn(&[Arc<[u8]>; N]) -> Result<T, TlsError> + Send + Sync;
+
+struct Loaded<T, const N: usize> {
+    built: Arc<T>,
+    /// The bytes it was built from, to tell a change.
+    bytes: [Arc<[u8]>; N],
+    checked: Instant,
+}
+
+impl<T, const N: usize> Reloading<T, N> {
+    /// Reads and builds once; an error here is the caller's (a node does
+    /// not start on material that does not load).
+    fn new(
+        what: &'static str,
+        sources: [(&'static str, PemSource); N],
+        every: Duration,
+        build: impl Fn(&[Arc<[u8]>; N]) -> Result<T, TlsError> + Send + Sync + 'static,
+    ) -> Result<Self, TlsError> {
+        let bytes = read_sources(&sources)?;
+        let built = Arc::new(build(&bytes)?);
+        Ok(Reloading {
+            what,
+            sources,
+            every,
+            build: Box::new(build),
+            current: Mutex::new(Loaded {
+                built,
+                bytes,
+                checked: Instant::now(),
+            }),
+        })
+    }
+
+    /// What new connections use, re-read first if the last look is older
+    /// than the interval.
+    fn current(&self) -> Arc<T> {
         let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if cur.checked.elapsed() < self.tls.reload_every {
-            return cur.material.clone();
+        if cur.checked.elapsed() < self.every {
+            return cur.built.clone();
         }
         cur.checked = Instant::now();
-        match self.tls.read_all() {
+        match read_sources(&self.sources) {
             Ok(bytes) if bytes == cur.bytes => {}
-            Ok(bytes) => match build(&bytes, &self.cluster, &self.node) {
-                Ok(m) => {
-                    tracing::info!("tls: certificate material changed; new connections use it");
-                    cur.material = Arc::new(m);
+            Ok(bytes) => match (self.build)(&bytes) {
+                Ok(built) => {
+                    tracing::info!(
+                        endpoint = self.what,
+                        "tls: certificate material changed; new connections use it"
+                    );
+                    cur.built = Arc::new(built);
                     cur.bytes = bytes;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "tls: new certificate material does not load; keeping the old")
-                }
+                Err(e) => tracing::warn!(
+                    endpoint = self.what,
+                    error = %e,
+                    "tls: new certificate material does not load; keeping the old"
+                ),
             },
-            Err(e) => tracing::warn!(error = %e, "tls: keeping the old certificate material"),
+            Err(e) => tracing::warn!(
+                endpoint = self.what,
+                error = %e,
+                "tls: keeping the old certificate material"
+            ),
         }
-        cur.material.clone()
+        cur.built.clone()
+    }
+}
+
+fn read_sources<const N: usize>(
+    sources: &[(&'static str, PemSource); N],
+) -> Result<[Arc<[u8]>; N], TlsError> {
+    let mut failed = None;
+    let bytes = sources.each_ref().map(|(what, s)| {
+        s.read(what).unwrap_or_else(|e| {
+            failed.get_or_insert(e);
+            Arc::from(&[][..])
+        })
+    });
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(bytes),
     }
 }
 
@@ -342,7 +440,7 @@ fn build(bytes: &[Arc<[u8]>; 3], cluster: &str, node: &str) -> Result<Material, 
         detail: e.to_string(),
     })?;
     check_own_name(&chain[0], cluster, node)?;
-    let provider = ring_provider();
+    let provider = crypto_provider();
     let verifier = Arc::new(PeerVerifier::new(roots, cluster, &provider)?);
     let mut client = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -365,6 +463,35 @@ fn build(bytes: &[Arc<[u8]>; 3], cluster: &str, node: &str) -> Result<Material, 
         client: Arc::new(client),
         server: Arc::new(server),
     })
+}
+
+fn certified_key(
+    cert: &[u8],
+    key: &[u8],
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<CertifiedKey, TlsError> {
+    let chain = certs(cert, "certificate")?;
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| TlsError::Pem {
+        what: "private key",
+        detail: e.to_string(),
+    })?;
+    CertifiedKey::from_der(chain, key, provider).map_err(TlsError::Rustls)
+}
+
+/// An HTTPS endpoint's certificate, looked at again as the cluster
+/// port's is.
+struct ReloadingCert(Reloading<CertifiedKey, 2>);
+
+impl fmt::Debug for ReloadingCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReloadingCert").finish_non_exhaustive()
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.current())
+    }
 }
 
 fn certs(pem: &[u8], what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -545,5 +672,109 @@ impl ClientCertVerifier for PeerVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algs.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+#[cfg(feature = "certs")]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+
+    /// The certificate a server built from `config` shows a client that
+    /// trusts `ca` and asks for `host`, or the handshake's error.
+    fn shown(config: Arc<ServerConfig>, ca: &str, host: &str) -> Result<Vec<u8>, rustls::Error> {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().unwrap();
+            let conn = rustls::ServerConnection::new(config).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let _ = tls.conn.complete_io(&mut tls.sock);
+        });
+        let client = ClientConfig::builder_with_provider(crypto_provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots(ca.as_bytes()).unwrap())
+            .with_no_client_auth();
+        let name = ServerName::try_from(host.to_string()).unwrap();
+        let mut conn = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+        let mut tcp = TcpStream::connect(addr).unwrap();
+        let done = loop {
+            if !conn.is_handshaking() {
+                break Ok(());
+            }
+            if let Err(e) = conn.complete_io(&mut tcp) {
+                break Err(e);
+            }
+        };
+        let cert = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec());
+        drop(tcp);
+        let _ = server.join();
+        match (done, cert) {
+            (Ok(()), Some(cert)) => Ok(cert),
+            (Ok(()), None) => panic!("a finished handshake without a certificate"),
+            (Err(e), _) => Err(e
+                .into_inner()
+                .and_then(|e| e.downcast::<rustls::Error>().ok())
+                .map(|e| *e)
+                .unwrap_or(rustls::Error::General("handshake failed".into()))),
+        }
+    }
+
+    fn der(pem: &str) -> Vec<u8> {
+        CertificateDer::from_pem_slice(pem.as_bytes())
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn an_https_endpoint_shows_the_node_certificate_and_picks_up_a_new_one() {
+        let dir = std::env::temp_dir().join(format!("hedgerow-https-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ca_file, cert_file, key_file) =
+            (dir.join("ca.pem"), dir.join("n1.pem"), dir.join("n1.key"));
+        let ca = ClusterCa::new("shop").unwrap();
+        let first = ca.node_with_hosts("n1", &["localhost"]).unwrap();
+        std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+        std::fs::write(&cert_file, &first.cert_pem).unwrap();
+        std::fs::write(&key_file, &first.key_pem).unwrap();
+        let tls = Tls::from_files(&ca_file, &cert_file, &key_file).reload_every(Duration::ZERO);
+        let config = tls.https_server().unwrap();
+
+        assert_eq!(
+            shown(config.clone(), &ca.cert_pem(), "localhost"),
+            Ok(der(&first.cert_pem))
+        );
+        // A name the certificate does not carry, or another CA: refused
+        // by the client, as any HTTPS client would.
+        assert!(shown(config.clone(), &ca.cert_pem(), "127.0.0.1").is_err());
+        let other = ClusterCa::new("shop").unwrap();
+        assert!(shown(config.clone(), &other.cert_pem(), "localhost").is_err());
+
+        // Rotated files: the next connection shows the new certificate.
+        let second = ca.node_with_hosts("n1", &["localhost"]).unwrap();
+        std::fs::write(&key_file, &second.key_pem).unwrap();
+        std::fs::write(&cert_file, &second.cert_pem).unwrap();
+        assert_eq!(
+            shown(config.clone(), &ca.cert_pem(), "localhost"),
+            Ok(der(&second.cert_pem))
+        );
+
+        // Half-written material (a key that is not the certificate's):
+        // the last good pair stays in use.
+        std::fs::write(&key_file, &first.key_pem).unwrap();
+        assert_eq!(
+            shown(config, &ca.cert_pem(), "localhost"),
+            Ok(der(&second.cert_pem))
+        );
+
+        // Material that never loads is an error up front.
+        let bad = Tls::from_files(&ca_file, &cert_file, &key_file);
+        assert!(matches!(bad.https_server(), Err(TlsError::Rustls(_))));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

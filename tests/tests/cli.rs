@@ -65,7 +65,8 @@ impl Cluster {
         let dir = temp_dir();
         if tls {
             let ids: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
-            hedgerow_cli::certs::write("cli-test", dir.path(), &ids).unwrap();
+            let hosts = hedgerow_cli::certs::LOOPBACK_HOSTS.map(String::from);
+            hedgerow_cli::certs::write("cli-test", dir.path(), &ids, &hosts).unwrap();
         }
         let store =
             store.unwrap_or_else(|| format!("sqlite:{}", dir.path().join("lease.db").display()));
@@ -395,10 +396,9 @@ fn plain_hello(addr: SocketAddr) -> String {
     }
 }
 
-#[test]
-fn the_control_api_asks_for_its_token_and_kv_sends_it() {
-    let _one = one_at_a_time();
-    let dir = temp_dir();
+/// One node `t` on the memory store whose control API asks for a token
+/// (written in `dir`), with `extra` flags; the node and the token file.
+fn node_with_token(dir: &TempDir, extra: &[&str]) -> (Node, std::path::PathBuf) {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "a-long-enough-token-0123456789\n").unwrap();
     let log = File::create(dir.path().join("t.log")).unwrap();
@@ -411,10 +411,19 @@ fn the_control_api_asks_for_its_token_and_kv_sends_it() {
             "--preset",
             "local",
         ])
+        .args(extra.iter().copied())
         .args(["--http-token-file", &token_file.display().to_string()])
         .log_to(log)
         .start(Duration::from_secs(20))
         .unwrap();
+    (node, token_file)
+}
+
+#[test]
+fn the_control_api_asks_for_its_token_and_kv_sends_it() {
+    let _one = one_at_a_time();
+    let dir = temp_dir();
+    let (node, token_file) = node_with_token(&dir, &[]);
     let wait = Duration::from_secs(5);
     // No token, a wrong one: a bare 401.
     for auth in [
@@ -456,6 +465,102 @@ fn the_control_api_asks_for_its_token_and_kv_sends_it() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
     assert!(kv(&["get", "k"], true).status.success());
+    drop(node);
+}
+
+#[test]
+fn the_control_api_over_tls_serves_holders_of_the_ca_and_the_token_only() {
+    use hedgerow_cli::client::{request_to, HttpsTrust};
+    let _one = one_at_a_time();
+    let dir = temp_dir();
+    let hosts = hedgerow_cli::certs::LOOPBACK_HOSTS.map(String::from);
+    hedgerow_cli::certs::write("cli-test", dir.path(), &["t".into()], &hosts).unwrap();
+    let ca = hedgerow_cli::certs::ca_file(dir.path());
+    let (cert, key) = hedgerow_cli::certs::node_files(dir.path(), "t");
+    let (ca_arg, cert_arg, key_arg) = (
+        ca.display().to_string(),
+        cert.display().to_string(),
+        key.display().to_string(),
+    );
+    let tls_args = [
+        "--tls-ca",
+        &ca_arg,
+        "--tls-cert",
+        &cert_arg,
+        "--tls-key",
+        &key_arg,
+        "--http-tls",
+        "on",
+    ];
+    let (node, token_file) = node_with_token(&dir, &tls_args);
+    let wait = Duration::from_secs(5);
+    let trust = HttpsTrust::from_file(&ca).unwrap();
+    let good = Some("Bearer a-long-enough-token-0123456789");
+    let https = |host: &str, trust: &HttpsTrust, path: &str, auth: Option<&str>| {
+        let authority = format!("{host}:{}", node.http.port());
+        request_to(&authority, Some(trust), "GET", path, b"", wait, auth)
+    };
+    // Every loopback name the certificate carries, with the token.
+    for host in ["127.0.0.1", "localhost"] {
+        let (code, _) = https(host, &trust, "/v1/status", good).unwrap();
+        assert_eq!(code, 200, "{host}");
+    }
+    // TLS authenticates the server, not the caller: the token is still
+    // asked for; the probes still need none.
+    let (code, body) = https("127.0.0.1", &trust, "/v1/status", None).unwrap();
+    assert_eq!((code, body.len()), (401, 0));
+    let (code, _) = https("127.0.0.1", &trust, "/v1/live", None).unwrap();
+    assert_eq!(code, 200);
+    // A client trusting another CA refuses the node; plain HTTP gets no
+    // answer.
+    let other_dir = temp_dir();
+    hedgerow_cli::certs::write("cli-test", other_dir.path(), &["x".into()], &hosts).unwrap();
+    let other = HttpsTrust::from_file(&hedgerow_cli::certs::ca_file(other_dir.path())).unwrap();
+    let err = https("127.0.0.1", &other, "/v1/live", None).unwrap_err();
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    assert!(request(node.http, "GET", "/v1/live", b"", wait).is_err());
+
+    // Connections that stall before their ClientHello, or send garbage,
+    // hold up nobody else: the handshake runs on each connection's task.
+    let mut stalled: Vec<std::net::TcpStream> = (0..50)
+        .map(|_| std::net::TcpStream::connect(node.http).unwrap())
+        .collect();
+    for s in stalled.iter_mut().take(10) {
+        use std::io::Write as _;
+        let _ = s.write_all(b"\x16\x03\x01\xff\xffgarbage before any ClientHello");
+    }
+    let started = Instant::now();
+    let (code, _) = https("127.0.0.1", &trust, "/v1/status", good).unwrap();
+    assert_eq!(code, 200, "after {:?}", started.elapsed());
+    drop(stalled);
+
+    // `hedgerow kv` reaches it with the CA and the token, and says why
+    // without the CA.
+    let kv = |args: &[&str], ca_flag: bool| {
+        let mut cmd = Command::new(HEDGEROW);
+        cmd.arg("kv")
+            .args(args)
+            .args(["--node", &format!("localhost:{}", node.http.port())])
+            .args(["--http-tls", "on"])
+            .args(["--http-token-file", &token_file.display().to_string()]);
+        if ca_flag {
+            cmd.args(["--tls-ca", &ca.display().to_string()]);
+        }
+        cmd.stdin(Stdio::null()).output().unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !kv(&["put", "k", "over-tls"], true).status.success() {
+        assert!(Instant::now() < deadline, "no put over TLS");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = kv(&["get", "k"], true);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("over-tls"));
+    let out = kv(&["get", "k"], false);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-ca"));
     drop(node);
 }
 
@@ -615,6 +720,12 @@ fn bad_flags_fail_fast_with_a_clear_message() {
     assert_eq!(code, Some(2));
     assert!(
         err.contains("missing --tls-ca, --tls-cert, --tls-key"),
+        "{err}"
+    );
+    let (code, err) = run(&[&base[..], &["--store", "memory", "--http-tls", "on"]].concat());
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("--http-tls on serves the node's certificate"),
         "{err}"
     );
 }

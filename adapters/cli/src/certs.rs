@@ -21,10 +21,20 @@ pub struct CertsArgs {
     /// there is reused, so running again adds nodes to the same CA.
     #[arg(long, default_value = "hedgerow-certs")]
     pub out: PathBuf,
+    /// A host name (DNS, wildcard like `*.hedgerow.prod.svc`, or IP
+    /// address) the node certificates also name, so that HTTPS clients
+    /// of a control API started with `--http-tls on` accept them; give
+    /// it once per name. Default: the loopback names.
+    #[arg(long = "host", value_name = "NAME", default_values_t = LOOPBACK_HOSTS.map(String::from))]
+    pub hosts: Vec<String>,
     /// Node ids to make certificates for (`hedgerow node --id`).
     #[arg(required = true)]
     pub nodes: Vec<String>,
 }
+
+/// The host names a node certificate carries unless `--host` says
+/// otherwise: a control API reached on this machine.
+pub const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
 /// The files `hedgerow certs` writes for `node` in `dir`: certificate
 /// and key.
@@ -40,9 +50,14 @@ pub fn ca_file(dir: &Path) -> PathBuf {
     dir.join("ca.pem")
 }
 
-/// Writes a CA (unless one is there) and a certificate per node into
-/// `dir`; what it wrote, one path a line.
-pub fn write(cluster: &str, dir: &Path, nodes: &[String]) -> Result<Vec<PathBuf>, String> {
+/// Writes a CA (unless one is there) and a certificate per node, also
+/// naming each of `hosts`, into `dir`; what it wrote, one path a line.
+pub fn write(
+    cluster: &str,
+    dir: &Path,
+    nodes: &[String],
+    hosts: &[String],
+) -> Result<Vec<PathBuf>, String> {
     for n in nodes {
         if n.is_empty() || n.contains(['/', '\\']) || n.starts_with('.') {
             return Err(format!(
@@ -66,7 +81,10 @@ pub fn write(cluster: &str, dir: &Path, nodes: &[String]) -> Result<Vec<PathBuf>
         Err(e) => return Err(format!("{}: {e}", key_path.display())),
     };
     for n in nodes {
-        let cert = ca.node(n).map_err(|e| format!("node {n}: {e}"))?;
+        let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+        let cert = ca
+            .node_with_hosts(n, &hosts)
+            .map_err(|e| format!("node {n}: {e}"))?;
         let (cert_path, key_path) = node_files(dir, n);
         save(&cert_path, &cert.cert_pem, false)?;
         save(&key_path, &cert.key_pem, true)?;
@@ -100,7 +118,7 @@ fn save(path: &Path, text: &str, secret: bool) -> Result<(), String> {
 
 /// Runs `hedgerow certs`.
 pub fn run(args: CertsArgs) -> Result<ExitCode, String> {
-    let wrote = write(&args.cluster, &args.out, &args.nodes)?;
+    let wrote = write(&args.cluster, &args.out, &args.nodes, &args.hosts)?;
     let mut out = std::io::stdout().lock();
     for p in &wrote {
         let _ = writeln!(out, "wrote {}", p.display());
@@ -110,11 +128,13 @@ pub fn run(args: CertsArgs) -> Result<ExitCode, String> {
     let _ = writeln!(
         out,
         "start a node with: hedgerow node --cluster {} --id {first} --tls-ca {} --tls-cert {} \
-         --tls-key {} ...\nkeep ca.key off the nodes; run again with more ids to add nodes",
+         --tls-key {} ...\nthe certificates also name {} for HTTPS on the control API \
+         (--http-tls on)\nkeep ca.key off the nodes; run again with more ids to add nodes",
         args.cluster,
         ca_file(&args.out).display(),
         cert.display(),
-        key.display()
+        key.display(),
+        args.hosts.join(", ")
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -128,9 +148,9 @@ mod tests {
     fn a_second_run_adds_nodes_to_the_same_ca() {
         let dir = std::env::temp_dir().join(format!("hedgerow-certs-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        write("shop", &dir, &["a".into()]).unwrap();
+        write("shop", &dir, &["a".into()], &[]).unwrap();
         let ca_before = std::fs::read(ca_file(&dir)).unwrap();
-        let wrote = write("shop", &dir, &["b".into()]).unwrap();
+        let wrote = write("shop", &dir, &["b".into()], &["localhost".into()]).unwrap();
         assert_eq!(wrote.len(), 2, "only b's files: {wrote:?}");
         assert_eq!(std::fs::read(ca_file(&dir)).unwrap(), ca_before);
         // b's certificate, from the CA made again from its key, is
@@ -174,6 +194,6 @@ mod tests {
     #[test]
     fn node_ids_that_cannot_name_a_file_are_refused() {
         let dir = std::env::temp_dir();
-        assert!(write("shop", &dir, &["../x".into()]).is_err());
+        assert!(write("shop", &dir, &["../x".into()], &[]).is_err());
     }
 }

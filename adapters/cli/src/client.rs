@@ -1,11 +1,17 @@
 //! The blocking client of a node's control API, as the demo polls it,
 //! `hedgerow kv` asks it and the black-box tests drive it: one request,
 //! an overall timeout, the status and the body back whatever the status
-//! (an error answer is still an answer). HTTP is `ureq`'s; this module
-//! only shapes the call.
+//! (an error answer is still an answer), over plain HTTP or, to a node
+//! started with `--http-tls on`, over TLS trusting the cluster's CA.
+//! HTTP and TLS are `ureq`'s (on hedgerow's rustls); this module only
+//! shapes the call.
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
 
 /// Largest answer body read (a `/metrics` page or a KV listing is far
 /// smaller).
@@ -33,13 +39,86 @@ pub fn request_with(
     timeout: Duration,
     authorization: Option<&str>,
 ) -> std::io::Result<(u16, Vec<u8>)> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    request_to(
+        &addr.to_string(),
+        None,
+        method,
+        path,
+        body,
+        timeout,
+        authorization,
+    )
+}
+
+/// The CA a control API's certificate must chain to when it is served
+/// over TLS (`hedgerow node --http-tls on`): the cluster's `ca.pem`.
+#[derive(Clone)]
+pub struct HttpsTrust {
+    roots: Arc<Vec<Certificate<'static>>>,
+}
+
+impl std::fmt::Debug for HttpsTrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpsTrust")
+            .field("certificates", &self.roots.len())
+            .finish()
+    }
+}
+
+impl HttpsTrust {
+    /// The certificates in a PEM bundle; at least one.
+    pub fn from_pem(pem: &[u8]) -> Result<Self, String> {
+        let mut roots = Vec::new();
+        for item in ureq::tls::parse_pem(pem) {
+            match item.map_err(|e| e.to_string())? {
+                PemItem::Certificate(c) => roots.push(c),
+                _ => continue,
+            }
+        }
+        if roots.is_empty() {
+            return Err("no CERTIFICATE block".into());
+        }
+        Ok(HttpsTrust {
+            roots: Arc::new(roots),
+        })
+    }
+
+    /// [`HttpsTrust::from_pem`] of a file, with the path in the error.
+    pub fn from_file(path: &Path) -> Result<Self, String> {
+        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// Sends `method path` to `authority` (`HOST:PORT`): over TLS when
+/// `trust` is given (the certificate must chain to it and name `HOST`,
+/// a DNS name or an IP address, as any HTTPS client checks), else plain
+/// HTTP.
+pub fn request_to(
+    authority: &str,
+    trust: Option<&HttpsTrust>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    timeout: Duration,
+    authorization: Option<&str>,
+) -> std::io::Result<(u16, Vec<u8>)> {
+    let scheme = if trust.is_some() { "https" } else { "http" };
+    let url = &format!("{scheme}://{authority}{path}");
+    let mut config = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
-        .max_idle_connections(0)
-        .build()
-        .into();
-    let url = format!("http://{addr}{path}");
+        .max_idle_connections(0);
+    if let Some(trust) = trust {
+        config = config.tls_config(
+            TlsConfig::builder()
+                .provider(TlsProvider::Rustls)
+                .root_certs(RootCerts::Specific(trust.roots.clone()))
+                .unversioned_rustls_crypto_provider(hedgerow::tls::crypto_provider())
+                .build(),
+        );
+    }
+    let agent: ureq::Agent = config.build().into();
     let auth = |r: ureq::RequestBuilder<ureq::typestate::WithoutBody>| match authorization {
         Some(a) => r.header("Authorization", a),
         None => r,
@@ -49,12 +128,12 @@ pub fn request_with(
         None => r,
     };
     let answer = match method {
-        "GET" => auth(agent.get(&url)).call(),
-        "HEAD" => auth(agent.head(&url)).call(),
-        "DELETE" => auth(agent.delete(&url)).call(),
-        "POST" => auth_body(agent.post(&url)).send(body),
-        "PUT" => auth_body(agent.put(&url)).send(body),
-        "PATCH" => auth_body(agent.patch(&url)).send(body),
+        "GET" => auth(agent.get(url)).call(),
+        "HEAD" => auth(agent.head(url)).call(),
+        "DELETE" => auth(agent.delete(url)).call(),
+        "POST" => auth_body(agent.post(url)).send(body),
+        "PUT" => auth_body(agent.put(url)).send(body),
+        "PATCH" => auth_body(agent.patch(url)).send(body),
         other => {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,

@@ -340,7 +340,8 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
     let token = write_token(&demo.token_file())?;
     if args.tls == Toggle::On {
         let ids: Vec<String> = demo.slots.iter().map(|s| s.id.clone()).collect();
-        certs::write("demo", &demo.dir, &ids)?;
+        let hosts = certs::LOOPBACK_HOSTS.map(String::from);
+        certs::write("demo", &demo.dir, &ids, &hosts)?;
     }
     for i in 0..demo.slots.len() {
         demo.spawn(i)?;

@@ -6,7 +6,7 @@
 //! put or a read means is the node's (and the library's) business.
 
 use std::io::Write as _;
-use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -14,15 +14,24 @@ use clap::{Args, Subcommand};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::auth::Token;
-use crate::client::request_with;
-use crate::node::DEFAULT_HTTP;
+use crate::client::{request_to, HttpsTrust};
+use crate::node::{Toggle, DEFAULT_HTTP};
 
 /// Flags of `hedgerow kv`.
 #[derive(Debug, Clone, Args)]
 pub struct KvArgs {
-    /// The node's HTTP control API (its `--http`).
+    /// The node's HTTP control API (its `--http`), as HOST:PORT.
     #[arg(long, env = "HEDGEROW_NODE", default_value = DEFAULT_HTTP, global = true)]
-    pub node: SocketAddr,
+    pub node: String,
+    /// Whether the node serves its API over TLS (its `--http-tls`); `on`
+    /// needs --tls-ca, and --node must use a name its certificate
+    /// carries (`hedgerow certs --host`).
+    #[arg(long, env = "HEDGEROW_HTTP_TLS", value_enum, default_value_t = Toggle::Off, global = true)]
+    pub http_tls: Toggle,
+    /// The cluster's CA bundle (its `--tls-ca`), which the node's
+    /// certificate must chain to.
+    #[arg(long, env = "HEDGEROW_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
     /// How long to wait for the node's answer, in ms (a put may wait for a
     /// failover).
     #[arg(long, default_value_t = 30_000, global = true)]
@@ -105,7 +114,28 @@ pub fn run(args: KvArgs) -> Result<ExitCode, String> {
         Some(path) => Some(Token::from_file(path)?.header_value()),
         None => None,
     };
-    let sent = request_with(args.node, method, &path, &body, timeout, auth.as_deref());
+    let trust = match (args.http_tls, &args.tls_ca) {
+        (Toggle::Off, _) => None,
+        (Toggle::On, Some(ca)) => {
+            Some(HttpsTrust::from_file(ca).map_err(|e| format!("--tls-ca {e}"))?)
+        }
+        (Toggle::On, None) => {
+            return Err(
+                "--http-tls on needs --tls-ca: the cluster's CA bundle, which the \
+                        node's certificate must chain to"
+                    .into(),
+            )
+        }
+    };
+    let sent = request_to(
+        &args.node,
+        trust.as_ref(),
+        method,
+        &path,
+        &body,
+        timeout,
+        auth.as_deref(),
+    );
     let (status, answer) = sent.map_err(|e| {
         format!(
             "no answer from the node at {} ({method} {path}): {e}",

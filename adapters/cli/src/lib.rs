@@ -34,6 +34,7 @@ pub mod client;
 mod coord;
 pub mod demo;
 mod errors;
+pub mod https;
 pub mod kv;
 mod metrics;
 pub mod node;

@@ -22,6 +22,7 @@ use clap::{ArgAction, Args, ValueEnum};
 use futures::channel::mpsc;
 use futures::StreamExt;
 use hedgerow::store::{LeaseStore, MemoryStore, PostgresStore, SqliteStore};
+use hedgerow::tls::rustls::ServerConfig;
 use hedgerow::{Config, Hedgerow, Tls};
 use hedgerow_clock::{Clock, ClockConfig};
 use serde::Serialize;
@@ -30,6 +31,7 @@ use serde_json::{json, Value};
 use crate::auth::{self, Token};
 use crate::coord::{self, Coord};
 use crate::errors::error_response;
+use crate::https::TlsListener;
 use crate::metrics;
 use crate::page;
 use crate::{advertise, probes, startup};
@@ -124,6 +126,12 @@ pub struct NodeArgs {
     /// This node's private key (PEM).
     #[arg(long, env = "HEDGEROW_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// TLS on the control API, with this node's --tls-cert and --tls-key
+    /// (re-read when they change): `on` needs TLS on the cluster port.
+    /// HTTPS clients check the certificate's host names, so make it with
+    /// `hedgerow certs --host NAME` for every name the API is reached by.
+    #[arg(long, env = "HEDGEROW_HTTP_TLS", value_enum, default_value_t = Toggle::Off)]
+    pub http_tls: Toggle,
     /// A file holding the control API's bearer token: every request but
     /// the probes (/v1/live, /v1/ready) must send `Authorization: Bearer
     /// TOKEN`. Required when --http is not a loopback address.
@@ -382,6 +390,17 @@ pub fn run(args: NodeArgs) -> Result<ExitCode, String> {
     let clock_config = args.clock_config()?;
     args.advertise()?;
     let tls = args.tls()?;
+    let https = match (&tls, args.http_tls) {
+        (_, Toggle::Off) => None,
+        (Some(tls), Toggle::On) => Some(
+            tls.https_server()
+                .map_err(|e| format!("--http-tls on: {e}"))?,
+        ),
+        (None, Toggle::On) => {
+            return Err("--http-tls on serves the node's certificate: also give --tls-ca,                         --tls-cert and --tls-key (`hedgerow certs` makes them)"
+                .into())
+        }
+    };
     if tls.is_none() && !listens_on_loopback(&args.listen) {
         tracing::warn!(
             listen = %args.listen,
@@ -405,7 +424,7 @@ pub fn run(args: NodeArgs) -> Result<ExitCode, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("could not start the async runtime: {e}"))?;
-    runtime.block_on(serve(args, config, clock_config, tls, token))
+    runtime.block_on(serve(args, config, clock_config, tls, https, token))
 }
 
 /// Whether `listen` (HOST:PORT) is a loopback address.
@@ -431,6 +450,7 @@ async fn serve(
     config: Config,
     clock_config: ClockConfig,
     tls: Option<Tls>,
+    https: Option<Arc<ServerConfig>>,
     token: Option<Arc<Token>>,
 ) -> Result<ExitCode, String> {
     // Opening a clock or a store may block (files, DNS): off the runtime.
@@ -502,6 +522,7 @@ async fn serve(
         cluster = %args.cluster,
         addr = %node.addr(),
         http = %http_addr,
+        http_tls = https.is_some(),
         clock = %clock_described,
         "node started"
     );
@@ -544,11 +565,21 @@ async fn serve(
     }
     let (http_stop_tx, http_stop_rx) = futures::channel::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        axum::serve(http, routes)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop_rx.await;
-            })
-            .await
+        let stopped = async move {
+            let _ = http_stop_rx.await;
+        };
+        match https {
+            Some(config) => {
+                axum::serve(TlsListener::new(http, config), routes)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+            None => {
+                axum::serve(http, routes)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+        }
     });
 
     let why = stop_rx.next().await.unwrap_or("no more stop sources");

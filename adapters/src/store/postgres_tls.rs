@@ -199,7 +199,7 @@ fn percent_decode(s: &str) -> Result<String, String> {
 
 /// The rustls client configuration `options` call for.
 pub(super) fn client_config(options: &TlsOptions) -> Result<ClientConfig, String> {
-    let provider = crate::tls::ring_provider();
+    let provider = crate::tls::crypto_provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS set-up: {e}"))?;

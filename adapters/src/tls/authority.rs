@@ -148,17 +148,23 @@ impl ClusterCa {
         self.sign(uri, vec![SanType::URI(ia5)], not_before, not_after)
     }
 
+    /// A certificate for `node` that also names each of `hosts` (a DNS
+    /// name, a wildcard like `*.hedgerow.prod.svc`, or an IP address), so
+    /// that an HTTPS client reaching the node's control API by one of
+    /// them accepts it; valid from an hour ago for a year.
+    pub fn node_with_hosts(&self, node: &str, hosts: &[&str]) -> Result<NodeCert, TlsError> {
+        let uri = node_uri(&self.cluster, node);
+        let mut names = vec![SanType::URI(uri.clone().try_into().map_err(rcgen_error)?)];
+        names.extend(host_names(hosts)?);
+        let now = SystemTime::now();
+        self.sign(&uri, names, now - BACKDATE, now + NODE_VALIDITY)
+    }
+
     /// A certificate for a server that is no node, such as a PostgreSQL
     /// server the cluster's nodes verify, naming each of `hosts` (a DNS
     /// name or an IP address), valid from an hour ago for a year.
     pub fn server(&self, hosts: &[&str]) -> Result<NodeCert, TlsError> {
-        let mut names = Vec::with_capacity(hosts.len());
-        for host in hosts {
-            names.push(match host.parse::<std::net::IpAddr>() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(host.to_string().try_into().map_err(rcgen_error)?),
-            });
-        }
+        let names = host_names(hosts)?;
         let now = SystemTime::now();
         let common = hosts.first().copied().unwrap_or("server");
         self.sign(common, names, now - BACKDATE, now + NODE_VALIDITY)
@@ -191,6 +197,20 @@ impl ClusterCa {
             key_pem: key.serialize_pem(),
         })
     }
+}
+
+/// `hosts` as subject alternative names: IP addresses as such, the rest
+/// as DNS names.
+fn host_names(hosts: &[&str]) -> Result<Vec<SanType>, TlsError> {
+    hosts
+        .iter()
+        .map(|host| match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(SanType::IpAddress(ip)),
+            Err(_) => Ok(SanType::DnsName(
+                host.to_string().try_into().map_err(rcgen_error)?,
+            )),
+        })
+        .collect()
 }
 
 fn name(common: &str) -> DistinguishedName {
@@ -236,6 +256,26 @@ mod tests {
         assert!(rustls::client::verify_server_name(&parsed, &dns).is_ok());
         assert!(rustls::client::verify_server_name(&parsed, &other).is_err());
         assert!(node_ids_for(&der(&db.cert_pem), "shop").is_empty());
+    }
+
+    #[test]
+    fn a_node_certificate_with_hosts_names_its_node_and_its_hosts() {
+        let ca = ClusterCa::new("shop").unwrap();
+        let n = ca
+            .node_with_hosts("n1", &["localhost", "::1", "*.hedgerow.prod.svc"])
+            .unwrap();
+        let der_n = CertificateDer::from(der(&n.cert_pem));
+        assert_eq!(node_ids_for(&der_n, "shop"), vec!["n1"]);
+        let parsed = rustls::server::ParsedCertificate::try_from(&der_n).unwrap();
+        for host in ["localhost", "::1", "n1.hedgerow.prod.svc"] {
+            let name = rustls_pki_types::ServerName::try_from(host).unwrap();
+            assert!(
+                rustls::client::verify_server_name(&parsed, &name).is_ok(),
+                "{host}"
+            );
+        }
+        let other = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        assert!(rustls::client::verify_server_name(&parsed, &other).is_err());
     }
 
     #[test]
