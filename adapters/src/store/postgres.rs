@@ -107,8 +107,9 @@ pub struct PostgresStore {
     pub(super) shared: Arc<Shared>,
 }
 
-/// Options for [`PostgresStore`]; see [`PostgresStore::builder`].
-#[derive(Clone, Debug)]
+/// Options for [`PostgresStore`]; see [`PostgresStore::builder`]. Its
+/// `Debug` shows the connection string with any password in it masked.
+#[derive(Clone)]
 pub struct PostgresStoreBuilder {
     config: String,
     connect_timeout: Duration,
@@ -131,6 +132,60 @@ impl std::fmt::Debug for Password {
             Password::File(path) => f.debug_tuple("File").field(path).finish(),
         }
     }
+}
+
+impl std::fmt::Debug for PostgresStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStoreBuilder")
+            .field("config", &redacted(&self.config))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("password", &self.password)
+            .finish()
+    }
+}
+
+/// A connection string (URI or `key=value` form) with every password in
+/// it, `user:SECRET@` or `password=SECRET` (quoted or not), as `***`.
+fn redacted(config: &str) -> String {
+    let mut out = String::with_capacity(config.len());
+    let mut rest = config;
+    if let Some((scheme, after)) = config.split_once("://") {
+        let authority = &after[..after.find(['/', '?']).unwrap_or(after.len())];
+        if let Some((userinfo, _)) = authority.rsplit_once('@') {
+            if let Some((user, _)) = userinfo.split_once(':') {
+                out.push_str(scheme);
+                out.push_str("://");
+                out.push_str(user);
+                out.push_str(":***");
+                rest = &after[userinfo.len()..];
+            }
+        }
+    }
+    while let Some(at) = rest.find("password=") {
+        let (head, tail) = rest.split_at(at + "password=".len());
+        out.push_str(head);
+        out.push_str("***");
+        let end = match tail.strip_prefix('\'') {
+            // A quoted value ends at the first quote not escaped.
+            Some(quoted) => {
+                let mut escaped = false;
+                quoted
+                    .char_indices()
+                    .find(|&(_, c)| {
+                        let close = c == '\'' && !escaped;
+                        escaped = c == '\\' && !escaped;
+                        close
+                    })
+                    .map_or(tail.len(), |(i, _)| i + 2)
+            }
+            None => tail.find([' ', '&', '\t', '\n']).unwrap_or(tail.len()),
+        };
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 impl PostgresStoreBuilder {
@@ -831,4 +886,42 @@ pub(super) fn chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_builder_never_shows_a_password_from_its_connection_string() {
+        for (config, shown) in [
+            (
+                "postgres://app:s3cret@db:5432/lease?sslmode=verify-full",
+                "postgres://app:***@db:5432/lease?sslmode=verify-full",
+            ),
+            (
+                "postgresql://app:p@ss@db/lease?password=other&sslmode=require",
+                "postgresql://app:***@db/lease?password=***&sslmode=require",
+            ),
+            ("postgres://app@db/lease", "postgres://app@db/lease"),
+            (
+                "host=db user=app password=s3cret dbname=lease",
+                "host=db user=app password=*** dbname=lease",
+            ),
+            (
+                r"host=db password='it\'s secret' user=app",
+                "host=db password=*** user=app",
+            ),
+            ("host=db password=", "host=db password=***"),
+        ] {
+            assert_eq!(redacted(config), shown, "{config}");
+        }
+        let debug = format!(
+            "{:?}",
+            PostgresStore::builder("postgres://app:s3cret@db/lease")
+        );
+        assert!(!debug.contains("s3cret"), "{debug}");
+        let debug = format!("{:?}", PostgresStore::builder("h").password("s3cret"));
+        assert!(!debug.contains("s3cret"), "{debug}");
+    }
 }
