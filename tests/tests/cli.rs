@@ -335,6 +335,28 @@ fn elect_send_broadcast_failover(store: Option<String>) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    // Each log line's node span names the term once, however many terms
+    // the node has seen (a recorded field used to be appended, one
+    // `term=` per change).
+    std::thread::sleep(Duration::from_millis(200));
+    let new_leader_log = cluster.dir.path().join(format!("{next}.log"));
+    let log = std::fs::read_to_string(&new_leader_log).unwrap();
+    let spans: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split_once("hedgerow{").map(|(_, s)| s))
+        .filter_map(|s| s.split_once('}').map(|(span, _)| span))
+        .collect();
+    assert!(
+        spans.iter().any(|s| s.contains("term=")),
+        "no line names its term:\n{log}"
+    );
+    for span in spans {
+        assert!(span.matches("term=").count() <= 1, "{span}");
+    }
+    for line in log.lines() {
+        assert!(line.matches("hedgerow{").count() <= 1, "nested: {line}");
+    }
 }
 
 #[test]

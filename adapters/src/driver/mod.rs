@@ -182,7 +182,9 @@ async fn run<R: Runtime>(cell: Arc<DriverCell<R>>) {
         }
     }
     let release = Release(cell);
-    let span = {
+    // The node's span is entered on every poll, not fixed once: it is a
+    // new span when the term changes (`Core::term_changed`).
+    let mut span = {
         let mut slot = release.0.lock();
         let Some(driver) = slot.as_mut() else {
             return;
@@ -198,6 +200,8 @@ async fn run<R: Runtime>(cell: Arc<DriverCell<R>>) {
         let Some(driver) = slot.as_mut() else {
             return Poll::Ready(());
         };
+        span.clone_from(driver.core.span());
+        let _enter = span.enter();
         if driver.poll_run(cx).is_pending() {
             return Poll::Pending;
         }
@@ -209,7 +213,7 @@ async fn run<R: Runtime>(cell: Arc<DriverCell<R>>) {
         drop(stopped);
         Poll::Ready(())
     });
-    tracing::Instrument::instrument(turn, span.clone()).await;
+    turn.await;
     drop(release);
     let _enter = span.enter();
     tracing::info!("node stopped");
@@ -224,16 +228,9 @@ impl<R: Runtime> Driver<R> {
             (node.config().cluster.clone(), node.identity().id.clone())
         };
         let started = p.rt.now();
-        // `term` is recorded as it changes (`on_event`).
-        let span = tracing::info_span!(
-            "hedgerow",
-            cluster = %group,
-            node = %me,
-            term = tracing::field::Empty
-        );
         let m = NodeMetrics::new(&group, me.as_str());
         Driver {
-            core: Core::new(p.node, p.clock, started, span),
+            core: Core::new(p.node, p.clock, started, (group.clone(), me.to_string())),
             peers: Peers::new(p.net, p.listener, p.seed, m.traffic),
             lease: Lease::new(p.store, (group, me), p.store_timeout, lease_tx, m.store),
             inputs: Inputs::new(inbox, lease_rx, app_rx),
@@ -473,7 +470,7 @@ impl<R: Runtime> Driver<R> {
     /// The node's term is now `term`: its span says so, and the gauges
     /// are published soon.
     fn term_changed(&mut self, term: hedgerow_core::Term) {
-        self.core.span().record("term", term.0);
+        self.core.term_changed(term);
         self.published.touch();
     }
 

@@ -32,6 +32,8 @@ pub(super) struct Core {
     outs: Vec<Output>,
     /// The node's span, entered by whoever runs the driver.
     span: tracing::Span,
+    /// The span's cluster and node fields, for the next term's span.
+    names: (String, String),
 }
 
 impl Core {
@@ -39,7 +41,7 @@ impl Core {
         node: Arc<Mutex<Node>>,
         clock: Arc<dyn Clock>,
         started: Instant,
-        span: tracing::Span,
+        names: (String, String),
     ) -> Self {
         Core {
             node,
@@ -48,7 +50,8 @@ impl Core {
             started,
             clock_failing: false,
             outs: Vec::new(),
-            span,
+            span: node_span(&names, None),
+            names,
         }
     }
 
@@ -59,6 +62,14 @@ impl Core {
 
     pub(super) fn span(&self) -> &tracing::Span {
         &self.span
+    }
+
+    /// The node's term is now `term`: the span of what runs from now on
+    /// says so. A new span rather than `record` on the old, because
+    /// tracing-subscriber's formatters append a recorded field, so every
+    /// log line would carry one `term=` per term the node has seen.
+    pub(super) fn term_changed(&mut self, term: Term) {
+        self.span = node_span(&self.names, Some(term.0));
     }
 
     pub(super) fn describe_clock(&self) -> String {
@@ -160,5 +171,14 @@ impl Core {
     /// Gives the (emptied) buffer back for the next drain.
     pub(super) fn keep_outputs(&mut self, outs: Vec<Output>) {
         self.outs = outs;
+    }
+}
+
+/// The span of a node's work: `hedgerow{cluster, node, term}`.
+fn node_span((cluster, node): &(String, String), term: Option<u64>) -> tracing::Span {
+    match term {
+        // No parent: made while the last one is entered, it replaces it.
+        Some(term) => tracing::info_span!(parent: None, "hedgerow", %cluster, %node, term),
+        None => tracing::info_span!(parent: None, "hedgerow", %cluster, %node),
     }
 }
