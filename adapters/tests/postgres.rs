@@ -624,6 +624,45 @@ fn the_password_comes_from_a_file() {
         "the password is never shown: {why}"
     );
 
+    // Rotation: the server takes a new password and the file says it;
+    // the next connection (the idle one closed) logs in with it, and the
+    // file going missing meanwhile keeps the last one read.
+    let file = dir.path().join("password");
+    std::fs::write(&file, "correct horse\n").unwrap();
+    let rotating = PostgresStore::builder(
+        pg.server
+            .connection_string()
+            .replace("user=postgres", &format!("user={role}")),
+    )
+    .connect_timeout(CONNECT_TIMEOUT)
+    .password_file(&file)
+    .build()
+    .unwrap_or_else(|e| panic!("build: {e}"));
+    let group = fresh_group("pw-rotated");
+    assert_eq!(rotating.read(&group), Ok(None));
+    pg.server
+        .psql(&format!("ALTER ROLE {role} PASSWORD 'battery staple'"))
+        .unwrap_or_else(|e| panic!("psql: {e}"));
+    std::fs::write(&file, "battery staple\n").unwrap();
+    // Its connection ended, so the next reads must log in again.
+    pg.server
+        .psql(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+        ))
+        .unwrap_or_else(|e| panic!("psql: {e}"));
+    eventually("a new connection with the rotated password", || {
+        rotating.read(&group) == Ok(None)
+    });
+    std::fs::remove_file(&file).unwrap();
+    pg.server
+        .psql(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+        ))
+        .unwrap_or_else(|e| panic!("psql: {e}"));
+    eventually("a new connection with the last password read", || {
+        rotating.read(&group) == Ok(None)
+    });
+
     let missing = dir.path().join("no-such-file");
     let err = PostgresStore::builder(pg.server.connection_string())
         .password_file(&missing)

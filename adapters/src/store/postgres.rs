@@ -196,10 +196,12 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// Reads the password from the file at `path` when the store is
-    /// built (one trailing newline dropped), overriding one in the
-    /// connection string; a missing or unreadable file fails
-    /// [`build`](Self::build). For a Kubernetes Secret mounted as a file.
+    /// Reads the password from the file at `path` (one trailing newline
+    /// dropped), overriding one in the connection string: when the store
+    /// is built, where a missing or unreadable file fails
+    /// [`build`](Self::build), and again for every new connection, so a
+    /// rotated Kubernetes Secret is used from the next connection on (the
+    /// password read before is kept while the file cannot be read).
     pub fn password_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
         self.password = Some(Password::File(path.into()));
         self
@@ -246,25 +248,18 @@ impl PostgresStoreBuilder {
         let tls = postgres_tls::client_config(&tls_options).map_err(|why| {
             StoreError::Unavailable(format!("PostgreSQL lease store {target}: {why}"))
         })?;
+        let mut password_file = None;
         match self.password {
             None => {}
             Some(Password::Bytes(password)) => {
                 config.password(password);
             }
             Some(Password::File(path)) => {
-                let mut password = std::fs::read(&path).map_err(|e| {
-                    StoreError::Unavailable(format!(
-                        "PostgreSQL lease store {target}: cannot read the password file {}: {e}",
-                        path.display()
-                    ))
+                let password = read_password(&path).map_err(|e| {
+                    StoreError::Unavailable(format!("PostgreSQL lease store {target}: {e}"))
                 })?;
-                if password.ends_with(b"\n") {
-                    password.pop();
-                    if password.ends_with(b"\r") {
-                        password.pop();
-                    }
-                }
                 config.password(password);
+                password_file = Some(path);
             }
         }
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -278,6 +273,8 @@ impl PostgresStoreBuilder {
             })?;
         let shared = Arc::new(Shared {
             config,
+            password_file,
+            last_password: Mutex::new(None),
             tls: Connector(MakeRustlsConnect::new(tls)),
             ssl_mode: tls_options.mode,
             target,
@@ -337,6 +334,11 @@ impl Drop for PostgresStore {
 #[derive(Debug)]
 pub(super) struct Shared {
     config: Config,
+    /// Read again for every new connection, so a rotated Secret is used
+    /// once the server has the new password; the last password read is
+    /// kept for when the file cannot be read.
+    password_file: Option<std::path::PathBuf>,
+    last_password: Mutex<Option<Vec<u8>>>,
     tls: Connector,
     ssl_mode: SslMode,
     /// Where the store points, for messages (never the password).
@@ -505,8 +507,9 @@ impl Shared {
     /// it is missing and prepares the statements, all within the connect
     /// timeout.
     fn connect(&self, op: &str) -> Result<Conn, StoreError> {
+        let config = self.connect_config();
         let opened = self.runtime.block_on_within(self.connect_timeout, async {
-            let (client, connection) = self.config.connect(self.tls.0.clone()).await?;
+            let (client, connection) = config.connect(self.tls.0.clone()).await?;
             let task = tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::debug!(error = %chain(&e), "lease store connection ended");
@@ -536,6 +539,31 @@ impl Shared {
                  server is up and reachable",
                 self.target, self.connect_timeout
             ))),
+        }
+    }
+
+    /// The configuration a new connection logs in with: the password
+    /// file as it is now, or the last password read if it cannot be read.
+    fn connect_config(&self) -> std::borrow::Cow<'_, Config> {
+        let Some(path) = &self.password_file else {
+            return std::borrow::Cow::Borrowed(&self.config);
+        };
+        let mut last = self.last_password.lock().unwrap_or_else(|p| p.into_inner());
+        match read_password(path) {
+            Ok(password) => *last = Some(password),
+            Err(e) => tracing::warn!(
+                store = %self.target,
+                error = %e,
+                "lease store: logging in with the password read before"
+            ),
+        }
+        match &*last {
+            Some(password) => {
+                let mut config = self.config.clone();
+                config.password(password.clone());
+                std::borrow::Cow::Owned(config)
+            }
+            None => std::borrow::Cow::Borrowed(&self.config),
         }
     }
 
@@ -717,6 +745,20 @@ async fn prepare(
         )
         .await?;
     Ok((read, insert, update))
+}
+
+/// The password in `path`, without one trailing newline (a Secret's
+/// file usually ends in one).
+fn read_password(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let mut password = std::fs::read(path)
+        .map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?;
+    if password.ends_with(b"\n") {
+        password.pop();
+        if password.ends_with(b"\r") {
+            password.pop();
+        }
+    }
+    Ok(password)
 }
 
 pub(super) fn schema_version() -> i32 {
