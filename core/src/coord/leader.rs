@@ -392,7 +392,15 @@ impl Services {
         if self.in_flight.is_some() || now.mono < self.retry_at {
             return None;
         }
-        let mut job = self.jobs.pop_front()?;
+        // Permit work (the load, grants, frees) goes ahead of puts, which
+        // touch other rows: a waiter is not kept behind a run of writes
+        // to the KV table. Each kind keeps its own order.
+        let first = self
+            .jobs
+            .iter()
+            .position(|j| !matches!(j, Job::Put { .. }))
+            .unwrap_or(0);
+        let mut job = self.jobs.remove(first)?;
         // A grant promises from when it is written, not from when it was
         // queued: behind a run of puts a promise made at queueing lapsed
         // before its answer reached the holder, who then gave the permit
@@ -634,5 +642,69 @@ impl Services {
             }
         }
         self.jobs.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::Term;
+    use crate::time::ClockReading;
+
+    fn at(ms: u64) -> Now {
+        Now {
+            mono: MonoTime::from_nanos(ms * 1_000_000),
+            clock: ClockReading::synchronized(ms * 1_000_000, 1_000_000),
+        }
+    }
+
+    /// Each issued op answered as the store would, in order; the kinds.
+    fn issue_all(s: &mut Services, now: &Now, fx: &mut Effects) -> Vec<&'static str> {
+        let mut kinds = Vec::new();
+        let mut id = 0;
+        while let Some(op) = s.next_op(now, || {
+            id += 1;
+            OpId(id)
+        }) {
+            let reply = match &op {
+                CoordOp::LoadPermits { .. } => CoordReply::Permits {
+                    semaphores: Vec::new(),
+                    permits: Vec::new(),
+                },
+                CoordOp::Put { .. } => CoordReply::Put { revision: id },
+                CoordOp::Grant { .. } => CoordReply::Granted { token: id },
+                CoordOp::Free { .. } => CoordReply::Freed,
+            };
+            kinds.push(op.kind());
+            s.on_result(now, op.id(), Ok(reply), fx);
+            s.step(now, |_, _| true);
+        }
+        kinds
+    }
+
+    #[test]
+    fn a_grant_is_written_ahead_of_puts_queued_before_it() {
+        let fence = Fence {
+            token: Term(1),
+            nonce: 7,
+        };
+        let second = Duration::from_secs(1);
+        let mut s = Services::new(fence, 0, 2 * second, 5 * second, second / 10);
+        let mut fx = Effects::default();
+        let now = at(1_000);
+        let a = NodeId::new("a").unwrap();
+        for request in 0..20 {
+            let origin = Origin {
+                node: a.clone(),
+                incarnation: 1,
+                request,
+            };
+            s.put(origin, "k".into(), Payload::from(b"v".to_vec()), &mut fx);
+        }
+        s.acquire(&now, (a, 1, 99), ("lock".into(), 1, true), &mut fx);
+        let kinds = issue_all(&mut s, &now, &mut fx);
+        assert_eq!(kinds.len(), 22, "{kinds:?}");
+        assert_eq!(&kinds[..2], ["permits_load", "permit_grant"], "{kinds:?}");
+        assert!(kinds[2..].iter().all(|k| *k == "kv_put"), "{kinds:?}");
     }
 }
