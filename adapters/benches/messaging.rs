@@ -2,8 +2,11 @@
 //!
 //! * a one-shot `send` round trip to the leader vs a raw TCP echo round
 //!   trip of the same payload;
-//! * pipelined `send`s (many outstanding) per second vs a raw pipelined TCP
-//!   echo with the same number of messages in flight;
+//! * pipelined `send`s (many outstanding) per second vs a minimal
+//!   length-prefixed request/reply server on the same runtime (one task per
+//!   connection, an async handler call per request, replies written when no
+//!   further request is buffered) and its client, with the same number of
+//!   requests in flight;
 //! * stream throughput to the leader vs a raw TCP bulk copy;
 //! * a `broadcast` to 50 members (one process, loopback, a MemoryStore)
 //!   until all 50 replies are in, vs one task writing to 50 raw TCP echo
@@ -56,9 +59,6 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 const CLUSTER: &str = "bench";
 const PAYLOAD: usize = 64;
 const CHUNK: usize = 64 * 1024;
-/// A raw echo message: a 4-byte length prefix and the payload, about what
-/// a hedgerow request frame carries.
-const RAW_MSG: usize = 4 + PAYLOAD;
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -303,19 +303,70 @@ async fn hedgerow_rtt(b: &Hedgerow, rounds: u64) -> Duration {
     t.elapsed() / rounds as u32
 }
 
-/// `total` echo messages over one connection with up to `window` in
-/// flight: one task writes every message the window allows in one write,
-/// then reads whatever echoes have arrived.
+/// The request handler of [`request_server`]: what hedgerow's bench
+/// handler does (the payload back), behind an async call the compiler
+/// cannot see through.
+#[inline(never)]
+async fn echo_handler(payload: Vec<u8>) -> Vec<u8> {
+    std::hint::black_box(payload)
+}
+
+/// A minimal request/reply server, the fair counterpart of a leader: one
+/// task per connection reads length-prefixed requests, calls
+/// [`echo_handler`] for each and queues its length-prefixed reply; the
+/// replies queued go out in one write once no further request is already
+/// buffered (as any pipelining server does).
+async fn request_server(rt: &TokioRuntime) -> String {
+    let listener = rt.bind("127.0.0.1:0".into()).await.unwrap();
+    let addr = TokioRuntime::local_addr(&listener).unwrap().to_string();
+    let server = rt.clone();
+    rt.spawn(Box::pin(async move {
+        while let Ok((s, _)) = server.accept(&listener).await {
+            server.spawn(Box::pin(serve_requests(s)));
+        }
+    }));
+    addr
+}
+
+async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(s: S) {
+    // A `BufReader` writes straight through to the stream.
+    let mut r = futures::io::BufReader::with_capacity(64 * 1024, s);
+    let mut out = Vec::with_capacity(64 * 1024);
+    loop {
+        let mut len = [0u8; 4];
+        if r.read_exact(&mut len).await.is_err() {
+            break;
+        }
+        let mut req = vec![0u8; u32::from_be_bytes(len) as usize];
+        if r.read_exact(&mut req).await.is_err() {
+            break;
+        }
+        let reply = echo_handler(req).await;
+        out.extend_from_slice(&(reply.len() as u32).to_be_bytes());
+        out.extend_from_slice(&reply);
+        if r.buffer().is_empty() {
+            if r.write_all(&out).await.is_err() {
+                break;
+            }
+            out.clear();
+        }
+    }
+}
+
+/// `total` requests to [`request_server`] over one connection with up to
+/// `window` in flight: one task writes every request the window allows in
+/// one write, then reads whatever replies have arrived (each checked
+/// whole).
 async fn raw_pipelined(rt: &TokioRuntime, addr: &str, total: u64, window: u64) -> Duration {
-    let mut c = rt.connect(addr.to_string()).await.unwrap();
+    let c = rt.connect(addr.to_string()).await.unwrap();
+    let mut c = futures::io::BufReader::with_capacity(64 * 1024, c);
     let msg = raw_msg();
     let mut out = Vec::with_capacity(msg.len() * window as usize);
-    let mut back = vec![0u8; 64 * 1024];
+    let mut back = vec![0u8; PAYLOAD];
     let t = Instant::now();
-    let (mut sent, mut echoed_bytes) = (0u64, 0u64);
-    while echoed_bytes < total * RAW_MSG as u64 {
-        let in_flight = sent - echoed_bytes / RAW_MSG as u64;
-        let more = (window - in_flight).min(total - sent);
+    let (mut sent, mut replied) = (0u64, 0u64);
+    while replied < total {
+        let more = (window - (sent - replied)).min(total - sent);
         if more > 0 {
             out.clear();
             for _ in 0..more {
@@ -324,9 +375,17 @@ async fn raw_pipelined(rt: &TokioRuntime, addr: &str, total: u64, window: u64) -
             c.write_all(&out).await.unwrap();
             sent += more;
         }
-        let k = c.read(&mut back).await.unwrap();
-        assert!(k > 0, "echo server closed");
-        echoed_bytes += k as u64;
+        // Every reply already here, at least one.
+        loop {
+            let mut len = [0u8; 4];
+            c.read_exact(&mut len).await.unwrap();
+            assert_eq!(u32::from_be_bytes(len) as usize, PAYLOAD);
+            c.read_exact(&mut back).await.unwrap();
+            replied += 1;
+            if c.buffer().is_empty() {
+                break;
+            }
+        }
     }
     t.elapsed()
 }
@@ -713,16 +772,18 @@ async fn run(rt: TokioRuntime) {
     }
 
     if wanted("pipelined") {
+        let requests = request_server(&rt).await;
         let (mut h, mut r) = (Vec::new(), Vec::new());
         hedgerow_pipelined(&b, pipelined / 10, window).await;
+        raw_pipelined(&rt, &requests, pipelined / 10, window).await;
         for _ in 0..rounds {
             let d = hedgerow_pipelined(&b, pipelined, window).await;
             h.push(pipelined as f64 / d.as_secs_f64() / 1000.0);
-            let d = raw_pipelined(&rt, &echo, pipelined, window).await;
+            let d = raw_pipelined(&rt, &requests, pipelined, window).await;
             r.push(pipelined as f64 / d.as_secs_f64() / 1000.0);
         }
         table.row(
-            &format!("pipelined `send`s, {window} in flight ({PAYLOAD} B)"),
+            &format!("pipelined `send`s, {window} in flight ({PAYLOAD} B) vs request/reply server"),
             "k/s",
             &mut h,
             &mut r,

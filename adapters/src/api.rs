@@ -697,6 +697,13 @@ impl<R: Runtime> Builder<R> {
 
     /// Answers [`Hedgerow::send`]s while this node leads. `Err` goes back
     /// to the sender as [`Error::Refused`].
+    ///
+    /// The handler's future is polled once on the node's own turn: an
+    /// answer ready without waiting (an echo, a lookup in memory) goes out
+    /// in the same step, with no task spawned for it; one that waits runs
+    /// on as a task of its own. Work it does before its first wait holds
+    /// the node up meanwhile, so a handler that computes or blocks for
+    /// long should wait first (a `spawn_blocking`, a channel).
     pub fn leader_handler<F, Fut, B>(mut self, handler: F) -> Self
     where
         F: Fn(Request) -> Fut + Send + Sync + 'static,
@@ -710,7 +717,8 @@ impl<R: Runtime> Builder<R> {
         self
     }
 
-    /// Answers broadcasts (this node's own included).
+    /// Answers broadcasts (this node's own included). Polled as
+    /// [`Builder::leader_handler`]'s is.
     pub fn broadcast_handler<F, Fut, B>(mut self, handler: F) -> Self
     where
         F: Fn(BroadcastRequest) -> Fut + Send + Sync + 'static,

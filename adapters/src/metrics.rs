@@ -338,7 +338,14 @@ impl Family {
     }
 
     fn get(&mut self, value: &'static str) -> &Counter {
-        let at = match self.seen.iter().position(|(v, _)| *v == value) {
+        // Values are string literals, passed again at the same address as
+        // a rule: a scan by address first, then by content.
+        let at = self
+            .seen
+            .iter()
+            .position(|(v, _)| std::ptr::eq(*v, value))
+            .or_else(|| self.seen.iter().position(|(v, _)| *v == value));
+        let at = match at {
             Some(at) => at,
             None => {
                 let key = self.metric.labels[0];

@@ -34,16 +34,14 @@ use std::future::Future;
 use std::io::IoSlice;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::future::{AbortHandle, Abortable, Either};
-use futures::io::{
-    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
-};
+use futures::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use futures::task::noop_waker_ref;
 use futures::SinkExt;
 use hedgerow_core::wire::{
@@ -848,9 +846,9 @@ async fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     let _ = ctx.deliver(&mut events, down).await;
 }
 
-async fn read_loop<Rt: Runtime, R: AsyncBufRead + Unpin>(
+async fn read_loop<Rt: Runtime, R: AsyncRead + Unpin>(
     rt: &Rt,
-    mut r: R,
+    mut r: BufReader<R>,
     max: u32,
     ctx: &NetCtx,
     conn: ConnId,
@@ -886,6 +884,7 @@ async fn read_loop<Rt: Runtime, R: AsyncBufRead + Unpin>(
                 }
             };
         outbox.touch();
+        outbox.note_input(!r.buffer().is_empty());
         let msg = match frame {
             Frame::Msg(m) => m,
             Frame::Hello(_) => return Closed::Protocol("second hello on one connection".into()),
@@ -1074,9 +1073,24 @@ pub(crate) struct Outbox {
     /// The peer is a member of the view (or a node this one dialed): its
     /// frames come first on the frame budget.
     member: AtomicBool,
+    /// What the connection's reader saw once it had read the frame just
+    /// handed to the driver ([`INPUT_NONE`], [`INPUT_MORE`] or
+    /// [`INPUT_DRAINED`]); the next flush takes it.
+    input: AtomicU8,
     max_frame_len: u32,
     capacity: usize,
 }
+
+/// No frame was read since the last flush: the outbox is written on the
+/// driver's account (commands, timers).
+const INPUT_NONE: u8 = 0;
+/// More bytes from the peer are already buffered behind the frame read:
+/// its next frames follow at once, so what answers them can go out in one
+/// write with them.
+const INPUT_MORE: u8 = 1;
+/// The frame read was the last the peer had sent: it waits for the answer,
+/// which goes out now.
+const INPUT_DRAINED: u8 = 2;
 
 #[derive(Default)]
 struct OutboxState {
@@ -1132,6 +1146,7 @@ impl Outbox {
             }),
             activity: AtomicU64::new(0),
             member: AtomicBool::new(false),
+            input: AtomicU8::new(INPUT_NONE),
             max_frame_len,
             capacity: capacity.max(1),
         })
@@ -1151,6 +1166,13 @@ impl Outbox {
         self.member.load(Ordering::Relaxed)
     }
 
+    /// The reader read a frame; `more`: bytes of the peer's next frames are
+    /// already buffered behind it.
+    fn note_input(&self, more: bool) {
+        let input = if more { INPUT_MORE } else { INPUT_DRAINED };
+        self.input.store(input, Ordering::Relaxed);
+    }
+
     fn lock(&self) -> MutexGuard<'_, OutboxState> {
         // Nothing in the state is left half-updated by a panic that could
         // be repaired by refusing the lock.
@@ -1162,8 +1184,10 @@ impl Outbox {
     /// logged). The driver writes nothing itself until [`Outbox::flush`].
     ///
     /// While traffic is flowing (the previous wake, `wake - 1`, wrote here
-    /// too) the connection's task is woken at once, so it writes while the
-    /// driver goes on taking inputs rather than after the whole wake.
+    /// too, and the peer is not waiting on this answer: see
+    /// [`Outbox::flush`]) the connection's task is woken at once, so it
+    /// writes while the driver goes on taking inputs rather than after the
+    /// whole wake.
     pub(crate) fn push(&self, msg: Message, wake: u64) -> Result<usize, Refused> {
         let mut st = self.lock();
         if st.dead || st.closed {
@@ -1177,7 +1201,8 @@ impl Outbox {
         if bytes.is_some() {
             st.frames += 1;
         }
-        if st.last_flush.wrapping_add(1) >= wake && st.last_flush != 0 {
+        let answering = self.input.load(Ordering::Relaxed) == INPUT_DRAINED;
+        if st.last_flush.wrapping_add(1) >= wake && st.last_flush != 0 && !answering {
             st.wake();
         }
         Ok(bytes.unwrap_or(0))
@@ -1193,7 +1218,11 @@ impl Outbox {
     /// traffic is flowing (a pipeline of small messages): the connection's
     /// task writes instead, so what the next wakes queue while it is being
     /// scheduled goes out in the same write, rather than one system call
-    /// per message. A batch of [`SPLIT_AT`] bytes or more (a stream chunk)
+    /// per message. What the connection's reader saw decides instead when
+    /// this wake read a frame from the peer: with more of its frames
+    /// already buffered, traffic is flowing; with none, the peer waits on
+    /// this answer (a request/reply round trip, where every wake both reads
+    /// and writes here), and it is written at once. A batch of [`SPLIT_AT`] bytes or more (a stream chunk)
     /// is written here at once: handing it over left a stream's bytes
     /// waiting while the writer kept queueing (on tokio, the connection's
     /// task sat in the writer's worker's LIFO slot, which no other worker
@@ -1203,7 +1232,11 @@ impl Outbox {
         if st.pending.is_empty() && !st.unflushed {
             return;
         }
-        let flowing = st.last_flush.wrapping_add(1) == wake;
+        let flowing = match self.input.swap(INPUT_NONE, Ordering::Relaxed) {
+            INPUT_MORE => true,
+            INPUT_DRAINED => false,
+            _ => st.last_flush.wrapping_add(1) == wake,
+        };
         st.last_flush = wake;
         if (flowing && st.pending.len < SPLIT_AT) || st.handed_off || st.error.is_some() {
             return st.wake();

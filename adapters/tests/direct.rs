@@ -276,3 +276,69 @@ fn a_leader_answers_far_more_requests_than_its_dedupe_table_holds() {
         a.shutdown().await;
     });
 }
+
+/// A handler call is polled once in the step that asked for it: answers
+/// ready at once, answers that wait (finished on a task of their own), and
+/// a handler panicking before it waits all reach the right callers, in any
+/// mix, and a panic leaves the leader answering.
+#[test]
+fn handlers_answering_at_once_waiting_or_panicking_all_reach_their_callers() {
+    let runtime = support::tokio_runtime();
+    runtime.block_on(async {
+        let rt = TokioRuntime::from_context().unwrap();
+        let store = MemoryStore::new();
+        let node = |name: &'static str| {
+            let sleeper = rt.clone();
+            Builder::<TokioRuntime>::new("direct", name, "127.0.0.1:0")
+                .runtime(rt.clone())
+                .store(store.clone())
+                .clock(SystemClock::new(Duration::from_millis(5)))
+                .config(|c| {
+                    *c = Config::local(c.cluster.clone());
+                    c.lead_on_assumed_clock = true;
+                })
+                .leader_handler(move |req| {
+                    let sleeper = sleeper.clone();
+                    async move {
+                        if req.payload.starts_with(b"panic") {
+                            panic!("a handler panicking before it waits");
+                        }
+                        if req.payload.starts_with(b"wait") {
+                            sleeper.sleep(Duration::from_millis(2)).await;
+                        }
+                        Ok(req.payload)
+                    }
+                })
+                .start()
+        };
+        let a = node("a").await.unwrap();
+        assert!(wait_until(&rt, Duration::from_secs(10), || a.is_leader()).await);
+        let b = node("b").await.unwrap();
+        let ok = wait_until(&rt, Duration::from_secs(10), || {
+            b.leader().is_some_and(|l| &l.id == a.id()) && b.members().len() == 2
+        })
+        .await;
+        assert!(ok, "b never followed a");
+        let replies = futures::stream::iter(0..600u32)
+            .map(|i| {
+                let b = b.clone();
+                let kind = ["now", "wait", "panic"][i as usize % 3];
+                async move {
+                    let msg = format!("{kind} {i}").into_bytes();
+                    (b.send(msg.clone()).await, msg)
+                }
+            })
+            .buffer_unordered(32)
+            .collect::<Vec<_>>()
+            .await;
+        for (got, sent) in replies {
+            if sent.starts_with(b"panic") {
+                assert!(matches!(got, Err(Error::Refused(_))), "{got:?}");
+            } else {
+                assert_eq!(got.expect("answered").payload, sent);
+            }
+        }
+        b.shutdown().await;
+        a.shutdown().await;
+    });
+}

@@ -186,14 +186,27 @@ fn a_waiter_holding_a_permit_from_the_last_leader_is_not_granted_again() {
 /// before its answer came and the holders gave their permits straight
 /// back: the first round of the mixed scenario granted nothing (7 grants
 /// in the whole run). A grant now promises from when it is written.
+///
+/// Counted over 20 seeds rather than at the one that found it: one seed's
+/// count moves with any change of the schedule (leaders answering in the
+/// step that read the request moved it from 9 to 6, as many as with the
+/// bug), while over these seeds promises made at queueing granted 126 and
+/// promises made when written 142 (154 with those answers).
 #[test]
 fn a_grant_queued_behind_puts_still_reaches_its_holder_valid() {
     let r = run(&scenario(MIXED), 14_000_122, &options());
     print!("{}", r.summary());
     assert!(r.passed(), "{}", r.summary());
+    let s = scenario(MIXED);
+    let grants: u64 = (0..20)
+        .map(|i| {
+            let r = run(&s, 14_000_042 + i, &options());
+            assert!(r.passed(), "{}", r.summary());
+            r.coord.2
+        })
+        .sum();
     assert!(
-        r.coord.2 >= 9,
-        "grants lost to promises that lapsed in the queue: {:?}",
-        r.coord
+        grants >= 135,
+        "grants lost to promises that lapsed in the queue: {grants} over 20 seeds"
     );
 }

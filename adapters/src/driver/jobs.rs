@@ -1,14 +1,19 @@
 //! Handler jobs: each request this node gets as leader and each broadcast
-//! it gets as a member is a call of the application's handler, run as a
+//! it gets as a member is a call of the application's handler, polled once
+//! where the driver runs and, if it did not answer at once, run on as a
 //! task of its own, at most `max_handlers` at once (more wait in a bounded
 //! queue, beyond which they are refused as overloaded). A handler's answer,
 //! or its panic, goes back to the node as the reply. The driver never
-//! awaits a handler.
+//! awaits a handler: work a handler does before its first wait runs on the
+//! driver's turn, so a handler that computes long before answering should
+//! wait first (on `spawn_blocking`, a channel, a yield).
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
+use std::task::{Context, Poll};
 
 use futures::channel::mpsc;
+use futures::task::noop_waker_ref;
 use futures::FutureExt;
 use hedgerow_core::{BroadcastHandle, Bytes, Payload, RequestHandle};
 
@@ -83,10 +88,26 @@ impl<R: Runtime> Driver<R> {
             }
             Job::Broadcast(h, _) => tracing::debug_span!("broadcast", from = %h.from, id = h.id),
         };
-        let fut = match self.call(job) {
+        let mut fut = match self.call(job) {
             Ok(fut) => fut,
             Err(refused) => return self.finish_job(refused),
         };
+        // One poll here first: a handler that answers without waiting (an
+        // echo, a lookup) is answered in this very step, its reply queued
+        // with whatever else this wake writes, with no task spawned, no
+        // wake of it and no second turn of the driver. A handler that
+        // waits goes on on a task of its own; the waker of this poll is a
+        // no-op, and the task's first poll registers its own. Only the
+        // handler's code up to its first wait runs here, as its closure
+        // already does.
+        let polled = {
+            let _enter = span.enter();
+            let mut cx = Context::from_waker(noop_waker_ref());
+            fut.as_mut().poll(&mut cx)
+        };
+        if let Poll::Ready(done) = polled {
+            return self.finish_job(done);
+        }
         self.jobs.in_flight += 1;
         // Finished on the handler's task when the driver is free: the
         // reply is written from there, without a hop to the loop.

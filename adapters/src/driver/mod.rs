@@ -20,9 +20,12 @@
 //!   the armed one, or must stop. When the lock is busy the input goes
 //!   through the channel as before.
 //!
-//! Handlers run on their own tasks, at most `max_handlers` at once; the
-//! driver never awaits application code, so a slow handler cannot stall
-//! heartbeats or the lease.
+//! A handler is polled once where the driver runs: one that answers
+//! without waiting is answered in the same step (no task, no hop back);
+//! one that waits runs on as a task of its own, at most `max_handlers` at
+//! once. The driver never awaits application code, so a handler waiting
+//! on I/O cannot stall heartbeats or the lease (one that computes for long
+//! before its first wait can: `Builder::leader_handler` says so).
 //!
 //! The driver's state is kept in books, a room each:
 //!
