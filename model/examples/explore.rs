@@ -5,7 +5,8 @@
 //!
 //! `RUN=permits|lapse|failover` starts from those bounds instead;
 //! `BUG=nonce|insert|latest|snapshot|takeover|free|token` seeds a bug and stops at its counterexample,
-//! `START=0,5,-5` fixes the clock offsets (ms), `DEPTH=n` limits the
+//! `START=0,5,-5` fixes the clock offsets (ms) (`START=all`: every
+//! layout), `SKEWS=n` allows `n` clock changes, `DEPTH=n` limits the
 //! path length, `DFS=1` searches depth first, `ACQUIRES=n` lets the
 //! nodes make `n` acquire calls.
 //!
@@ -110,7 +111,14 @@ fn main() {
             .parse()
             .unwrap_or_else(|_| panic!("ACQUIRES={a}: a number of acquire calls"));
     }
-    if let Ok(start) = std::env::var("START") {
+    if let Ok(s) = std::env::var("SKEWS") {
+        bounds.max_skews = s
+            .parse()
+            .unwrap_or_else(|_| panic!("SKEWS={s}: a number of clock changes"));
+    }
+    if std::env::var("START").as_deref() == Ok("all") {
+        bounds.start = None;
+    } else if let Ok(start) = std::env::var("START") {
         let v: Vec<i64> = start
             .split(',')
             .map(|o| {

@@ -104,8 +104,8 @@ impl Bounds {
 
     /// The permit run `cargo test` makes: one node calls `acquire` (a
     /// lock, waiting) at any point, with the quick faults, for one clock
-    /// layout. A promise lasts the effective permit lease (twice the
-    /// heartbeat, 100 ms), beyond this horizon: the run covers grants under
+    /// layout. A promise lasts the `local` preset's 1 s permit lease,
+    /// beyond this horizon: the run covers grants under
     /// faults, crashes and failovers of the call, not a lapse.
     pub fn permits() -> Bounds {
         Bounds {

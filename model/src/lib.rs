@@ -12,11 +12,10 @@
 //!
 //! `world` is the state and its one transition, `bounds` what keeps it
 //! finite, `trace` renders a counterexample as the inputs that led to it.
-//! The properties are in [`LeaseModel`]; each lease and view property has
-//! a seeded bug ([`hedgerow_core::SeededBug`]) that the tests show it
-//! catches. The permit properties, checked when the nodes may call
-//! `acquire` (`Bounds::max_acquires`), have none yet: a permit lapses
-//! beyond the affordable horizon.
+//! The properties are in [`LeaseModel`]; each has a seeded bug
+//! ([`hedgerow_core::SeededBug`]) that the tests show it catches. The
+//! permit properties get a lapse and a second grant, and liveness a
+//! failover, from a directed start ([`Prelude`]) a few steps before them.
 
 mod bounds;
 mod trace;
