@@ -193,6 +193,12 @@ impl Lease {
         self.bug = bug;
     }
 
+    /// The deliberate bug this node carries, for the rooms it hands it to.
+    #[cfg(feature = "model-check")]
+    pub(crate) fn bug(&self) -> Option<SeededBug> {
+        self.bug
+    }
+
     /// Whether this lease carries `bug`; always `false` in a normal build.
     #[cfg(feature = "model-check")]
     pub(crate) fn seeded(&self, bug: SeededBug) -> bool {
@@ -379,6 +385,9 @@ impl Lease {
             None if self.row_absent => now.mono,
             None => MonoTime::MAX,
             Some(r) if self.is_mine(r) && now.clock.interval.latest < r.expires_ns => now.mono,
+            Some(r) if !self.is_mine(r) && self.seeded(SeededBug::NoTakeoverOfExpired) => {
+                MonoTime::MAX
+            }
             Some(r) => {
                 let target = r
                     .expires_ns
@@ -560,6 +569,7 @@ impl Lease {
                     write,
                 }))
             }
+            Some((mine, _, _, _)) if !mine && self.seeded(SeededBug::NoTakeoverOfExpired) => None,
             Some((_, expires_ns, token, version))
                 if self.taker_reading(&c) > expires_ns.saturating_add(self.stagger_ns) =>
             {

@@ -25,4 +25,19 @@ pub enum SeededBug {
     /// with its own view: a delayed or duplicated snapshot moves the view
     /// back. Breaks "views monotonic per node".
     SnapshotIgnoresStamp,
+    /// A taker never takes over a row another process holds, however long
+    /// expired: the first leader is the last, and a crash of it leaves the
+    /// cluster leaderless. Breaks liveness after a failover.
+    NoTakeoverOfExpired,
+    /// The leader frees a permit once its reading's `latest` has passed
+    /// the promise instead of its `earliest`: it grants the permit again up
+    /// to twice the error bound early, while the holder still believes in
+    /// it. Breaks "permit holders within the limit".
+    FreeOnLatest,
+    /// A grant stores its permit under `last_token + 1` but leaves
+    /// `last_token` where it was (the definition every store is held to,
+    /// [`crate::coord::execute_coord`], seeded through
+    /// [`crate::coord::execute_coord_seeded`]): the next grant of the name
+    /// reuses the token. Breaks "permit tokens strictly increase".
+    GrantKeepsLastToken,
 }

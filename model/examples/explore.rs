@@ -3,8 +3,10 @@
 //! [calm_steps]`, and prints the state count, the time and every
 //! discovery as a trace: for measuring, and for trying bounds.
 //!
-//! `BUG=nonce|insert|latest|snapshot` seeds a bug and stops at its counterexample,
-//! `START=0,5,-5` fixes the clock offsets (ms), `DEPTH=n` limits the
+//! `RUN=permits|lapse|failover` starts from those bounds instead;
+//! `BUG=nonce|insert|latest|snapshot|takeover|free|token` seeds a bug and stops at its counterexample,
+//! `START=0,5,-5` fixes the clock offsets (ms) (`START=all`: every
+//! layout), `SKEWS=n` allows `n` clock changes, `DEPTH=n` limits the
 //! path length, `DFS=1` searches depth first, `ACQUIRES=n` lets the
 //! nodes make `n` acquire calls.
 //!
@@ -16,7 +18,7 @@ use hedgerow_core::SeededBug;
 use hedgerow_model::{run, Bounds, Search};
 
 /// The seeded bugs by their `BUG=` name, each with the property it breaks.
-const BUGS: [(&str, SeededBug, &str); 4] = [
+const BUGS: [(&str, SeededBug, &str); 7] = [
     (
         "nonce",
         SeededBug::RenewIgnoresNonce,
@@ -37,6 +39,21 @@ const BUGS: [(&str, SeededBug, &str); 4] = [
         SeededBug::SnapshotIgnoresStamp,
         hedgerow_model::VIEWS_MONOTONIC,
     ),
+    (
+        "takeover",
+        SeededBug::NoTakeoverOfExpired,
+        hedgerow_model::FAILOVER_LEADS,
+    ),
+    (
+        "free",
+        SeededBug::FreeOnLatest,
+        hedgerow_model::PERMITS_WITHIN_LIMIT,
+    ),
+    (
+        "token",
+        SeededBug::GrantKeepsLastToken,
+        hedgerow_model::PERMIT_TOKENS_INCREASE,
+    ),
 ];
 
 fn main() {
@@ -47,6 +64,16 @@ fn main() {
             std::process::exit(2);
         }
     };
+    match std::env::var("RUN").as_deref() {
+        Err(_) | Ok("") => {}
+        Ok("permits") => bounds = Bounds::permits(),
+        Ok("lapse") => bounds = Bounds::permit_lapse(),
+        Ok("failover") => bounds = Bounds::failover(),
+        Ok(other) => {
+            eprintln!("RUN={other:?}: use permits, lapse or failover");
+            std::process::exit(2);
+        }
+    }
     let args: Vec<u64> = std::env::args()
         .skip(1)
         .map(|a| a.parse().unwrap_or_else(|_| panic!("not a number: {a}")))
@@ -84,7 +111,14 @@ fn main() {
             .parse()
             .unwrap_or_else(|_| panic!("ACQUIRES={a}: a number of acquire calls"));
     }
-    if let Ok(start) = std::env::var("START") {
+    if let Ok(s) = std::env::var("SKEWS") {
+        bounds.max_skews = s
+            .parse()
+            .unwrap_or_else(|_| panic!("SKEWS={s}: a number of clock changes"));
+    }
+    if std::env::var("START").as_deref() == Ok("all") {
+        bounds.start = None;
+    } else if let Ok(start) = std::env::var("START") {
         let v: Vec<i64> = start
             .split(',')
             .map(|o| {

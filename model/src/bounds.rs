@@ -48,6 +48,28 @@ pub struct Bounds {
     pub max_acquires: u8,
     /// A deliberate bug every node carries, or none.
     pub bug: Option<SeededBug>,
+    /// A fault-free run played before the checker starts, so that it
+    /// starts where a permit or a failover is a few steps away; `None`:
+    /// the checker starts at step 0. `max_time` counts from its end.
+    pub prelude: Option<Prelude>,
+    /// Shorter heartbeats (20 ms) and permit lease (45 ms, off the 10 ms
+    /// grid as the lease is), so that a permit can lapse and be granted
+    /// again within a few steps.
+    pub short_permits: bool,
+}
+
+/// A directed start: a calm run (every message delivered and every store
+/// operation answered at once, in a fixed order) from step 0 until a
+/// situation, the checker's starting state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prelude {
+    /// Until a member other than the leader holds the permit, granted by
+    /// the leader, and nothing is in flight.
+    PermitHeld,
+    /// Until some node leads, every node has its view and nothing is in
+    /// flight; then the leader crashes. The crash is not counted against
+    /// `max_faults` or `max_crashes`.
+    LeaderCrashed,
 }
 
 impl Bounds {
@@ -65,6 +87,8 @@ impl Bounds {
             calm_steps: 4,
             max_acquires: 0,
             bug: None,
+            prelude: None,
+            short_permits: false,
         }
     }
 
@@ -80,13 +104,53 @@ impl Bounds {
 
     /// The permit run `cargo test` makes: one node calls `acquire` (a
     /// lock, waiting) at any point, with the quick faults, for one clock
-    /// layout. A promise lasts the effective permit lease (twice the
-    /// heartbeat, 100 ms), beyond this horizon: the run covers grants under
+    /// layout. A promise lasts the `local` preset's 1 s permit lease,
+    /// beyond this horizon: the run covers grants under
     /// faults, crashes and failovers of the call, not a lapse.
     pub fn permits() -> Bounds {
         Bounds {
             start: Some(vec![0, 0, 0]),
             max_acquires: 1,
+            ..Bounds::quick()
+        }
+    }
+
+    /// The permit lapse run `cargo test` makes: from a permit held by a
+    /// member (the leader reading 5 ms ahead, the holder 5 ms behind, the
+    /// third node too), `max_time` steps in which the third node or the
+    /// leader may ask for the permit, every message and answer may be
+    /// delayed and a full network loses what is sent into it: the
+    /// holder's renewals can stop, its permit lapse and the leader grant it
+    /// again, under the short timings.
+    pub fn permit_lapse() -> Bounds {
+        let b = BOUND_NS as i64;
+        Bounds {
+            max_time: 6,
+            max_faults: 0,
+            max_crashes: 0,
+            start: Some(vec![b, -b, -b]),
+            max_acquires: 1,
+            prelude: Some(Prelude::PermitHeld),
+            short_permits: true,
+            ..Bounds::quick()
+        }
+    }
+
+    /// The failover run `cargo test` makes: a leader elected calmly and
+    /// then crashed, with the clock layout that fails over slowest (the
+    /// taker that wins reads 5 ms behind); after it no fault, but every
+    /// order of deliveries and answers and every delay of up to a step.
+    /// Within `calm_steps` calm steps some node must have led again.
+    pub fn failover() -> Bounds {
+        let b = BOUND_NS as i64;
+        Bounds {
+            max_time: 10,
+            max_faults: 0,
+            max_crashes: 0,
+            max_in_flight: 2,
+            start: Some(vec![0, b, -b]),
+            calm_steps: 9,
+            prelude: Some(Prelude::LeaderCrashed),
             ..Bounds::quick()
         }
     }
@@ -112,9 +176,25 @@ impl Bounds {
     }
 }
 
+/// The configuration of every modelled node within `bounds`:
+/// [`node_config`], with the short permit timings if `bounds` asks.
+pub fn node_config_for(bounds: &Bounds) -> Config {
+    let cfg = node_config();
+    if !bounds.short_permits {
+        return cfg;
+    }
+    Config {
+        heartbeat_interval: Duration::from_millis(20),
+        permit_lease: Duration::from_millis(45),
+        ..cfg
+    }
+}
+
 /// The configuration of every modelled node: the `local` preset with its
 /// timings scaled to a few steps, so that a lease, a failover and a
-/// heartbeat round fit in the bounded horizon.
+/// heartbeat round fit in the bounded horizon. Its permit lease is the
+/// preset's 1 s, far beyond the horizon: only
+/// [`Bounds::short_permits`] lets a permit lapse.
 pub fn node_config() -> Config {
     Config {
         lease_duration: Duration::from_millis(45),

@@ -12,11 +12,10 @@
 //!
 //! `world` is the state and its one transition, `bounds` what keeps it
 //! finite, `trace` renders a counterexample as the inputs that led to it.
-//! The properties are in [`LeaseModel`]; each lease and view property has
-//! a seeded bug ([`hedgerow_core::SeededBug`]) that the tests show it
-//! catches. The permit properties, checked when the nodes may call
-//! `acquire` (`Bounds::max_acquires`), have none yet: a permit lapses
-//! beyond the affordable horizon.
+//! The properties are in [`LeaseModel`]; each has a seeded bug
+//! ([`hedgerow_core::SeededBug`]) that the tests show it catches. The
+//! permit properties get a lapse and a second grant, and liveness a
+//! failover, from a directed start ([`Prelude`]) a few steps before them.
 
 mod bounds;
 mod trace;
@@ -26,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use stateright::{Checker, HasDiscoveries, Model, Property};
 
-pub use bounds::{node_config, Bounds, BOUND_NS, EPOCH_NS, STEP_NS};
+pub use bounds::{node_config, node_config_for, Bounds, Prelude, BOUND_NS, EPOCH_NS, STEP_NS};
 pub use trace::render;
 pub use world::{
     Action, Envelope, Leadership, OpKey, PendingOp, Slot, StoreOp, World, NODES, PERMIT,
@@ -45,21 +44,32 @@ pub const PERMITS_WITHIN_LIMIT: &str = "permit holders within the limit";
 pub const PERMIT_TOKENS_INCREASE: &str = "permit tokens strictly increase";
 /// A cluster left alone long enough has a leader.
 pub const CALM_LEADS: &str = "a calm cluster has a leader";
+/// After a leader's crash (the failover run), some node leads again
+/// within `Bounds::calm_steps` calm steps: led at some instant since the
+/// crash, the `eventually` form of [`CALM_LEADS`].
+pub const FAILOVER_LEADS: &str = "a leader again after a crash";
 /// Sanity: some run elects a leader (the space is not vacuous).
 pub const SOME_LEADER: &str = "some run elects a leader";
 /// Sanity: some run grants a permit (with `max_acquires` above 0).
 pub const SOME_GRANT: &str = "some run grants a permit";
+/// Sanity: some run grants the permit to a second process (a lapse and a
+/// grant after it are explored).
+pub const SOME_REGRANT: &str = "some run grants the permit again";
+/// Sanity: some run stays calm for `Bounds::calm_steps` (the liveness
+/// property is not vacuous).
+pub const SOME_CALM: &str = "some run stays calm long enough";
 /// Sanity: some run sees a second leadership (a failover is explored).
 pub const SOME_FAILOVER: &str = "some run fails over";
 
 /// The safety and liveness properties, the names above.
-pub const SAFETY_AND_LIVENESS: [&str; 6] = [
+pub const SAFETY_AND_LIVENESS: [&str; 7] = [
     ONE_LEADER,
     TOKENS_INCREASE,
     VIEWS_MONOTONIC,
     PERMITS_WITHIN_LIMIT,
     PERMIT_TOKENS_INCREASE,
     CALM_LEADS,
+    FAILOVER_LEADS,
 ];
 
 /// The stateright model of three real nodes within `bounds`.
@@ -80,7 +90,7 @@ impl Model for LeaseModel {
         };
         starts
             .into_iter()
-            .map(|o| World::initial(o, &self.bounds))
+            .map(|o| World::start_state(o, &self.bounds))
             .collect()
     }
 
@@ -110,8 +120,17 @@ impl Model for LeaseModel {
             Property::always(CALM_LEADS, |m: &LeaseModel, w: &World| {
                 w.calm < m.bounds.calm_steps || w.has_leader()
             }),
+            Property::always(FAILOVER_LEADS, |m: &LeaseModel, w: &World| {
+                m.bounds.prelude != Some(Prelude::LeaderCrashed)
+                    || w.calm < m.bounds.calm_steps
+                    || w.led_since_origin
+            }),
             Property::sometimes(SOME_LEADER, |_, w: &World| w.has_leader()),
             Property::sometimes(SOME_GRANT, |_, w: &World| w.last_permit.is_some()),
+            Property::sometimes(SOME_REGRANT, |_, w: &World| w.regranted),
+            Property::sometimes(SOME_CALM, |m: &LeaseModel, w: &World| {
+                w.calm >= m.bounds.calm_steps
+            }),
             Property::sometimes(SOME_FAILOVER, |_, w: &World| {
                 w.last_leadership.is_some_and(|l| l.term.0 >= 2)
             }),

@@ -10,14 +10,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
-use hedgerow_core::coord::{execute_coord, CoordAnswer, CoordOp, CoordTables};
+use hedgerow_core::coord::{execute_coord_seeded, CoordAnswer, CoordOp, CoordTables};
 use hedgerow_core::wire::{decode_frame, encode_frame, Frame};
 use hedgerow_core::{
     execute_on_row, ClockReading, Event, Identity, Input, LeaseOp, LeaseRow, Message, MonoTime,
-    Node, NodeId, Now, OpId, Output, RequestId, StoreError, Term,
+    Node, NodeId, Now, OpId, Output, RequestId, SeededBug, StoreError, Term,
 };
 
-use crate::bounds::{node_config, Bounds, BOUND_NS, EPOCH_NS, STEP_NS};
+use crate::bounds::{node_config_for, Bounds, Prelude, BOUND_NS, EPOCH_NS, STEP_NS};
 
 /// How many nodes the model runs.
 pub const NODES: usize = 3;
@@ -168,6 +168,8 @@ pub struct Leadership {
 pub struct World {
     /// True time, in steps.
     pub now: u64,
+    /// The step the checker started at: 0, or the end of a prelude.
+    pub origin: u64,
     /// Each node's reading offset (ns from true time): every reading is
     /// `[t + o - bound, t + o + bound]`.
     pub offsets: Vec<i64>,
@@ -205,6 +207,11 @@ pub struct World {
     pub last_permit: Option<(usize, u64, u64)>,
     /// A permit granted with a token not above the previous one's.
     pub permit_regressed: Option<String>,
+    /// A permit was granted to a process after another had one.
+    pub regranted: bool,
+    /// Some node led at some instant since the checker started (for the
+    /// failover run: since the crash).
+    pub led_since_origin: bool,
 }
 
 /// True time at `step`, Unix ns.
@@ -238,6 +245,7 @@ impl World {
     pub fn initial(offsets: Vec<i64>, bounds: &Bounds) -> World {
         let mut w = World {
             now: 0,
+            origin: 0,
             offsets,
             skews: 0,
             slots: (0..NODES).map(|_| Slot::Down(0)).collect(),
@@ -255,11 +263,92 @@ impl World {
             tickets: vec![Vec::new(); NODES],
             last_permit: None,
             permit_regressed: None,
+            regranted: false,
+            led_since_origin: false,
         };
         for slot in 0..NODES {
             w.start(slot, 1, bounds);
         }
         w
+    }
+
+    /// The checker's starting state for `offsets` within `bounds`: three
+    /// nodes at step 0, then the prelude `bounds` asks for, if any.
+    pub fn start_state(offsets: Vec<i64>, bounds: &Bounds) -> World {
+        let mut w = World::initial(offsets, bounds);
+        if let Some(prelude) = bounds.prelude {
+            w.play(prelude, bounds);
+        }
+        w
+    }
+
+    /// Plays `prelude` calmly: every message delivered and every store
+    /// operation answered at once, oldest first, time advanced only when
+    /// nothing is left to do. Panics if the situation is not reached
+    /// within a generous horizon: that is a liveness bug of its own, or a
+    /// seeded one that leaves nothing to explore.
+    fn play(&mut self, prelude: Prelude, bounds: &Bounds) {
+        // Calm means nothing is lost to a full network either.
+        let calm = Bounds {
+            max_in_flight: usize::MAX,
+            ..bounds.clone()
+        };
+        let mut holder = None;
+        for _ in 0..10_000 {
+            let leader =
+                (0..NODES).find(|&s| self.node(s).is_some_and(|n| n.is_leader(&self.reading(s))));
+            let idle = self.net.is_empty() && self.ops.is_empty();
+            let action = match (prelude, leader) {
+                (Prelude::LeaderCrashed, Some(l)) if idle && self.views_agree() => {
+                    self.crash(l, &calm);
+                    break;
+                }
+                (Prelude::PermitHeld, Some(l)) if holder.is_none() => {
+                    let member = (l + 1) % NODES;
+                    holder = Some(member);
+                    Action::Acquire(member)
+                }
+                (Prelude::PermitHeld, _) if idle && holder.is_some_and(|h| self.holds(h)) => break,
+                _ => self.calm_action(),
+            };
+            if self.now > 30 {
+                panic!("the prelude {prelude:?} was not reached in 30 calm steps");
+            }
+            self.apply(&calm, action);
+        }
+        self.faults = 0;
+        self.crashes = 0;
+        self.acquires = 0;
+        self.origin = self.now;
+        self.led_since_origin = false;
+    }
+
+    /// The first of the calm actions: deliver, answer, else advance time.
+    fn calm_action(&self) -> Action {
+        if let Some(env) = self.net.keys().next() {
+            return Action::Deliver(env.clone());
+        }
+        match self.ops.iter().find(|p| self.is_up(p.slot, p.incarnation)) {
+            Some(p) => Action::Answer(p.key()),
+            None => Action::Advance,
+        }
+    }
+
+    fn views_agree(&self) -> bool {
+        let stamps: Vec<_> = (0..NODES)
+            .filter_map(|s| self.node(s).map(|n| n.view().stamp()))
+            .collect();
+        stamps.windows(2).all(|p| p[0] == p[1])
+    }
+
+    /// Whether `slot` holds a permit by its own reading now.
+    fn holds(&self, slot: usize) -> bool {
+        let now = self.reading(slot);
+        self.node(slot).is_some_and(|n| {
+            self.tickets[slot]
+                .iter()
+                .any(|&ticket| n.permit_valid(&now, ticket))
+        })
     }
 
     /// The reading at `offset` from true time this step.
@@ -396,7 +485,7 @@ impl World {
                 }
             }
         }
-        if self.now < bounds.max_time {
+        if self.now < self.origin + bounds.max_time {
             out.push(Action::Advance);
         }
     }
@@ -405,6 +494,7 @@ impl World {
     pub fn after(&self, bounds: &Bounds, action: Action) -> World {
         let mut w = self.clone();
         w.apply(bounds, action);
+        w.led_since_origin |= w.has_leader();
         w
     }
 
@@ -424,12 +514,12 @@ impl World {
             }
             Action::Answer(key) => {
                 let op = self.take_op(key);
-                let answer = self.execute(&op);
+                let answer = self.execute(&op, bounds.bug);
                 self.feed(key.slot, answer, bounds);
             }
             Action::AppliedButTimedOut(key) => {
                 let op = self.take_op(key);
-                self.execute(&op);
+                self.execute(&op, bounds.bug);
                 self.fault();
                 self.feed(key.slot, store_timeout(key), bounds);
             }
@@ -440,7 +530,7 @@ impl World {
             }
             Action::LandOrphan(key) => {
                 let op = self.take_op(key);
-                self.execute(&op);
+                self.execute(&op, bounds.bug);
                 self.disturb();
             }
             Action::ForgetOrphan(key) => {
@@ -455,7 +545,7 @@ impl World {
             Action::Acquire(slot) => {
                 self.acquires += 1;
                 let now = self.reading(slot);
-                let timeout = node_config().request_timeout;
+                let timeout = node_config_for(bounds).request_timeout;
                 let Slot::Up(node) = &mut self.slots[slot] else {
                     return;
                 };
@@ -510,7 +600,7 @@ impl World {
     }
 
     /// Applies `op` as every store must, and the input that answers it.
-    fn execute(&mut self, op: &StoreOp) -> Input {
+    fn execute(&mut self, op: &StoreOp, bug: Option<SeededBug>) -> Input {
         match op {
             StoreOp::Lease(op) => Input::Lease {
                 op: op.id(),
@@ -518,7 +608,12 @@ impl World {
             },
             StoreOp::Coord(op) => Input::Coord {
                 op: op.id(),
-                result: Ok(execute_coord(&mut self.coord, self.row.as_ref(), op)),
+                result: Ok(execute_coord_seeded(
+                    &mut self.coord,
+                    self.row.as_ref(),
+                    op,
+                    bug,
+                )),
             },
         }
     }
@@ -551,7 +646,7 @@ impl World {
         };
         let seed = slot as u64 * 1_000 + incarnation;
         self.tickets[slot].clear();
-        let mut node = Node::new(node_config(), identity, seed)
+        let mut node = Node::new(node_config_for(bounds), identity, seed)
             .unwrap_or_else(|e| panic!("model node config: {e}"));
         node.seed_bug(bounds.bug);
         self.slots[slot] = Slot::Up(Box::new(node));
@@ -658,6 +753,7 @@ impl World {
         if let Some((s, i, last)) = self.last_permit {
             // A grant retried for the same process answers its token again.
             let again = s == slot && i == incarnation && token == last;
+            self.regranted |= (s, i) != (slot, incarnation);
             if token <= last && !again {
                 self.permit_regressed.get_or_insert_with(|| {
                     format!(
@@ -776,7 +872,11 @@ impl World {
     /// ordered (the network and the pending operations are sorted).
     /// States with one encoding behave alike, so the checker merges them.
     pub fn canonical(&self, w: &mut dyn fmt::Write) -> fmt::Result {
-        write!(w, "{} {:?} {}", self.now, self.offsets, self.skews)?;
+        write!(
+            w,
+            "{} {} {:?} {}",
+            self.now, self.origin, self.offsets, self.skews
+        )?;
         for slot in &self.slots {
             match slot {
                 Slot::Up(node) => {
@@ -799,8 +899,14 @@ impl World {
         )?;
         write!(
             w,
-            "|{:?}|{} {:?}|{:?} {:?}",
-            self.coord, self.acquires, self.tickets, self.last_permit, self.permit_regressed
+            "|{:?}|{} {:?}|{:?} {:?} {} {}",
+            self.coord,
+            self.acquires,
+            self.tickets,
+            self.last_permit,
+            self.permit_regressed,
+            self.regranted,
+            self.led_since_origin
         )
     }
 

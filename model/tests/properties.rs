@@ -1,9 +1,13 @@
 //! The real core within the bounds `HEDGEROW_MODEL_DEPTH` names (`quick`
 //! by default, what CI runs; `deep` by hand): every reachable state keeps every property,
-//! and the space is not vacuous (some run elects a leader); and a narrower
-//! run in which a node acquires the permit.
+//! and the space is not vacuous (some run elects a leader); a narrower
+//! run in which a node acquires the permit; one that starts from a permit
+//! held, long enough for it to lapse and be granted again; and one that
+//! starts from a leader's crash, long enough for a calm failover.
 
-use hedgerow_model::{check, Bounds, Outcome, SOME_GRANT, SOME_LEADER};
+use hedgerow_model::{
+    check, Bounds, Outcome, SOME_CALM, SOME_FAILOVER, SOME_GRANT, SOME_LEADER, SOME_REGRANT,
+};
 
 #[test]
 fn every_interleaving_within_the_bounds_keeps_every_property() {
@@ -17,6 +21,28 @@ fn every_interleaving_with_an_acquire_keeps_every_property() {
     assert!(
         outcome.trace(SOME_GRANT).is_some(),
         "no run grants the permit: the acquire explores nothing"
+    );
+}
+
+#[test]
+fn every_interleaving_after_a_permit_is_held_keeps_every_property() {
+    let outcome = check_all(Bounds::permit_lapse());
+    assert!(
+        outcome.trace(SOME_REGRANT).is_some(),
+        "no run grants the permit again: no lapse is explored"
+    );
+}
+
+#[test]
+fn every_calm_interleaving_after_a_leader_crash_elects_a_leader_again() {
+    let outcome = check_all(Bounds::failover());
+    assert!(
+        outcome.trace(SOME_FAILOVER).is_some(),
+        "no run fails over: the horizon is too short"
+    );
+    assert!(
+        outcome.trace(SOME_CALM).is_some(),
+        "no run stays calm long enough: the liveness check is vacuous"
     );
 }
 

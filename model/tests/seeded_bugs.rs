@@ -7,7 +7,8 @@
 
 use hedgerow_core::SeededBug;
 use hedgerow_model::{
-    check, Bounds, BOUND_NS, CALM_LEADS, ONE_LEADER, TOKENS_INCREASE, VIEWS_MONOTONIC,
+    check, run, Bounds, Search, BOUND_NS, CALM_LEADS, FAILOVER_LEADS, ONE_LEADER,
+    PERMITS_WITHIN_LIMIT, PERMIT_TOKENS_INCREASE, TOKENS_INCREASE, VIEWS_MONOTONIC,
 };
 
 fn narrow(max_time: u64, max_faults: u8) -> Bounds {
@@ -24,8 +25,12 @@ fn narrow(max_time: u64, max_faults: u8) -> Bounds {
 }
 
 fn expect_counterexample(bounds: Bounds, property: &'static str) -> String {
+    find_counterexample(bounds, property, Search::BreadthFirst)
+}
+
+fn find_counterexample(bounds: Bounds, property: &'static str, search: Search) -> String {
     let bug = bounds.bug;
-    let outcome = check(bounds, 2, Some(property));
+    let outcome = run(bounds, 2, Some(property), search);
     let trace = outcome
         .trace(property)
         .unwrap_or_else(|| {
@@ -119,4 +124,33 @@ fn without_the_bugs_the_same_narrow_bounds_hold() {
         );
         assert!(outcome.trace(hedgerow_model::SOME_LEADER).is_some());
     }
+}
+
+// The permit and failover bugs run in the bounds `tests/properties.rs`
+// checks bug-free in full (`Bounds::permit_lapse`, `Bounds::failover`):
+// there the correct core keeps both properties, so these counterexamples
+// come from the bugs. Depth first: the lapse is six steps in.
+
+#[test]
+fn a_permit_freed_by_latest_is_held_twice() {
+    let bounds = Bounds::permit_lapse().with_bug(SeededBug::FreeOnLatest);
+    let trace = find_counterexample(bounds, PERMITS_WITHIN_LIMIT, Search::DepthFirst);
+    assert!(trace.contains("may all hold permit"), "{trace}");
+}
+
+#[test]
+fn a_grant_that_keeps_the_last_token_reuses_it() {
+    let bounds = Bounds::permit_lapse().with_bug(SeededBug::GrantKeepsLastToken);
+    let trace = find_counterexample(bounds, PERMIT_TOKENS_INCREASE, Search::DepthFirst);
+    assert!(trace.contains("permit token 1 after"), "{trace}");
+}
+
+#[test]
+fn a_taker_that_never_takes_an_expired_row_leaves_a_crashed_leader_unreplaced() {
+    let bounds = Bounds::failover().with_bug(SeededBug::NoTakeoverOfExpired);
+    let trace = expect_counterexample(bounds, FAILOVER_LEADS);
+    assert!(
+        !trace.contains("LEADS"),
+        "nobody leads after the crash:\n{trace}"
+    );
 }

@@ -24,8 +24,10 @@ use crate::coord::calls::{CoordAnswer, CoordRefusal};
 use crate::coord::store::{CoordOp, CoordReply, Fence, Origin};
 use crate::id::NodeId;
 use crate::payload::Payload;
+#[cfg(feature = "model-check")]
+use crate::seeded::SeededBug;
 use crate::store::{OpId, StoreError};
-use crate::time::{MonoTime, Now};
+use crate::time::{MonoTime, Now, TimeInterval};
 
 /// Who asked, to send the answer to: `(node, request id)`.
 pub(crate) type ReplyTo = (NodeId, u64);
@@ -127,6 +129,9 @@ pub(crate) struct Services {
     /// After a store error, the next job waits until then.
     retry_at: MonoTime,
     retry: Duration,
+    /// The deliberate bug these services carry, for the model checker.
+    #[cfg(feature = "model-check")]
+    bug: Option<SeededBug>,
 }
 
 impl Services {
@@ -154,7 +159,26 @@ impl Services {
             in_flight: None,
             retry_at: MonoTime::ZERO,
             retry,
+            #[cfg(feature = "model-check")]
+            bug: None,
         }
+    }
+
+    /// Makes these services carry `bug` (model checking only).
+    #[cfg(feature = "model-check")]
+    pub(crate) fn seed_bug(&mut self, bug: Option<SeededBug>) {
+        self.bug = bug;
+    }
+
+    /// The end of a reading that must have passed a promise before its
+    /// permit is freed: `earliest`, unless the model checker seeded the
+    /// opposite.
+    fn free_reading(&self, c: &TimeInterval) -> u64 {
+        #[cfg(feature = "model-check")]
+        if self.bug == Some(SeededBug::FreeOnLatest) {
+            return c.latest;
+        }
+        c.earliest
     }
 
     /// Queues the permits' load unless it is done or under way. Lazy: a
@@ -340,10 +364,10 @@ impl Services {
         if !self.loaded {
             return;
         }
-        let earliest = now.clock.interval.earliest;
+        let past = self.free_reading(&now.clock.interval);
         for (name, sem) in &mut self.sems {
             for (token, p) in &mut sem.permits {
-                if !p.freeing && earliest > p.expires_ns {
+                if !p.freeing && past > p.expires_ns {
                     p.freeing = true;
                     self.jobs.push_back(Job::Free {
                         name: name.clone(),
@@ -455,7 +479,7 @@ impl Services {
             MonoTime::MAX
         };
         if self.loaded {
-            let earliest = now.clock.interval.earliest;
+            let past = self.free_reading(&now.clock.interval);
             let first = self
                 .sems
                 .values()
@@ -464,7 +488,7 @@ impl Services {
                 .map(|p| p.expires_ns)
                 .min();
             if let Some(expires) = first {
-                let wait = expires.saturating_sub(earliest).saturating_add(1);
+                let wait = expires.saturating_sub(past).saturating_add(1);
                 at = at.min(now.mono + Duration::from_nanos(wait));
             }
         }

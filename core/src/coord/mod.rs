@@ -18,6 +18,8 @@ mod store;
 
 pub use calls::{CoordAnswer, CoordCall, CoordRefusal};
 pub use member::HeldPermit;
+#[cfg(feature = "model-check")]
+pub use store::execute_coord_seeded;
 pub use store::{
     check_name, execute_coord, CoordOp, CoordReply, CoordTables, Fence, KvEntry, KvRead, NameError,
     Origin, PermitRow, SemaphoreRow, COORD_SCHEMA_VERSION, MAX_KEY_LEN, MAX_VALUE_LEN,

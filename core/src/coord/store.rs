@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::id::{NodeId, Term};
 use crate::payload::Payload;
+use crate::seeded::SeededBug;
 use crate::store::{LeaseRow, OpId};
 
 /// Schema version of the coordination tables; stores record it next to the
@@ -354,6 +355,27 @@ pub fn execute_coord(
     lease: Option<&LeaseRow>,
     op: &CoordOp,
 ) -> CoordReply {
+    execute(tables, lease, op, None)
+}
+
+/// [`execute_coord`] with a deliberate store bug, or none: for the model
+/// checker's tests that each property catches the bug it is there for.
+#[cfg(feature = "model-check")]
+pub fn execute_coord_seeded(
+    tables: &mut CoordTables,
+    lease: Option<&LeaseRow>,
+    op: &CoordOp,
+    bug: Option<SeededBug>,
+) -> CoordReply {
+    execute(tables, lease, op, bug)
+}
+
+fn execute(
+    tables: &mut CoordTables,
+    lease: Option<&LeaseRow>,
+    op: &CoordOp,
+    bug: Option<SeededBug>,
+) -> CoordReply {
     let fenced = |fence: &Fence| !fence.holds(lease);
     match op {
         CoordOp::LoadPermits { .. } => CoordReply::Permits {
@@ -423,8 +445,10 @@ pub fn execute_coord(
             if count >= sem.limit {
                 return CoordReply::Full { held: count };
             }
-            sem.last_token += 1;
-            let token = sem.last_token;
+            let token = sem.last_token + 1;
+            if bug != Some(SeededBug::GrantKeepsLastToken) {
+                sem.last_token = token;
+            }
             tables.permits.insert(
                 (name.clone(), token),
                 PermitRow {

@@ -227,7 +227,8 @@ impl Node {
     /// The services of a leadership that starts now.
     pub(super) fn new_services(&self) -> Services {
         let (term, expires) = self.lease.claim().unwrap_or_default();
-        Services::new(
+        #[cfg_attr(not(feature = "model-check"), allow(unused_mut))]
+        let mut services = Services::new(
             Fence {
                 token: term,
                 nonce: self.me.incarnation,
@@ -236,7 +237,10 @@ impl Node {
             self.cfg.effective_permit_lease(),
             self.cfg.request_retry_interval * 3 + self.cfg.failure_timeout,
             self.cfg.store_retry_interval,
-        )
+        );
+        #[cfg(feature = "model-check")]
+        services.seed_bug(self.lease.bug());
+        services
     }
 
     /// A coordination call arrived.
