@@ -625,19 +625,10 @@ fn the_password_comes_from_a_file() {
     );
 
     // Rotation: the server takes a new password and the file says it;
-    // the next connection (the idle one closed) logs in with it, and the
+    // the next connection (the old one ended) logs in with it, and the
     // file going missing meanwhile keeps the last one read.
     let file = dir.path().join("password");
-    std::fs::write(&file, "correct horse\n").unwrap();
-    let rotating = PostgresStore::builder(
-        pg.server
-            .connection_string()
-            .replace("user=postgres", &format!("user={role}")),
-    )
-    .connect_timeout(CONNECT_TIMEOUT)
-    .password_file(&file)
-    .build()
-    .unwrap_or_else(|e| panic!("build: {e}"));
+    let rotating = with_file("correct horse\n");
     let group = fresh_group("pw-rotated");
     assert_eq!(rotating.read(&group), Ok(None));
     pg.server
