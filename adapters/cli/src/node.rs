@@ -397,8 +397,11 @@ pub fn run(args: NodeArgs) -> Result<ExitCode, String> {
                 .map_err(|e| format!("--http-tls on: {e}"))?,
         ),
         (None, Toggle::On) => {
-            return Err("--http-tls on serves the node's certificate: also give --tls-ca,                         --tls-cert and --tls-key (`hedgerow certs` makes them)"
-                .into())
+            return Err(
+                "--http-tls on serves the node's certificate: also give --tls-ca, \
+                 --tls-cert and --tls-key (`hedgerow certs` makes them)"
+                    .into(),
+            )
         }
     };
     if tls.is_none() && !listens_on_loopback(&args.listen) {
