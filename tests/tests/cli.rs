@@ -747,7 +747,7 @@ fn bad_flags_fail_fast_with_a_clear_message() {
     let (code, err) = run(&[&base[..], &["--store", "memory", "--http-tls", "on"]].concat());
     assert_eq!(code, Some(2));
     assert!(
-        err.contains("--http-tls on serves the node's certificate"),
+        err.contains("--http-tls on serves the node's certificate: also give --tls-ca, --tls-cert"),
         "{err}"
     );
 }
