@@ -203,7 +203,9 @@ async fn run<R: Runtime>(cell: Arc<DriverCell<R>>) {
         let Some(driver) = slot.as_mut() else {
             return Poll::Ready(());
         };
-        span.clone_from(driver.core.span());
+        if span != *driver.core.span() {
+            span = driver.core.span().clone();
+        }
         let _enter = span.enter();
         if driver.poll_run(cx).is_pending() {
             return Poll::Pending;
