@@ -187,23 +187,9 @@ impl std::fmt::Display for StoreSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StoreSpec::Sqlite(path) => write!(f, "sqlite:{path}"),
-            StoreSpec::Postgres(url) => f.write_str(&without_password(url)),
+            StoreSpec::Postgres(url) => f.write_str(&hedgerow::store::redacted(url)),
             StoreSpec::Memory => f.write_str("memory"),
         }
-    }
-}
-
-/// `postgres://user:secret@host/db` as `postgres://user:***@host/db`.
-fn without_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
     }
 }
 
@@ -817,6 +803,11 @@ mod tests {
         assert_eq!(pg.to_string(), "postgres://app:***@db:5432/leases");
         let pg = parse_store("postgresql://app@db/leases?sslmode=require").unwrap();
         assert_eq!(pg.to_string(), "postgresql://app@db/leases?sslmode=require");
+        let pg = parse_store("postgres://app@db/leases?password=s3cret&sslmode=require").unwrap();
+        assert_eq!(
+            pg.to_string(),
+            "postgres://app@db/leases?password=***&sslmode=require"
+        );
         assert_eq!(
             parse_store("sqlite:/x.db").unwrap().to_string(),
             "sqlite:/x.db"

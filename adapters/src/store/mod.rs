@@ -74,7 +74,7 @@ mod sqlite_coord;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "postgres")]
-pub use postgres::{PostgresStore, PostgresStoreBuilder};
+pub use postgres::{redacted, PostgresStore, PostgresStoreBuilder};
 #[cfg(feature = "postgres")]
 mod postgres_coord;
 #[cfg(feature = "postgres")]

@@ -146,9 +146,16 @@ impl std::fmt::Debug for PostgresStoreBuilder {
     }
 }
 
-/// A connection string (URI or `key=value` form) with every password in
-/// it, `user:SECRET@` or `password=SECRET` (quoted or not), as `***`.
-fn redacted(config: &str) -> String {
+/// A PostgreSQL connection string (URI or `key=value` form) with every
+/// password in it, `user:SECRET@` or `password=SECRET` (quoted or not),
+/// as `***`: fit for logs and error messages.
+///
+/// ```
+/// use hedgerow::store::redacted;
+/// assert_eq!(redacted("postgres://app:s3cret@db/lease"), "postgres://app:***@db/lease");
+/// assert_eq!(redacted("host=db password=s3cret"), "host=db password=***");
+/// ```
+pub fn redacted(config: &str) -> String {
     let mut out = String::with_capacity(config.len());
     let mut rest = config;
     if let Some((scheme, after)) = config.split_once("://") {
