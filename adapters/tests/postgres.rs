@@ -631,25 +631,24 @@ fn the_password_comes_from_a_file() {
     let rotating = with_file("correct horse\n");
     let group = fresh_group("pw-rotated");
     assert_eq!(rotating.read(&group), Ok(None));
+    // The role's connections ended, so the next reads must log in again.
+    let end_connections = || {
+        pg.server
+            .psql(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+            ))
+            .unwrap_or_else(|e| panic!("psql: {e}"));
+    };
     pg.server
         .psql(&format!("ALTER ROLE {role} PASSWORD 'battery staple'"))
         .unwrap_or_else(|e| panic!("psql: {e}"));
     std::fs::write(&file, "battery staple\n").unwrap();
-    // Its connection ended, so the next reads must log in again.
-    pg.server
-        .psql(&format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
-        ))
-        .unwrap_or_else(|e| panic!("psql: {e}"));
+    end_connections();
     eventually("a new connection with the rotated password", || {
         rotating.read(&group) == Ok(None)
     });
     std::fs::remove_file(&file).unwrap();
-    pg.server
-        .psql(&format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
-        ))
-        .unwrap_or_else(|e| panic!("psql: {e}"));
+    end_connections();
     eventually("a new connection with the last password read", || {
         rotating.read(&group) == Ok(None)
     });
