@@ -140,6 +140,7 @@ pub use hedgerow_core::Payload;
 pub use hedgerow_core::{
     Bytes, Config, ConfigError, InvalidId, LeaderInfo, LeaveReason, Member, MemberChange,
     MetaTooLarge, NodeId, NodeStats, NotLeadingReason, NotReadyReason, StepDownReason, Term,
+    ViewSpread,
 };
 pub use stream::{BroadcastStream, IncomingStream, SendStream};
 pub use tls::{Tls, TlsError};

@@ -225,5 +225,6 @@ pub fn heartbeat(incarnation: u64) -> Heartbeat {
         meta: Some(Payload::from(&b"zone=a"[..])),
         view_term: Term(1),
         view_version: 2,
+        relays: true,
     }
 }

@@ -101,6 +101,110 @@ pub struct Config {
     /// would lapse between renewals. (Not refused: a configuration that
     /// slows heartbeats and never uses permits stays valid.)
     pub permit_lease: Duration,
+    /// How the leader's view changes reach the members (default
+    /// [`ViewSpread::Relay`] with fanout 32 above 256 members).
+    pub view_spread: ViewSpread,
+}
+
+/// How a leader's view deltas reach the members.
+///
+/// Whichever is chosen, a leader sends every member its heartbeat acks and
+/// a full snapshot when a term begins or a member asks; a member that
+/// shows it is behind in a heartbeat is sent the deltas it lacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ViewSpread {
+    /// The leader sends each delta to every member itself: one hop, and
+    /// the leader's bytes out grow with members × changes.
+    Push,
+    /// Above `above` members (below it, as [`ViewSpread::Push`]), the
+    /// leader sends each delta to `fanout` members, each of which passes
+    /// it on to a `fanout`-th of the id range it was given, and so on: the
+    /// leader's bytes out grow with `fanout` × changes, each member's with
+    /// `fanout` at most, and a delta takes about log_fanout(members) hops.
+    /// A member that misses one asks the member that sent it the next
+    /// (every member keeps the last deltas it applied), and the leader
+    /// sends it what is missing when its heartbeat shows it still behind.
+    /// Used only while every member speaks protocol version 4.
+    Relay {
+        /// Parts each relay splits its range into (2 to 256).
+        fanout: u16,
+        /// Views up to this size are pushed.
+        above: usize,
+    },
+    /// Members learn changes only from their heartbeats: the leader
+    /// answers a heartbeat that shows an older view with the deltas since.
+    /// No bytes for members that are up to date, a heartbeat interval of
+    /// delay for the rest; a measuring mode more than a production one.
+    Pull,
+}
+
+impl ViewSpread {
+    /// The default: relayed above 256 members, fanout 32.
+    pub const DEFAULT: ViewSpread = ViewSpread::Relay {
+        fanout: 32,
+        above: 256,
+    };
+}
+
+impl Default for ViewSpread {
+    fn default() -> Self {
+        ViewSpread::DEFAULT
+    }
+}
+
+/// `push`, `pull`, `relay`, `relay:FANOUT` or `relay:FANOUT:ABOVE`, as
+/// [`ViewSpread`]'s `FromStr` reads them (the defaults fill what is left
+/// out) and its `Display` writes them.
+///
+/// ```
+/// use hedgerow_core::ViewSpread;
+/// assert_eq!("relay:16".parse(), Ok(ViewSpread::Relay { fanout: 16, above: 256 }));
+/// assert_eq!(ViewSpread::DEFAULT.to_string(), "relay:32:256");
+/// assert!("relay:1".parse::<ViewSpread>().is_err());
+/// ```
+impl core::str::FromStr for ViewSpread {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            alloc::format!(
+                "view spread {s:?}: expected push, pull, relay, relay:FANOUT or relay:FANOUT:ABOVE (fanout 2 to 256)"
+            )
+        };
+        let mut parts = s.split(':');
+        let spread = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("push"), None, ..) => ViewSpread::Push,
+            (Some("pull"), None, ..) => ViewSpread::Pull,
+            (Some("relay"), fanout, above, None) => {
+                let ViewSpread::Relay {
+                    fanout: f0,
+                    above: a0,
+                } = ViewSpread::DEFAULT
+                else {
+                    return Err(bad());
+                };
+                let fanout = fanout.map_or(Ok(f0), str::parse).map_err(|_| bad())?;
+                let above = above.map_or(Ok(a0), str::parse).map_err(|_| bad())?;
+                if !(2..=crate::spread::MAX_FANOUT).contains(&fanout) {
+                    return Err(bad());
+                }
+                ViewSpread::Relay { fanout, above }
+            }
+            _ => return Err(bad()),
+        };
+        Ok(spread)
+    }
+}
+
+impl fmt::Display for ViewSpread {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ViewSpread::Push => f.write_str("push"),
+            ViewSpread::Pull => f.write_str("pull"),
+            ViewSpread::Relay { fanout, above } => write!(f, "relay:{fanout}:{above}"),
+        }
+    }
 }
 
 impl Config {
@@ -133,6 +237,7 @@ impl Config {
             takeover_jitter: Duration::from_millis(20),
             store_retry_interval: Duration::from_millis(500),
             permit_lease: Duration::from_secs(5),
+            view_spread: ViewSpread::DEFAULT,
         }
     }
 
@@ -224,6 +329,11 @@ impl Config {
         }
         if self.max_meta_len > 64 * 1024 {
             return fail("max_meta_len must be at most 64 KiB");
+        }
+        if matches!(self.view_spread, ViewSpread::Relay { fanout, .. }
+            if !(2..=crate::spread::MAX_FANOUT).contains(&fanout))
+        {
+            return fail("view_spread's relay fanout must be 2 to 256");
         }
         Ok(())
     }

@@ -104,6 +104,7 @@ mod node;
 mod payload;
 mod rng;
 mod seeded;
+mod spread;
 mod store;
 mod stream;
 mod time;
@@ -111,7 +112,7 @@ mod view;
 pub mod wire;
 
 pub use bytes::Bytes;
-pub use config::{Config, ConfigError, DEFAULT_MAX_FRAME_LEN};
+pub use config::{Config, ConfigError, ViewSpread, DEFAULT_MAX_FRAME_LEN};
 pub use decode::DecodeError;
 pub use id::{Identity, InvalidId, NodeId, Term, MAX_ADDR_LEN, MAX_NODE_ID_LEN};
 pub use lease::{NotLeadingReason, StepDownReason};

@@ -3,7 +3,7 @@
 //! chunks. Only the lease holder authors membership; this room never
 //! decides leadership and never sends (the node does).
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::time::Duration;
@@ -20,6 +20,8 @@ struct Live {
     /// Dropped as failed once time reaches this without a heartbeat.
     deadline: MonoTime,
     meta_version: u64,
+    /// Its heartbeats say it relays deltas (protocol version 4).
+    relays: bool,
 }
 
 /// The leader's book of members (itself excluded).
@@ -34,7 +36,16 @@ pub(crate) struct Roster {
     pub(crate) last_contact: MonoTime,
     pub(crate) expect_contact: bool,
     ft: Duration,
+    /// Live members not (yet) known to relay: while any is, the leader
+    /// pushes every delta itself.
+    legacy: usize,
+    /// Members whose latest heartbeat showed the leader's current view,
+    /// newest last: whom a joiner is sent to for its snapshot.
+    current: VecDeque<NodeId>,
 }
+
+/// How many up-to-date members the roster remembers as snapshot sources.
+const CURRENT: usize = 32;
 
 impl Roster {
     /// A roster for a new term, seeded from the last known view: every
@@ -61,10 +72,13 @@ impl Roster {
                     incarnation: m.incarnation,
                     deadline,
                     meta_version: m.meta_version,
+                    relays: false,
                 },
             );
         }
         Roster {
+            legacy: live.len(),
+            current: VecDeque::new(),
             term,
             expect_contact: !live.is_empty(),
             live,
@@ -79,6 +93,50 @@ impl Roster {
 
     pub(crate) fn term(&self) -> Term {
         self.term
+    }
+
+    /// Whether every live member said it relays.
+    pub(crate) fn all_relay(&self) -> bool {
+        self.legacy == 0
+    }
+
+    /// Whether `id` is live and said it relays.
+    pub(crate) fn relays(&self, id: &NodeId) -> bool {
+        self.live.get(id).is_some_and(|l| l.relays)
+    }
+
+    /// `id` heartbeated with the leader's current view.
+    pub(crate) fn note_current(&mut self, id: &NodeId) {
+        if !self.current.contains(id) {
+            self.current.push_back(id.clone());
+        }
+        if self.current.len() > CURRENT {
+            self.current.pop_front();
+        }
+    }
+
+    /// A live, relaying member other than `not` that was recently up to
+    /// date, taking turns among them; the gone are forgotten on the way.
+    pub(crate) fn snapshot_source(&mut self, not: &NodeId) -> Option<NodeId> {
+        for _ in 0..self.current.len() {
+            let id = self.current.pop_front()?;
+            if !self.relays(&id) {
+                continue;
+            }
+            self.current.push_back(id.clone());
+            if &id != not {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    fn remove_live(&mut self, id: &NodeId) -> Option<Live> {
+        let gone = self.live.remove(id)?;
+        if !gone.relays {
+            self.legacy -= 1;
+        }
+        Some(gone)
     }
 
     fn change(&mut self, c: Change, now: MonoTime, batch: Duration) {
@@ -122,6 +180,14 @@ impl Roster {
         match self.live.get_mut(from) {
             Some(l) if l.incarnation == hb.incarnation => {
                 l.deadline = now + self.ft;
+                if l.relays != hb.relays {
+                    l.relays = hb.relays;
+                    if hb.relays {
+                        self.legacy -= 1;
+                    } else {
+                        self.legacy += 1;
+                    }
+                }
                 match meta_ok {
                     Some(meta) if hb.meta_version > l.meta_version => {
                         l.meta_version = hb.meta_version;
@@ -135,6 +201,9 @@ impl Roster {
             other => {
                 if let Some(old) = other {
                     let old_inc = old.incarnation;
+                    if !old.relays {
+                        self.legacy -= 1;
+                    }
                     self.tombstones
                         .insert(from.clone(), (old_inc, now + batch * 100));
                     self.change(
@@ -157,8 +226,12 @@ impl Roster {
                         incarnation: hb.incarnation,
                         deadline: now + self.ft,
                         meta_version: version,
+                        relays: hb.relays,
                     },
                 );
+                if !hb.relays {
+                    self.legacy += 1;
+                }
                 self.change(Change::Upsert(Arc::new(member(version, meta))), now, batch);
                 Some(Some(version))
             }
@@ -179,7 +252,7 @@ impl Roster {
             .get(from)
             .is_some_and(|l| l.incarnation == incarnation)
         {
-            self.live.remove(from);
+            self.remove_live(from);
             self.tombstones
                 .insert(from.clone(), (incarnation, now + ft * 2));
             self.change(
@@ -209,7 +282,7 @@ impl Roster {
             .map(|(id, l)| (id.clone(), l.incarnation))
             .collect();
         for (id, incarnation) in failed {
-            self.live.remove(&id);
+            self.remove_live(&id);
             self.change(
                 Change::Remove {
                     id,
@@ -329,5 +402,91 @@ impl Assembly {
             .collect();
         self.stamp = None;
         Some((stamp.0, stamp.1, stamp.2, members))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> NodeId {
+        NodeId::new(s).unwrap_or_else(|_| unreachable!())
+    }
+
+    fn hb(incarnation: u64, relays: bool) -> Heartbeat {
+        Heartbeat {
+            term: Term(1),
+            incarnation,
+            addr: "a:1".into(),
+            meta_version: 0,
+            meta: None,
+            view_term: Term(1),
+            view_version: 0,
+            relays,
+        }
+    }
+
+    const FT: Duration = Duration::from_secs(3);
+    const BATCH: Duration = Duration::from_millis(20);
+
+    fn heard(r: &mut Roster, who: &str, inc: u64, relays: bool, at: u64) {
+        let now = MonoTime::from_nanos(at);
+        r.heard(&id(who), &hb(inc, relays), now, BATCH, 512, 100);
+    }
+
+    #[test]
+    fn one_member_that_does_not_relay_keeps_the_leader_pushing_until_it_goes() {
+        let me = id("leader");
+        let mut r = Roster::new(Term(1), &View::new(), &me, None, MonoTime::ZERO, FT);
+        assert!(r.all_relay(), "nobody to push to");
+        heard(&mut r, "a", 1, true, 1);
+        heard(&mut r, "b", 1, false, 2);
+        assert!(!r.all_relay(), "b speaks version 3");
+        heard(&mut r, "b", 1, true, 3);
+        assert!(r.all_relay(), "b upgraded its heartbeats");
+        heard(&mut r, "b", 2, false, 4);
+        assert!(!r.all_relay(), "b came back as an older build");
+        r.left(&id("b"), 2, MonoTime::from_nanos(5), BATCH, FT);
+        assert!(r.all_relay(), "b left");
+        heard(&mut r, "c", 1, false, 6);
+        r.scan(MonoTime::from_nanos(6) + FT, FT, BATCH);
+        assert!(r.all_relay(), "c failed");
+    }
+
+    #[test]
+    fn a_new_term_pushes_until_every_member_has_said_it_relays() {
+        let me = id("leader");
+        let mut view = View::new();
+        for name in ["a", "b"] {
+            view.apply(Change::Upsert(Arc::new(Member {
+                id: id(name),
+                incarnation: 1,
+                addr: "a:1".into(),
+                meta_version: 0,
+                meta: Payload::default(),
+            })));
+        }
+        let mut r = Roster::new(Term(2), &view, &me, None, MonoTime::ZERO, FT);
+        assert!(!r.all_relay());
+        heard(&mut r, "a", 1, true, 1);
+        assert!(!r.all_relay());
+        heard(&mut r, "b", 1, true, 2);
+        assert!(r.all_relay());
+    }
+
+    #[test]
+    fn snapshot_sources_take_turns_and_skip_the_asker_and_the_gone() {
+        let me = id("leader");
+        let mut r = Roster::new(Term(1), &View::new(), &me, None, MonoTime::ZERO, FT);
+        for (i, who) in ["a", "b", "c"].iter().enumerate() {
+            heard(&mut r, who, 1, true, i as u64);
+            r.note_current(&id(who));
+        }
+        assert_eq!(r.snapshot_source(&id("a")), Some(id("b")));
+        assert_eq!(r.snapshot_source(&id("a")), Some(id("c")));
+        r.left(&id("b"), 1, MonoTime::from_nanos(9), BATCH, FT);
+        assert_eq!(r.snapshot_source(&id("c")), Some(id("a")));
+        assert_eq!(r.snapshot_source(&id("x")), Some(id("c")));
+        assert_eq!(r.snapshot_source(&id("x")), Some(id("a")), "b is forgotten");
     }
 }

@@ -224,6 +224,28 @@ impl View {
         self.members.iter().map(|e| &e.0)
     }
 
+    /// Members with an id in `[from, until)` (`None`: unbounded), by id.
+    pub(crate) fn range<'a>(
+        &'a self,
+        from: Option<&NodeId>,
+        until: Option<&NodeId>,
+    ) -> impl Iterator<Item = &'a Member> + 'a {
+        use core::ops::Bound;
+        let lo = from.map_or(Bound::Unbounded, Bound::Included);
+        let hi = until.map_or(Bound::Unbounded, Bound::Excluded);
+        // An empty or reversed range (a garbled relay message) is empty,
+        // never a panic.
+        let valid = match (from, until) {
+            (Some(a), Some(b)) => a < b,
+            _ => true,
+        };
+        valid
+            .then(|| self.members.range::<NodeId, _>((lo, hi)))
+            .into_iter()
+            .flatten()
+            .map(|e| &*e.0)
+    }
+
     /// Number of members.
     pub fn len(&self) -> usize {
         self.members.len()

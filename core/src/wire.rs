@@ -32,7 +32,15 @@ pub const MAGIC: [u8; 4] = *b"HGRW";
 /// refuses them), so a mixed group keeps its membership, election and
 /// messaging while it upgrades; the new verbs work once the leader and the
 /// caller both speak version 3.
-pub const PROTOCOL_VERSION: u16 = 3;
+///
+/// Version 4 added relayed views: [`Message::RelayDelta`],
+/// [`Message::DeltaRequest`], [`Message::SnapshotFrom`] and
+/// [`Heartbeat::relays`]. The heartbeat's
+/// new field is its last, so a version-3 peer gets the heartbeat without
+/// it and a version-3 heartbeat decodes with it `false`; a leader relays
+/// only while every member it knows said `relays`, so during an upgrade
+/// it pushes to each member as before.
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The oldest protocol version this build still speaks (N-1 interop).
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 /// Bytes a stream sender may send before the receiver's first credit.
@@ -199,6 +207,10 @@ pub struct Heartbeat {
     pub view_term: Term,
     /// The member's view version.
     pub view_version: u64,
+    /// The member passes on the deltas it is given to relay and answers
+    /// [`Message::DeltaRequest`] (version 4). Last, so that a version-3
+    /// peer's encoding is this one's minus its final byte.
+    pub relays: bool,
 }
 
 /// Leader → member, in answer to a heartbeat.
@@ -438,6 +450,38 @@ pub enum Message {
         /// `(ticket, name)` of each permit renewed.
         permits: Vec<(u64, String)>,
     },
+    /// Leader or relay → member (version 4): apply `delta`, and see that
+    /// every member of your view with an id in `[from, until)` gets it too
+    /// (`None`: unbounded), splitting that range `fanout` ways.
+    RelayDelta {
+        /// The leader-authored delta, unchanged by every relay.
+        delta: Arc<ViewDelta>,
+        /// Lowest id of the range (inclusive).
+        from: Option<NodeId>,
+        /// End of the range (exclusive).
+        until: Option<NodeId>,
+        /// Into how many parts a relay splits its range.
+        fanout: u16,
+    },
+    /// Member → leader or relay (version 4): send me the deltas of `term`
+    /// after version `after`, as plain [`Message::ViewDelta`]s in order.
+    DeltaRequest {
+        /// The term of the view.
+        term: Term,
+        /// The version the asker holds.
+        after: u64,
+    },
+    /// Leader → a member that asked it for the whole view (version 4): ask
+    /// `id` instead, a member whose view of `term` was up to date, and
+    /// take its snapshot, so joiners do not all load the leader.
+    SnapshotFrom {
+        /// The leader's term.
+        term: Term,
+        /// Whom to ask.
+        id: NodeId,
+        /// Its address.
+        addr: String,
+    },
 }
 
 impl Message {
@@ -463,6 +507,9 @@ impl Message {
             Message::StreamReset { .. } => "stream_reset",
             Message::Coord { .. } => "coord",
             Message::PermitsRenewed { .. } => "permits_renewed",
+            Message::RelayDelta { .. } => "relay_delta",
+            Message::DeltaRequest { .. } => "delta_request",
+            Message::SnapshotFrom { .. } => "snapshot_from",
         }
     }
 
@@ -475,6 +522,9 @@ impl Message {
                 body: ReplyBody::Coord { .. },
                 ..
             } => 3,
+            Message::RelayDelta { .. }
+            | Message::DeltaRequest { .. }
+            | Message::SnapshotFrom { .. } => 4,
             _ => 1,
         }
     }
@@ -487,7 +537,14 @@ impl Message {
             Message::Heartbeat(h) if h.addr.len() > MAX_ADDR_LEN => {
                 bad("heartbeat address too long")
             }
-            Message::ViewDelta(d) => d.changes.iter().try_for_each(Change::check_shape),
+            Message::SnapshotFrom { id, addr, .. }
+                if !id.is_well_formed() || addr.len() > MAX_ADDR_LEN =>
+            {
+                bad("snapshot source")
+            }
+            Message::ViewDelta(d) | Message::RelayDelta { delta: d, .. } => {
+                d.changes.iter().try_for_each(Change::check_shape)
+            }
             Message::ViewSnapshot(s) => {
                 if s.chunks == 0 || s.chunk >= s.chunks || s.members.len() > s.total as usize {
                     return bad("snapshot chunk numbering");
@@ -556,6 +613,8 @@ pub enum EncodeError {
         kind: &'static str,
         /// The peer's version.
         version: u16,
+        /// The lowest version that knows the message.
+        needs: u16,
     },
 }
 
@@ -567,9 +626,18 @@ impl fmt::Display for EncodeError {
                 "message of {len} bytes exceeds max_frame_len {max}; send large data as a stream"
             ),
             EncodeError::Serialize => f.write_str("message could not be serialized"),
-            EncodeError::NotInVersion { kind, version } => write!(
+            EncodeError::NotInVersion {
+                kind,
+                version,
+                needs,
+            } => write!(
                 f,
-                "a {kind} message needs protocol version 3, and the peer speaks {version}; upgrade it to use the coordination services"
+                "a {kind} message needs protocol version {needs}, and the peer speaks {version}; upgrade it to use {}",
+                if *needs == 3 {
+                    "the coordination services"
+                } else {
+                    "relayed views"
+                }
             ),
         }
     }
@@ -712,8 +780,10 @@ pub fn peek_frame_len(buf: &[u8], max_len: u32) -> Result<Option<usize>, DecodeE
 pub fn decode_body(body: &[u8]) -> Result<Frame, DecodeError> {
     let (frame, rest) = match postcard::take_from_bytes::<Frame>(body) {
         Ok(x) => x,
-        // A version-1 peer's request: no `settled_below` (read as 0).
-        Err(_) if body.starts_with(&REQUEST_TAG) => {
+        // An older peer's request or heartbeat: without the last field a
+        // later version added (`settled_below` read as 0, `relays` as
+        // false).
+        Err(_) if body.starts_with(&REQUEST_TAG) || body.starts_with(&HEARTBEAT_TAG) => {
             let mut v2 = Vec::with_capacity(body.len() + 1);
             v2.extend_from_slice(body);
             v2.push(0);
@@ -750,10 +820,13 @@ fn check_frame(frame: &Frame) -> Result<(), DecodeError> {
 const STREAM_DATA_TAG: [u8; 2] = [2, 11];
 /// Likewise for `Frame::Msg(Message::Request { .. })`.
 const REQUEST_TAG: [u8; 2] = [2, 6];
+/// Likewise for `Frame::Msg(Message::Heartbeat { .. })`.
+const HEARTBEAT_TAG: [u8; 2] = [2, 0];
 
 /// As [`encode_message_split`], for a peer that negotiated `version`: a
 /// version-1 peer gets [`Message::Request`] without `settled_below` (the
-/// one field version 2 added), everything else is the same.
+/// one field version 2 added), a peer below version 4 gets
+/// [`Message::Heartbeat`] without `relays`; everything else is the same.
 pub fn encode_message_for_version(
     msg: Message,
     version: u16,
@@ -764,9 +837,19 @@ pub fn encode_message_for_version(
         return Err(EncodeError::NotInVersion {
             kind: msg.kind(),
             version,
+            needs: msg.min_version(),
         });
     }
     match msg {
+        Message::Heartbeat(hb) if version < 4 => {
+            // `relays` false is the frame's last byte, 0: dropping it
+            // leaves the version-3 frame.
+            let msg = Message::Heartbeat(Heartbeat {
+                relays: false,
+                ..hb
+            });
+            append_without_last_zero(&Frame::Msg(msg), max_len, out).map(|()| None)
+        }
         Message::Request {
             id,
             incarnation,
@@ -775,24 +858,34 @@ pub fn encode_message_for_version(
         } if version < 2 => {
             // With `settled_below` 0 the frame ends in that field's one
             // byte, 0: dropping it leaves the version-1 frame.
-            let start = out.len();
             let msg = Message::Request {
                 id,
                 incarnation,
                 payload,
                 settled_below: 0,
             };
-            append_frame(&Frame::Msg(msg), max_len, out)?;
-            if out.pop() != Some(0) {
-                out.truncate(start);
-                return Err(EncodeError::Serialize);
-            }
-            let len = out.len() - start - LEN_PREFIX;
-            out[start..start + LEN_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
-            Ok(None)
+            append_without_last_zero(&Frame::Msg(msg), max_len, out).map(|()| None)
         }
         other => encode_message_split(other, max_len, out),
     }
+}
+
+/// Appends `frame` minus its last byte, which must be a 0 (a field a later
+/// version added, at its zero value, last in the frame).
+fn append_without_last_zero(
+    frame: &Frame,
+    max_len: u32,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    let start = out.len();
+    append_frame(frame, max_len, out)?;
+    if out.pop() != Some(0) {
+        out.truncate(start);
+        return Err(EncodeError::Serialize);
+    }
+    let len = out.len() - start - LEN_PREFIX;
+    out[start..start + LEN_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
 }
 
 /// Decodes one frame body (without the length prefix) held in a shared

@@ -118,10 +118,11 @@ fn message() -> impl Strategy<Value = Message> {
             any::<u64>(),
             proptest::option::of(payload()),
             term(),
-            any::<u64>()
+            any::<u64>(),
+            any::<bool>()
         )
             .prop_map(
-                |(term, incarnation, addr, meta_version, meta, view_term, view_version)| {
+                |(term, incarnation, addr, meta_version, meta, view_term, view_version, relays)| {
                     Message::Heartbeat(Heartbeat {
                         term,
                         incarnation,
@@ -130,6 +131,7 @@ fn message() -> impl Strategy<Value = Message> {
                         meta,
                         view_term,
                         view_version,
+                        relays,
                     })
                 }
             ),
@@ -170,6 +172,34 @@ fn message() -> impl Strategy<Value = Message> {
                 }))
             }),
         snapshot().prop_map(Message::ViewSnapshot),
+        (
+            term(),
+            any::<u64>(),
+            proptest::collection::vec(change(), 0..3),
+            proptest::option::of(node_id()),
+            proptest::option::of(node_id()),
+            any::<u16>()
+        )
+            .prop_map(|(term, base_version, changes, from, until, fanout)| {
+                Message::RelayDelta {
+                    delta: std::sync::Arc::new(ViewDelta {
+                        term,
+                        base_version,
+                        version: base_version.wrapping_add(1),
+                        digest: 0,
+                        changes,
+                    }),
+                    from,
+                    until,
+                    fanout,
+                }
+            }),
+        (term(), any::<u64>()).prop_map(|(term, after)| Message::DeltaRequest { term, after }),
+        (term(), node_id(), addr()).prop_map(|(term, id, addr)| Message::SnapshotFrom {
+            term,
+            id,
+            addr
+        }),
         term().prop_map(|term| Message::SnapshotRequest { term }),
         any::<u64>().prop_map(|incarnation| Message::Leave { incarnation }),
         (any::<u64>(), any::<u64>(), payload(), any::<u64>()).prop_map(
@@ -249,6 +279,7 @@ proptest! {
             meta: None,
             view_term: Term(0),
             view_version: 0,
+            relays: false,
         });
         prop_assert!(matches!(round_trip(&Frame::Msg(hb)), Err(DecodeError::Invalid(_))));
     }
@@ -310,8 +341,37 @@ proptest! {
                 prop_assert_eq!(v1.len() + 1, v2.len());
                 Message::Request { id, incarnation, payload, settled_below: 0 }
             }
+            // Below version 4 a heartbeat goes without `relays`.
+            Message::Heartbeat(hb) => Message::Heartbeat(Heartbeat { relays: false, ..hb }),
             other => other,
         };
         prop_assert_eq!(decoded, Frame::Msg(expected));
+    }
+
+    /// A heartbeat for a version-3 peer is the version-4 frame without its
+    /// last byte, decodes with `relays` false, and relayed views are not
+    /// encoded for it at all.
+    #[test]
+    fn version_3_peers_get_heartbeats_without_relays_and_no_relayed_views(msg in message()) {
+        let mut v3 = Vec::new();
+        let res = hedgerow_core::wire::encode_message_for_version(msg.clone(), 3, 1 << 24, &mut v3);
+        match &msg {
+            Message::Heartbeat(hb) => {
+                let mut v4 = Vec::new();
+                encode_frame(&Frame::Msg(msg.clone()), 1 << 24, &mut v4).unwrap();
+                prop_assert!(res.is_ok());
+                prop_assert_eq!(v3.len() + 1, v4.len());
+                let decoded = decode_frame(&v3, 1 << 24).unwrap().unwrap().0;
+                let expected = Heartbeat { relays: false, ..hb.clone() };
+                prop_assert_eq!(decoded, Frame::Msg(Message::Heartbeat(expected)));
+            }
+            Message::RelayDelta { .. }
+            | Message::DeltaRequest { .. }
+            | Message::SnapshotFrom { .. } => {
+                prop_assert!(res.is_err());
+                prop_assert!(v3.is_empty());
+            }
+            _ => {}
+        }
     }
 }

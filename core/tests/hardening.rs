@@ -118,6 +118,7 @@ fn hb(incarnation: u64, meta: Option<Payload>, term: Term) -> Message {
         meta,
         view_term: Term(0),
         view_version: 0,
+        relays: true,
     })
 }
 

@@ -8,7 +8,10 @@
 //!
 //! The pinned bytes were printed by this test run at `457dbf0`, before
 //! `Message::ViewDelta` held its delta behind an `Arc`: passing here shows
-//! the `Arc` is transparent on the wire. `HEDGEROW_PRINT_WIRE=1 cargo test
+//! the `Arc` is transparent on the wire. Protocol version 4 added
+//! `Heartbeat::relays` (one byte at the end of the two heartbeats) and the
+//! relay messages; `heartbeat_v3` is the old heartbeat's bytes, which a
+//! version-3 peer is still sent. `HEDGEROW_PRINT_WIRE=1 cargo test
 //! -p hedgerow-core --test wire_golden -- --nocapture` prints the table
 //! this build produces.
 
@@ -71,6 +74,7 @@ fn frames() -> Vec<(&'static str, Frame)> {
                 meta: Some(Payload::from(&b"zone=a"[..])),
                 view_term: Term(7),
                 view_version: 129,
+                relays: true,
             }),
         ),
         msg(
@@ -83,6 +87,7 @@ fn frames() -> Vec<(&'static str, Frame)> {
                 meta: None,
                 view_term: Term(0),
                 view_version: 0,
+                relays: false,
             }),
         ),
         msg(
@@ -281,6 +286,40 @@ fn frames() -> Vec<(&'static str, Frame)> {
                 reason: "gone".into(),
             },
         ),
+        msg(
+            "relay_delta",
+            Message::RelayDelta {
+                delta: Arc::new(ViewDelta {
+                    term: Term(7),
+                    base_version: 128,
+                    version: 129,
+                    digest: 17,
+                    changes: vec![Change::Remove {
+                        id: id("pod-3"),
+                        incarnation: 5,
+                        reason: LeaveReason::Failed,
+                    }],
+                }),
+                from: Some(id("pod-1")),
+                until: None,
+                fanout: 300,
+            },
+        ),
+        msg(
+            "delta_request",
+            Message::DeltaRequest {
+                term: Term(7),
+                after: 128,
+            },
+        ),
+        msg(
+            "snapshot_from",
+            Message::SnapshotFrom {
+                term: Term(7),
+                id: id("pod-9"),
+                addr: "10.0.0.9:7000".into(),
+            },
+        ),
     ]
 }
 
@@ -289,8 +328,8 @@ fn frames() -> Vec<(&'static str, Frame)> {
 const PINNED: &[(&str, &str)] = &[
     ("hello", "0000002a004847525701020770726f642d657505706f642d37ffffffffffffffffff010a5b3a3a315d3a37393436"),
     ("refuse", "000000150113636c7573746572206964206d69736d61746368"),
-    ("heartbeat", "000000230200078080808080200d31302e302e302e323a373030300201067a6f6e653d61078101"),
-    ("heartbeat_no_meta", "0000000c0200000103683a3100000000"),
+    ("heartbeat", "000000240200078080808080200d31302e302e302e323a373030300201067a6f6e653d6107810101"),
+    ("heartbeat_no_meta", "0000000d0200000103683a310000000000"),
     ("heartbeat_ack_meta", "0000000c02010763810101020301ac02"),
     ("reply_no_hint", "000000060207eb070100"),
     ("heartbeat_ack", "0000001b0201076381018de0b7ddf0ddefd6de018080bfbac5b6a8bd182a00"),
@@ -313,7 +352,11 @@ const PINNED: &[(&str, &str)] = &[
     ("stream_done", "00000003020e03"),
     ("resigned", "0000000d020f078080bfbac5b6a8bd182b"),
     ("stream_reset", "000000090210030104676f6e65"),
+    ("relay_delta", "0000001c0213078001810111010105706f642d3305010105706f642d3100ac02"),
+    ("delta_request", "000000050214078001"),
+    ("snapshot_from", "0000001702150705706f642d390d31302e302e302e393a37303030"),
     ("request_v1", "0000000a0206e8074d0470696e67"),
+    ("heartbeat_v3", "000000230200078080808080200d31302e302e302e323a373030300201067a6f6e653d61078101"),
 ];
 
 fn hex(bytes: &[u8]) -> String {
@@ -326,15 +369,20 @@ fn encoded(frame: &Frame) -> Vec<u8> {
     out
 }
 
-/// The request frame as a version-1 peer gets it.
-fn v1_request() -> Vec<u8> {
-    let Some((_, Frame::Msg(request))) = frames().into_iter().find(|(k, _)| *k == "request") else {
-        panic!("the request sample is missing");
+/// The sample `name` as a peer of protocol `version` gets it.
+fn for_version(name: &str, version: u16) -> Vec<u8> {
+    let Some((_, Frame::Msg(msg))) = frames().into_iter().find(|(k, _)| *k == name) else {
+        panic!("the {name} sample is missing");
     };
     let mut out = Vec::new();
-    let split = encode_message_for_version(request, 1, MAX, &mut out).expect("encodes");
+    let split = encode_message_for_version(msg, version, MAX, &mut out).expect("encodes");
     assert!(split.is_none());
     out
+}
+
+/// The request frame as a version-1 peer gets it.
+fn v1_request() -> Vec<u8> {
+    for_version("request", 1)
 }
 
 #[test]
@@ -345,11 +393,15 @@ fn every_frame_is_the_pinned_bytes_and_decodes_back() {
             println!("    (\"{name}\", \"{}\"),", hex(&encoded(f)));
         }
         println!("    (\"request_v1\", \"{}\"),", hex(&v1_request()));
+        println!(
+            "    (\"heartbeat_v3\", \"{}\"),",
+            hex(&for_version("heartbeat", 3))
+        );
     }
     assert_eq!(
-        frames.len() + 1,
+        frames.len() + 2,
         PINNED.len(),
-        "one pinned encoding per sample, and the v1 request"
+        "one pinned encoding per sample, the v1 request and the v3 heartbeat"
     );
     for (name, frame) in &frames {
         let bytes = encoded(frame);
@@ -383,4 +435,31 @@ fn a_version_1_request_is_the_pinned_bytes() {
         panic!("not a request");
     };
     assert_eq!(settled_below, 0);
+}
+
+#[test]
+fn a_version_3_heartbeat_is_the_bytes_version_3_sent_and_does_not_relay() {
+    let pinned = PINNED
+        .iter()
+        .find(|(k, _)| *k == "heartbeat_v3")
+        .map(|(_, h)| *h)
+        .expect("pinned");
+    // The bytes a version-3 build pinned for this heartbeat, unchanged.
+    let bytes = for_version("heartbeat", 3);
+    assert_eq!(hex(&bytes), pinned);
+    let Some((Frame::Msg(Message::Heartbeat(hb)), _)) = decode_frame(&bytes, MAX).expect("decodes")
+    else {
+        panic!("not a heartbeat");
+    };
+    assert!(!hb.relays, "a version-3 member is never asked to relay");
+    assert_eq!(hb.view_version, 129);
+    // Relayed views are never encoded for a version-3 peer.
+    for name in ["relay_delta", "delta_request", "snapshot_from"] {
+        let Some((_, Frame::Msg(msg))) = frames().into_iter().find(|(k, _)| *k == name) else {
+            panic!("the {name} sample is missing");
+        };
+        let err =
+            encode_message_for_version(msg, 3, MAX, &mut Vec::new()).expect_err("not in version 3");
+        assert!(err.to_string().contains("version 4"), "{err}");
+    }
 }

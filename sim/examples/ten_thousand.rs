@@ -5,6 +5,11 @@
 //!
 //! `cargo run --release -p hedgerow-sim --example ten_thousand [-- SIZES…]`
 //!
+//! `HEDGEROW_VIEW_SPREAD=push|pull|relay[:FANOUT[:ABOVE]]` picks how
+//! deltas reach the members (default: the node default, relayed above
+//! 256 members with fanout 32). The table then also gives the
+//! busiest member's bytes out, which relaying moves load to.
+//!
 //! Each size runs in its own child process (the binary re-runs itself with
 //! `--one N`), so each peak RSS (`VmHWM`, Linux) is that size's alone.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -12,6 +17,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use hedgerow_core::ViewSpread;
 use hedgerow_sim::{Churn, Cluster, ClusterConfig};
 
 /// Simulated seconds of rest, and of churn, measured at the leader.
@@ -31,11 +37,13 @@ fn main() {
             .map(|a| a.parse().expect("sizes are node counts"))
             .collect()
     };
+    println!("view spread: {:?}", spread());
     println!(
         "| nodes | peak RSS | first leader (wall / sim) | converged (wall / sim) \
-         | leader out at rest | leader out, 1 %/s churn | churn converges (sim) | wall total |"
+         | leader out at rest | leader out, 1 %/s churn | busiest member out, churn \
+         | churn converges (sim) | wall total |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let me = std::env::current_exe().expect("own path");
     for n in sizes {
         let out = Command::new(&me)
@@ -44,7 +52,13 @@ fn main() {
             .expect("run one size");
         let text = String::from_utf8_lossy(&out.stdout);
         match text.lines().find(|l| l.starts_with('|')) {
-            Some(row) if out.status.success() => println!("{row}"),
+            Some(row) if out.status.success() => {
+                println!("{row}");
+                let err = String::from_utf8_lossy(&out.stderr);
+                if let Some(k) = err.lines().find(|l| l.starts_with("leader out by kind")) {
+                    println!("  {n}: {k}");
+                }
+            }
             _ => println!(
                 "| {n} | failed: {} | {} |",
                 out.status,
@@ -62,6 +76,7 @@ fn one(n: usize) {
     let start = Instant::now();
     let mut cfg = ClusterConfig::new(18);
     cfg.measure_bytes = true;
+    cfg.node.view_spread = spread();
     let mut c = Cluster::with_nodes(cfg, n);
     let first = c
         .run_until_true(Duration::from_secs(30), Duration::from_millis(10), |c| {
@@ -73,11 +88,27 @@ fn one(n: usize) {
         .run_until_converged(Duration::from_secs(60))
         .unwrap_or_else(|| panic!("{n} nodes: {:?}", c.divergence()));
     let conv_wall = start.elapsed();
-    let rest = leader_rate(&mut c, |_| {});
+    let (rest, _) = leader_rate(&mut c, |_| {});
     // 1 % of the members per second, in ten steps a second; each comes
     // back as a new incarnation a second after it went.
     let mut churn = Churn::new(n as u64, (n / 1000).max(1), 10);
-    let churning = leader_rate(&mut c, |c| churn.step(c));
+    let l = c.leader().expect("a leader");
+    let kinds_before = c.node(l).app.sent_bytes_by_kind.clone();
+    let (churning, busiest) = leader_rate(&mut c, |c| churn.step(c));
+    let mut kinds: Vec<(&str, u64)> = c
+        .node(l)
+        .app
+        .sent_bytes_by_kind
+        .iter()
+        .map(|(k, v)| (*k, v - kinds_before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect();
+    kinds.sort_by_key(|(_, v)| std::cmp::Reverse(*v));
+    let kinds: Vec<String> = kinds
+        .iter()
+        .map(|(k, v)| format!("{k} {}", rate(*v as f64 / WINDOW.as_secs_f64())))
+        .collect();
+    eprintln!("leader out by kind, churn: {}", kinds.join(", "));
     churn.stop(&mut c);
     let t0 = c.now_ns();
     let settled = c
@@ -86,7 +117,7 @@ fn one(n: usize) {
         .unwrap_or_else(|| "no".into());
     c.assert_no_violations();
     println!(
-        "| {n} | {} | {:.1} s / {:.0} ms | {:.1} s / {:.2} s | {} | {} | {settled} | {:.0} s |",
+        "| {n} | {} | {:.1} s / {:.0} ms | {:.1} s / {:.2} s | {} | {} | {} | {settled} | {:.0} s |",
         peak_rss(),
         first_wall.as_secs_f64(),
         first as f64 / 1e6,
@@ -94,23 +125,54 @@ fn one(n: usize) {
         conv as f64 / 1e9,
         rate(rest),
         rate(churning),
+        rate(busiest),
         start.elapsed().as_secs_f64(),
     );
 }
 
-/// Bytes per second out of the leader over [`WINDOW`], stepping 100 ms at
-/// a time and calling `each` before every step.
+/// Bytes per second out of the leader over [`WINDOW`], and out of the
+/// busiest other node that lived through it, stepping 100 ms at a time
+/// and calling `each` before every step.
 /// A window in which the leader changed is not a leader's rate: panics.
-fn leader_rate(c: &mut Cluster, mut each: impl FnMut(&mut Cluster)) -> f64 {
+fn leader_rate(c: &mut Cluster, mut each: impl FnMut(&mut Cluster)) -> (f64, f64) {
     let l = c.leader().expect("a leader");
-    let before = c.node(l).app.sent_bytes;
+    let sent = |c: &Cluster| -> Vec<(u64, u64)> {
+        c.nodes()
+            .iter()
+            .map(|n| (n.node.identity().incarnation, n.app.sent_bytes))
+            .collect()
+    };
+    let before = sent(c);
     let steps = (WINDOW.as_millis() / 100) as usize;
     for _ in 0..steps {
         each(c);
         c.run_for(Duration::from_millis(100));
     }
     assert_eq!(c.leader(), Some(l), "the leader changed during the window");
-    (c.node(l).app.sent_bytes - before) as f64 / WINDOW.as_secs_f64()
+    let after = sent(c);
+    let secs = WINDOW.as_secs_f64();
+    let busiest = before
+        .iter()
+        .zip(&after)
+        .enumerate()
+        .filter(|(i, (b, a))| *i != l && b.0 == a.0)
+        .map(|(_, (b, a))| a.1.saturating_sub(b.1))
+        .max()
+        .unwrap_or(0);
+    (
+        (after[l].1 - before[l].1) as f64 / secs,
+        busiest as f64 / secs,
+    )
+}
+
+/// The spread mode `HEDGEROW_VIEW_SPREAD` asks for.
+fn spread() -> ViewSpread {
+    match std::env::var("HEDGEROW_VIEW_SPREAD") {
+        Ok(s) => s
+            .parse()
+            .unwrap_or_else(|e| panic!("HEDGEROW_VIEW_SPREAD: {e}")),
+        Err(_) => ViewSpread::DEFAULT,
+    }
 }
 
 fn rate(bytes_per_s: f64) -> String {

@@ -71,6 +71,23 @@ impl Churn {
         self.step += 1;
     }
 
+    /// `steps` steps of 100 ms with a new member joining every
+    /// `join_every` steps (from the first), checking that the leader the
+    /// cluster had stays the only one (a churn that never touches the
+    /// leader must not cost it the lease); then [`Churn::stop`].
+    pub fn run_keeping_the_leader(&mut self, c: &mut Cluster, steps: u32, join_every: u32) {
+        let leader = c.leader();
+        for step in 0..steps {
+            self.step(c);
+            if step.is_multiple_of(join_every.max(1)) {
+                c.add_node();
+            }
+            c.run_for(std::time::Duration::from_millis(100));
+            assert_eq!(c.leader(), leader, "step {step}: the leader changed");
+        }
+        self.stop(c);
+    }
+
     /// Brings back at once every member still down: the churn is over.
     pub fn stop(&mut self, c: &mut Cluster) {
         for s in std::mem::take(&mut self.gone).into_iter().flat_map(|g| g.1) {

@@ -192,6 +192,8 @@ pub struct AppLog {
     /// Bytes this node sent, frame prefix included (with
     /// [`ClusterConfig::measure_bytes`]).
     pub sent_bytes: u64,
+    /// [`AppLog::sent_bytes`] by message kind.
+    pub sent_bytes_by_kind: BTreeMap<&'static str, u64>,
     /// Messages this node received.
     pub recv_msgs: u64,
     /// Results of this node's coordination calls, by id.
@@ -1253,7 +1255,9 @@ impl Cluster {
                     if self.cfg.measure_bytes {
                         let len = hedgerow_core::wire::encoded_len(&msg)
                             + hedgerow_core::wire::LEN_PREFIX;
-                        self.nodes[slot].app.sent_bytes += len as u64;
+                        let app = &mut self.nodes[slot].app;
+                        app.sent_bytes += len as u64;
+                        *app.sent_bytes_by_kind.entry(msg.kind()).or_insert(0) += len as u64;
                     }
                     let Some(&dst) = self.index.get(&to) else {
                         continue;

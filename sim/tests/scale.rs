@@ -67,15 +67,7 @@ fn thousand_nodes_keep_their_leader_and_converge_under_one_percent_churn() {
         let mut c = converged_thousand(seed);
         let leader = c.leader().unwrap();
         let mut churn = Churn::new(seed, 1, 10);
-        for step in 0..100u32 {
-            churn.step(&mut c);
-            if step.is_multiple_of(10) {
-                c.add_node();
-            }
-            c.run_for(Duration::from_millis(100));
-            assert_eq!(c.leader(), Some(leader), "seed {seed}: step {step}");
-        }
-        churn.stop(&mut c);
+        churn.run_keeping_the_leader(&mut c, 100, 10);
         assert_eq!((churn.went, churn.came_back), (100, 100), "seed {seed}");
         c.run_until_converged(Duration::from_secs(30))
             .unwrap_or_else(|| panic!("seed {seed}: after the churn: {:?}", c.divergence()));

@@ -394,6 +394,7 @@ fn a_message_under_our_own_id_is_ignored() {
         meta: None,
         view_term: stamp.0,
         view_version: stamp.1,
+        relays: true,
     };
     c.inject(l, &own, Message::Heartbeat(hb));
     c.run_for(Duration::from_secs(1));

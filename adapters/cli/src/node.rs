@@ -96,6 +96,12 @@ pub struct NodeArgs {
     /// thinks the leader unreachable); must exceed the heartbeat.
     #[arg(long, env = "HEDGEROW_FAILURE_TIMEOUT_MS")]
     pub failure_timeout_ms: Option<u64>,
+    /// How view changes reach the members: `relay[:FANOUT[:ABOVE]]`
+    /// (default `relay:32:256`: pushed by the leader up to 256 members,
+    /// relayed down a tree of members above), `push` (always by the
+    /// leader) or `pull` (on heartbeats). Give every node the same.
+    #[arg(long, env = "HEDGEROW_VIEW_SPREAD", default_value_t = hedgerow::ViewSpread::DEFAULT)]
+    pub view_spread: hedgerow::ViewSpread,
     /// Whether this node may ever lead.
     #[arg(long, env = "HEDGEROW_CANDIDATE", action = ArgAction::Set, default_value_t = true)]
     pub candidate: bool,
@@ -229,6 +235,7 @@ impl NodeArgs {
             cfg.failure_timeout = Duration::from_millis(ms);
         }
         cfg.candidate = self.candidate;
+        cfg.view_spread = self.view_spread;
         // DESIGN.md "Which clocks may lead": an assumed bound leads only
         // when the operator gave one explicitly.
         cfg.lead_on_assumed_clock = self.clock_bound_ms.is_some();

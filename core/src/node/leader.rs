@@ -7,6 +7,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
+use crate::config::ViewSpread;
 use crate::id::{NodeId, Term};
 use crate::membership::{members_per_chunk, snapshot_chunks, Roster};
 use crate::time::Now;
@@ -43,6 +44,7 @@ impl Node {
             self.view.version() + 1
         };
         let changes = self.view.replace(term, version, members);
+        self.log.clear();
         let services = alloc::boxed::Box::new(self.new_services());
         self.role.lead(
             Roster::new(
@@ -79,7 +81,7 @@ impl Node {
     }
 
     /// The leader's own metadata changed: it authors its own entry at once.
-    pub(super) fn upsert_self(&mut self) {
+    pub(super) fn upsert_self(&mut self, now: &Now) {
         let change = crate::view::Change::Upsert(Arc::new(self.self_member()));
         let base = self.view.version();
         if let Some(e) = self.view.apply(change.clone()) {
@@ -87,18 +89,40 @@ impl Node {
             self.view.set_stamp(term, base + 1);
             let digest = self.view.digest();
             self.emit_view_changes(alloc::vec![e]);
-            self.push_delta(ViewDelta {
-                term,
-                base_version: base,
-                version: base + 1,
-                digest,
-                changes: alloc::vec![change],
-            });
+            self.push_delta(
+                now,
+                ViewDelta {
+                    term,
+                    base_version: base,
+                    version: base + 1,
+                    digest,
+                    changes: alloc::vec![change],
+                },
+            );
         }
     }
 
-    fn push_delta(&mut self, delta: ViewDelta) {
-        self.send_to_members(&Message::ViewDelta(Arc::new(delta)));
+    /// Sends a new delta on its way: to every member, or down the relay
+    /// tree, or (pulled) nowhere until members heartbeat. Relayed and
+    /// pulled only while every member said it relays (protocol version
+    /// 4): during an upgrade the leader pushes.
+    fn push_delta(&mut self, now: &Now, delta: ViewDelta) {
+        let delta = Arc::new(delta);
+        let mends = self.spread_mends();
+        if mends {
+            self.log.applied(delta.clone(), now.mono);
+        }
+        let all_relay = match &self.role {
+            Role::Leader(LeaderState { roster, .. }) => roster.all_relay(),
+            _ => false,
+        };
+        match self.cfg.view_spread {
+            ViewSpread::Relay { fanout, .. } if mends && all_relay => {
+                self.pass_on(&delta, (None, None), fanout);
+            }
+            ViewSpread::Pull if all_relay => {}
+            _ => self.send_to_members(&Message::ViewDelta(delta)),
+        }
     }
 
     /// Sends `msg` to every other member of the view.
@@ -114,7 +138,7 @@ impl Node {
         }
     }
 
-    fn send_snapshot(&mut self, to: &NodeId) {
+    pub(super) fn send_snapshot(&mut self, to: &NodeId) {
         if to == &self.me.id {
             return;
         }
@@ -140,7 +164,7 @@ impl Node {
             && now.mono.saturating_since(roster.last_contact) >= ft * self.cfg.unreachable_factor;
         if let Some((delta, effects)) = roster.flush(now.mono, &mut self.view) {
             self.emit_view_changes(effects);
-            self.push_delta(delta);
+            self.push_delta(now, delta);
         }
         if unreachable {
             // Nobody hears us: let a reachable node lead instead.
@@ -164,6 +188,31 @@ impl Node {
             self.cfg.max_meta_len,
             self.cfg.max_members,
         ) else {
+            return;
+        };
+        let behind = hb.view_term == roster.term() && hb.view_version < self.view.version();
+        if hb.relays && hb.view_term == roster.term() && hb.view_version == self.view.version() {
+            roster.note_current(&from);
+        }
+        // Relayed, a member that lacks a delta authored longer than the
+        // relay grace ago lost it on the way; pulled, every member behind
+        // is sent what it lacks. Sent ahead of the ack, so the ack finds
+        // it up to date.
+        let lost = || {
+            self.log
+                .applied_at(hb.view_term, hb.view_version)
+                .is_none_or(|at| now.mono.saturating_since(at) >= self.relay_grace())
+        };
+        let mend = behind
+            && match self.cfg.view_spread {
+                ViewSpread::Push => false,
+                ViewSpread::Relay { above, .. } => self.view.len() > above && lost(),
+                ViewSpread::Pull => true,
+            };
+        if mend {
+            self.send_missing(&from, Some(hb.addr.clone()), hb.view_version, true);
+        }
+        let Role::Leader(LeaderState { roster, .. }) = &mut self.role else {
             return;
         };
         let (expires, _) = self.lease.claim().map_or((0, Term(0)), |c| (c.1, c.0));
@@ -191,10 +240,31 @@ impl Node {
         }
     }
 
-    /// A member asks for the whole view of this leader's term.
+    /// A member asks for the whole view of this leader's term. Where views
+    /// are relayed, a member that relays is sent to an up-to-date member
+    /// for it instead: a joiner's snapshot is the size of the view, and
+    /// under churn joiners arrive every second. A member of another
+    /// leader's term may be such a source (see [`Node::serve_snapshot`]).
     pub(super) fn on_snapshot_request(&mut self, now: &Now, from: &NodeId, term: Term) {
-        if self.role.is_leader() && self.lease.is_leader(now) && term == self.view.term() {
-            self.send_snapshot(from);
+        if !self.role.is_leader() {
+            self.serve_snapshot(now, from, term);
+            return;
+        }
+        if !self.lease.is_leader(now) || term != self.view.term() {
+            return;
+        }
+        let mends = self.spread_mends();
+        let source = match &mut self.role {
+            Role::Leader(LeaderState { roster, .. }) if mends && roster.relays(from) => {
+                roster.snapshot_source(from)
+            }
+            _ => None,
+        };
+        match source.and_then(|id| Some((self.addr_of(&id)?, id))) {
+            Some((addr, id)) => {
+                self.transmit(from.clone(), None, Message::SnapshotFrom { term, id, addr })
+            }
+            None => self.send_snapshot(from),
         }
     }
 

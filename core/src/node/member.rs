@@ -62,6 +62,7 @@ impl Node {
             meta,
             view_term: self.view.term(),
             view_version: self.view.version(),
+            relays: true,
         };
         self.transmit(l.id.clone(), Some(l.addr.clone()), Message::Heartbeat(hb));
         if self.view.term() < l.term {
@@ -91,7 +92,7 @@ impl Node {
     /// A leader-authored message with `term` from `from`: true when it comes
     /// from the leader this node follows, under its confirmed term. A higher
     /// term is a claim, checked against the store before it is followed.
-    fn accept_leader_message(&mut self, now: &Now, from: &NodeId, term: Term) -> bool {
+    pub(super) fn accept_leader_message(&mut self, now: &Now, from: &NodeId, term: Term) -> bool {
         // A leader follows nobody: only its own messages carry its term.
         let followed = !self.role.is_leader()
             && self
@@ -132,35 +133,80 @@ impl Node {
         let behind = (self.view.term(), self.view.version()) < (ack.term, ack.view_version);
         let diverged =
             self.view.stamp() == (ack.term, ack.view_version) && self.view.digest() != ack.digest;
-        if behind || diverged {
+        // Pushed, a member behind has lost a delta and asks for the view.
+        // Relayed or pulled, being behind is normal (the delta is on its
+        // way, or waits for the next heartbeat): the leader sends what is
+        // missing when a heartbeat shows this node still behind what the
+        // ack before said, so only a node still behind that mark asks.
+        let mends = self.spread_mends() && self.view.term() == ack.term;
+        let version = self.view.version();
+        // Ahead of the leader in its own term, at two acks running (one
+        // may have been overtaken by a relayed delta), this view holds a
+        // version the leader never authored (a peer's forgery or bug):
+        // it is dropped for the leader's.
+        let ahead = self.view.term() == ack.term && version > ack.view_version;
+        let Some(m) = self.role.member_mut() else {
+            return;
+        };
+        let forged = ahead && m.ahead;
+        m.ahead = ahead && !forged;
+        let ask = diverged
+            || forged
+            || (behind && !mends)
+            || (behind && m.behind.is_some_and(|mark| version < mark));
+        m.behind = behind.then_some(ack.view_version);
+        if forged {
+            self.view.set_stamp(ack.term, 0);
+            self.log.clear();
+        }
+        if ask {
             self.ask_snapshot(now, &l);
         }
     }
 
     pub(super) fn on_delta(&mut self, now: &Now, from: NodeId, d: Arc<ViewDelta>) {
-        if !self.accept_leader_message(now, &from, d.term) {
+        if !self.accept_view_message(now, &from, d.term) {
             return;
         }
+        self.take_delta(now, &from, d);
+    }
+
+    /// Applies an accepted delta that follows this node's view. A gap is
+    /// mended by the deltas between, asked of the sender, where views are
+    /// relayed, else by a snapshot; a wrong digest after applying means a
+    /// snapshot.
+    pub(super) fn take_delta(&mut self, now: &Now, from: &NodeId, d: Arc<ViewDelta>) {
         if (d.term, d.version) <= self.view.stamp() {
             return;
         }
+        let mends = self.spread_mends();
         if self.view.stamp() != (d.term, d.base_version) {
-            if let Some(l) = self.leader.clone() {
+            if mends && self.view.term() == d.term {
+                self.ask_missing(now, from);
+            } else if let Some(l) = self.leader.clone() {
                 self.ask_snapshot(now, &l);
             }
             return;
         }
-        // Decoded, the delta is this node's alone: no copy.
-        let d = Arc::unwrap_or_clone(d);
+        let (term, version, digest) = (d.term, d.version, d.digest);
+        let changes = if mends {
+            // Kept to answer others, and passed on by a relay: shared.
+            let changes = d.changes.clone();
+            self.log.applied(d, now.mono);
+            changes
+        } else {
+            // Decoded, the delta is this node's alone: no copy.
+            Arc::unwrap_or_clone(d).changes
+        };
         let mut effects = Vec::new();
-        for c in d.changes {
+        for c in changes {
             if let Some(e) = self.view.apply(c) {
                 effects.push(e);
             }
         }
-        self.view.set_stamp(d.term, d.version);
+        self.view.set_stamp(term, version);
         self.emit_view_changes(effects);
-        if self.view.digest() != d.digest {
+        if self.view.digest() != digest {
             if let Some(l) = self.leader.clone() {
                 if let Some(m) = self.role.member_mut() {
                     m.snapshot_asked = None;
@@ -171,7 +217,13 @@ impl Node {
     }
 
     pub(super) fn on_snapshot(&mut self, now: &Now, from: NodeId, s: ViewSnapshot) {
-        if !self.accept_leader_message(now, &from, s.term) {
+        let via = !self.role.is_leader()
+            && self.leader.as_ref().is_some_and(|l| l.term == s.term)
+            && self
+                .role
+                .member()
+                .is_some_and(|m| m.snapshot_via.as_ref() == Some(&from));
+        if !via && !self.accept_leader_message(now, &from, s.term) {
             return;
         }
         let stale = (s.term, s.version) < self.view.stamp()
@@ -190,6 +242,7 @@ impl Node {
         if let Some((term, version, _digest, members)) = m.assembly.add(s, max_members) {
             m.snapshot_asked = None;
             let changes = self.view.replace(term, version, members);
+            self.log.clear();
             self.emit_view_changes(changes);
         }
     }
@@ -258,7 +311,7 @@ impl Node {
     pub(super) fn meta_changed(&mut self, now: &Now) {
         match &mut self.role {
             // The leader authors its own entry directly.
-            Role::Leader(_) => self.upsert_self(),
+            Role::Leader(_) => self.upsert_self(now),
             Role::Member(m) | Role::Left(m) => m.next_heartbeat = now.mono,
         }
     }

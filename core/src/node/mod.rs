@@ -28,6 +28,7 @@ use crate::lease::{Lease, LeaseNote, NotLeadingReason};
 use crate::messaging::{BroadcastId, Broadcasts, Dedupe, RequestId, Requests, SeenBroadcasts};
 use crate::payload::Payload;
 use crate::rng::Rng;
+use crate::spread::DeltaLog;
 use crate::store::Holder;
 use crate::stream::{StreamError, StreamId, Streams};
 use crate::time::{MonoTime, Now};
@@ -39,6 +40,7 @@ mod coord;
 mod leader;
 mod lease;
 mod member;
+mod relay;
 mod requests;
 mod role;
 mod streams;
@@ -76,6 +78,9 @@ pub struct Node {
     releasing: Option<Term>,
     claim: Option<Term>,
     view: View,
+    /// The deltas this node applied last, while views are relayed or
+    /// pulled (empty otherwise).
+    log: DeltaLog,
     meta: Payload,
     meta_version: u64,
     /// Leader, member, or left, with the state only that role has.
@@ -123,6 +128,7 @@ impl Node {
             releasing: None,
             claim: None,
             view: View::new(),
+            log: DeltaLog::default(),
             meta: Payload::default(),
             meta_version: 0,
             role: Role::Member(MemberState::looking(MonoTime::MAX)),
@@ -504,6 +510,7 @@ impl Node {
             releasing,
             claim,
             view,
+            log,
             meta,
             meta_version,
             role,
@@ -524,6 +531,7 @@ impl Node {
             w,
             "{releasing:?}{claim:?}{view:?}{meta:?}{meta_version}{role:?}{requests:?}{dedupe:?}"
         )?;
+        write!(w, "{log:?}")?;
         write!(
             w,
             "{broadcasts:?}{seen_broadcasts:?}{streams:?}{held:?}{coord_ops}"
@@ -620,6 +628,16 @@ impl Node {
             Message::ViewDelta(d) => self.on_delta(now, from, d),
             Message::ViewSnapshot(s) => self.on_snapshot(now, from, s),
             Message::SnapshotRequest { term } => self.on_snapshot_request(now, &from, term),
+            Message::RelayDelta {
+                delta,
+                from: lo,
+                until,
+                fanout,
+            } => self.on_relay(now, from, delta, (lo, until), fanout),
+            Message::DeltaRequest { term, after } => self.on_delta_request(now, &from, term, after),
+            Message::SnapshotFrom { term, id, addr } => {
+                self.on_snapshot_from(now, &from, term, (id, addr))
+            }
             Message::Leave { incarnation } => self.on_leave(now, &from, incarnation),
             Message::Request {
                 id,

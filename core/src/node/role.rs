@@ -7,7 +7,7 @@
 use core::time::Duration;
 
 use crate::coord::leader::Services;
-use crate::id::Term;
+use crate::id::{NodeId, Term};
 use crate::membership::{Assembly, Roster};
 use crate::time::MonoTime;
 
@@ -58,6 +58,20 @@ pub(super) struct MemberState {
     pub(super) snapshot_asked: Option<MonoTime>,
     /// The snapshot chunks collected so far.
     pub(super) assembly: Assembly,
+    /// While views are relayed: the version an ack said the leader had
+    /// while this node was behind it. Still behind it at the next ack
+    /// (the leader sent nothing to mend it), the node asks for a snapshot.
+    pub(super) behind: Option<u64>,
+    /// The last ack showed this node's view ahead of the leader's.
+    pub(super) ahead: bool,
+    /// The gap `(term, version)` this node last asked a relay or the
+    /// leader to fill, when, and whether it asked the leader.
+    pub(super) missing_asked: Option<((Term, u64), MonoTime, bool)>,
+    /// The member the leader sent this node to for its snapshot, whose
+    /// chunks it takes as the leader's.
+    pub(super) snapshot_via: Option<NodeId>,
+    /// Snapshots this node served others since the instant given.
+    pub(super) served: (MonoTime, u32),
 }
 
 impl MemberState {
@@ -72,6 +86,11 @@ impl MemberState {
             leader_has_meta: None,
             snapshot_asked: None,
             assembly: Assembly::default(),
+            behind: None,
+            ahead: false,
+            missing_asked: None,
+            snapshot_via: None,
+            served: (MonoTime::ZERO, 0),
         }
     }
 
@@ -83,6 +102,10 @@ impl MemberState {
         self.next_heartbeat = now;
         self.leader_has_meta = None;
         self.snapshot_asked = None;
+        self.behind = None;
+        self.ahead = false;
+        self.missing_asked = None;
+        self.snapshot_via = None;
     }
 
     /// No leader answers any more: look in the store at `at`, and every

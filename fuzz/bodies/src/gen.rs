@@ -160,7 +160,7 @@ fn list<T>(u: &mut Unstructured, max: usize, mut f: impl FnMut(&mut Unstructured
 
 /// Any protocol message, its fields leaning on the pools.
 pub fn message(u: &mut Unstructured, p: &Pools) -> Message {
-    match u.below(15) {
+    match u.below(18) {
         0 => {
             let id = node_id(u, p);
             Message::Heartbeat(Heartbeat {
@@ -171,6 +171,7 @@ pub fn message(u: &mut Unstructured, p: &Pools) -> Message {
                 meta: u.chance(128).then(|| payload(u, 600)),
                 view_term: term(u, p),
                 view_version: num(u, p),
+                relays: u.chance(128),
             })
         }
         1 => Message::HeartbeatAck(HeartbeatAck {
@@ -274,6 +275,30 @@ pub fn message(u: &mut Unstructured, p: &Pools) -> Message {
             sid: num(u, p),
             len: num(u, p),
         },
+        14 => Message::RelayDelta {
+            delta: std::sync::Arc::new(ViewDelta {
+                term: term(u, p),
+                base_version: num(u, p),
+                version: num(u, p),
+                digest: num(u, p),
+                changes: list(u, 6, |u| change(u, p)),
+            }),
+            from: u.chance(160).then(|| node_id(u, p)),
+            until: u.chance(160).then(|| node_id(u, p)),
+            fanout: u.below(400) as u16,
+        },
+        15 => Message::DeltaRequest {
+            term: term(u, p),
+            after: num(u, p),
+        },
+        16 => {
+            let id = node_id(u, p);
+            Message::SnapshotFrom {
+                term: term(u, p),
+                addr: addr(u, &id),
+                id,
+            }
+        }
         _ => Message::StreamReset {
             sid: num(u, p),
             yours: u.chance(128),
