@@ -1120,6 +1120,10 @@ struct OutboxState {
     /// done (a dial queues before it), the oldest this build speaks, which
     /// every peer it can talk to decodes.
     version: u16,
+    /// Until the handshake is done: the messages queued, kept to be
+    /// encoded again for the version agreed (a first heartbeat encoded
+    /// for version 1 would tell the leader this node cannot relay).
+    early: Option<Vec<Message>>,
 }
 
 impl OutboxState {
@@ -1142,6 +1146,7 @@ impl Outbox {
         Arc::new(Outbox {
             state: Mutex::new(OutboxState {
                 version: MIN_PROTOCOL_VERSION,
+                early: Some(Vec::new()),
                 ..OutboxState::default()
             }),
             activity: AtomicU64::new(0),
@@ -1197,9 +1202,13 @@ impl Outbox {
             return Err(Refused::Full(msg));
         }
         let version = st.version;
+        let early = st.early.is_some().then(|| msg.clone());
         let bytes = st.pending.push(msg, self.max_frame_len, version);
         if bytes.is_some() {
             st.frames += 1;
+            if let (Some(kept), Some(msg)) = (st.early.as_mut(), early) {
+                kept.push(msg);
+            }
         }
         let answering = self.input.load(Ordering::Relaxed) == INPUT_DRAINED;
         if st.last_flush.wrapping_add(1) >= wake && st.last_flush != 0 && !answering {
@@ -1287,9 +1296,26 @@ impl Outbox {
         st.wake();
     }
 
-    /// The connection is up, with this protocol version agreed.
+    /// The connection is up, with this protocol version agreed: what was
+    /// queued before (nothing of it written yet) is encoded again for it.
     fn set_version(&self, version: u16) {
-        self.lock().version = version;
+        let mut st = self.lock();
+        st.version = version;
+        let Some(early) = st.early.take() else {
+            return;
+        };
+        if version == MIN_PROTOCOL_VERSION || early.is_empty() || st.pending.sent > 0 {
+            return;
+        }
+        let mut again = Batch::default();
+        let mut frames = 0;
+        for msg in early {
+            if again.push(msg, self.max_frame_len, version).is_some() {
+                frames += 1;
+            }
+        }
+        st.pending = again;
+        st.frames = frames;
     }
 
     fn install(&self, w: Writer) {

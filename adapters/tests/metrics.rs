@@ -21,6 +21,14 @@ use metrics_util::MetricKind;
 mod support;
 use support::{local_node, tokio_runtime, wait_until};
 
+/// The recorder is the process's, and each snapshot takes what it shows:
+/// the tests in this file run one at a time, or one would take another's
+/// counts.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn snapshotter() -> &'static Snapshotter {
     static SNAPSHOTTER: OnceLock<Snapshotter> = OnceLock::new();
     SNAPSHOTTER.get_or_init(|| {
@@ -151,6 +159,7 @@ async fn node(rt: &TokioRuntime, store: &MemoryStore, cluster: &str, name: &str)
 #[test]
 fn a_send_a_broadcast_and_a_failover_move_the_counters_and_gauges() {
     const CLUSTER: &str = "metrics-failover";
+    let _one = one_at_a_time();
     snapshotter();
     let tokio = tokio_runtime();
     tokio.block_on(async {
@@ -227,4 +236,76 @@ fn a_send_a_broadcast_and_a_failover_move_the_counters_and_gauges() {
 
 fn s_added(seen: &Seen, metric: m::Metric, node: &str, extra: &str) -> u64 {
     seen.added(&series(metric, node, extra))
+}
+
+#[test]
+fn relayed_views_cross_real_connections_and_members_relay() {
+    // Ten nodes on loopback with relaying from 4 members on and a fanout
+    // of 2: the leader hands each delta to two members, which pass it on
+    // over their own connections; joiners take snapshots from members.
+    const CLUSTER: &str = "metrics-relay";
+    let _one = one_at_a_time();
+    snapshotter();
+    let tokio = tokio_runtime();
+    tokio.block_on(async {
+        let rt = TokioRuntime::from_context().unwrap();
+        let store = MemoryStore::new();
+        let relay = |b: hedgerow::Builder<TokioRuntime>| {
+            // `config` replaces local_node's own tweak, so it is repeated.
+            b.config(|c| {
+                *c = hedgerow::Config::local(c.cluster.clone());
+                c.lead_on_assumed_clock = true;
+                c.view_spread = hedgerow::ViewSpread::Relay {
+                    fanout: 2,
+                    above: 4,
+                }
+            })
+        };
+        let mut nodes = Vec::new();
+        for i in 0..10 {
+            let name = format!("r{i}");
+            nodes.push(local_node(&rt, &store, (CLUSTER, &name), relay).await);
+        }
+        let agreed = |nodes: &[Hedgerow], n: usize| {
+            let stamp = nodes[0].view_stamp();
+            nodes
+                .iter()
+                .all(|x| x.members().len() == n && x.view_stamp() == stamp)
+        };
+        assert!(wait_until(&rt, Duration::from_secs(20), || agreed(&nodes, 10)).await);
+        // Two members go and two join: deltas and joiner snapshots.
+        for _ in 0..2 {
+            let member = nodes.iter().position(|n| !n.is_leader()).unwrap();
+            nodes.remove(member).shutdown().await;
+        }
+        for i in 10..12 {
+            let name = format!("r{i}");
+            nodes.push(local_node(&rt, &store, (CLUSTER, &name), relay).await);
+        }
+        assert!(
+            wait_until(&rt, Duration::from_secs(20), || agreed(&nodes, 10)).await,
+            "views: {:?}",
+            nodes.iter().map(|n| n.view_stamp()).collect::<Vec<_>>()
+        );
+        let leader = nodes
+            .iter()
+            .find(|n| n.is_leader())
+            .unwrap()
+            .id()
+            .to_string();
+        let mut seen = Seen::default();
+        let relayed = |s: &Seen| {
+            let by_members: u64 = (0..12)
+                .map(|i| format!("r{i}"))
+                .filter(|n| *n != leader)
+                .map(|n| s_added(s, m::TRANSPORT_MESSAGES_OUT, &n, "kind=relay_delta"))
+                .sum();
+            by_members > 0 && s.added_where(m::TRANSPORT_MESSAGES_IN.name, "kind=relay_delta") > 0
+        };
+        assert!(observe_until(&rt, &mut seen, CLUSTER, relayed).await);
+        assert!(seen.added_where(m::TRANSPORT_MESSAGES_OUT.name, "kind=snapshot_from") > 0);
+        for n in nodes {
+            n.shutdown().await;
+        }
+    });
 }
