@@ -149,7 +149,14 @@ impl LeaderBench {
         self.next = (self.next + 1) % self.ids.len();
         // Members' heartbeats are spread over the interval.
         self.t += 1_000_000_000 / self.ids.len() as u64;
-        self.deliver(id, Message::Heartbeat(heartbeat(7)));
+        // An up-to-date member's: its view is the leader's.
+        let (view_term, view_version) = self.node.view().stamp();
+        let hb = Heartbeat {
+            view_term,
+            view_version,
+            ..heartbeat(7)
+        };
+        self.deliver(id, Message::Heartbeat(hb));
     }
 
     /// One member joins, the leader pushes the view delta to every member
@@ -162,7 +169,13 @@ impl LeaderBench {
         let id = NodeId::new("churner").unwrap_or_else(|_| unreachable!());
         self.churn_incarnation += 1;
         let incarnation = self.churn_incarnation;
-        self.deliver(id.clone(), Message::Heartbeat(heartbeat(incarnation)));
+        // A new process's: it has no view yet.
+        let hb = Heartbeat {
+            view_term: Term(0),
+            view_version: 0,
+            ..heartbeat(incarnation)
+        };
+        self.deliver(id.clone(), Message::Heartbeat(hb));
         let mut fed = self.heartbeats_for(window);
         self.deliver(id, Message::Leave { incarnation });
         fed += self.heartbeats_for(window);

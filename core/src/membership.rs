@@ -105,13 +105,12 @@ impl Roster {
         self.live.get(id).is_some_and(|l| l.relays)
     }
 
-    /// `id` heartbeated with the leader's current view.
+    /// `id` heartbeated with the leader's current view: remembered while
+    /// fewer than [`CURRENT`] are (a full list costs a heartbeat nothing;
+    /// the gone are dropped from it when it is used).
     pub(crate) fn note_current(&mut self, id: &NodeId) {
-        if !self.current.contains(id) {
+        if self.current.len() < CURRENT && !self.current.contains(id) {
             self.current.push_back(id.clone());
-        }
-        if self.current.len() > CURRENT {
-            self.current.pop_front();
         }
     }
 

@@ -197,7 +197,10 @@ impl Node {
         // Relayed, a member that lacks a delta authored longer than the
         // relay grace ago lost it on the way; pulled, every member behind
         // is sent what it lacks. Sent ahead of the ack, so the ack finds
-        // it up to date.
+        // it up to date. Deltas only: a member the log cannot mend asks
+        // for a snapshot itself (at most once a heartbeat interval, and is
+        // sent to a member for it), where a snapshot on every heartbeat
+        // of a member slow to take one would pile up.
         let lost = || {
             self.log
                 .applied_at(hb.view_term, hb.view_version)
@@ -210,7 +213,7 @@ impl Node {
                 ViewSpread::Pull => true,
             };
         if mend {
-            self.send_missing(&from, Some(hb.addr.clone()), hb.view_version, true);
+            self.send_missing(&from, Some(hb.addr.clone()), hb.view_version, false);
         }
         let Role::Leader(LeaderState { roster, .. }) = &mut self.role else {
             return;
