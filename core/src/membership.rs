@@ -10,6 +10,7 @@ use core::time::Duration;
 
 use crate::id::{NodeId, Term, MAX_ADDR_LEN, MAX_NODE_ID_LEN};
 use crate::payload::Payload;
+use crate::spread::Budget;
 use crate::time::MonoTime;
 use crate::view::{Change, LeaveReason, Member, MemberChange, View};
 use crate::wire::{Heartbeat, ViewDelta, ViewSnapshot};
@@ -42,6 +43,9 @@ pub(crate) struct Roster {
     /// Members whose latest heartbeat showed the leader's current view,
     /// newest last: whom a joiner is sent to for its snapshot.
     current: VecDeque<NodeId>,
+    /// Snapshots the leader sends itself when no member can, while views
+    /// are relayed.
+    pub(crate) served: Budget,
 }
 
 /// How many up-to-date members the roster remembers as snapshot sources.
@@ -79,6 +83,7 @@ impl Roster {
         Roster {
             legacy: live.len(),
             current: VecDeque::new(),
+            served: Budget::default(),
             term,
             expect_contact: !live.is_empty(),
             live,

@@ -103,6 +103,30 @@ pub(crate) fn legs<'a>(
     out
 }
 
+/// At most so many of something each interval (snapshots a node sends
+/// on request).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Budget {
+    since: MonoTime,
+    used: u32,
+}
+
+impl Budget {
+    /// Takes one if fewer than `limit` were taken in the `every` since the
+    /// interval began.
+    pub(crate) fn take(&mut self, now: MonoTime, every: core::time::Duration, limit: u32) -> bool {
+        if now.saturating_since(self.since) >= every {
+            *self = Budget {
+                since: now,
+                used: 0,
+            };
+        }
+        let ok = self.used < limit;
+        self.used += u32::from(ok);
+        ok
+    }
+}
+
 /// The last deltas this node applied, in order, all of one term and each
 /// following the one before.
 #[derive(Clone, Debug, Default)]

@@ -131,11 +131,29 @@ fn a_relayed_group_fails_over_and_the_new_leader_relays() {
         let mut c = Cluster::with_nodes(config(seed, RELAY), 50);
         c.run_until_converged(Duration::from_secs(30)).unwrap();
         let old = c.leader().unwrap();
+        let snapshots = |c: &Cluster| -> Vec<u64> {
+            (0..c.nodes().len())
+                .map(|i| sent(c, i, "view_snapshot"))
+                .collect()
+        };
+        let before = snapshots(&c);
         c.crash(old);
         c.run_until_converged(Duration::from_secs(60))
             .unwrap_or_else(|| panic!("seed {seed}: {:?}", c.divergence()));
         let new = c.leader().unwrap();
         assert_ne!(new, old);
+        // The new term's snapshots: the leader sent a few, members the
+        // rest (pushed, the leader sends every member one).
+        let after = snapshots(&c);
+        let by_leader = after[new] - before[new];
+        let by_members: u64 = (0..after.len())
+            .filter(|&i| i != new)
+            .map(|i| after[i] - before[i])
+            .sum();
+        assert!(
+            by_leader < by_members,
+            "seed {seed}: snapshots from members {by_members} B, from the leader {by_leader} B"
+        );
         let before = sent(&c, new, "relay_delta");
         for _ in 0..5 {
             c.add_node();

@@ -63,8 +63,19 @@ impl Node {
             term,
         });
         self.emit_view_changes(changes);
-        // The first view of a term is always a full snapshot.
-        let targets: Vec<NodeId> = self.view.members().map(|m| m.id.clone()).collect();
+        // The first view of a term is a full snapshot: to every member
+        // where views are pushed; where they are relayed, to a few members
+        // spread over the view, from whom the rest take theirs when they
+        // ask (a snapshot each for 10,000 members is the view's size
+        // 10,000 times over, all from one node at once).
+        let seeds = self.spread_mends().then(|| self.relay_fanout());
+        let every = seeds.map_or(1, |f| (self.view.len() / usize::from(f)).max(1));
+        let targets: Vec<NodeId> = self
+            .view
+            .members()
+            .step_by(every)
+            .map(|m| m.id.clone())
+            .collect();
         for id in targets {
             self.send_snapshot(&id);
         }
@@ -263,11 +274,26 @@ impl Node {
             }
             _ => None,
         };
+        let every = self.cfg.heartbeat_interval;
+        let limit = u32::from(self.relay_fanout());
         match source.and_then(|id| Some((self.addr_of(&id)?, id))) {
             Some((addr, id)) => {
                 self.transmit(from.clone(), None, Message::SnapshotFrom { term, id, addr })
             }
-            None => self.send_snapshot(from),
+            None if !mends => self.send_snapshot(from),
+            // No member to send it to yet (a term just began): the leader
+            // serves a fanout's worth an interval; the rest ask again.
+            None => {
+                let served = match &mut self.role {
+                    Role::Leader(LeaderState { roster, .. }) => {
+                        roster.served.take(now.mono, every, limit)
+                    }
+                    _ => false,
+                };
+                if served {
+                    self.send_snapshot(from);
+                }
+            }
         }
     }
 

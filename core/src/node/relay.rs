@@ -29,6 +29,14 @@ impl Node {
         }
     }
 
+    /// The relay fanout in force (32 where views are pulled or pushed).
+    pub(super) fn relay_fanout(&self) -> u16 {
+        match self.cfg.view_spread {
+            ViewSpread::Relay { fanout, .. } => fanout,
+            _ => 32,
+        }
+    }
+
     /// How long a delta may be on its way down the relays before a member
     /// whose heartbeat shows it lacks one counts as having lost it: five
     /// batch windows, at least 50 ms, at most half a heartbeat interval
@@ -231,17 +239,9 @@ impl Node {
         let Some(m) = self.role.member_mut() else {
             return;
         };
-        if !ours {
-            return;
+        if ours && m.served.take(now.mono, every, SERVED_PER_HEARTBEAT) {
+            self.send_snapshot(from);
         }
-        if now.mono.saturating_since(m.served.0) >= every {
-            m.served = (now.mono, 0);
-        }
-        if m.served.1 >= SERVED_PER_HEARTBEAT {
-            return;
-        }
-        m.served.1 += 1;
-        self.send_snapshot(from);
     }
 }
 

@@ -9,6 +9,7 @@ use core::time::Duration;
 use crate::coord::leader::Services;
 use crate::id::{NodeId, Term};
 use crate::membership::{Assembly, Roster};
+use crate::spread::Budget;
 use crate::time::MonoTime;
 
 /// The node's role, and the state that exists only in it.
@@ -70,8 +71,8 @@ pub(super) struct MemberState {
     /// The member the leader sent this node to for its snapshot, whose
     /// chunks it takes as the leader's.
     pub(super) snapshot_via: Option<NodeId>,
-    /// Snapshots this node served others since the instant given.
-    pub(super) served: (MonoTime, u32),
+    /// Snapshots this node served others this heartbeat interval.
+    pub(super) served: Budget,
 }
 
 impl MemberState {
@@ -90,7 +91,7 @@ impl MemberState {
             ahead: false,
             missing_asked: None,
             snapshot_via: None,
-            served: (MonoTime::ZERO, 0),
+            served: Budget::default(),
         }
     }
 
