@@ -245,6 +245,42 @@ struct Sender {
     last_new: MonoTime,
 }
 
+impl Sender {
+    /// Forgets the replies of incarnation `inc` below `floor` (settled at
+    /// the sender); an entry still being handled stays until its reply
+    /// (it is settled then). How many went.
+    fn forget_settled(&mut self, inc: u64, floor: u64) -> usize {
+        let mut gone = 0;
+        // The usual case, a sender settling its oldest requests: they are
+        // the first entries, taken off the front without a search.
+        while let Some(e) = self.entries.first_entry() {
+            let (i, id) = *e.key();
+            if i != inc || id >= floor {
+                if i >= inc {
+                    return gone;
+                }
+                // An older incarnation's entries come first: search.
+                break;
+            }
+            if !matches!(e.get(), Handled::Done(_)) {
+                break;
+            }
+            e.remove();
+            gone += 1;
+        }
+        while let Some(k) = self
+            .entries
+            .range((inc, 0)..(inc, floor))
+            .find(|(_, h)| matches!(h, Handled::Done(_)))
+            .map(|(k, _)| *k)
+        {
+            self.entries.remove(&k);
+            gone += 1;
+        }
+        gone
+    }
+}
+
 /// What to do with an incoming request.
 pub(crate) enum DedupeVerdict {
     /// First time: hand it to the application.
@@ -271,23 +307,17 @@ impl Dedupe {
     ) -> DedupeVerdict {
         self.expire(now, window);
         let (from, inc, id) = &key;
-        let sender = self.by_sender.entry(from.clone()).or_default();
+        // A known sender without cloning (and dropping) its id.
+        let sender = match self.by_sender.get_mut(from) {
+            Some(s) => s,
+            None => self.by_sender.entry(from.clone()).or_default(),
+        };
         let floor = sender.floors.entry(*inc).or_insert(0);
         let raised = settled_below > *floor;
         *floor = (*floor).max(settled_below);
         let floor = *floor;
         if raised {
-            // Forget what the sender settled; an entry still being
-            // handled stays until its reply (it is settled then).
-            while let Some(k) = sender
-                .entries
-                .range((*inc, 0)..(*inc, floor))
-                .find(|(_, h)| matches!(h, Handled::Done(_)))
-                .map(|(k, _)| *k)
-            {
-                sender.entries.remove(&k);
-                self.len -= 1;
-            }
+            self.len -= sender.forget_settled(*inc, floor);
         }
         match sender.entries.get(&(*inc, *id)) {
             Some(Handled::InProgress) => DedupeVerdict::InProgress,
@@ -618,6 +648,61 @@ mod tests {
         assert!(matches!(
             d.check(key(2), 2, t0, w, 10),
             DedupeVerdict::InProgress
+        ));
+    }
+
+    /// Settling forgets exactly the finished replies below the floor of
+    /// that incarnation, also when the oldest entries are another
+    /// incarnation's or still being handled (the front of the table is
+    /// not the settled part then).
+    #[test]
+    fn settling_skips_other_incarnations_and_unfinished_entries() {
+        let mut d = Dedupe::default();
+        let w = Duration::from_secs(10);
+        let t0 = MonoTime::from_nanos(0);
+        let body = || reply_body(Term(1), Ok(Payload::from("r")));
+        let k = |inc: u64, id: u64| (NodeId::new("s").unwrap(), inc, id);
+        assert!(matches!(d.check(k(1, 1), 0, t0, w, 10), DedupeVerdict::New));
+        d.complete(&k(1, 1), body());
+        for id in 1..=3 {
+            assert!(matches!(
+                d.check(k(2, id), 0, t0, w, 10),
+                DedupeVerdict::New
+            ));
+        }
+        d.complete(&k(2, 2), body());
+        d.complete(&k(2, 3), body());
+        // Incarnation 2 settled everything below 4; its request 1 is still
+        // being handled here.
+        assert!(matches!(d.check(k(2, 4), 4, t0, w, 10), DedupeVerdict::New));
+        assert_eq!(d.len(), 3);
+        assert!(matches!(
+            d.check(k(2, 2), 4, t0, w, 10),
+            DedupeVerdict::Settled
+        ));
+        assert!(matches!(
+            d.check(k(2, 3), 4, t0, w, 10),
+            DedupeVerdict::Settled
+        ));
+        assert!(matches!(
+            d.check(k(2, 1), 4, t0, w, 10),
+            DedupeVerdict::InProgress
+        ));
+        assert!(matches!(
+            d.check(k(1, 1), 0, t0, w, 10),
+            DedupeVerdict::Replay(_)
+        ));
+        // Its reply settles it at once. Then the front of the table is
+        // incarnation 1's reply, which incarnation 2 settling leaves alone
+        // while it forgets its own reply 4 behind it.
+        d.complete(&k(2, 1), body());
+        assert_eq!(d.len(), 2);
+        d.complete(&k(2, 4), body());
+        assert!(matches!(d.check(k(2, 5), 5, t0, w, 10), DedupeVerdict::New));
+        assert_eq!(d.len(), 2);
+        assert!(matches!(
+            d.check(k(1, 1), 0, t0, w, 10),
+            DedupeVerdict::Replay(_)
         ));
     }
 
