@@ -45,8 +45,8 @@ use futures::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWri
 use futures::task::noop_waker_ref;
 use futures::SinkExt;
 use hedgerow_core::wire::{
-    decode_body_shared, encode_frame, encode_message_for_version, peek_frame_len, Frame,
-    LEN_PREFIX, MIN_PROTOCOL_VERSION, SPLIT_AT,
+    decode_body, decode_body_shared, encode_frame, encode_message_for_version, peek_frame_len,
+    Frame, LEN_PREFIX, MIN_PROTOCOL_VERSION, SPLIT_AT,
 };
 use hedgerow_core::{Bytes, Hello, Message, NodeId, Payload};
 
@@ -866,23 +866,37 @@ async fn read_loop<Rt: Runtime, R: AsyncRead + Unpin>(
             Ok(_) => {}
             Err(e) => return Closed::Io(e),
         }
-        let bodies = Bodies {
-            budget: &ctx.budget,
-            pool: &ctx.bodies,
-            member: outbox.is_member(),
-            waiting: &waiting,
-        };
-        let (frame, len) =
-            match finish_within(rt, limit, read_frame(&mut r, max, Some(&bodies))).await {
-                Some(Ok(f)) => f,
-                Some(Err(c)) => return c,
-                None => {
-                    return Closed::SlowFrame {
-                        limit,
-                        budget: waiting.load(Ordering::Relaxed),
+        let (frame, len) = match small_frame_buffered(r.buffer(), max) {
+            // Whole in the read-ahead already: decoded where it lies, with
+            // no body buffer (an allocation and a copy a frame), no grant
+            // and no timer; it holds nothing beyond the read-ahead.
+            Some(len) => {
+                let frame = decode_body(&r.buffer()[LEN_PREFIX..len]);
+                r.consume_unpin(len);
+                match frame {
+                    Ok(frame) => (frame, len),
+                    Err(e) => return Closed::Protocol(e.to_string()),
+                }
+            }
+            None => {
+                let bodies = Bodies {
+                    budget: &ctx.budget,
+                    pool: &ctx.bodies,
+                    member: outbox.is_member(),
+                    waiting: &waiting,
+                };
+                match finish_within(rt, limit, read_frame(&mut r, max, Some(&bodies))).await {
+                    Some(Ok(f)) => f,
+                    Some(Err(c)) => return c,
+                    None => {
+                        return Closed::SlowFrame {
+                            limit,
+                            budget: waiting.load(Ordering::Relaxed),
+                        }
                     }
                 }
-            };
+            }
+        };
         outbox.touch();
         outbox.note_input(!r.buffer().is_empty());
         let msg = match frame {
@@ -907,6 +921,18 @@ async fn read_loop<Rt: Runtime, R: AsyncRead + Unpin>(
         if big {
             crate::runtime::yield_once().await;
         }
+    }
+}
+
+/// The length (prefix included) of the frame at the start of `buf` if it
+/// is all there, valid so far, and small: a body under [`SPLIT_AT`], which
+/// [`read_body`] would copy out of the read-ahead anyway (bigger ones
+/// take a pooled buffer that stream data is then a slice of). `None` also
+/// for a bad prefix, which [`read_frame`] reports.
+fn small_frame_buffered(buf: &[u8], max: u32) -> Option<usize> {
+    match peek_frame_len(buf, max) {
+        Ok(Some(len)) if len < SPLIT_AT && buf.len() >= LEN_PREFIX + len => Some(LEN_PREFIX + len),
+        _ => None,
     }
 }
 
