@@ -11,7 +11,9 @@
 //! A frame's body is read as its bytes arrive, into a buffer that grows
 //! only by what the node's [`budget`] grants, so what a peer announces
 //! never reserves memory by itself; a frame must be complete within the
-//! frame timeout once its first byte came.
+//! frame timeout once its first byte came. A small frame already whole in
+//! the read-ahead buffer is decoded where it lies instead: it holds no
+//! memory beyond that buffer.
 //!
 //! This room moves frames; it never interprets a protocol message, never
 //! decides where a message goes (the driver does) and never touches the
