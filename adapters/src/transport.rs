@@ -230,6 +230,26 @@ impl NetCtx {
         };
         events.send(e).await.map_err(|_| ())
     }
+
+    /// As [`NetCtx::deliver`] for every event of `batch`, in order: all in
+    /// one turn of the driver when it is free. Leaves `batch` empty.
+    async fn deliver_all(
+        &self,
+        events: &mut mpsc::Sender<NetEvent>,
+        batch: &mut Vec<NetEvent>,
+    ) -> Result<(), ()> {
+        let taken = self
+            .inputs
+            .get()
+            .and_then(Weak::upgrade)
+            .is_some_and(|driver| driver.accept_all(batch));
+        if !taken {
+            for e in batch.drain(..) {
+                events.send(e).await.map_err(|_| ())?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One inbound handshake in progress: counted against the global and the
@@ -860,6 +880,16 @@ async fn read_loop<Rt: Runtime, R: AsyncRead + Unpin>(
     let mut events = ctx.events.clone();
     let limit = ctx.limits.frame_timeout;
     let waiting = AtomicBool::new(false);
+    // Frames read but not handed to the driver yet, and their bytes: the
+    // small frames already whole in the read-ahead go in together, in
+    // one turn of the driver (a pipelining peer's requests, the replies
+    // to them), so the turn's fixed costs (lock, clock, flush, next
+    // timer) are paid once. A batch goes on only while the next frame is
+    // small and whole (its read never waits, not on the peer nor on the
+    // budget), up to a read-ahead's worth of bytes: what a batch holds
+    // outside the frame budget is bounded by that.
+    let mut batch: Vec<NetEvent> = Vec::new();
+    let mut batch_bytes = 0;
     loop {
         // The next frame's first byte may take any time (the idle watch
         // minds silence); from then on the frame has `limit` to complete.
@@ -868,17 +898,16 @@ async fn read_loop<Rt: Runtime, R: AsyncRead + Unpin>(
             Ok(_) => {}
             Err(e) => return Closed::Io(e),
         }
-        let (frame, len) = match small_frame_buffered(r.buffer(), max) {
+        let read = match small_frame_buffered(r.buffer(), max) {
             // Whole in the read-ahead already: decoded where it lies, with
             // no body buffer (an allocation and a copy a frame), no grant
             // and no timer; it holds nothing beyond the read-ahead.
             Some(len) => {
                 let frame = decode_body(&r.buffer()[LEN_PREFIX..len]);
                 r.consume_unpin(len);
-                match frame {
-                    Ok(frame) => (frame, len),
-                    Err(e) => return Closed::Protocol(e.to_string()),
-                }
+                frame
+                    .map(|f| (f, len))
+                    .map_err(|e| Closed::Protocol(e.to_string()))
             }
             None => {
                 let bodies = Bodies {
@@ -888,24 +917,32 @@ async fn read_loop<Rt: Runtime, R: AsyncRead + Unpin>(
                     waiting: &waiting,
                 };
                 match finish_within(rt, limit, read_frame(&mut r, max, Some(&bodies))).await {
-                    Some(Ok(f)) => f,
-                    Some(Err(c)) => return c,
-                    None => {
-                        return Closed::SlowFrame {
-                            limit,
-                            budget: waiting.load(Ordering::Relaxed),
-                        }
-                    }
+                    Some(read) => read,
+                    None => Err(Closed::SlowFrame {
+                        limit,
+                        budget: waiting.load(Ordering::Relaxed),
+                    }),
                 }
+            }
+        };
+        let read = match read {
+            Ok((Frame::Msg(m), len)) => Ok((m, len)),
+            Ok((Frame::Hello(_), _)) => {
+                Err(Closed::Protocol("second hello on one connection".into()))
+            }
+            Ok((Frame::Refuse(why), _)) => Err(Closed::Protocol(format!("peer refused: {why}"))),
+            Err(c) => Err(c),
+        };
+        let (msg, len) = match read {
+            Ok(x) => x,
+            Err(c) => {
+                // What came before the bad frame is the driver's still.
+                let _ = ctx.deliver_all(&mut events, &mut batch).await;
+                return c;
             }
         };
         outbox.touch();
         outbox.note_input(!r.buffer().is_empty());
-        let msg = match frame {
-            Frame::Msg(m) => m,
-            Frame::Hello(_) => return Closed::Protocol("second hello on one connection".into()),
-            Frame::Refuse(why) => return Closed::Protocol(format!("peer refused: {why}")),
-        };
         // A big stream chunk has usually just woken its reader's task,
         // which on tokio waits in this worker's LIFO slot (never stolen)
         // until this task yields; reading on without yielding held back
@@ -917,7 +954,23 @@ async fn read_loop<Rt: Runtime, R: AsyncRead + Unpin>(
             msg,
             len,
         };
-        if ctx.deliver(&mut events, msg).await.is_err() {
+        batch_bytes += len;
+        let next_fits = small_frame_buffered(r.buffer(), max)
+            .is_some_and(|next| batch_bytes + next <= READ_AHEAD);
+        if !big && next_fits {
+            batch.push(msg);
+            continue;
+        }
+        batch_bytes = 0;
+        // A frame alone (a round trip's) goes in as before, without the
+        // batch's bookkeeping.
+        let delivered = if batch.is_empty() {
+            ctx.deliver(&mut events, msg).await
+        } else {
+            batch.push(msg);
+            ctx.deliver_all(&mut events, &mut batch).await
+        };
+        if delivered.is_err() {
             return Closed::Driver;
         }
         if big {
