@@ -1,7 +1,8 @@
 //! The TCP transport: dialing, accepting, the hello handshake, framing and
 //! per-connection read and write loops. Each connection is one task that
-//! hands the frames it reads to the driver: straight in, on this task, when
-//! the driver is free, else through its event channel. Outgoing frames go into
+//! hands the frames it reads to the driver (the small ones already in its
+//! read-ahead together, in one turn): straight in, on this task, when the
+//! driver is free, else through its event channel. Outgoing frames go into
 //! the connection's [`Outbox`]: the driver encodes them there and, at the
 //! end of each of its wakes, writes them straight into the socket when no
 //! one else is writing it; only a write that would block is handed to the
