@@ -136,6 +136,16 @@ pub(crate) trait Accept<T>: Send + Sync {
     // allocation per frame on the path this exists to make cheap.
     #[allow(clippy::result_large_err)]
     fn accept(&self, input: T) -> Result<(), T>;
+
+    /// Takes every input of `batch`, in order, in one turn of the driver,
+    /// and leaves `batch` empty; `false`, with `batch` untouched, when the
+    /// driver is busy or stopped (the sender then queues them). One turn
+    /// for many inputs pays the turn's fixed costs (the lock, the flush,
+    /// the next timer) once. By default it takes none.
+    fn accept_all(&self, batch: &mut Vec<T>) -> bool {
+        let _ = batch;
+        false
+    }
 }
 
 /// One kind of input's way into the driver: straight in, on the sender's

@@ -1,7 +1,8 @@
 //! The TCP transport: dialing, accepting, the hello handshake, framing and
 //! per-connection read and write loops. Each connection is one task that
-//! hands the frames it reads to the driver: straight in, on this task, when
-//! the driver is free, else through its event channel. Outgoing frames go into
+//! hands the frames it reads to the driver (the small ones already in its
+//! read-ahead together, in one turn): straight in, on this task, when the
+//! driver is free, else through its event channel. Outgoing frames go into
 //! the connection's [`Outbox`]: the driver encodes them there and, at the
 //! end of each of its wakes, writes them straight into the socket when no
 //! one else is writing it; only a write that would block is handed to the
@@ -11,7 +12,9 @@
 //! A frame's body is read as its bytes arrive, into a buffer that grows
 //! only by what the node's [`budget`] grants, so what a peer announces
 //! never reserves memory by itself; a frame must be complete within the
-//! frame timeout once its first byte came.
+//! frame timeout once its first byte came. A small frame already whole in
+//! the read-ahead buffer is decoded where it lies instead: it holds no
+//! memory beyond that buffer.
 //!
 //! This room moves frames; it never interprets a protocol message, never
 //! decides where a message goes (the driver does) and never touches the
@@ -45,8 +48,8 @@ use futures::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWri
 use futures::task::noop_waker_ref;
 use futures::SinkExt;
 use hedgerow_core::wire::{
-    decode_body_shared, encode_frame, encode_message_for_version, peek_frame_len, Frame,
-    LEN_PREFIX, MIN_PROTOCOL_VERSION, SPLIT_AT,
+    decode_body, decode_body_shared, encode_frame, encode_message_for_version, peek_frame_len,
+    Frame, LEN_PREFIX, MIN_PROTOCOL_VERSION, SPLIT_AT,
 };
 use hedgerow_core::{Bytes, Hello, Message, NodeId, Payload};
 
@@ -227,6 +230,26 @@ impl NetCtx {
             None => e,
         };
         events.send(e).await.map_err(|_| ())
+    }
+
+    /// As [`NetCtx::deliver`] for every event of `batch`, in order: all in
+    /// one turn of the driver when it is free. Leaves `batch` empty.
+    async fn deliver_all(
+        &self,
+        events: &mut mpsc::Sender<NetEvent>,
+        batch: &mut Vec<NetEvent>,
+    ) -> Result<(), ()> {
+        let taken = self
+            .inputs
+            .get()
+            .and_then(Weak::upgrade)
+            .is_some_and(|driver| driver.accept_all(batch));
+        if !taken {
+            for e in batch.drain(..) {
+                events.send(e).await.map_err(|_| ())?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -858,6 +881,16 @@ async fn read_loop<Rt: Runtime, R: AsyncRead + Unpin>(
     let mut events = ctx.events.clone();
     let limit = ctx.limits.frame_timeout;
     let waiting = AtomicBool::new(false);
+    // Frames read but not handed to the driver yet, and their bytes: the
+    // small frames already whole in the read-ahead go in together, in
+    // one turn of the driver (a pipelining peer's requests, the replies
+    // to them), so the turn's fixed costs (lock, clock, flush, next
+    // timer) are paid once. A batch goes on only while the next frame is
+    // small and whole (its read never waits, not on the peer nor on the
+    // budget), up to a read-ahead's worth of bytes: what a batch holds
+    // outside the frame budget is bounded by that.
+    let mut batch: Vec<NetEvent> = Vec::new();
+    let mut batch_bytes = 0;
     loop {
         // The next frame's first byte may take any time (the idle watch
         // minds silence); from then on the frame has `limit` to complete.
@@ -866,30 +899,51 @@ async fn read_loop<Rt: Runtime, R: AsyncRead + Unpin>(
             Ok(_) => {}
             Err(e) => return Closed::Io(e),
         }
-        let bodies = Bodies {
-            budget: &ctx.budget,
-            pool: &ctx.bodies,
-            member: outbox.is_member(),
-            waiting: &waiting,
-        };
-        let (frame, len) =
-            match finish_within(rt, limit, read_frame(&mut r, max, Some(&bodies))).await {
-                Some(Ok(f)) => f,
-                Some(Err(c)) => return c,
-                None => {
-                    return Closed::SlowFrame {
+        let read = match small_frame_buffered(r.buffer(), max) {
+            // Whole in the read-ahead already: decoded where it lies, with
+            // no body buffer (an allocation and a copy a frame), no grant
+            // and no timer; it holds nothing beyond the read-ahead.
+            Some(len) => {
+                let frame = decode_body(&r.buffer()[LEN_PREFIX..len]);
+                r.consume_unpin(len);
+                frame
+                    .map(|f| (f, len))
+                    .map_err(|e| Closed::Protocol(e.to_string()))
+            }
+            None => {
+                let bodies = Bodies {
+                    budget: &ctx.budget,
+                    pool: &ctx.bodies,
+                    member: outbox.is_member(),
+                    waiting: &waiting,
+                };
+                match finish_within(rt, limit, read_frame(&mut r, max, Some(&bodies))).await {
+                    Some(read) => read,
+                    None => Err(Closed::SlowFrame {
                         limit,
                         budget: waiting.load(Ordering::Relaxed),
-                    }
+                    }),
                 }
-            };
+            }
+        };
+        let read = match read {
+            Ok((Frame::Msg(m), len)) => Ok((m, len)),
+            Ok((Frame::Hello(_), _)) => {
+                Err(Closed::Protocol("second hello on one connection".into()))
+            }
+            Ok((Frame::Refuse(why), _)) => Err(Closed::Protocol(format!("peer refused: {why}"))),
+            Err(c) => Err(c),
+        };
+        let (msg, len) = match read {
+            Ok(x) => x,
+            Err(c) => {
+                // What came before the bad frame is the driver's still.
+                let _ = ctx.deliver_all(&mut events, &mut batch).await;
+                return c;
+            }
+        };
         outbox.touch();
         outbox.note_input(!r.buffer().is_empty());
-        let msg = match frame {
-            Frame::Msg(m) => m,
-            Frame::Hello(_) => return Closed::Protocol("second hello on one connection".into()),
-            Frame::Refuse(why) => return Closed::Protocol(format!("peer refused: {why}")),
-        };
         // A big stream chunk has usually just woken its reader's task,
         // which on tokio waits in this worker's LIFO slot (never stolen)
         // until this task yields; reading on without yielding held back
@@ -901,12 +955,40 @@ async fn read_loop<Rt: Runtime, R: AsyncRead + Unpin>(
             msg,
             len,
         };
-        if ctx.deliver(&mut events, msg).await.is_err() {
+        batch_bytes += len;
+        let next_fits = small_frame_buffered(r.buffer(), max)
+            .is_some_and(|next| batch_bytes + next <= READ_AHEAD);
+        if !big && next_fits {
+            batch.push(msg);
+            continue;
+        }
+        batch_bytes = 0;
+        // A frame alone (a round trip's) goes in as before, without the
+        // batch's bookkeeping.
+        let delivered = if batch.is_empty() {
+            ctx.deliver(&mut events, msg).await
+        } else {
+            batch.push(msg);
+            ctx.deliver_all(&mut events, &mut batch).await
+        };
+        if delivered.is_err() {
             return Closed::Driver;
         }
         if big {
             crate::runtime::yield_once().await;
         }
+    }
+}
+
+/// The length (prefix included) of the frame at the start of `buf` if it
+/// is all there, valid so far, and small: a body under [`SPLIT_AT`], which
+/// [`read_body`] would copy out of the read-ahead anyway (bigger ones
+/// take a pooled buffer that stream data is then a slice of). `None` also
+/// for a bad prefix, which [`read_frame`] reports.
+fn small_frame_buffered(buf: &[u8], max: u32) -> Option<usize> {
+    match peek_frame_len(buf, max) {
+        Ok(Some(len)) if len < SPLIT_AT && buf.len() >= LEN_PREFIX + len => Some(LEN_PREFIX + len),
+        _ => None,
     }
 }
 

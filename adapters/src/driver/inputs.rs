@@ -108,6 +108,20 @@ impl<R: Runtime> Accept<NetEvent> for DriverCell<R> {
     fn accept(&self, e: NetEvent) -> Result<(), NetEvent> {
         self.in_order(e, |rx| rx.net.try_recv().ok(), Driver::on_net)
     }
+
+    /// The frames one connection read in one go, after what its channel
+    /// already holds.
+    fn accept_all(&self, batch: &mut Vec<NetEvent>) -> bool {
+        self.direct(batch, |d, batch| {
+            while let Ok(earlier) = d.inputs.rx.net.try_recv() {
+                d.on_net(earlier);
+            }
+            for e in batch.drain(..) {
+                d.on_net(e);
+            }
+        })
+        .is_ok()
+    }
 }
 
 impl<R: Runtime> Accept<Consumed> for DriverCell<R> {
