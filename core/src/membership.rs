@@ -23,6 +23,9 @@ struct Live {
     meta_version: u64,
     /// Its heartbeats say it relays deltas (protocol version 4).
     relays: bool,
+    /// Its last heartbeat showed a view of this term: it can pass deltas
+    /// on (a joiner still waiting for its snapshot cannot).
+    holds_view: bool,
 }
 
 /// The leader's book of members (itself excluded).
@@ -49,7 +52,7 @@ pub(crate) struct Roster {
 }
 
 /// How many up-to-date members the roster remembers as snapshot sources.
-const CURRENT: usize = 32;
+const CURRENT: usize = 256;
 
 impl Roster {
     /// A roster for a new term, seeded from the last known view: every
@@ -77,6 +80,7 @@ impl Roster {
                     deadline,
                     meta_version: m.meta_version,
                     relays: false,
+                    holds_view: true,
                 },
             );
         }
@@ -105,26 +109,45 @@ impl Roster {
         self.legacy == 0
     }
 
+    /// Whether `id`'s last heartbeat showed a view of this term (members
+    /// of a new term's roster count as holding it until they heartbeat).
+    pub(crate) fn holds_view(&self, id: &NodeId) -> bool {
+        self.live.get(id).is_some_and(|l| l.holds_view)
+    }
+
     /// Whether `id` is live and said it relays.
     pub(crate) fn relays(&self, id: &NodeId) -> bool {
         self.live.get(id).is_some_and(|l| l.relays)
     }
 
-    /// `id` heartbeated with the leader's current view: remembered while
-    /// fewer than [`CURRENT`] are (a full list costs a heartbeat nothing;
-    /// the gone are dropped from it when it is used).
+    /// `id` heartbeated with the leader's current view, or was just sent
+    /// it whole: remembered while fewer than [`CURRENT`] are (a full list
+    /// costs a heartbeat nothing; the gone are dropped from it when it is
+    /// used; one remembered twice takes two turns).
     pub(crate) fn note_current(&mut self, id: &NodeId) {
-        if self.current.len() < CURRENT && !self.current.contains(id) {
+        if self.current.len() < CURRENT {
             self.current.push_back(id.clone());
         }
     }
 
-    /// A live, relaying member other than `not` that was recently up to
-    /// date, taking turns among them; the gone are forgotten on the way.
-    pub(crate) fn snapshot_source(&mut self, not: &NodeId) -> Option<NodeId> {
+    /// A live, relaying member other than `not` that was up to date and
+    /// has heartbeated within `fresh` of `now`, taking turns among them;
+    /// the gone and the silent (crashed, most likely, and not yet dropped)
+    /// are forgotten on the way, which makes room for others.
+    pub(crate) fn snapshot_source(
+        &mut self,
+        not: &NodeId,
+        now: MonoTime,
+        fresh: Duration,
+    ) -> Option<NodeId> {
         for _ in 0..self.current.len() {
             let id = self.current.pop_front()?;
-            if !self.relays(&id) {
+            let heard = self
+                .live
+                .get(&id)
+                .filter(|l| l.relays)
+                .map(|l| l.deadline - self.ft);
+            if heard.is_none_or(|at| now.saturating_since(at) > fresh) {
                 continue;
             }
             self.current.push_back(id.clone());
@@ -184,6 +207,7 @@ impl Roster {
         match self.live.get_mut(from) {
             Some(l) if l.incarnation == hb.incarnation => {
                 l.deadline = now + self.ft;
+                l.holds_view = hb.view_term == self.term;
                 if l.relays != hb.relays {
                     l.relays = hb.relays;
                     if hb.relays {
@@ -231,6 +255,7 @@ impl Roster {
                         deadline: now + self.ft,
                         meta_version: version,
                         relays: hb.relays,
+                        holds_view: hb.view_term == self.term,
                     },
                 );
                 if !hb.relays {
@@ -486,11 +511,27 @@ mod tests {
             heard(&mut r, who, 1, true, i as u64);
             r.note_current(&id(who));
         }
-        assert_eq!(r.snapshot_source(&id("a")), Some(id("b")));
-        assert_eq!(r.snapshot_source(&id("a")), Some(id("c")));
+        let (t, fresh) = (MonoTime::from_nanos(10), Duration::from_secs(2));
+        assert_eq!(r.snapshot_source(&id("a"), t, fresh), Some(id("b")));
+        assert_eq!(r.snapshot_source(&id("a"), t, fresh), Some(id("c")));
         r.left(&id("b"), 1, MonoTime::from_nanos(9), BATCH, FT);
-        assert_eq!(r.snapshot_source(&id("c")), Some(id("a")));
-        assert_eq!(r.snapshot_source(&id("x")), Some(id("c")));
-        assert_eq!(r.snapshot_source(&id("x")), Some(id("a")), "b is forgotten");
+        assert_eq!(r.snapshot_source(&id("c"), t, fresh), Some(id("a")));
+        assert_eq!(r.snapshot_source(&id("x"), t, fresh), Some(id("c")));
+        assert_eq!(
+            r.snapshot_source(&id("x"), t, fresh),
+            Some(id("a")),
+            "b is forgotten"
+        );
+        // Silent for longer than `fresh`: crashed, most likely.
+        let later = MonoTime::from_nanos(10) + Duration::from_millis(2500);
+        heard(&mut r, "c", 1, true, later.as_nanos());
+        assert_eq!(r.snapshot_source(&id("x"), later, fresh), Some(id("c")));
+        assert_eq!(
+            r.snapshot_source(&id("x"), later, fresh),
+            Some(id("c")),
+            "a is forgotten"
+        );
+        r.note_current(&id("a"));
+        assert_eq!(r.current.len(), 2, "room for a again");
     }
 }

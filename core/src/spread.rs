@@ -40,7 +40,9 @@ pub(crate) enum Leg<'a> {
 /// plainly; more, and the range is cut into `fanout` runs of neighbouring
 /// ids, one member of each (a different one for each `version`, so a dead
 /// member is the relay of one delta, not of every delta until it is
-/// dropped) relaying to the rest of its run.
+/// dropped) relaying to the rest of its run: the first from there on that
+/// is `fit` (the leader knows which members hold its view; a member that
+/// does not cannot pass a delta on), else that one.
 ///
 /// The runs' ranges tile the range on either side of this node's own id,
 /// never across it: a relay's range holds no relay above it, so nobody is
@@ -54,6 +56,7 @@ pub(crate) fn legs<'a>(
     (from, until): (Option<&NodeId>, Option<&NodeId>),
     fanout: u16,
     version: u64,
+    fit: &dyn Fn(&Member) -> bool,
 ) -> Vec<Leg<'a>> {
     let targets: Vec<&Member> = view
         .range(from, until)
@@ -81,7 +84,11 @@ pub(crate) fn legs<'a>(
             let runs: Vec<&[&'a Member]> = members.chunks(members.len().div_ceil(parts)).collect();
             let last = runs.len() - 1;
             for (i, run) in runs.iter().enumerate() {
-                let pick = (version as usize).wrapping_add(i) % run.len();
+                let start = (version as usize).wrapping_add(i) % run.len();
+                let pick = (0..run.len())
+                    .map(|k| (start + k) % run.len())
+                    .find(|&k| fit(run[k]))
+                    .unwrap_or(start);
                 out.push(Leg::Relay {
                     to: run[pick],
                     from: if i == 0 {
@@ -225,24 +232,19 @@ mod tests {
     ) -> alloc::collections::BTreeMap<NodeId, usize> {
         let leader = id("n00000");
         let mut got = alloc::collections::BTreeMap::new();
-        let mut queue: Vec<(NodeId, Option<NodeId>, Option<NodeId>)> = Vec::new();
-        for leg in legs(leader_view, &leader, &leader, (None, None), fanout, version) {
-            match leg {
-                Leg::Plain(m) => *got.entry(m.id.clone()).or_insert(0) += 1,
-                Leg::Relay { to, from, until } => queue.push((to.id.clone(), from, until)),
-            }
-        }
+        // The leader starts as a relay of the whole range that is not
+        // counted as getting it.
+        let mut queue: Vec<(NodeId, Option<NodeId>, Option<NodeId>)> =
+            alloc::vec![(leader.clone(), None, None)];
         while let Some((me, from, until)) = queue.pop() {
-            *got.entry(me.clone()).or_insert(0) += 1;
-            let v = views(&me);
-            for leg in legs(
-                &v,
-                &me,
-                &leader,
-                (from.as_ref(), until.as_ref()),
-                fanout,
-                version,
-            ) {
+            let v = if me == leader {
+                leader_view.clone()
+            } else {
+                *got.entry(me.clone()).or_insert(0) += 1;
+                views(&me)
+            };
+            let range = (from.as_ref(), until.as_ref());
+            for leg in legs(&v, &me, &leader, range, fanout, version, &|_| true) {
                 match leg {
                     Leg::Plain(m) => *got.entry(m.id.clone()).or_insert(0) += 1,
                     Leg::Relay { to, from, until } => queue.push((to.id.clone(), from, until)),
@@ -273,13 +275,21 @@ mod tests {
     fn the_leader_and_every_relay_send_at_most_fanout_messages() {
         let v = view(10_000);
         let me = id("n00000");
-        let top = legs(&v, &me, &me, (None, None), 32, 5);
+        let top = legs(&v, &me, &me, (None, None), 32, 5, &|_| true);
         assert_eq!(top.len(), 32);
         for leg in top {
             let Leg::Relay { to, from, until } = leg else {
                 unreachable!("10 000 members are relayed")
             };
-            let below = legs(&v, &to.id, &me, (from.as_ref(), until.as_ref()), 32, 5);
+            let below = legs(
+                &v,
+                &to.id,
+                &me,
+                (from.as_ref(), until.as_ref()),
+                32,
+                5,
+                &|_| true,
+            );
             assert!(below.len() <= 32);
         }
     }
@@ -311,7 +321,7 @@ mod tests {
         let v = view(1000);
         let me = id("n00000");
         let relays = |version| -> Vec<NodeId> {
-            legs(&v, &me, &me, (None, None), 8, version)
+            legs(&v, &me, &me, (None, None), 8, version, &|_| true)
                 .into_iter()
                 .filter_map(|l| match l {
                     Leg::Relay { to, .. } => Some(to.id.clone()),
@@ -325,11 +335,29 @@ mod tests {
     }
 
     #[test]
+    fn relays_are_picked_among_the_fit_where_a_run_has_any() {
+        let v = view(1000);
+        let me = id("n00000");
+        let even = |m: &Member| m.id.as_str().ends_with(['0', '2', '4', '6', '8']);
+        for version in 0..5 {
+            for leg in legs(&v, &me, &me, (None, None), 8, version, &even) {
+                let Leg::Relay { to, .. } = leg else {
+                    unreachable!("1000 members are relayed")
+                };
+                assert!(even(to), "{:?} is not fit", to.id);
+            }
+        }
+        // None fit: the rotation's pick all the same.
+        let none = legs(&v, &me, &me, (None, None), 8, 3, &|_| false);
+        assert_eq!(none, legs(&v, &me, &me, (None, None), 8, 3, &|_| true));
+    }
+
+    #[test]
     fn a_garbled_range_sends_nothing() {
         let v = view(100);
         let me = id("n00001");
         let (hi, lo) = (id("n00090"), id("n00010"));
-        assert!(legs(&v, &me, &me, (Some(&hi), Some(&lo)), 4, 1).is_empty());
+        assert!(legs(&v, &me, &me, (Some(&hi), Some(&lo)), 4, 1, &|_| true).is_empty());
     }
 
     fn delta(term: u64, base: u64, changes: usize) -> Arc<ViewDelta> {

@@ -202,10 +202,42 @@ fn pushed_views_take_deltas_from_the_leader_only_relayed_ones_from_peers_too() {
             taken,
             "{spread:?}: a peer's delta"
         );
-        // Either way the leader's view wins: the forged digest is wrong,
-        // so the member fetches the leader's view and the ghost is gone.
+        // Either way the leader's view wins: with its next version the
+        // stamps agree and the digests do not, so the member fetches the
+        // leader's view and the ghost is gone. (A view's stamp never goes
+        // back, so until then the forged version stands.)
+        c.add_node();
         c.run_until_converged(Duration::from_secs(30))
             .unwrap_or_else(|| panic!("{spread:?}: {:?}", c.divergence()));
         assert!(!c.node(m).node.view().contains(&ghost), "{spread:?}");
+        c.assert_no_violations();
     }
+}
+
+#[test]
+fn a_peer_cannot_push_a_view_beyond_the_leaders_reach() {
+    let mut c = Cluster::with_nodes(config(8, RELAY), 12);
+    c.run_until_converged(Duration::from_secs(30)).unwrap();
+    let l = c.leader().unwrap();
+    let m = (l + 1) % 12;
+    let peer = c.node((l + 2) % 12).node.identity().id.to_string();
+    let hedgerow_core::Message::ViewDelta(d) = forged(&c, m) else {
+        unreachable!()
+    };
+    let mut far = (*d).clone();
+    far.base_version = u64::MAX - 1;
+    far.version = u64::MAX;
+    let before = c.node(m).node.view().stamp();
+    c.inject(
+        m,
+        &peer,
+        hedgerow_core::Message::ViewDelta(std::sync::Arc::new(far)),
+    );
+    assert_eq!(
+        c.node(m).node.view().stamp(),
+        before,
+        "refused, not applied"
+    );
+    c.run_until_converged(Duration::from_secs(30)).unwrap();
+    c.assert_no_violations();
 }

@@ -202,16 +202,17 @@ impl Node {
             return;
         };
         let behind = hb.view_term == roster.term() && hb.view_version < self.view.version();
-        if hb.relays && hb.view_term == roster.term() && hb.view_version == self.view.version() {
+        let current = hb.view_term == roster.term() && hb.view_version == self.view.version();
+        if hb.relays && current {
             roster.note_current(&from);
         }
         // Relayed, a member that lacks a delta authored longer than the
         // relay grace ago lost it on the way; pulled, every member behind
         // is sent what it lacks. Sent ahead of the ack, so the ack finds
-        // it up to date. Deltas only: a member the log cannot mend asks
-        // for a snapshot itself (at most once a heartbeat interval, and is
-        // sent to a member for it), where a snapshot on every heartbeat
-        // of a member slow to take one would pile up.
+        // it up to date. One the log cannot mend is sent to a member for
+        // the whole view (a redirect costs the leader a few bytes, where a
+        // snapshot on every heartbeat of a member slow to take one would
+        // pile up).
         let lost = || {
             self.log
                 .applied_at(hb.view_term, hb.view_version)
@@ -224,7 +225,7 @@ impl Node {
                 ViewSpread::Pull => true,
             };
         if mend {
-            self.send_missing(&from, Some(hb.addr.clone()), hb.view_version, false);
+            self.send_missing(now, &from, Some(hb.addr.clone()), hb.view_version, true);
         }
         let Role::Leader(LeaderState { roster, .. }) = &mut self.role else {
             return;
@@ -264,25 +265,34 @@ impl Node {
             self.serve_snapshot(now, from, term);
             return;
         }
-        if !self.lease.is_leader(now) || term != self.view.term() {
-            return;
+        if self.lease.is_leader(now) && term == self.view.term() {
+            self.give_snapshot(now, from);
         }
+    }
+
+    /// The leader gives `from` the whole view: pushed, itself; relayed or
+    /// pulled, by sending it to a member that has it, or itself within its
+    /// share while no member can (a term just began).
+    pub(super) fn give_snapshot(&mut self, now: &Now, from: &NodeId) {
+        let term = self.view.term();
         let mends = self.spread_mends();
         let source = match &mut self.role {
             Role::Leader(LeaderState { roster, .. }) if mends && roster.relays(from) => {
-                roster.snapshot_source(from)
+                roster.snapshot_source(from, now.mono, self.cfg.heartbeat_interval * 2)
             }
             _ => None,
         };
+        // The leader's own share: a fanout's worth of 1,000-member
+        // snapshots an interval (more, smaller ones while a group grows).
         let every = self.cfg.heartbeat_interval;
-        let limit = u32::from(self.relay_fanout());
+        let fanout = usize::from(self.relay_fanout());
+        let limit = (fanout * 1000 / self.view.len().max(1)).max(fanout) as u32;
         match source.and_then(|id| Some((self.addr_of(&id)?, id))) {
             Some((addr, id)) => {
                 self.transmit(from.clone(), None, Message::SnapshotFrom { term, id, addr })
             }
             None if !mends => self.send_snapshot(from),
-            // No member to send it to yet (a term just began): the leader
-            // serves a fanout's worth an interval; the rest ask again.
+            // The rest ask again.
             None => {
                 let served = match &mut self.role {
                     Role::Leader(LeaderState { roster, .. }) => {
@@ -292,6 +302,11 @@ impl Node {
                 };
                 if served {
                     self.send_snapshot(from);
+                    // It holds the view in a moment: joiners after it
+                    // are sent to it.
+                    if let Role::Leader(LeaderState { roster, .. }) = &mut self.role {
+                        roster.note_current(from);
+                    }
                 }
             }
         }

@@ -71,13 +71,18 @@ impl Node {
     }
 
     /// Asks the leader for the whole view, at most once a heartbeat
-    /// interval.
+    /// interval (where views are relayed, once a relay grace: a leader or
+    /// member that had no snapshot to spare sends no answer).
     fn ask_snapshot(&mut self, now: &Now, l: &LeaderInfo) {
+        let every = match self.cfg.view_spread {
+            crate::config::ViewSpread::Push => self.cfg.heartbeat_interval,
+            _ => self.relay_grace() * 2,
+        };
         let Some(m) = self.role.member_mut() else {
             return;
         };
         if m.snapshot_asked
-            .is_some_and(|at| now.mono.saturating_since(at) < self.cfg.heartbeat_interval)
+            .is_some_and(|at| now.mono.saturating_since(at) < every)
         {
             return;
         }
@@ -140,25 +145,13 @@ impl Node {
         // ack before said, so only a node still behind that mark asks.
         let mends = self.spread_mends() && self.view.term() == ack.term;
         let version = self.view.version();
-        // Ahead of the leader in its own term, at two acks running (one
-        // may have been overtaken by a relayed delta), this view holds a
-        // version the leader never authored (a peer's forgery or bug):
-        // it is dropped for the leader's.
-        let ahead = self.view.term() == ack.term && version > ack.view_version;
         let Some(m) = self.role.member_mut() else {
             return;
         };
-        let forged = ahead && m.ahead;
-        m.ahead = ahead && !forged;
         let ask = diverged
-            || forged
             || (behind && !mends)
             || (behind && m.behind.is_some_and(|mark| version < mark));
         m.behind = behind.then_some(ack.view_version);
-        if forged {
-            self.view.set_stamp(ack.term, 0);
-            self.log.clear();
-        }
         if ask {
             self.ask_snapshot(now, &l);
         }
@@ -177,6 +170,13 @@ impl Node {
     /// snapshot.
     pub(super) fn take_delta(&mut self, now: &Now, from: &NodeId, d: Arc<ViewDelta>) {
         if (d.term, d.version) <= self.view.stamp() {
+            return;
+        }
+        // A peer's delta far beyond this view is not one a relay could
+        // have (it would have had to be this far behind): refused, so a
+        // bad peer cannot set a view's version out of the leader's reach.
+        let relayed = self.leader.as_ref().is_none_or(|l| &l.id != from);
+        if relayed && d.version > self.view.version().saturating_add(RELAYED_AHEAD) {
             return;
         }
         let mends = self.spread_mends();
@@ -334,3 +334,8 @@ impl Node {
         self.role.leave();
     }
 }
+
+/// How far beyond this node's view version a delta from a peer other than
+/// the leader may be (at a 20 ms batch window, 20 s of deltas: far more
+/// than a member taking relayed deltas falls behind).
+const RELAYED_AHEAD: u64 = 1024;

@@ -14,6 +14,7 @@ use crate::spread::{legs, Leg};
 use crate::time::Now;
 use crate::wire::{Message, ViewDelta};
 
+use super::role::{LeaderState, Role};
 use super::Node;
 
 impl Node {
@@ -96,6 +97,13 @@ impl Node {
         let Some(leader) = self.leader.as_ref().map(|l| l.id.clone()) else {
             return;
         };
+        // The leader picks relays that hold its view; a member knows no
+        // better than its own view.
+        let roster = match &self.role {
+            Role::Leader(LeaderState { roster, .. }) => Some(roster),
+            _ => None,
+        };
+        let fit = |m: &crate::view::Member| roster.is_none_or(|r| r.holds_view(&m.id));
         let sends: Vec<(NodeId, String, Message)> = legs(
             &self.view,
             &self.me.id,
@@ -103,6 +111,7 @@ impl Node {
             range,
             fanout,
             delta.version,
+            &fit,
         )
         .into_iter()
         .map(|leg| match leg {
@@ -136,17 +145,19 @@ impl Node {
             return;
         }
         let leading = self.role.is_leader() && self.lease.is_leader(now);
-        self.send_missing(from, self.addr_of(from), after, leading);
+        self.send_missing(now, from, self.addr_of(from), after, leading);
     }
 
     /// Sends `to` the deltas after `after` of this view's term, or, when
-    /// the log lacks them and `or_snapshot`, the whole view.
+    /// the log lacks them and this node is `leading`, the whole view (as
+    /// [`Node::give_snapshot`] does).
     pub(super) fn send_missing(
         &mut self,
+        now: &Now,
         to: &NodeId,
         addr: Option<String>,
         after: u64,
-        or_snapshot: bool,
+        leading: bool,
     ) {
         match self.log.after(self.view.term(), after) {
             Some(deltas) => {
@@ -154,7 +165,7 @@ impl Node {
                     self.transmit(to.clone(), addr.clone(), Message::ViewDelta(d));
                 }
             }
-            None if or_snapshot && after < self.view.version() => self.send_snapshot(to),
+            None if leading && after < self.view.version() => self.give_snapshot(now, to),
             None => {}
         }
     }
@@ -246,4 +257,4 @@ impl Node {
 }
 
 /// Snapshots a member serves others per heartbeat interval at most.
-const SERVED_PER_HEARTBEAT: u32 = 4;
+const SERVED_PER_HEARTBEAT: u32 = 16;

@@ -63,8 +63,6 @@ pub(super) struct MemberState {
     /// while this node was behind it. Still behind it at the next ack
     /// (the leader sent nothing to mend it), the node asks for a snapshot.
     pub(super) behind: Option<u64>,
-    /// The last ack showed this node's view ahead of the leader's.
-    pub(super) ahead: bool,
     /// The gap `(term, version)` this node last asked a relay or the
     /// leader to fill, when, and whether it asked the leader.
     pub(super) missing_asked: Option<((Term, u64), MonoTime, bool)>,
@@ -88,7 +86,6 @@ impl MemberState {
             snapshot_asked: None,
             assembly: Assembly::default(),
             behind: None,
-            ahead: false,
             missing_asked: None,
             snapshot_via: None,
             served: Budget::default(),
@@ -104,7 +101,6 @@ impl MemberState {
         self.leader_has_meta = None;
         self.snapshot_asked = None;
         self.behind = None;
-        self.ahead = false;
         self.missing_asked = None;
         self.snapshot_via = None;
     }
