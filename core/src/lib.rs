@@ -93,6 +93,7 @@
 
 extern crate alloc;
 
+mod by_id;
 mod config;
 pub mod coord;
 mod decode;
@@ -111,6 +112,7 @@ mod time;
 mod view;
 pub mod wire;
 
+pub use by_id::ById;
 pub use bytes::Bytes;
 pub use config::{Config, ConfigError, ViewSpread, DEFAULT_MAX_FRAME_LEN};
 pub use decode::DecodeError;

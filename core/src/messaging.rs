@@ -10,6 +10,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::time::Duration;
 
+use crate::by_id::ById;
 use crate::id::{NodeId, Term};
 use crate::payload::Payload;
 use crate::time::MonoTime;
@@ -119,29 +120,17 @@ pub(crate) struct Outgoing {
 /// first), so finding what is due costs O(log n) instead of a scan of every
 /// outstanding request on each wake.
 ///
-/// Kept in id order in a deque, not an ordered map: ids are handed out in
-/// order, so a new request goes at the back, a lookup is a binary search
-/// over contiguous ids, and the usual answer (to the oldest request) comes
-/// off the front; a map moved its ~100-byte entries about within its nodes
-/// on every insert and removal (~700 instructions a request each for
-/// start and remove). A request answered out of order leaves a hole until
-/// the holes before it go, or there are more holes than twice the
-/// requests left, when they are swept (O(1) a removal, amortized), so the
-/// deque holds at most about three times the requests outstanding.
+/// Kept in a [`ById`], not an ordered map: ids are handed out in order,
+/// and the usual answer is to the oldest request; a map moved its
+/// ~100-byte entries about within its nodes on every insert and removal
+/// (~700 instructions a request each for start and remove).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Requests {
     next_id: u64,
-    /// `(id, request)` in id order; `None` where a request was removed.
-    /// The first and the last slot are always requests.
-    pending: VecDeque<(u64, Option<Outgoing>)>,
-    /// Requests in `pending` (its slots less the holes).
-    live: usize,
+    pending: ById<Outgoing>,
     /// `(due time, id)` for every request of `pending`.
     by_due: BTreeSet<(MonoTime, u64)>,
 }
-
-/// Holes [`Requests`] tolerates beyond twice its requests before a sweep.
-const HOLE_SLACK: usize = 64;
 
 impl Outgoing {
     fn due(&self) -> MonoTime {
@@ -159,60 +148,38 @@ impl Requests {
             ever_sent: false,
         };
         self.by_due.insert((o.due(), self.next_id));
-        self.pending.push_back((self.next_id, Some(o)));
-        self.live += 1;
+        self.pending.insert(self.next_id, o);
         self.next_id
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.live
-    }
-
-    /// Where request `id` is in `pending`, if it is outstanding.
-    fn slot(&self, id: u64) -> Option<usize> {
-        let at = self.pending.binary_search_by_key(&id, |(i, _)| *i).ok()?;
-        self.pending[at].1.is_some().then_some(at)
+        self.pending.len()
     }
 
     pub(crate) fn contains(&self, id: u64) -> bool {
-        self.slot(id).is_some()
+        self.pending.contains(id)
     }
 
     /// Every id below this one is settled here (answered or given up) and
     /// will never be sent again.
     pub(crate) fn settled_below(&self) -> u64 {
-        // The first slot is always a request.
-        self.pending.front().map_or(self.next_id + 1, |(id, _)| *id)
+        self.pending.first_id().unwrap_or(self.next_id + 1)
     }
 
     pub(crate) fn get(&self, id: u64) -> Option<&Outgoing> {
-        self.pending[self.slot(id)?].1.as_ref()
+        self.pending.get(id)
     }
 
     pub(crate) fn remove(&mut self, id: u64) -> Option<Outgoing> {
-        let at = self.slot(id)?;
-        let o = self.pending[at].1.take()?;
-        self.live -= 1;
+        let o = self.pending.remove(id)?;
         self.by_due.remove(&(o.due(), id));
-        while self.pending.front().is_some_and(|(_, o)| o.is_none()) {
-            self.pending.pop_front();
-        }
-        while self.pending.back().is_some_and(|(_, o)| o.is_none()) {
-            self.pending.pop_back();
-        }
-        if self.pending.len() > 2 * self.live + HOLE_SLACK {
-            self.pending.retain(|(_, o)| o.is_some());
-        }
         Some(o)
     }
 
     /// Sets when `id` is tried next (and whether it was ever sent),
     /// keeping the index in step.
     pub(crate) fn retry_at(&mut self, id: u64, next_try: MonoTime, sent: bool) {
-        let Some(at) = self.slot(id) else {
-            return;
-        };
-        if let Some(o) = self.pending[at].1.as_mut() {
+        if let Some(o) = self.pending.get_mut(id) {
             self.by_due.remove(&(o.due(), id));
             o.next_try = next_try;
             o.ever_sent |= sent;
@@ -240,9 +207,7 @@ impl Requests {
     /// Every outstanding request, in id order.
     #[cfg(test)]
     fn iter(&self) -> impl Iterator<Item = (u64, &Outgoing)> {
-        self.pending
-            .iter()
-            .filter_map(|(id, o)| o.as_ref().map(|o| (*id, o)))
+        self.pending.iter()
     }
 }
 
@@ -621,7 +586,7 @@ mod tests {
             let probe = 1 + rng.below(r.next_id + 1);
             assert_eq!(r.contains(probe), model.contains_key(&probe));
             assert_eq!(r.get(probe).map(|o| o.deadline), model.get(&probe).copied());
-            assert!(r.pending.len() <= 2 * r.len() + HOLE_SLACK);
+            assert!(r.pending.slots() <= 2 * r.len() + crate::by_id::HOLE_SLACK);
         }
         assert!(r.contains(1), "the early request is outstanding still");
     }

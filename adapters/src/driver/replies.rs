@@ -3,12 +3,12 @@
 //! the node reports the outcome. Replies are passed on as they come; this
 //! book never waits for one.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use futures::channel::{mpsc, oneshot};
 use hedgerow_core::{
-    BroadcastError, BroadcastId, NodeId, Payload, RequestId, SendError, SendReply,
+    BroadcastError, BroadcastId, ById, NodeId, Payload, RequestId, SendError, SendReply,
 };
 
 use crate::input::BroadcastItem;
@@ -78,116 +78,5 @@ impl Replies {
         if let Some((_, started)) = self.broadcasts.remove(&id.0) {
             metrics.broadcast_done(started);
         }
-    }
-}
-
-/// Entries by id, for ids that mostly come in increasing order and mostly
-/// go oldest first (the core numbers sends in order; their replies come
-/// mostly in order): a new one goes at the back, the oldest comes off the
-/// front, and a lookup is a binary search; an ordered map cost ~300
-/// instructions for each insert and each removal. One removed out of
-/// order leaves a hole until the holes before it go or there are more
-/// holes than twice the entries left, when they are swept. Dropped in id
-/// order, as an ordered map drops.
-pub(super) struct ById<T> {
-    /// `(id, entry)` in id order; `None` where one was removed. The first
-    /// and the last slot are always entries.
-    slots: VecDeque<(u64, Option<T>)>,
-    live: usize,
-}
-
-/// Holes [`ById`] tolerates beyond twice its entries before a sweep.
-const HOLE_SLACK: usize = 64;
-
-impl<T> Default for ById<T> {
-    fn default() -> Self {
-        ById {
-            slots: VecDeque::new(),
-            live: 0,
-        }
-    }
-}
-
-impl<T> ById<T> {
-    pub(super) fn insert(&mut self, id: u64, v: T) {
-        match self.slots.back() {
-            Some((last, _)) if *last >= id => {
-                // Out of order (not how the core numbers sends): in place.
-                match self.slots.binary_search_by_key(&id, |(i, _)| *i) {
-                    Ok(at) => {
-                        if self.slots[at].1.replace(v).is_none() {
-                            self.live += 1;
-                        }
-                    }
-                    Err(at) => {
-                        self.slots.insert(at, (id, Some(v)));
-                        self.live += 1;
-                    }
-                }
-            }
-            _ => {
-                self.slots.push_back((id, Some(v)));
-                self.live += 1;
-            }
-        }
-    }
-
-    pub(super) fn remove(&mut self, id: u64) -> Option<T> {
-        let at = self.slots.binary_search_by_key(&id, |(i, _)| *i).ok()?;
-        let v = self.slots[at].1.take()?;
-        self.live -= 1;
-        while self.slots.front().is_some_and(|(_, v)| v.is_none()) {
-            self.slots.pop_front();
-        }
-        while self.slots.back().is_some_and(|(_, v)| v.is_none()) {
-            self.slots.pop_back();
-        }
-        if self.slots.len() > 2 * self.live + HOLE_SLACK {
-            self.slots.retain(|(_, v)| v.is_some());
-        }
-        Some(v)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Entries come back as from an ordered map, in whatever order they
-    /// are inserted and removed, and holes stay bounded.
-    #[test]
-    fn by_id_answers_as_an_ordered_map() {
-        let mut rng = hedgerow_core::Rng::new(5);
-        let mut t: ById<u64> = ById::default();
-        let mut model = BTreeMap::new();
-        let mut next = 1u64;
-        for _ in 0..20_000 {
-            match rng.below(8) {
-                0 => {
-                    // Now and then an id out of order, or one again.
-                    let id = 1 + rng.below(next);
-                    t.insert(id, id * 10);
-                    model.insert(id, id * 10);
-                }
-                1..=4 => {
-                    next += 1 + rng.below(2);
-                    t.insert(next, next * 10);
-                    model.insert(next, next * 10);
-                }
-                5 => {
-                    let id = rng.below(next + 2);
-                    assert_eq!(t.remove(id), model.remove(&id));
-                }
-                _ => {
-                    // Mostly the oldest but one: holes behind the first.
-                    let id = model.keys().nth(1).copied().unwrap_or(0);
-                    assert_eq!(t.remove(id), model.remove(&id));
-                }
-            }
-            assert_eq!(t.live, model.len());
-            assert!(t.slots.len() <= 2 * t.live + HOLE_SLACK);
-        }
-        let left: Vec<u64> = t.slots.iter().filter_map(|(_, v)| *v).collect();
-        assert_eq!(left, model.values().copied().collect::<Vec<_>>());
     }
 }
