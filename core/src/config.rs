@@ -140,11 +140,23 @@ pub enum ViewSpread {
 }
 
 impl ViewSpread {
+    /// The default fanout of [`ViewSpread::Relay`].
+    pub const DEFAULT_FANOUT: u16 = 32;
+    /// The default `above` of [`ViewSpread::Relay`].
+    pub const DEFAULT_ABOVE: usize = 256;
     /// The default: relayed above 256 members, fanout 32.
     pub const DEFAULT: ViewSpread = ViewSpread::Relay {
-        fanout: 32,
-        above: 256,
+        fanout: Self::DEFAULT_FANOUT,
+        above: Self::DEFAULT_ABOVE,
     };
+
+    /// Whether a relay fanout is in range (2 to 256).
+    fn fanout_ok(&self) -> bool {
+        match self {
+            ViewSpread::Relay { fanout, .. } => (2..=crate::spread::MAX_FANOUT).contains(fanout),
+            _ => true,
+        }
+    }
 }
 
 impl Default for ViewSpread {
@@ -176,23 +188,19 @@ impl core::str::FromStr for ViewSpread {
         let spread = match (parts.next(), parts.next(), parts.next(), parts.next()) {
             (Some("push"), None, ..) => ViewSpread::Push,
             (Some("pull"), None, ..) => ViewSpread::Pull,
-            (Some("relay"), fanout, above, None) => {
-                let ViewSpread::Relay {
-                    fanout: f0,
-                    above: a0,
-                } = ViewSpread::DEFAULT
-                else {
-                    return Err(bad());
-                };
-                let fanout = fanout.map_or(Ok(f0), str::parse).map_err(|_| bad())?;
-                let above = above.map_or(Ok(a0), str::parse).map_err(|_| bad())?;
-                if !(2..=crate::spread::MAX_FANOUT).contains(&fanout) {
-                    return Err(bad());
-                }
-                ViewSpread::Relay { fanout, above }
-            }
+            (Some("relay"), fanout, above, None) => ViewSpread::Relay {
+                fanout: fanout
+                    .map_or(Ok(Self::DEFAULT_FANOUT), str::parse)
+                    .map_err(|_| bad())?,
+                above: above
+                    .map_or(Ok(Self::DEFAULT_ABOVE), str::parse)
+                    .map_err(|_| bad())?,
+            },
             _ => return Err(bad()),
         };
+        if !spread.fanout_ok() {
+            return Err(bad());
+        }
         Ok(spread)
     }
 }
@@ -330,9 +338,7 @@ impl Config {
         if self.max_meta_len > 64 * 1024 {
             return fail("max_meta_len must be at most 64 KiB");
         }
-        if matches!(self.view_spread, ViewSpread::Relay { fanout, .. }
-            if !(2..=crate::spread::MAX_FANOUT).contains(&fanout))
-        {
+        if !self.view_spread.fanout_ok() {
             return fail("view_spread's relay fanout must be 2 to 256");
         }
         Ok(())

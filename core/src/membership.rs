@@ -158,11 +158,18 @@ impl Roster {
         None
     }
 
+    /// `live`'s insert and remove, keeping the count of members not known
+    /// to relay.
+    fn insert_live(&mut self, id: NodeId, l: Live) {
+        self.legacy += usize::from(!l.relays);
+        if let Some(old) = self.live.insert(id, l) {
+            self.legacy -= usize::from(!old.relays);
+        }
+    }
+
     fn remove_live(&mut self, id: &NodeId) -> Option<Live> {
         let gone = self.live.remove(id)?;
-        if !gone.relays {
-            self.legacy -= 1;
-        }
+        self.legacy -= usize::from(!gone.relays);
         Some(gone)
     }
 
@@ -229,9 +236,6 @@ impl Roster {
             other => {
                 if let Some(old) = other {
                     let old_inc = old.incarnation;
-                    if !old.relays {
-                        self.legacy -= 1;
-                    }
                     self.tombstones
                         .insert(from.clone(), (old_inc, now + batch * 100));
                     self.change(
@@ -248,7 +252,7 @@ impl Roster {
                     Some(meta) => (hb.meta_version, meta.clone()),
                     None => (0, Payload::default()),
                 };
-                self.live.insert(
+                self.insert_live(
                     from.clone(),
                     Live {
                         incarnation: hb.incarnation,
@@ -258,9 +262,6 @@ impl Roster {
                         holds_view: hb.view_term == self.term,
                     },
                 );
-                if !hb.relays {
-                    self.legacy += 1;
-                }
                 self.change(Change::Upsert(Arc::new(member(version, meta))), now, batch);
                 Some(Some(version))
             }

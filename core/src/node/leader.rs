@@ -218,12 +218,8 @@ impl Node {
                 .applied_at(hb.view_term, hb.view_version)
                 .is_none_or(|at| now.mono.saturating_since(at) >= self.relay_grace())
         };
-        let mend = behind
-            && match self.cfg.view_spread {
-                ViewSpread::Push => false,
-                ViewSpread::Relay { above, .. } => self.view.len() > above && lost(),
-                ViewSpread::Pull => true,
-            };
+        let mend =
+            behind && self.spread_mends() && (self.cfg.view_spread == ViewSpread::Pull || lost());
         if mend {
             self.send_missing(now, &from, Some(hb.addr.clone()), hb.view_version, true);
         }
@@ -255,11 +251,11 @@ impl Node {
         }
     }
 
-    /// A member asks for the whole view of this leader's term. Where views
+    /// Someone asks for the whole view of this leader's term. Where views
     /// are relayed, a member that relays is sent to an up-to-date member
-    /// for it instead: a joiner's snapshot is the size of the view, and
-    /// under churn joiners arrive every second. A member of another
-    /// leader's term may be such a source (see [`Node::serve_snapshot`]).
+    /// for it instead ([`Node::give_snapshot`]): a joiner's snapshot is the
+    /// size of the view, and under churn joiners arrive every second. A
+    /// member asked (such a source) answers in [`Node::serve_snapshot`].
     pub(super) fn on_snapshot_request(&mut self, now: &Now, from: &NodeId, term: Term) {
         if !self.role.is_leader() {
             self.serve_snapshot(now, from, term);
@@ -282,31 +278,25 @@ impl Node {
             }
             _ => None,
         };
-        // The leader's own share: a fanout's worth of 1,000-member
-        // snapshots an interval (more, smaller ones while a group grows).
-        let every = self.cfg.heartbeat_interval;
-        let fanout = usize::from(self.relay_fanout());
-        let limit = (fanout * 1000 / self.view.len().max(1)).max(fanout) as u32;
         match source.and_then(|id| Some((self.addr_of(&id)?, id))) {
             Some((addr, id)) => {
                 self.transmit(from.clone(), None, Message::SnapshotFrom { term, id, addr })
             }
             None if !mends => self.send_snapshot(from),
-            // The rest ask again.
             None => {
-                let served = match &mut self.role {
-                    Role::Leader(LeaderState { roster, .. }) => {
-                        roster.served.take(now.mono, every, limit)
-                    }
-                    _ => false,
+                // The leader's own share: a fanout's worth of 1,000-member
+                // snapshots an interval (more, smaller ones while a group
+                // grows); the rest ask again. One it serves holds the view
+                // in a moment, so joiners after it are sent to it.
+                let every = self.cfg.heartbeat_interval;
+                let fanout = usize::from(self.relay_fanout());
+                let limit = (fanout * 1000 / self.view.len().max(1)).max(fanout) as u32;
+                let Role::Leader(LeaderState { roster, .. }) = &mut self.role else {
+                    return;
                 };
-                if served {
+                if roster.served.take(now.mono, every, limit) {
+                    roster.note_current(from);
                     self.send_snapshot(from);
-                    // It holds the view in a moment: joiners after it
-                    // are sent to it.
-                    if let Role::Leader(LeaderState { roster, .. }) = &mut self.role {
-                        roster.note_current(from);
-                    }
                 }
             }
         }

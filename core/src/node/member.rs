@@ -71,8 +71,9 @@ impl Node {
     }
 
     /// Asks the leader for the whole view, at most once a heartbeat
-    /// interval (where views are relayed, once a relay grace: a leader or
-    /// member that had no snapshot to spare sends no answer).
+    /// interval (where views are relayed or pulled, once every two relay
+    /// graces: a leader or member that had no snapshot to spare sends no
+    /// answer).
     fn ask_snapshot(&mut self, now: &Now, l: &LeaderInfo) {
         let every = match self.cfg.view_spread {
             crate::config::ViewSpread::Push => self.cfg.heartbeat_interval,
@@ -165,9 +166,9 @@ impl Node {
     }
 
     /// Applies an accepted delta that follows this node's view. A gap is
-    /// mended by the deltas between, asked of the sender, where views are
-    /// relayed, else by a snapshot; a wrong digest after applying means a
-    /// snapshot.
+    /// mended by the deltas between ([`Node::ask_missing`]) where views are
+    /// relayed or pulled, else by a snapshot; a wrong digest after applying
+    /// means a snapshot.
     pub(super) fn take_delta(&mut self, now: &Now, from: &NodeId, d: Arc<ViewDelta>) {
         if (d.term, d.version) <= self.view.stamp() {
             return;

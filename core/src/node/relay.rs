@@ -30,11 +30,12 @@ impl Node {
         }
     }
 
-    /// The relay fanout in force (32 where views are pulled or pushed).
+    /// The relay fanout in force (the default one where views are pulled
+    /// or pushed).
     pub(super) fn relay_fanout(&self) -> u16 {
         match self.cfg.view_spread {
             ViewSpread::Relay { fanout, .. } => fanout,
-            _ => 32,
+            _ => ViewSpread::DEFAULT_FANOUT,
         }
     }
 
@@ -49,11 +50,12 @@ impl Node {
     }
 
     /// A message carrying a leader's view from `from`: the leader this
-    /// node follows under its term, or a peer relaying for it under the
-    /// same term, unless views are pushed. (Not only members of this node's view: a node that is
-    /// behind does not know the newest members yet, and they relay too.
-    /// Peers are who the transport let in; with TLS, holders of the
-    /// cluster's certificates.) A higher term is a claim, as ever.
+    /// node follows under its term, or, unless views are pushed, a peer
+    /// relaying for it under the same term. (Not only members of this
+    /// node's view: a node that is behind does not know the newest
+    /// members yet, and they relay too. Peers are who the transport let
+    /// in; with TLS, holders of the cluster's certificates.) A higher term
+    /// is a claim, as ever.
     pub(super) fn accept_view_message(&mut self, now: &Now, from: &NodeId, term: Term) -> bool {
         if self.leader.as_ref().is_some_and(|l| &l.id == from) {
             return self.accept_leader_message(now, from, term);
