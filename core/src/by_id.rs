@@ -80,9 +80,17 @@ impl<T> ById<T> {
         }
     }
 
-    /// Where entry `id` is, if it is held.
+    /// Where entry `id` is, if it is held. Ids handed out one after
+    /// another sit as many slots from the first as their ids are apart
+    /// (a hole keeps its slot), so that slot is looked at first; a binary
+    /// search, when it is not there.
     fn slot(&self, id: u64) -> Option<usize> {
-        let at = self.slots.binary_search_by_key(&id, |(i, _)| *i).ok()?;
+        let first = self.slots.front()?.0;
+        let guess = usize::try_from(id.checked_sub(first)?).ok()?;
+        let at = match self.slots.get(guess) {
+            Some((i, _)) if *i == id => guess,
+            _ => self.slots.binary_search_by_key(&id, |(i, _)| *i).ok()?,
+        };
         self.slots[at].1.is_some().then_some(at)
     }
 
