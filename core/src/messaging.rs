@@ -4,9 +4,10 @@
 //! and timeouts). This room keeps state and says what is due; the node
 //! decides where messages go.
 
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::cmp::Reverse;
 use core::fmt;
 use core::time::Duration;
 
@@ -124,13 +125,35 @@ pub(crate) struct Outgoing {
 /// and the usual answer is to the oldest request; a map moved its
 /// ~100-byte entries about within its nodes on every insert and removal
 /// (~700 instructions a request each for start and remove).
+///
+/// The due index is built for what requests mostly do: go out at once,
+/// are answered long before they would be tried again, and are tried
+/// again (when they are) a fixed interval later. A new request waits in
+/// `fresh` (due at once) for the step that sends it; a due time no earlier
+/// than the last queued goes at the back of a queue, any other into a
+/// heap. Entries go stale rather than being found and taken out: a
+/// request answered, or tried again later, leaves its old entry behind,
+/// recognised because it no longer matches the request's due time. The
+/// front of the queue and the top of the heap are always live, and both
+/// are rebuilt from the table once stale entries outnumber the requests
+/// (O(1) a request, amortized). An ordered set's insert and removal cost
+/// ~250 instructions each, four of them a request; a heap's sift as much.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Requests {
     next_id: u64,
     pending: ById<Outgoing>,
-    /// `(due time, id)` for every request of `pending`.
-    by_due: BTreeSet<(MonoTime, u64)>,
+    /// Started and not yet taken as due, in id order.
+    fresh: Vec<u64>,
+    /// `(due time, id)` in due order, and the entries that came out of
+    /// that order: between them (and `fresh`) every request of `pending`
+    /// under its current due time, plus stale entries.
+    queue: VecDeque<(MonoTime, u64)>,
+    heap: BinaryHeap<Reverse<(MonoTime, u64)>>,
 }
+
+/// Stale due entries [`Requests`] tolerates beyond its requests before it
+/// rebuilds the index.
+const STALE_SLACK: usize = 64;
 
 impl Outgoing {
     fn due(&self) -> MonoTime {
@@ -139,6 +162,7 @@ impl Outgoing {
 }
 
 impl Requests {
+    /// A new request, due at once (`now`).
     pub(crate) fn start(&mut self, body: Body, now: MonoTime, timeout: Duration) -> u64 {
         self.next_id += 1;
         let o = Outgoing {
@@ -147,8 +171,8 @@ impl Requests {
             next_try: now,
             ever_sent: false,
         };
-        self.by_due.insert((o.due(), self.next_id));
         self.pending.insert(self.next_id, o);
+        self.fresh.push(self.next_id);
         self.next_id
     }
 
@@ -172,36 +196,133 @@ impl Requests {
 
     pub(crate) fn remove(&mut self, id: u64) -> Option<Outgoing> {
         let o = self.pending.remove(id)?;
-        self.by_due.remove(&(o.due(), id));
+        if let Some(i) = self.fresh.iter().position(|f| *f == id) {
+            self.fresh.remove(i);
+        }
+        self.drop_stale();
         Some(o)
     }
 
     /// Sets when `id` is tried next (and whether it was ever sent),
     /// keeping the index in step.
     pub(crate) fn retry_at(&mut self, id: u64, next_try: MonoTime, sent: bool) {
-        if let Some(o) = self.pending.get_mut(id) {
-            self.by_due.remove(&(o.due(), id));
-            o.next_try = next_try;
-            o.ever_sent |= sent;
-            self.by_due.insert((o.due(), id));
+        let Some(o) = self.pending.get_mut(id) else {
+            return;
+        };
+        o.next_try = next_try;
+        o.ever_sent |= sent;
+        let due = o.due();
+        if self.fresh.contains(&id) {
+            // Still waiting to be taken: it goes in the index then.
+            return;
         }
+        match self.queue.back() {
+            Some((last, _)) if due < *last => self.heap.push(Reverse((due, id))),
+            _ => self.queue.push_back((due, id)),
+        }
+        if self.queue.len() + self.heap.len() > 2 * self.pending.len() + STALE_SLACK {
+            self.reindex();
+        }
+        self.drop_stale();
     }
 
     pub(crate) fn next_due(&self) -> MonoTime {
-        self.by_due.first().map_or(MonoTime::MAX, |(t, _)| *t)
+        let mut next = MonoTime::MAX;
+        if let Some((t, _)) = self.queue.front() {
+            next = *t;
+        }
+        if let Some(Reverse((t, _))) = self.heap.peek() {
+            next = next.min(*t);
+        }
+        for id in &self.fresh {
+            if let Some(o) = self.pending.get(*id) {
+                next = next.min(o.due());
+            }
+        }
+        next
     }
 
-    /// Ids due at `now`, in id order (the order a scan of the whole table
-    /// gave, which retries and timeouts are reported in).
-    pub(crate) fn due(&self, now: MonoTime) -> Vec<u64> {
-        let mut ids: Vec<u64> = self
-            .by_due
+    /// Takes the ids due at `now` out of the index, in id order (the order
+    /// a scan of the whole table gave, which retries and timeouts are
+    /// reported in), into `ids` (cleared first). The caller then settles
+    /// each: [`Requests::retry_at`] or [`Requests::remove`], or the
+    /// request is never due again.
+    pub(crate) fn take_due(&mut self, now: MonoTime, ids: &mut Vec<u64>) {
+        ids.clear();
+        while let Some(&(t, id)) = self.queue.front() {
+            if t > now {
+                break;
+            }
+            self.queue.pop_front();
+            if self.is_live(t, id) {
+                ids.push(id);
+            }
+        }
+        while let Some(&Reverse((t, id))) = self.heap.peek() {
+            if t > now {
+                break;
+            }
+            self.heap.pop();
+            if self.is_live(t, id) {
+                ids.push(id);
+            }
+        }
+        // The fresh ones are due at their start (unless set to be tried
+        // later), and in id order: when they are all there is, as when a
+        // step sends what was just started, no sort is needed.
+        let sort = !ids.is_empty();
+        let pending = &self.pending;
+        self.fresh.retain(|id| match pending.get(*id) {
+            Some(o) if o.due() <= now => {
+                ids.push(*id);
+                false
+            }
+            Some(_) => true,
+            None => false,
+        });
+        if sort {
+            ids.sort_unstable();
+            ids.dedup();
+        }
+        self.drop_stale();
+    }
+
+    /// Whether index entry `(t, id)` is a request's current due time.
+    fn is_live(&self, t: MonoTime, id: u64) -> bool {
+        self.pending.get(id).is_some_and(|o| o.due() == t)
+    }
+
+    /// Pops stale entries off the front of the queue and the top of the
+    /// heap, so [`Requests::next_due`] is a live request's.
+    fn drop_stale(&mut self) {
+        while let Some(&(t, id)) = self.queue.front() {
+            if self.is_live(t, id) {
+                break;
+            }
+            self.queue.pop_front();
+        }
+        while let Some(&Reverse((t, id))) = self.heap.peek() {
+            if self.is_live(t, id) {
+                break;
+            }
+            self.heap.pop();
+        }
+    }
+
+    /// The index made again from the table, without its stale entries:
+    /// all of it in the queue, in due order.
+    #[cold]
+    fn reindex(&mut self) {
+        let fresh = &self.fresh;
+        let mut live: Vec<_> = self
+            .pending
             .iter()
-            .take_while(|(t, _)| *t <= now)
-            .map(|(_, id)| *id)
+            .filter(|(id, _)| !fresh.contains(id))
+            .map(|(id, o)| (o.due(), id))
             .collect();
-        ids.sort_unstable();
-        ids
+        live.sort_unstable();
+        self.queue = live.into();
+        self.heap.clear();
     }
 
     /// Every outstanding request, in id order.
@@ -247,44 +368,97 @@ pub(crate) struct Dedupe {
 
 #[derive(Clone, Debug, Default)]
 struct Sender {
-    /// `(incarnation, id)` → state.
-    entries: BTreeMap<(u64, u64), Handled>,
-    /// Per incarnation: every id below is settled at the sender.
-    floors: BTreeMap<u64, u64>,
+    /// Each incarnation seen, in incarnation order (one, unless the
+    /// sender restarted within a window).
+    incarnations: Vec<Incarnation>,
     /// When the last new request of this sender came.
     last_new: MonoTime,
 }
 
+/// One incarnation of a sender: its requests by id, in an id-ordered
+/// table (a sender's ids come in order and settle oldest first, so an
+/// entry goes in at the back and comes off the front; an ordered map
+/// cost ~400 instructions a request for the two).
+#[derive(Clone, Debug)]
+struct Incarnation {
+    incarnation: u64,
+    /// Every id below is settled at the sender.
+    floor: u64,
+    entries: ById<Handled>,
+}
+
 impl Sender {
-    /// Forgets the replies of incarnation `inc` below `floor` (settled at
-    /// the sender); an entry still being handled stays until its reply
-    /// (it is settled then). How many went.
-    fn forget_settled(&mut self, inc: u64, floor: u64) -> usize {
+    fn get(&self, inc: u64) -> Option<&Incarnation> {
+        let i = self
+            .incarnations
+            .binary_search_by_key(&inc, |x| x.incarnation)
+            .ok()?;
+        self.incarnations.get(i)
+    }
+
+    fn get_mut(&mut self, inc: u64) -> Option<&mut Incarnation> {
+        let i = self
+            .incarnations
+            .binary_search_by_key(&inc, |x| x.incarnation)
+            .ok()?;
+        self.incarnations.get_mut(i)
+    }
+
+    /// Incarnation `inc`, added if it is new.
+    fn incarnation(&mut self, inc: u64) -> &mut Incarnation {
+        let i = match self
+            .incarnations
+            .binary_search_by_key(&inc, |x| x.incarnation)
+        {
+            Ok(i) => i,
+            Err(i) => {
+                let new = Incarnation {
+                    incarnation: inc,
+                    floor: 0,
+                    entries: ById::default(),
+                };
+                self.incarnations.insert(i, new);
+                i
+            }
+        };
+        &mut self.incarnations[i]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.incarnations.iter().all(|x| x.entries.is_empty())
+    }
+}
+
+impl Incarnation {
+    /// Forgets the replies below the floor (settled at the sender); an
+    /// entry still being handled stays until its reply (it is settled
+    /// then). How many went.
+    fn forget_settled(&mut self) -> usize {
         let mut gone = 0;
         // The usual case, a sender settling its oldest requests: they are
         // the first entries, taken off the front without a search.
-        while let Some(e) = self.entries.first_entry() {
-            let (i, id) = *e.key();
-            if i != inc || id >= floor {
-                if i >= inc {
-                    return gone;
-                }
-                // An older incarnation's entries come first: search.
+        while let Some(id) = self.entries.first_id() {
+            if id >= self.floor {
+                return gone;
+            }
+            if !matches!(self.entries.get(id), Some(Handled::Done(_))) {
                 break;
             }
-            if !matches!(e.get(), Handled::Done(_)) {
-                break;
-            }
-            e.remove();
+            self.entries.remove(id);
             gone += 1;
         }
-        while let Some(k) = self
+        // One still being handled is in the way (its sender gave up on
+        // it): the answered ones behind it go one by one.
+        let floor = self.floor;
+        let done: Vec<u64> = self
             .entries
-            .range((inc, 0)..(inc, floor))
-            .find(|(_, h)| matches!(h, Handled::Done(_)))
-            .map(|(k, _)| *k)
-        {
-            self.entries.remove(&k);
+            .iter()
+            .take_while(|(id, _)| *id < floor)
+            .filter(|(_, h)| matches!(h, Handled::Done(_)))
+            .map(|(id, _)| id)
+            .collect();
+        for id in done {
+            self.entries.remove(id);
             gone += 1;
         }
         gone
@@ -322,20 +496,18 @@ impl Dedupe {
             Some(s) => s,
             None => self.by_sender.entry(from.clone()).or_default(),
         };
-        let floor = sender.floors.entry(*inc).or_insert(0);
-        let raised = settled_below > *floor;
-        *floor = (*floor).max(settled_below);
-        let floor = *floor;
-        if raised {
-            self.len -= sender.forget_settled(*inc, floor);
+        let slot = sender.incarnation(*inc);
+        if settled_below > slot.floor {
+            slot.floor = settled_below;
+            self.len -= slot.forget_settled();
         }
-        match sender.entries.get(&(*inc, *id)) {
+        match slot.entries.get(*id) {
             Some(Handled::InProgress) => DedupeVerdict::InProgress,
             Some(Handled::Done(body)) => DedupeVerdict::Replay(body.clone()),
-            None if *id < floor => DedupeVerdict::Settled,
+            None if *id < slot.floor => DedupeVerdict::Settled,
             None if self.len >= max => DedupeVerdict::Full,
             None => {
-                sender.entries.insert((*inc, *id), Handled::InProgress);
+                slot.entries.insert(*id, Handled::InProgress);
                 sender.last_new = now;
                 self.len += 1;
                 self.order.push_back((now, key));
@@ -351,17 +523,16 @@ impl Dedupe {
 
     pub(crate) fn complete(&mut self, key: &(NodeId, u64, u64), body: crate::wire::ReplyBody) {
         let (from, inc, id) = key;
-        let Some(sender) = self.by_sender.get_mut(from) else {
+        let Some(slot) = self.by_sender.get_mut(from).and_then(|s| s.get_mut(*inc)) else {
             return;
         };
-        let settled = sender.floors.get(inc).is_some_and(|f| id < f);
-        if settled {
+        if *id < slot.floor {
             // Its sender gave up on it meanwhile: nothing to replay.
-            if sender.entries.remove(&(*inc, *id)).is_some() {
+            if slot.entries.remove(*id).is_some() {
                 self.len -= 1;
             }
-        } else if let Some(slot) = sender.entries.get_mut(&(*inc, *id)) {
-            *slot = Handled::Done(body);
+        } else if let Some(entry) = slot.entries.get_mut(*id) {
+            *entry = Handled::Done(body);
         }
     }
 
@@ -375,13 +546,14 @@ impl Dedupe {
         self.order.retain(|(_, (from, inc, id))| {
             senders
                 .get(from)
-                .is_some_and(|s| s.entries.contains_key(&(*inc, *id)))
+                .and_then(|s| s.get(*inc))
+                .is_some_and(|x| x.entries.contains(*id))
         });
         // A sender with nothing left keeps its floors until it has been
         // quiet for a window: one record at its last new request lets
         // `expire` forget it then (the key, id 0, is never a request's).
         for (from, s) in &self.by_sender {
-            if s.entries.is_empty() {
+            if s.is_empty() {
                 self.order.push_back((s.last_new, (from.clone(), 0, 0)));
             }
         }
@@ -399,9 +571,12 @@ impl Dedupe {
             let Some(sender) = self.by_sender.get_mut(from) else {
                 continue;
             };
-            match sender.entries.get(&(*inc, *id)) {
+            let slot = sender.get_mut(*inc);
+            match slot.as_ref().and_then(|x| x.entries.get(*id)) {
                 Some(Handled::Done(_)) => {
-                    sender.entries.remove(&(*inc, *id));
+                    if let Some(x) = slot {
+                        x.entries.remove(*id);
+                    }
                     self.len -= 1;
                 }
                 // An entry still in progress stays: its reply is owed.
@@ -412,7 +587,7 @@ impl Dedupe {
                 // Forgotten already (settled).
                 None => {}
             }
-            if sender.entries.is_empty() && now.saturating_since(sender.last_new) > window {
+            if sender.is_empty() && now.saturating_since(sender.last_new) > window {
                 self.by_sender.remove(from);
             }
         }
@@ -517,15 +692,18 @@ mod tests {
     }
 
     /// The due index answers exactly what a scan of every outstanding
-    /// request would, through starts, retries and removals.
+    /// request would, through starts, retries (to a later, an earlier or
+    /// the same due time), removals and takes of what is due, and its
+    /// stale entries stay bounded.
     #[test]
     fn request_due_index_matches_a_full_scan() {
         let mut rng = crate::rng::Rng::new(7);
         let mut r = Requests::default();
         let at = |n: u64| MonoTime::from_nanos(n);
-        for step in 0..5_000u64 {
+        let mut taken = Vec::new();
+        for step in 0..20_000u64 {
             let now = at(step * 10);
-            match rng.below(4) {
+            match rng.below(5) {
                 0 | 1 => {
                     let timeout = Duration::from_nanos(rng.below(2_000));
                     r.start(Body::App(Payload::default()), now, timeout);
@@ -534,21 +712,44 @@ mod tests {
                     let id = rng.below(r.next_id + 1);
                     r.retry_at(id, at(step * 10 + rng.below(1_000)), rng.below(2) == 0);
                 }
-                _ => {
+                3 => {
                     let id = rng.below(r.next_id + 1);
                     r.remove(id);
+                }
+                _ => {
+                    // What the node does with what is due: try it again
+                    // later or give it up, each taken id once.
+                    let scanned: Vec<u64> = r
+                        .iter()
+                        .filter(|(_, o)| o.due() <= now)
+                        .map(|(id, _)| id)
+                        .collect();
+                    r.take_due(now, &mut taken);
+                    assert_eq!(taken, scanned);
+                    for &id in &taken {
+                        if rng.below(2) == 0 {
+                            r.retry_at(id, at(step * 10 + 1 + rng.below(1_000)), true);
+                        } else {
+                            r.remove(id);
+                        }
+                    }
                 }
             }
             let scan_min = r.iter().map(|(_, o)| o.due()).min();
             assert_eq!(r.next_due(), scan_min.unwrap_or(MonoTime::MAX));
-            let probe = at(step * 10 + rng.below(500));
-            let scanned: Vec<u64> = r
+            // Every request is in the index under its due time, and the
+            // queue is in due order.
+            for (id, o) in r.iter() {
+                let queued = r.queue.contains(&(o.due(), id));
+                let heaped = r.heap.iter().any(|Reverse(e)| *e == (o.due(), id));
+                assert!(r.fresh.contains(&id) || queued || heaped);
+            }
+            assert!(r
+                .queue
                 .iter()
-                .filter(|(_, o)| o.due() <= probe)
-                .map(|(id, _)| id)
-                .collect();
-            assert_eq!(r.due(probe), scanned);
-            assert_eq!(r.by_due.len(), r.len());
+                .zip(r.queue.iter().skip(1))
+                .all(|(a, b)| a.0 <= b.0));
+            assert!(r.queue.len() + r.heap.len() <= 2 * r.len() + STALE_SLACK + 1);
         }
     }
 

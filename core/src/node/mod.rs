@@ -86,6 +86,8 @@ pub struct Node {
     /// Leader, member, or left, with the state only that role has.
     role: Role,
     requests: Requests,
+    /// The ids of requests due, kept for its allocation.
+    due_scratch: Vec<u64>,
     dedupe: Dedupe,
     broadcasts: Broadcasts,
     seen_broadcasts: SeenBroadcasts,
@@ -133,6 +135,7 @@ impl Node {
             meta_version: 0,
             role: Role::Member(MemberState::looking(MonoTime::MAX)),
             requests: Requests::default(),
+            due_scratch: Vec::new(),
             dedupe: Dedupe::default(),
             broadcasts: Broadcasts::default(),
             seen_broadcasts: SeenBroadcasts::default(),

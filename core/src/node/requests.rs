@@ -347,7 +347,9 @@ impl Node {
         if self.requests.next_due() > now.mono {
             return;
         }
-        for id in self.requests.due(now.mono) {
+        let mut due = core::mem::take(&mut self.due_scratch);
+        self.requests.take_due(now.mono, &mut due);
+        for &id in &due {
             let Some(o) = self.requests.get(id) else {
                 continue;
             };
@@ -371,12 +373,15 @@ impl Node {
                 }
                 continue;
             }
-            match self.leader.clone() {
-                Some(l) => {
+            let to = self
+                .leader
+                .as_ref()
+                .map(|l| (l.id.clone(), (l.id != self.me.id).then(|| l.addr.clone())));
+            match to {
+                Some((leader, addr)) => {
                     let body = o.body.clone();
                     self.requests
                         .retry_at(id, now.mono + self.cfg.request_retry_interval, true);
-                    let addr = (l.id != self.me.id).then_some(l.addr);
                     let incarnation = self.me.incarnation;
                     let msg = match body {
                         Body::App(payload) => Message::Request {
@@ -391,7 +396,7 @@ impl Node {
                             call,
                         },
                     };
-                    self.transmit(l.id, addr, msg);
+                    self.transmit(leader, addr, msg);
                 }
                 None => {
                     let at = now.mono + self.cfg.request_retry_interval / 4;
@@ -399,6 +404,7 @@ impl Node {
                 }
             }
         }
+        self.due_scratch = due;
     }
 
     pub(super) fn step_broadcasts(&mut self, now: &Now) {
