@@ -34,11 +34,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use hedgerow_core::{
-    duration_nanos, ClockReading, ClockSource, ClockStatus, MonoTime, Now, TimeInterval,
-};
+use hedgerow_core::{ClockReading, ClockSource, ClockStatus, MonoTime, Now, TimeInterval};
 
 use crate::seqlock::{self, SeqReadError, SeqWords};
 use crate::shm::{self, Mapping};
@@ -650,10 +647,7 @@ impl ClockBoundClock {
 
 /// Unix time now from the system clock, in ns.
 pub(crate) fn realtime_ns() -> Result<u64, ClockError> {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(duration_nanos)
-        .map_err(|_| ClockError::SystemTimeBeforeEpoch)
+    shm::realtime_ns().ok_or(ClockError::SystemTimeBeforeEpoch)
 }
 
 impl Clock for ClockBoundClock {

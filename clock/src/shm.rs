@@ -120,6 +120,26 @@ impl Drop for Mapping {
     }
 }
 
+/// `CLOCK_REALTIME` in nanoseconds since the Unix epoch, or `None` before
+/// it: what `SystemTime::now().duration_since(UNIX_EPOCH)` gives, read as
+/// [`monotonic_ns`] reads its clock, without the checked subtraction (a
+/// reading is taken for every input).
+pub(crate) fn realtime_ns() -> Option<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, exclusively borrowed timespec for the call;
+    // CLOCK_REALTIME is always supported on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    if rc != 0 {
+        return None;
+    }
+    let secs = u64::try_from(ts.tv_sec).ok()?;
+    let nanos = u64::try_from(ts.tv_nsec).ok()?;
+    Some(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
+}
+
 /// `CLOCK_MONOTONIC` in nanoseconds since boot: the clock ClockBound's
 /// `as_of`/`void_after` are measured against (the daemon writes the coarse
 /// variant, which never runs ahead of this one).

@@ -395,7 +395,7 @@ impl<R: Runtime> Driver<R> {
                 self.core.keep_outputs(outs);
                 return;
             }
-            for out in outs.drain(..) {
+            while let Some(out) = outs.pop_front() {
                 match out {
                     Output::Transmit { to, addr, msg } => {
                         self.peers.transmit(&self.rt, to, addr, msg)

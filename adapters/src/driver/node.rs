@@ -5,6 +5,7 @@
 //! are carried out from. It carries out no output itself: where each one
 //! goes is the driver's dispatch.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,7 @@ pub(super) struct Core {
     started: Instant,
     clock_failing: bool,
     /// The node's outputs being carried out (kept for its allocation).
-    outs: Vec<Output>,
+    outs: VecDeque<Output>,
     /// The node's span, entered by whoever runs the driver.
     span: tracing::Span,
     /// The span's cluster and node fields, for the next term's span.
@@ -49,7 +50,7 @@ impl Core {
             last: None,
             started,
             clock_failing: false,
-            outs: Vec::new(),
+            outs: VecDeque::new(),
             span: node_span(&names, None),
             names,
         }
@@ -102,6 +103,16 @@ impl Core {
                 self.unknown(rt.now())
             }
         }
+    }
+
+    /// The last reading taken (of this turn, when one was: every input
+    /// and command takes one first), or `None` before the first. A
+    /// failed read's Unknown reading is not kept here.
+    pub(super) fn last_reading(&self) -> Option<Now> {
+        if self.clock_failing {
+            return None;
+        }
+        self.last.as_ref().map(|(now, _)| *now)
     }
 
     /// A reading with status Unknown for runtime instant `now`: the last
@@ -158,18 +169,17 @@ impl Core {
 
     /// The buffer to collect outputs in (empty; one allocation reused
     /// across calls: a fresh one was an allocation per input).
-    pub(super) fn take_outputs(&mut self) -> Vec<Output> {
+    pub(super) fn take_outputs(&mut self) -> VecDeque<Output> {
         std::mem::take(&mut self.outs)
     }
 
     /// Moves every output the node has into `outs`.
-    pub(super) fn poll_outputs(&self, outs: &mut Vec<Output>) {
-        let mut node = self.node();
-        outs.extend(std::iter::from_fn(|| node.poll()));
+    pub(super) fn poll_outputs(&self, outs: &mut VecDeque<Output>) {
+        self.node().poll_into(outs);
     }
 
     /// Gives the (emptied) buffer back for the next drain.
-    pub(super) fn keep_outputs(&mut self, outs: Vec<Output>) {
+    pub(super) fn keep_outputs(&mut self, outs: VecDeque<Output>) {
         self.outs = outs;
     }
 }

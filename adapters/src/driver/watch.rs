@@ -98,9 +98,14 @@ impl<R: Runtime> Driver<R> {
     }
 
     /// A guard on leadership under `term`: live if this node leads under
-    /// it now, already lost otherwise.
+    /// it as of this turn's reading (the one its request was handled
+    /// with; the guard reads the clock afresh whenever it is asked),
+    /// already lost otherwise.
     pub(super) fn guard_for(&mut self, term: Term) -> LeaderGuard {
-        let now = self.now();
+        let now = match self.core.last_reading() {
+            Some(now) => now,
+            None => self.now(),
+        };
         let leads = {
             let node = self.core.node();
             node.is_leader(&now) && node.lease_claim().map(|c| c.0) == Some(term)

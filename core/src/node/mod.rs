@@ -176,6 +176,21 @@ impl Node {
         self.out.pop_front()
     }
 
+    /// Moves every output into `outs`, in the order [`Node::poll`] gives
+    /// them: the queue itself when `outs` is empty (the two swap, so a
+    /// driver that keeps one buffer moves no output one by one), else
+    /// appended to it.
+    pub fn poll_into(&mut self, outs: &mut VecDeque<Output>) {
+        if outs.is_empty() {
+            core::mem::swap(&mut self.out, outs);
+        } else {
+            outs.append(&mut self.out);
+        }
+        if self.out.capacity() > KEEP_OUTPUTS {
+            self.drained();
+        }
+    }
+
     /// A snapshot of n members queues n events at a member once; a drained
     /// queue gives that room back instead of holding it for good (n × n at
     /// rest in a process of n simulated nodes). A leader queues a transmit
@@ -518,6 +533,7 @@ impl Node {
             meta_version,
             role,
             requests,
+            due_scratch: _,
             dedupe,
             broadcasts,
             seen_broadcasts,
