@@ -93,8 +93,12 @@ impl<T> ById<T> {
     /// (a hole keeps its slot), so that slot is looked at first; a binary
     /// search, when it is not there.
     fn slot(&self, id: u64) -> Option<usize> {
-        let first = self.slots.front()?.0;
-        let guess = usize::try_from(id.checked_sub(first)?).ok()?;
+        let (first, last) = (self.slots.front()?.0, self.slots.back()?.0);
+        if id < first || id > last {
+            // Not held (a new id, or one long gone): no search.
+            return None;
+        }
+        let guess = usize::try_from(id - first).ok()?;
         let at = match self.slots.get(guess) {
             Some((i, _)) if *i == id => guess,
             _ => self.slots.binary_search_by_key(&id, |(i, _)| *i).ok()?,
