@@ -36,7 +36,8 @@
 //! * **Drain after every call.** After [`Node::handle`] and after every
 //!   command ([`Node::send`], [`Node::broadcast`], [`Node::reply`],
 //!   [`Node::resign`], [`Node::leave`], the stream verbs, …) call
-//!   [`Node::poll`] until it returns `None`. Outputs queue up until then;
+//!   [`Node::poll`] until it returns `None` (or [`Node::poll_into`], which
+//!   moves them all into the driver's buffer at once). Outputs queue up until then;
 //!   a driver that drains late only delays them, one that never drains
 //!   never sends a heartbeat.
 //! * **Time.** Every call takes a [`Now`]: a monotonic instant and a clock

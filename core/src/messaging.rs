@@ -400,39 +400,32 @@ struct Incarnation {
 }
 
 impl Sender {
-    fn get(&self, inc: u64) -> Option<&Incarnation> {
-        let i = self
-            .incarnations
+    /// Where incarnation `inc` is, or would go.
+    fn find(&self, inc: u64) -> Result<usize, usize> {
+        self.incarnations
             .binary_search_by_key(&inc, |x| x.incarnation)
-            .ok()?;
-        self.incarnations.get(i)
+    }
+
+    fn get(&self, inc: u64) -> Option<&Incarnation> {
+        self.incarnations.get(self.find(inc).ok()?)
     }
 
     fn get_mut(&mut self, inc: u64) -> Option<&mut Incarnation> {
-        let i = self
-            .incarnations
-            .binary_search_by_key(&inc, |x| x.incarnation)
-            .ok()?;
+        let i = self.find(inc).ok()?;
         self.incarnations.get_mut(i)
     }
 
     /// Incarnation `inc`, added if it is new.
     fn incarnation(&mut self, inc: u64) -> &mut Incarnation {
-        let i = match self
-            .incarnations
-            .binary_search_by_key(&inc, |x| x.incarnation)
-        {
-            Ok(i) => i,
-            Err(i) => {
-                let new = Incarnation {
-                    incarnation: inc,
-                    floor: 0,
-                    entries: ById::default(),
-                };
-                self.incarnations.insert(i, new);
-                i
-            }
-        };
+        let i = self.find(inc).unwrap_or_else(|i| {
+            let new = Incarnation {
+                incarnation: inc,
+                floor: 0,
+                entries: ById::default(),
+            };
+            self.incarnations.insert(i, new);
+            i
+        });
         &mut self.incarnations[i]
     }
 
