@@ -77,7 +77,7 @@
 //! `outcome` of a store call is `ok`, `conflict`, `error`, `timeout`,
 //! `unsupported`; of a send `ok`, `timeout`, `no_leader`, `failed`,
 //! `overloaded`; of a broadcast reply `ok`, `timeout`, `failed`,
-//! `not_member`; of a KV put `ok`, `no_leader`, `timeout`, `overloaded`,
+//! `not_member`, `left`; of a KV put `ok`, `no_leader`, `timeout`, `overloaded`,
 //! `invalid`, `refused`, `store`, `failed` (the error kinds of the
 //! `hedgerow` command's HTTP API).
 
@@ -792,6 +792,7 @@ impl CallMetrics {
             Ok(_) => "ok",
             Err(BroadcastError::Timeout) => "timeout",
             Err(BroadcastError::NotMember) => "not_member",
+            Err(BroadcastError::Left) => "left",
             Err(_) => "failed",
         };
         self.broadcast_replies.get(outcome).increment(1);

@@ -46,6 +46,10 @@ pub enum Error {
     Refused(String),
     /// Too many requests, handler calls or streams outstanding; retry later.
     Overloaded,
+    /// A broadcast's member left the view before it answered (it left, was
+    /// declared failed, or restarted). It may have handled the broadcast;
+    /// no answer will come, so the broadcast did not wait for its timeout.
+    MemberLeft,
     /// The lease store failed (e.g. releasing the lease on `leave`).
     Store(StoreError),
     /// The clock could not be opened or read; the node does not lead
@@ -104,6 +108,7 @@ impl fmt::Display for Error {
             Error::Timeout => f.write_str("no answer before the deadline; the request may still have been handled"),
             Error::Refused(why) => write!(f, "refused: {why}"),
             Error::Overloaded => f.write_str("too much outstanding work; retry later"),
+            Error::MemberLeft => f.write_str("the member left the view (left, failed or restarted) before it answered; it may have handled the broadcast"),
             // StoreError's text starts with "lease store".
             Error::Store(e) => write!(f, "{e}"),
             Error::Clock(e) => write!(f, "clock: {e}"),
@@ -161,6 +166,7 @@ impl Error {
         match e {
             BroadcastError::Timeout => Error::Timeout,
             BroadcastError::Failed(why) => Error::Refused(why),
+            BroadcastError::Left => Error::MemberLeft,
             other => Error::Refused(other.to_string()),
         }
     }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use hedgerow::runtime::Runtime;
 use hedgerow::store::MemoryStore;
-use hedgerow::{Builder, Config, Hedgerow, NodeId};
+use hedgerow::{Builder, Config, Error, Hedgerow, NodeId};
 use hedgerow_clock::SystemClock;
 use hedgerow_core::wire::{decode_frame, encode_frame, Frame};
 use hedgerow_core::Hello;
@@ -422,6 +422,42 @@ async fn leave_hands_over<R: Runtime>(rt: R) {
     }
 }
 
+/// A member that dies (here: `shutdown`, which stops like a crash) while
+/// the sender's view still names it: its part of a broadcast ends with
+/// `MemberLeft` once the leader declares it failed and the sender's view
+/// drops it, instead of waiting out the broadcast timeout.
+async fn broadcast_part_of_a_dead_member_ends_when_it_leaves_the_view<R: Runtime>(rt: R) {
+    let (mut nodes, _) = start_cluster(&rt, "facade-bcast-dead", 3).await;
+    assert!(wait_until(&rt, Duration::from_secs(10), || converged(&nodes).is_some()).await);
+    let leader = converged(&nodes).unwrap();
+    let i = nodes.iter().position(|n| n.id() != &leader).unwrap();
+    let dead = nodes.remove(i);
+    let dead_id = dead.id().clone();
+    dead.shutdown().await;
+    let from = nodes.iter().find(|n| n.id() != &leader).unwrap();
+    assert!(from.members().iter().any(|m| m.id == dead_id));
+    let cfg = Config::local("x");
+    let t0 = Instant::now();
+    let replies = from.broadcast(b"!".to_vec()).await.expect("broadcast");
+    let took = t0.elapsed();
+    eprintln!("broadcast with a dead member: all parts after {took:?}");
+    assert_eq!(replies.len(), 3, "{replies:?}");
+    for (who, r) in &replies {
+        if *who == dead_id {
+            assert!(matches!(r, Err(Error::MemberLeft)), "{r:?}");
+        } else {
+            assert!(r.is_ok(), "{who}: {r:?}");
+        }
+    }
+    assert!(
+        took < cfg.broadcast_timeout,
+        "waited {took:?}, as long as the broadcast timeout"
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
 /// A leader that leaves with a stream half read: its reader must see the
 /// stream cut (`StreamReset`), never a clean end that would pass for all of
 /// it (found by the turmoil stream checker).
@@ -653,6 +689,7 @@ per_runtime!(
     elect_send_broadcast_stream,
     failover,
     leave_hands_over,
+    broadcast_part_of_a_dead_member_ends_when_it_leaves_the_view,
     receiver_stopping_resets_its_reader,
     clock_and_store_failures,
     refuses_other_cluster,

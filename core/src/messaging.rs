@@ -81,6 +81,10 @@ pub enum BroadcastError {
     /// Named in [`crate::Node::broadcast_to`] but not a member of the view:
     /// nothing was sent to it.
     NotMember,
+    /// The member left this node's view before it answered: it left, was
+    /// declared failed, or restarted (a new incarnation). It may have
+    /// handled the broadcast; no answer will come.
+    Left,
 }
 
 impl fmt::Display for BroadcastError {
@@ -93,6 +97,9 @@ impl fmt::Display for BroadcastError {
             BroadcastError::NotMember => {
                 f.write_str("not a member of the view: nothing was sent to it")
             }
+            BroadcastError::Left => f.write_str(
+                "member left the view (left, failed or restarted) before it answered; it may have handled the broadcast",
+            ),
         }
     }
 }

@@ -384,26 +384,44 @@ fn duplicated_broadcasts_are_delivered_once_per_member() {
 }
 
 #[test]
-fn broadcast_returns_one_result_per_member_with_timeouts_for_the_dead() {
+fn broadcast_returns_one_result_per_member_and_ends_a_dead_members_part_when_it_leaves_the_view() {
     let mut c = Cluster::with_nodes(ClusterConfig::new(11), 5);
     converged(&mut c, 10);
     let l = leader(&c);
     let dead = (0..5).find(|s| *s != l).unwrap();
     let from = (0..5).find(|s| *s != l && *s != dead).unwrap();
+    let cfg = c.node(from).node.config().clone();
     c.crash(dead);
     let id = c.broadcast(from, b"hello");
-    c.run_for(Duration::from_secs(6));
+    let dead_id = c.node(dead).node.identity().id.clone();
+    // The dead member's part ends when the leader declares it failed and
+    // the sender's view drops it: within the failure timeout and a
+    // heartbeat or two, well before the broadcast timeout.
+    assert!(cfg.failure_timeout + Duration::from_millis(1500) < cfg.broadcast_timeout);
+    let start = c.now_ns();
+    let done = c.run_until_true(
+        cfg.broadcast_timeout - Duration::from_millis(100),
+        Duration::from_millis(10),
+        |c| c.node(from).app.broadcasts_done.contains(&id),
+    );
+    assert!(
+        done.is_some(),
+        "the broadcast still waited on the dead member {:?} after it was sent",
+        Duration::from_nanos(c.now_ns() - start)
+    );
+    assert!(
+        c.node(from).node.view().get(&dead_id).is_none(),
+        "done before the dead member left the view"
+    );
     let results = &c.node(from).app.broadcasts[&id];
     assert_eq!(
         results.len(),
         5,
         "one result per member of the view, the sender included"
     );
-    assert!(c.node(from).app.broadcasts_done.contains(&id));
-    let dead_id = c.node(dead).node.identity().id.clone();
     for (who, r) in results {
         if *who == dead_id {
-            assert_eq!(r, &Err(hedgerow_core::BroadcastError::Timeout));
+            assert_eq!(r, &Err(hedgerow_core::BroadcastError::Left));
         } else {
             assert_eq!(
                 r.as_ref().map(|p| p.as_slice()),
@@ -559,5 +577,40 @@ fn readiness_follows_joining_and_reaching_the_leader() {
         c.leave(l);
         assert_eq!(ready(&c, l), Some(NotReadyReason::Leaving), "seed {seed}");
         c.assert_no_violations();
+    }
+}
+
+#[test]
+fn a_broadcast_racing_a_graceful_leave_ends_when_the_leave_reaches_the_sender() {
+    // Scaling down: the sender's view still names a member that has just
+    // left and exited. Its part ends with `Left` as soon as the leave's
+    // delta arrives, not after the broadcast timeout.
+    for seed in 0..8 {
+        let mut c = Cluster::with_nodes(ClusterConfig::new(40 + seed), 5);
+        converged(&mut c, 10);
+        let l = leader(&c);
+        let gone = (0..5).find(|s| *s != l).unwrap();
+        let from = (0..5).find(|s| *s != l && *s != gone).unwrap();
+        let gone_id = c.node(gone).node.identity().id.clone();
+        c.leave(gone);
+        assert!(c.node(from).node.view().get(&gone_id).is_some());
+        let id = c.broadcast(from, b"hello");
+        let done = c.run_until_true(Duration::from_secs(1), Duration::from_millis(5), |c| {
+            c.node(from).app.broadcasts_done.contains(&id)
+        });
+        assert!(done.is_some(), "seed {seed}: still waiting after 1 s");
+        let results = &c.node(from).app.broadcasts[&id];
+        assert_eq!(results.len(), 5, "seed {seed}");
+        let part = results.iter().find(|(w, _)| *w == gone_id).map(|(_, r)| r);
+        assert_eq!(
+            part,
+            Some(&Err(hedgerow_core::BroadcastError::Left)),
+            "seed {seed}"
+        );
+        assert_eq!(
+            results.iter().filter(|(_, r)| r.is_ok()).count(),
+            4,
+            "seed {seed}: {results:?}"
+        );
     }
 }

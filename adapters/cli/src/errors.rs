@@ -17,6 +17,7 @@ pub(crate) fn classify(e: &Error) -> (StatusCode, &'static str) {
         Error::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
         Error::Refused(_) => (StatusCode::BAD_GATEWAY, "refused"),
         Error::Overloaded => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
+        Error::MemberLeft => (StatusCode::GONE, "member_left"),
         Error::Closed => (StatusCode::SERVICE_UNAVAILABLE, "closed"),
         // The library refuses bad input (an empty or oversize key, a limit
         // of 0) before anything is sent: the caller's mistake.

@@ -702,7 +702,14 @@ impl Node {
     fn emit_view_changes(&mut self, changes: Vec<MemberChange>) {
         self.lease.raise_floor(self.view.term());
         for c in changes {
+            let left = match &c {
+                MemberChange::Left { id, .. } => Some(id.clone()),
+                _ => None,
+            };
             self.event(Event::Member(c));
+            if let Some(id) = left {
+                self.end_broadcast_parts(&id);
+            }
         }
         self.event(Event::ViewChanged {
             term: self.view.term(),

@@ -5,6 +5,7 @@
 
 use alloc::collections::BTreeSet;
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::time::Duration;
 
 use crate::id::{NodeId, Term};
@@ -340,6 +341,38 @@ impl Node {
             self.event(Event::BroadcastDone {
                 id: BroadcastId(id),
             });
+        }
+    }
+
+    /// `member` left the view (it left, was declared failed, or restarted):
+    /// its part of every broadcast still waiting on it ends now with
+    /// [`BroadcastError::Left`] instead of waiting out the broadcast timeout.
+    /// This node's own part is never ended this way: its handler answers it.
+    pub(super) fn end_broadcast_parts(&mut self, member: &NodeId) {
+        if *member == self.me.id {
+            return;
+        }
+        let ended: Vec<(u64, bool)> = self
+            .broadcasts
+            .pending
+            .iter_mut()
+            .filter_map(|(&id, b)| {
+                let waited = b.waiting.remove(member);
+                waited.then_some((id, b.waiting.is_empty()))
+            })
+            .collect();
+        for (id, last) in ended {
+            self.event(Event::BroadcastReply {
+                id: BroadcastId(id),
+                from: member.clone(),
+                result: Err(BroadcastError::Left),
+            });
+            if last {
+                self.broadcasts.pending.remove(&id);
+                self.event(Event::BroadcastDone {
+                    id: BroadcastId(id),
+                });
+            }
         }
     }
 
