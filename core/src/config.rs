@@ -62,7 +62,10 @@ pub struct Config {
     /// refused with "overloaded" rather than risk handling one twice
     /// (default 100 000). Ids a sender settled are forgotten at once, so
     /// this bounds the requests in flight (and those of senders that
-    /// stopped or speak protocol version 1), not the request rate.
+    /// stopped or speak protocol version 1), not the request rate. It
+    /// also bounds the broadcasts a member remembers (each for twice
+    /// `broadcast_timeout`, so that a retry is never handled twice): a new
+    /// broadcast beyond it is answered with an "overloaded" failure.
     pub max_dedupe_entries: usize,
     /// Most requests and broadcasts this node has outstanding at once
     /// (default 10 000).

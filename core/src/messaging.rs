@@ -4,7 +4,7 @@
 //! and timeouts). This room keeps state and says what is due; the node
 //! decides where messages go.
 
-use alloc::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use alloc::collections::{btree_map, BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::cmp::Reverse;
@@ -614,6 +614,17 @@ impl Dedupe {
 pub(crate) struct OutgoingBroadcast {
     pub(crate) waiting: BTreeSet<NodeId>,
     pub(crate) deadline: MonoTime,
+    /// When the members still waited on are sent the broadcast again.
+    pub(crate) next_try: MonoTime,
+    /// Sends so far to the members still waited on (the first included).
+    pub(crate) tries: u32,
+    pub(crate) payload: Payload,
+}
+
+impl OutgoingBroadcast {
+    fn due(&self) -> MonoTime {
+        self.next_try.min(self.deadline)
+    }
 }
 
 /// Broadcasts this node sent and still waits on.
@@ -624,13 +635,24 @@ pub(crate) struct Broadcasts {
 }
 
 impl Broadcasts {
-    pub(crate) fn start(&mut self, targets: BTreeSet<NodeId>, deadline: MonoTime) -> u64 {
+    /// A broadcast sent now, retried from `now + retry` and given up on at
+    /// `now + timeout`.
+    pub(crate) fn start(
+        &mut self,
+        targets: BTreeSet<NodeId>,
+        payload: Payload,
+        now: MonoTime,
+        (timeout, retry): (Duration, Duration),
+    ) -> u64 {
         self.next_id += 1;
         self.pending.insert(
             self.next_id,
             OutgoingBroadcast {
                 waiting: targets,
-                deadline,
+                deadline: now + timeout,
+                next_try: now + retry,
+                tries: 1,
+                payload,
             },
         );
         self.next_id
@@ -639,22 +661,88 @@ impl Broadcasts {
     pub(crate) fn next_due(&self) -> MonoTime {
         self.pending
             .values()
-            .map(|b| b.deadline)
+            .map(OutgoingBroadcast::due)
             .min()
             .unwrap_or(MonoTime::MAX)
     }
+
+    /// The broadcasts due now: past their deadline or their next try.
+    pub(crate) fn due(&self, now: MonoTime) -> Vec<u64> {
+        due(&self.pending, |b| b.due() <= now)
+    }
 }
 
-/// Receiver-side memory of broadcasts seen, so a duplicated message is
-/// handled once.
+/// Replies a member keeps for broadcasts it answered, so that a retry
+/// whose first answer was lost is answered again: at most this many bytes
+/// of them (a reply beyond it is not kept, and such a retry goes
+/// unanswered, as it would without the cache).
+pub(crate) const BROADCAST_REPLY_CACHE_BYTES: usize = 4 << 20;
+
+/// What a member answered to a broadcast it handled.
+pub(crate) type BroadcastAnswer = Result<Payload, String>;
+
+/// Receiver-side memory of broadcasts seen, so a duplicated or retried
+/// message is handled once, and the answer (while kept) sent again.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SeenBroadcasts {
-    seen: BTreeSet<(NodeId, u64, u64)>,
+    seen: BTreeMap<(NodeId, u64, u64), Option<BroadcastAnswer>>,
     order: VecDeque<(MonoTime, (NodeId, u64, u64))>,
+    cached: usize,
+}
+
+/// [`SeenBroadcasts::see`]'s verdict.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Seen<'a> {
+    /// Not seen within the window: deliver it.
+    First,
+    /// Seen: the answer if it is known and kept, else `None` (still being
+    /// handled, or not kept).
+    Again(Option<&'a BroadcastAnswer>),
+    /// New, but as many keys as allowed are still within the window:
+    /// refuse it rather than forget a key a retry may still carry.
+    Full,
+}
+
+fn answer_bytes(a: &BroadcastAnswer) -> usize {
+    match a {
+        Ok(p) => p.len(),
+        Err(why) => why.len(),
+    }
 }
 
 impl SeenBroadcasts {
+    /// Whether `key` was seen within the window, remembering it if not.
+    pub(crate) fn see(
+        &mut self,
+        key: (NodeId, u64, u64),
+        now: MonoTime,
+        window: Duration,
+        max: usize,
+    ) -> Seen<'_> {
+        while let Some((at, _)) = self.order.front() {
+            if now.saturating_since(*at) <= window {
+                break;
+            }
+            if let Some((_, k)) = self.order.pop_front() {
+                if let Some(Some(a)) = self.seen.remove(&k) {
+                    self.cached -= answer_bytes(&a);
+                }
+            }
+        }
+        let full = self.order.len() >= max;
+        match self.seen.entry(key) {
+            btree_map::Entry::Occupied(e) => Seen::Again(e.into_mut().as_ref()),
+            btree_map::Entry::Vacant(_) if full => Seen::Full,
+            btree_map::Entry::Vacant(e) => {
+                self.order.push_back((now, e.key().clone()));
+                e.insert(None);
+                Seen::First
+            }
+        }
+    }
+
     /// True the first time a key is seen within the window.
+    #[cfg(test)]
     pub(crate) fn first(
         &mut self,
         key: (NodeId, u64, u64),
@@ -662,19 +750,20 @@ impl SeenBroadcasts {
         window: Duration,
         max: usize,
     ) -> bool {
-        while let Some((at, _)) = self.order.front() {
-            if now.saturating_since(*at) <= window && self.order.len() < max {
-                break;
-            }
-            if let Some((_, k)) = self.order.pop_front() {
-                self.seen.remove(&k);
-            }
+        self.see(key, now, window, max) == Seen::First
+    }
+
+    /// The application answered `key`: keep the answer for a retry, while
+    /// the key is remembered and the answers kept stay within
+    /// [`BROADCAST_REPLY_CACHE_BYTES`].
+    pub(crate) fn answered(&mut self, key: &(NodeId, u64, u64), answer: &BroadcastAnswer) {
+        let size = answer_bytes(answer);
+        if self.cached + size > BROADCAST_REPLY_CACHE_BYTES {
+            return;
         }
-        if self.seen.insert(key.clone()) {
-            self.order.push_back((now, key));
-            true
-        } else {
-            false
+        if let Some(slot @ None) = self.seen.get_mut(key) {
+            *slot = Some(answer.clone());
+            self.cached += size;
         }
     }
 }
@@ -828,13 +917,50 @@ mod tests {
         let mut seen = SeenBroadcasts::default();
         let w = Duration::from_secs(10);
         let t0 = MonoTime::from_nanos(0);
-        for n in 0..1_000 {
+        for n in 0..100 {
             assert!(seen.first(key(n), t0, w, 100));
         }
-        assert!(seen.seen.len() <= 100, "{} kept", seen.seen.len());
+        // Full of keys still within the window: a new one is refused, and
+        // none is forgotten (a retry of it would run the handler again).
+        for n in 100..1_000 {
+            assert_eq!(seen.see(key(n), t0, w, 100), Seen::Full);
+        }
+        assert_eq!(seen.seen.len(), 100);
         assert_eq!(seen.seen.len(), seen.order.len());
-        // The newest are the ones kept.
-        assert!(!seen.first(key(999), t0, w, 100));
+        assert_eq!(seen.see(key(0), t0, w, 100), Seen::Again(None));
+        // Once the window passes there is room again.
+        let after = t0 + Duration::from_secs(11);
+        assert!(seen.first(key(1_000), after, w, 100));
+        assert_eq!(seen.seen.len(), 1);
+    }
+
+    #[test]
+    fn seen_broadcasts_keep_answers_for_retries_within_a_byte_bound() {
+        let mut seen = SeenBroadcasts::default();
+        let w = Duration::from_secs(10);
+        let t0 = MonoTime::from_nanos(0);
+        assert_eq!(seen.see(key(1), t0, w, 10), Seen::First);
+        assert_eq!(seen.see(key(1), t0, w, 10), Seen::Again(None), "in hand");
+        let ok: BroadcastAnswer = Ok(Payload::from("done"));
+        seen.answered(&key(1), &ok);
+        assert_eq!(seen.see(key(1), t0, w, 10), Seen::Again(Some(&ok)));
+        // A second answer (a handler answering twice) does not replace it.
+        seen.answered(&key(1), &Err("late".into()));
+        assert_eq!(seen.see(key(1), t0, w, 10), Seen::Again(Some(&ok)));
+        // An answer for a key not remembered is not kept.
+        seen.answered(&key(7), &ok);
+        assert_eq!(seen.cached, 4);
+        // Past the byte bound an answer is not kept; the key still is.
+        let big: BroadcastAnswer = Ok(Payload::from(vec![0u8; BROADCAST_REPLY_CACHE_BYTES]));
+        assert_eq!(seen.see(key(2), t0, w, 10), Seen::First);
+        seen.answered(&key(2), &big);
+        assert_eq!(seen.see(key(2), t0, w, 10), Seen::Again(None));
+        assert_eq!(seen.cached, 4);
+        // Forgetting a key gives its bytes back.
+        let after = t0 + Duration::from_secs(11);
+        assert_eq!(seen.see(key(3), after, w, 10), Seen::First);
+        assert_eq!(seen.cached, 0);
+        assert_eq!(seen.see(key(1), after, w, 10), Seen::First);
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub mod turmoil;
 
 pub use churn::Churn;
 pub use clock::{SimClock, EPOCH_NS};
-pub use cluster::{AppLog, Cluster, ClusterConfig, SimNode};
+pub use cluster::{AppLog, BroadcastResult, Cluster, ClusterConfig, SimNode};
 pub use net::NetConfig;
 pub use seeds::{seeds, turmoil_seeds, Seeds};
 pub use store::{SimStore, StoreConfig};

@@ -10,7 +10,7 @@ use core::time::Duration;
 
 use crate::id::{NodeId, Term};
 use crate::messaging::{
-    due, reply_body, Body, BroadcastError, BroadcastId, DedupeVerdict, Outgoing, RequestId,
+    reply_body, Body, BroadcastError, BroadcastId, DedupeVerdict, Outgoing, RequestId, Seen,
     SendError, SendReply,
 };
 use crate::payload::Payload;
@@ -119,22 +119,28 @@ impl Node {
         targets: BTreeSet<NodeId>,
         payload: Payload,
     ) -> BroadcastId {
-        let id = self
-            .broadcasts
-            .start(targets.clone(), now.mono + self.cfg.broadcast_timeout);
-        for to in targets {
-            let addr = self.addr_of(&to);
-            self.transmit(
-                to,
-                addr,
-                Message::Broadcast {
-                    id,
-                    incarnation: self.me.incarnation,
-                    payload: payload.clone(),
-                },
-            );
-        }
+        let id = self.broadcasts.start(
+            targets.clone(),
+            payload.clone(),
+            now.mono,
+            (self.cfg.broadcast_timeout, self.cfg.request_retry_interval),
+        );
+        self.send_broadcast(targets, id, &payload);
         BroadcastId(id)
+    }
+
+    fn send_broadcast(&mut self, to: impl IntoIterator<Item = NodeId>, id: u64, payload: &Payload) {
+        for to in to {
+            let addr = self.addr_of(&to);
+            let incarnation = self.me.incarnation;
+            let payload = payload.clone();
+            let msg = Message::Broadcast {
+                id,
+                incarnation,
+                payload,
+            };
+            self.transmit(to, addr, msg);
+        }
     }
 
     /// The application's answer to a broadcast delivered here.
@@ -143,6 +149,8 @@ impl Node {
         handle: BroadcastHandle,
         result: Result<Payload, String>,
     ) {
+        let key = (handle.from.clone(), handle.incarnation, handle.id);
+        self.seen_broadcasts.answered(&key, &result);
         self.transmit(
             handle.from,
             None,
@@ -302,18 +310,33 @@ impl Node {
     ) {
         let key = (from.clone(), incarnation, id);
         let window = self.cfg.broadcast_timeout * 2;
-        if self
+        match self
             .seen_broadcasts
-            .first(key, now.mono, window, self.cfg.max_dedupe_entries)
+            .see(key, now.mono, window, self.cfg.max_dedupe_entries)
         {
-            self.event(Event::Broadcast {
+            Seen::First => self.event(Event::Broadcast {
                 handle: BroadcastHandle {
                     from,
                     incarnation,
                     id,
                 },
                 payload,
-            });
+            }),
+            // A retry whose answer was lost: the kept answer goes again,
+            // the handler does not run twice.
+            Seen::Again(Some(answer)) => {
+                let result = answer.clone();
+                self.transmit(from, None, Message::BroadcastReply { id, result });
+            }
+            // Still being handled (its answer will go when it is ready),
+            // or answered beyond what is kept.
+            Seen::Again(None) => {}
+            Seen::Full => {
+                let result = Err(String::from(
+                    "member overloaded: too many broadcasts in the dedupe window",
+                ));
+                self.transmit(from, None, Message::BroadcastReply { id, result });
+            }
         }
     }
 
@@ -444,9 +467,14 @@ impl Node {
         if self.broadcasts.next_due() > now.mono {
             return;
         }
-        let ids = due(&self.broadcasts.pending, |b| b.deadline <= now.mono);
-        for id in ids {
-            if let Some(b) = self.broadcasts.pending.remove(&id) {
+        for id in self.broadcasts.due(now.mono) {
+            let Some(b) = self.broadcasts.pending.get_mut(&id) else {
+                continue;
+            };
+            if b.deadline <= now.mono {
+                let Some(b) = self.broadcasts.pending.remove(&id) else {
+                    continue;
+                };
                 for from in b.waiting {
                     self.event(Event::BroadcastReply {
                         id: BroadcastId(id),
@@ -457,7 +485,23 @@ impl Node {
                 self.event(Event::BroadcastDone {
                     id: BroadcastId(id),
                 });
+                continue;
             }
+            // Members not heard from get it again, backing off (1, 2, 4, 8,
+            // then 16 retry intervals apart) so that a slow handler is not
+            // flooded; the receiver hands a retry of an answered broadcast
+            // its kept answer, and never runs the handler twice.
+            let backoff = self.cfg.request_retry_interval * (1 << b.tries.min(4));
+            b.tries += 1;
+            b.next_try = (now.mono + backoff).min(b.deadline);
+            let payload = b.payload.clone();
+            let again: Vec<NodeId> = b
+                .waiting
+                .iter()
+                .filter(|m| **m != self.me.id)
+                .cloned()
+                .collect();
+            self.send_broadcast(again, id, &payload);
         }
     }
 }
