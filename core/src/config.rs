@@ -51,7 +51,13 @@ pub struct Config {
     /// How long to wait for a reply before re-sending a request (default
     /// 500 ms; a new leader is tried at once on a redirect).
     pub request_retry_interval: Duration,
-    /// How long a broadcast waits for each member (default 5 s).
+    /// How long a broadcast waits for each member (default 5 s); parts
+    /// not answered are sent again from `request_retry_interval` on. A
+    /// member remembers what it was delivered for twice its own
+    /// `broadcast_timeout`, so give every member the same value (or
+    /// members larger ones than senders): a retry from a sender whose
+    /// timeout is more than twice a member's can reach that member after
+    /// it forgot the broadcast and be handled again.
     pub broadcast_timeout: Duration,
     /// How long the leader remembers a handled request id its sender has
     /// not said it settled (a sender says so with each later request).

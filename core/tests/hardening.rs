@@ -540,3 +540,76 @@ fn a_stray_copy_of_a_settled_request_is_refused_not_handled_again() {
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert!(refused[0].contains("settled"), "{refused:?}");
 }
+
+/// Hands `a` broadcast `id` from `s`; returns the broadcasts delivered and
+/// the replies sent back.
+fn broadcast_to(
+    a: &mut Node,
+    now: Now,
+    store: &mut Option<LeaseRow>,
+    id: u64,
+) -> (
+    Vec<hedgerow_core::BroadcastHandle>,
+    Vec<Result<Payload, String>>,
+) {
+    let msg = Message::Broadcast {
+        id,
+        incarnation: 1,
+        payload: Payload::from("x"),
+    };
+    a.handle(
+        now,
+        Input::Message {
+            from: self::id("s"),
+            msg,
+        },
+    );
+    let mut delivered = Vec::new();
+    let mut replies = Vec::new();
+    for o in drive(a, now, store, true) {
+        match o {
+            Output::Event(hedgerow_core::Event::Broadcast { handle, .. }) => delivered.push(handle),
+            Output::Transmit {
+                msg: Message::BroadcastReply { result, .. },
+                ..
+            } => replies.push(result),
+            _ => {}
+        }
+    }
+    (delivered, replies)
+}
+
+#[test]
+fn a_broadcast_flood_is_refused_past_the_key_bound_and_retries_get_the_kept_answer() {
+    let cfg = Config {
+        max_dedupe_entries: 50,
+        ..Config::lan("c")
+    };
+    let (mut a, mut store) = leader(cfg);
+    let (delivered, _) = broadcast_to(&mut a, at(110), &mut store, 1);
+    assert_eq!(delivered.len(), 1);
+    a.reply_broadcast(at(111), delivered[0].clone(), Ok(Payload::from("done")));
+    drive(&mut a, at(111), &mut store, true);
+    // The answer was lost on the way: a retry gets it again, unhandled.
+    let (delivered, replies) = broadcast_to(&mut a, at(200), &mut store, 1);
+    assert!(delivered.is_empty(), "a retry ran the handler again");
+    assert_eq!(replies, vec![Ok(Payload::from("done"))]);
+    // A flood fills the key table; past it new broadcasts are refused,
+    // none is forgotten within the window.
+    for id in 2..=50 {
+        assert_eq!(broadcast_to(&mut a, at(300), &mut store, id).0.len(), 1);
+    }
+    let (delivered, replies) = broadcast_to(&mut a, at(300), &mut store, 51);
+    assert!(delivered.is_empty());
+    assert_eq!(replies.len(), 1);
+    assert!(
+        matches!(&replies[0], Err(why) if why.contains("overloaded")),
+        "{replies:?}"
+    );
+    let (delivered, replies) = broadcast_to(&mut a, at(400), &mut store, 1);
+    assert!(
+        delivered.is_empty(),
+        "a key was forgotten within its window"
+    );
+    assert_eq!(replies, vec![Ok(Payload::from("done"))]);
+}
