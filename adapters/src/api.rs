@@ -46,7 +46,9 @@ impl Stream for Watch {
 }
 
 /// The replies to a broadcast as they arrive, one per member (a timeout is
-/// an [`Error::Timeout`] item); ends when every member answered or timed out.
+/// an [`Error::Timeout`] item, a member that left the view before it
+/// answered an [`Error::MemberLeft`] one); ends when every member answered,
+/// left or timed out.
 #[derive(Debug)]
 pub struct BroadcastReplies(mpsc::UnboundedReceiver<BroadcastItem>);
 
@@ -365,6 +367,13 @@ impl Hedgerow {
     /// this node, or none (no leader yet), and members that join later do
     /// not get this broadcast. To reach the peers you expect, wait for them
     /// first with [`Hedgerow::wait_for_members`].
+    ///
+    /// Each member's handler runs once: a member not heard from is sent the
+    /// broadcast again (from `request_retry_interval` on, backing off) until
+    /// `broadcast_timeout`, and a member answers a retry with the answer it
+    /// already gave. A member that leaves the view first (it left, was
+    /// declared failed, or restarted) gets [`Error::MemberLeft`] at once:
+    /// it may have handled the broadcast.
     pub async fn broadcast(
         &self,
         payload: impl Into<Bytes>,
