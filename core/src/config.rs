@@ -54,10 +54,10 @@ pub struct Config {
     /// How long a broadcast waits for each member (default 5 s); parts
     /// not answered are sent again from `request_retry_interval` on. A
     /// member remembers what it was delivered for twice its own
-    /// `broadcast_timeout`, so give every member the same value (or
-    /// members larger ones than senders): a retry from a sender whose
-    /// timeout is more than twice a member's can reach that member after
-    /// it forgot the broadcast and be handled again.
+    /// `broadcast_timeout`, so give every member the same value: a retry
+    /// from a sender whose timeout is more than twice a member's can reach
+    /// that member after it forgot the broadcast, and is then refused with
+    /// an error (it may have been handled) rather than handled again.
     pub broadcast_timeout: Duration,
     /// How long the leader remembers a handled request id its sender has
     /// not said it settled (a sender says so with each later request).

@@ -688,6 +688,11 @@ pub(crate) struct SeenBroadcasts {
     seen: BTreeMap<(NodeId, u64, u64), Option<BroadcastAnswer>>,
     order: VecDeque<(MonoTime, (NodeId, u64, u64))>,
     cached: usize,
+    /// Per sender incarnation, the highest broadcast id forgotten: a
+    /// sender numbers its broadcasts in order, so an id at or below it
+    /// that is not remembered is a retry (or a copy) of one forgotten, which
+    /// may have been handled, and is refused, never delivered again.
+    floors: BTreeMap<(NodeId, u64), u64>,
 }
 
 /// [`SeenBroadcasts::see`]'s verdict.
@@ -701,6 +706,9 @@ pub(crate) enum Seen<'a> {
     /// New, but as many keys as allowed are still within the window:
     /// refuse it rather than forget a key a retry may still carry.
     Full,
+    /// At or below the highest id forgotten for its sender incarnation:
+    /// it may have been handled, and is not handled again.
+    Forgotten,
 }
 
 fn answer_bytes(a: &BroadcastAnswer) -> usize {
@@ -727,11 +735,22 @@ impl SeenBroadcasts {
                 if let Some(Some(a)) = self.seen.remove(&k) {
                     self.cached -= answer_bytes(&a);
                 }
+                let (from, incarnation, id) = k;
+                let floor = self.floors.entry((from, incarnation)).or_insert(id);
+                *floor = (*floor).max(id);
             }
         }
+        // One floor per sender incarnation is small; past `max` of them
+        // (senders restarting for a very long time without leaving the
+        // view) the first in order goes.
+        while self.floors.len() > max {
+            self.floors.pop_first();
+        }
         let full = self.order.len() >= max;
+        let floor = self.floors.get(&(key.0.clone(), key.1)).copied();
         match self.seen.entry(key) {
             btree_map::Entry::Occupied(e) => Seen::Again(e.into_mut().as_ref()),
+            btree_map::Entry::Vacant(e) if floor.is_some_and(|f| e.key().2 <= f) => Seen::Forgotten,
             btree_map::Entry::Vacant(_) if full => Seen::Full,
             btree_map::Entry::Vacant(e) => {
                 self.order.push_back((now, e.key().clone()));
@@ -751,6 +770,12 @@ impl SeenBroadcasts {
         max: usize,
     ) -> bool {
         self.see(key, now, window, max) == Seen::First
+    }
+
+    /// `sender` left the view: its incarnations' broadcasts will not be
+    /// retried, so their floors go.
+    pub(crate) fn forget_sender(&mut self, sender: &NodeId) {
+        self.floors.retain(|(from, _), _| from != sender);
     }
 
     /// The application answered `key`: keep the answer for a retry, while
@@ -907,8 +932,15 @@ mod tests {
         let restarted = (NodeId::new("s").unwrap(), 2, 1);
         assert!(seen.first(restarted, later, w, 10));
         assert!(seen.first((NodeId::new("t").unwrap(), 1, 1), later, w, 10));
-        // A window after it was first seen, the key is forgotten.
+        // A window after it was first seen, the key is forgotten, and a
+        // copy of it (or of an older id) is refused, not delivered again;
+        // a newer id still passes.
         let after = t0 + Duration::from_secs(11);
+        assert_eq!(seen.see(key(1), after, w, 10), Seen::Forgotten);
+        assert_eq!(seen.see(key(0), after, w, 10), Seen::Forgotten);
+        assert!(seen.first(key(3), after, w, 10));
+        // Once the sender leaves the view, its floors go.
+        seen.forget_sender(&NodeId::new("s").unwrap());
         assert!(seen.first(key(1), after, w, 10));
     }
 
@@ -960,7 +992,7 @@ mod tests {
         let after = t0 + Duration::from_secs(11);
         assert_eq!(seen.see(key(3), after, w, 10), Seen::First);
         assert_eq!(seen.cached, 0);
-        assert_eq!(seen.see(key(1), after, w, 10), Seen::First);
+        assert_eq!(seen.see(key(1), after, w, 10), Seen::Forgotten);
     }
 
     #[test]

@@ -613,3 +613,29 @@ fn a_broadcast_flood_is_refused_past_the_key_bound_and_retries_get_the_kept_answ
     );
     assert_eq!(replies, vec![Ok(Payload::from("done"))]);
 }
+
+#[test]
+fn a_retry_after_the_member_forgot_a_broadcast_is_refused_not_handled_again() {
+    // This member remembers broadcasts for 2 s (twice its timeout); a
+    // sender with a longer timeout retries one still unanswered (a slow
+    // handler) after that.
+    let cfg = Config {
+        broadcast_timeout: std::time::Duration::from_secs(1),
+        ..Config::lan("c")
+    };
+    let (mut a, mut store) = leader(cfg);
+    let (delivered, _) = broadcast_to(&mut a, at(110), &mut store, 1);
+    assert_eq!(delivered.len(), 1);
+    let (delivered, replies) = broadcast_to(&mut a, at(2_500), &mut store, 1);
+    assert!(
+        delivered.is_empty(),
+        "a forgotten broadcast was handled again"
+    );
+    assert_eq!(replies.len(), 1);
+    assert!(
+        matches!(&replies[0], Err(why) if why.contains("forgot")),
+        "{replies:?}"
+    );
+    // The sender's next broadcasts still go through.
+    assert_eq!(broadcast_to(&mut a, at(2_600), &mut store, 2).0.len(), 1);
+}

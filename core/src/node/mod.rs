@@ -709,6 +709,7 @@ impl Node {
             self.event(Event::Member(c));
             if let Some(id) = left {
                 self.end_broadcast_parts(&id);
+                self.seen_broadcasts.forget_sender(&id);
             }
         }
         self.event(Event::ViewChanged {

@@ -337,6 +337,14 @@ impl Node {
                 ));
                 self.transmit(from, None, Message::BroadcastReply { id, result });
             }
+            // A sender with a longer broadcast timeout than this member's
+            // retried after this member forgot the broadcast.
+            Seen::Forgotten => {
+                let result = Err(String::from(
+                    "arrived after this member forgot the broadcast (twice its broadcast_timeout); it may have been handled",
+                ));
+                self.transmit(from, None, Message::BroadcastReply { id, result });
+            }
         }
     }
 
