@@ -310,42 +310,35 @@ impl Node {
     ) {
         let key = (from.clone(), incarnation, id);
         let window = self.cfg.broadcast_timeout * 2;
-        match self
+        let result = match self
             .seen_broadcasts
             .see(key, now.mono, window, self.cfg.max_dedupe_entries)
         {
-            Seen::First => self.event(Event::Broadcast {
-                handle: BroadcastHandle {
+            Seen::First => {
+                let handle = BroadcastHandle {
                     from,
                     incarnation,
                     id,
-                },
-                payload,
-            }),
-            // A retry whose answer was lost: the kept answer goes again,
-            // the handler does not run twice.
-            Seen::Again(Some(answer)) => {
-                let result = answer.clone();
-                self.transmit(from, None, Message::BroadcastReply { id, result });
+                };
+                self.event(Event::Broadcast { handle, payload });
+                return;
             }
             // Still being handled (its answer will go when it is ready),
             // or answered beyond what is kept.
-            Seen::Again(None) => {}
-            Seen::Full => {
-                let result = Err(String::from(
-                    "member overloaded: too many broadcasts in the dedupe window",
-                ));
-                self.transmit(from, None, Message::BroadcastReply { id, result });
-            }
+            Seen::Again(None) => return,
+            // A retry whose answer was lost: the kept answer goes again,
+            // the handler does not run twice.
+            Seen::Again(Some(answer)) => answer.clone(),
+            Seen::Full => Err(String::from(
+                "member overloaded: too many broadcasts in the dedupe window",
+            )),
             // A sender with a longer broadcast timeout than this member's
             // retried after this member forgot the broadcast.
-            Seen::Forgotten => {
-                let result = Err(String::from(
-                    "arrived after this member forgot the broadcast (twice its broadcast_timeout); it may have been handled",
-                ));
-                self.transmit(from, None, Message::BroadcastReply { id, result });
-            }
-        }
+            Seen::Forgotten => Err(String::from(
+                "arrived after this member forgot the broadcast (twice its broadcast_timeout); it may have been handled",
+            )),
+        };
+        self.transmit(from, None, Message::BroadcastReply { id, result });
     }
 
     /// A member answered one of our broadcasts.
@@ -355,24 +348,7 @@ impl Node {
         id: u64,
         result: Result<Payload, String>,
     ) {
-        let Some(b) = self.broadcasts.pending.get_mut(&id) else {
-            return;
-        };
-        if !b.waiting.remove(&from) {
-            return;
-        }
-        let done = b.waiting.is_empty();
-        self.event(Event::BroadcastReply {
-            id: BroadcastId(id),
-            from,
-            result: result.map_err(BroadcastError::Failed),
-        });
-        if done {
-            self.broadcasts.pending.remove(&id);
-            self.event(Event::BroadcastDone {
-                id: BroadcastId(id),
-            });
-        }
+        self.end_part(id, from, result.map_err(BroadcastError::Failed));
     }
 
     /// `member` left the view (it left, was declared failed, or restarted):
@@ -383,27 +359,38 @@ impl Node {
         if *member == self.me.id {
             return;
         }
-        let ended: Vec<(u64, bool)> = self
+        let waiting: Vec<u64> = self
             .broadcasts
             .pending
-            .iter_mut()
-            .filter_map(|(&id, b)| {
-                let waited = b.waiting.remove(member);
-                waited.then_some((id, b.waiting.is_empty()))
-            })
+            .iter()
+            .filter(|(_, b)| b.waiting.contains(member))
+            .map(|(&id, _)| id)
             .collect();
-        for (id, last) in ended {
-            self.event(Event::BroadcastReply {
+        for id in waiting {
+            self.end_part(id, member.clone(), Err(BroadcastError::Left));
+        }
+    }
+
+    /// Ends `from`'s part of broadcast `id` with `result`, if it is still
+    /// waited on, and the broadcast with it when it was the last.
+    fn end_part(&mut self, id: u64, from: NodeId, result: Result<Payload, BroadcastError>) {
+        let Some(b) = self.broadcasts.pending.get_mut(&id) else {
+            return;
+        };
+        if !b.waiting.remove(&from) {
+            return;
+        }
+        let done = b.waiting.is_empty();
+        self.event(Event::BroadcastReply {
+            id: BroadcastId(id),
+            from,
+            result,
+        });
+        if done {
+            self.broadcasts.pending.remove(&id);
+            self.event(Event::BroadcastDone {
                 id: BroadcastId(id),
-                from: member.clone(),
-                result: Err(BroadcastError::Left),
             });
-            if last {
-                self.broadcasts.pending.remove(&id);
-                self.event(Event::BroadcastDone {
-                    id: BroadcastId(id),
-                });
-            }
         }
     }
 
@@ -480,10 +467,9 @@ impl Node {
                 continue;
             };
             if b.deadline <= now.mono {
-                let Some(b) = self.broadcasts.pending.remove(&id) else {
-                    continue;
-                };
-                for from in b.waiting {
+                let waiting = core::mem::take(&mut b.waiting);
+                self.broadcasts.pending.remove(&id);
+                for from in waiting {
                     self.event(Event::BroadcastReply {
                         id: BroadcastId(id),
                         from,
