@@ -482,6 +482,13 @@ fn oversize_metadata_is_refused_locally_and_dropped_from_a_heartbeat() {
 
 // ---- requests -------------------------------------------------------------------
 
+/// Hands `a` `msg` from node `s` and returns what it put out.
+fn from_s(a: &mut Node, now: Now, store: &mut Option<LeaseRow>, msg: Message) -> Vec<Output> {
+    let from = id("s");
+    a.handle(now, Input::Message { from, msg });
+    drive(a, now, store, true)
+}
+
 /// The leader's outputs for request `id` of sender `s` (incarnation 1)
 /// that says everything below `settled_below` is settled: the requests
 /// handed to the application and the failures sent back.
@@ -497,16 +504,9 @@ fn request_to(
         payload: Payload::from("x"),
         settled_below,
     };
-    a.handle(
-        now,
-        Input::Message {
-            from: self::id("s"),
-            msg,
-        },
-    );
     let mut handled = Vec::new();
     let mut refused = Vec::new();
-    for o in drive(a, now, store, true) {
+    for o in from_s(a, now, store, msg) {
         match o {
             Output::Event(hedgerow_core::Event::Request { handle, .. }) => handled.push(handle),
             Output::Transmit {
@@ -557,16 +557,9 @@ fn broadcast_to(
         incarnation: 1,
         payload: Payload::from("x"),
     };
-    a.handle(
-        now,
-        Input::Message {
-            from: self::id("s"),
-            msg,
-        },
-    );
     let mut delivered = Vec::new();
     let mut replies = Vec::new();
-    for o in drive(a, now, store, true) {
+    for o in from_s(a, now, store, msg) {
         match o {
             Output::Event(hedgerow_core::Event::Broadcast { handle, .. }) => delivered.push(handle),
             Output::Transmit {
