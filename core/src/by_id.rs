@@ -92,18 +92,29 @@ impl<T> ById<T> {
     /// another sit as many slots from the first as their ids are apart
     /// (a hole keeps its slot), so that slot is looked at first; a binary
     /// search, when it is not there.
+    #[inline]
     fn slot(&self, id: u64) -> Option<usize> {
-        let (first, last) = (self.slots.front()?.0, self.slots.back()?.0);
-        if id < first || id > last {
-            // Not held (a new id, or one long gone): no search.
-            return None;
-        }
-        let guess = usize::try_from(id - first).ok()?;
+        let first = self.slots.front()?.0;
+        // Ids only grow along the slots, so `id` sits at most `id - first`
+        // slots in: when that slot holds it, no search.
+        let guess = usize::try_from(id.checked_sub(first)?).ok()?;
         let at = match self.slots.get(guess) {
-            Some((i, _)) if *i == id => guess,
-            _ => self.slots.binary_search_by_key(&id, |(i, _)| *i).ok()?,
+            Some((i, v)) if *i == id => return v.is_some().then_some(guess),
+            // Past the last slot with no gap before it: not held (the
+            // common case of a new id), no search.
+            None if self.slots.len() as u64 == self.slots.back()?.0 - first + 1 => return None,
+            _ => self.slot_search(id)?,
         };
         self.slots[at].1.is_some().then_some(at)
+    }
+
+    /// Where `id` is among the slots, by binary search.
+    #[cold]
+    fn slot_search(&self, id: u64) -> Option<usize> {
+        if self.slots.back()?.0 < id {
+            return None;
+        }
+        self.slots.binary_search_by_key(&id, |(i, _)| *i).ok()
     }
 
     /// Whether `id` is held.
