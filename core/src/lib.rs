@@ -37,7 +37,10 @@
 //!   command ([`Node::send`], [`Node::broadcast`], [`Node::reply`],
 //!   [`Node::resign`], [`Node::leave`], the stream verbs, …) call
 //!   [`Node::poll`] until it returns `None` (or [`Node::poll_into`], which
-//!   moves them all into the driver's buffer at once). Outputs queue up until then;
+//!   moves them all into the driver's buffer at once). Inputs that arrive
+//!   together (the frames of one read) may go in one [`Node::handle_all`],
+//!   and answers in one [`Node::reply_all`]: the same as one call each,
+//!   with the housekeeping run once. Outputs queue up until then;
 //!   a driver that drains late only delays them, one that never drains
 //!   never sends a heartbeat.
 //! * **Time.** Every call takes a [`Now`]: a monotonic instant and a clock

@@ -632,3 +632,50 @@ fn a_retry_after_the_member_forgot_a_broadcast_is_refused_not_handled_again() {
     // The sender's next broadcasts still go through.
     assert_eq!(broadcast_to(&mut a, at(2_600), &mut store, 2).0.len(), 1);
 }
+
+#[test]
+fn inputs_handled_together_come_out_as_when_handled_one_by_one() {
+    let requests = |ids: std::ops::Range<u64>| {
+        ids.map(|n| Input::Message {
+            from: id("s"),
+            msg: Message::Request {
+                id: n,
+                incarnation: 1,
+                payload: Payload::from("x"),
+                settled_below: 0,
+            },
+        })
+        .collect::<Vec<_>>()
+    };
+    let (mut one, mut store1) = leader(Config::lan("c"));
+    let (mut all, mut store2) = leader(Config::lan("c"));
+    let mut by_one = Vec::new();
+    for input in requests(1..5) {
+        one.handle(at(110), input);
+        by_one.extend(drive(&mut one, at(110), &mut store1, true));
+    }
+    all.handle_all(at(110), requests(1..5));
+    let by_all = drive(&mut all, at(110), &mut store2, true);
+    assert_eq!(by_all, by_one, "the same outputs, in the same order");
+    // Answered together or one by one: the same replies.
+    let handles = |outs: &[Output]| {
+        outs.iter()
+            .filter_map(|o| match o {
+                Output::Event(hedgerow_core::Event::Request { handle, .. }) => Some(handle.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut replies_one = Vec::new();
+    for h in handles(&by_one) {
+        one.reply(at(111), h, Ok(Payload::from("r")));
+        replies_one.extend(drive(&mut one, at(111), &mut store1, true));
+    }
+    let answers = handles(&by_all)
+        .into_iter()
+        .map(|h| (h, Ok(Payload::from("r"))));
+    all.reply_all(at(111), answers);
+    let replies_all = drive(&mut all, at(111), &mut store2, true);
+    assert_eq!(replies_all.len(), 4, "{replies_all:?}");
+    assert_eq!(replies_all, replies_one);
+}

@@ -113,12 +113,9 @@ impl<R: Runtime> Accept<NetEvent> for DriverCell<R> {
     /// already holds.
     fn accept_all(&self, batch: &mut Vec<NetEvent>) -> bool {
         self.direct(batch, |d, batch| {
-            while let Ok(earlier) = d.inputs.rx.net.try_recv() {
-                d.on_net(earlier);
-            }
-            for e in batch.drain(..) {
-                d.on_net(e);
-            }
+            let earlier: Vec<NetEvent> =
+                std::iter::from_fn(|| d.inputs.rx.net.try_recv().ok()).collect();
+            d.on_net_all(earlier.into_iter().chain(batch.drain(..)));
         })
         .is_ok()
     }

@@ -43,6 +43,10 @@ pub(super) struct Jobs {
     max_in_flight: usize,
     in_flight: usize,
     queued: VecDeque<Job>,
+    /// Requests answered and not yet handed to the node: the drain hands
+    /// them over in one call (`Node::reply_all`) before it looks for
+    /// outputs again, so the requests of one read are answered together.
+    answered: Vec<(RequestHandle, Result<Payload, String>)>,
     /// Where finished calls report (the loop's app channel).
     finished: mpsc::UnboundedSender<Done>,
 }
@@ -55,6 +59,7 @@ impl Jobs {
             max_in_flight: handlers.max_in_flight,
             in_flight: 0,
             queued: VecDeque::new(),
+            answered: Vec::new(),
             finished,
         }
     }
@@ -165,14 +170,30 @@ impl<R: Runtime> Driver<R> {
         }
     }
 
-    /// Hands a handler's answer to the node.
+    /// Hands a handler's answer to the node: a broadcast's at once, a
+    /// request's with the others of this drain ([`Driver::answer_jobs`]).
     fn finish_job(&mut self, done: Done) {
+        match done {
+            Done::Request(h, r) => self.jobs.answered.push((h, r.map(Payload::from))),
+            Done::Broadcast(h, r) => {
+                let now = self.now();
+                self.core
+                    .node()
+                    .reply_broadcast(now, h, r.map(Payload::from));
+            }
+        }
+    }
+
+    /// Hands the node every request answer not yet handed over, in one
+    /// call on one clock reading. The drain calls it before each look for
+    /// outputs, so no answer waits past the drain that made it.
+    pub(super) fn answer_jobs(&mut self) {
+        if self.jobs.answered.is_empty() {
+            return;
+        }
         let now = self.now();
         let mut node = self.core.node();
-        match done {
-            Done::Request(h, r) => node.reply(now, h, r.map(Payload::from)),
-            Done::Broadcast(h, r) => node.reply_broadcast(now, h, r.map(Payload::from)),
-        }
+        node.reply_all(now, self.jobs.answered.drain(..));
     }
 
     /// A handler call finished: its answer goes out, and its slot to the

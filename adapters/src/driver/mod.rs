@@ -384,12 +384,24 @@ impl<R: Runtime> Driver<R> {
         self.drain();
     }
 
+    /// Every input of `inputs` (left empty) in one call of the node, on
+    /// one clock reading.
+    fn input_all(&mut self, inputs: &mut Vec<Input>) {
+        if inputs.is_empty() {
+            return;
+        }
+        let now = self.now();
+        self.core.node().handle_all(now, inputs.drain(..));
+        self.drain();
+    }
+
     /// Carries out outputs until the node has none left. Carrying one out
     /// may call the node again (a reply, a write); those outputs are
     /// collected on the next round rather than by recursion.
     fn drain(&mut self) {
         let mut outs = self.core.take_outputs();
         loop {
+            self.answer_jobs();
             self.core.poll_outputs(&mut outs);
             if outs.is_empty() {
                 self.core.keep_outputs(outs);

@@ -13,8 +13,8 @@ use futures::channel::oneshot;
 use futures::future::Shared;
 use hedgerow_clock::Clock;
 use hedgerow_core::{
-    duration_nanos, ClockReading, ClockSource, ClockStatus, MonoTime, Node, Now, Output, Term,
-    TimeInterval,
+    duration_nanos, ClockReading, ClockSource, ClockStatus, Input, MonoTime, Node, Now, Output,
+    Term, TimeInterval,
 };
 
 use crate::runtime::Runtime;
@@ -31,6 +31,8 @@ pub(super) struct Core {
     clock_failing: bool,
     /// The node's outputs being carried out (kept for its allocation).
     outs: VecDeque<Output>,
+    /// Inputs gathered for one call of the node (kept for its allocation).
+    ins: Vec<Input>,
     /// The node's span, entered by whoever runs the driver.
     span: tracing::Span,
     /// The span's cluster and node fields, for the next term's span.
@@ -51,6 +53,7 @@ impl Core {
             started,
             clock_failing: false,
             outs: VecDeque::new(),
+            ins: Vec::new(),
             span: node_span(&names, None),
             names,
         }
@@ -176,6 +179,16 @@ impl Core {
     /// Moves every output the node has into `outs`.
     pub(super) fn poll_outputs(&self, outs: &mut VecDeque<Output>) {
         self.node().poll_into(outs);
+    }
+
+    /// The buffer to gather inputs for one call in (empty, reused).
+    pub(super) fn take_inputs(&mut self) -> Vec<Input> {
+        std::mem::take(&mut self.ins)
+    }
+
+    /// Gives the (emptied) input buffer back.
+    pub(super) fn keep_inputs(&mut self, ins: Vec<Input>) {
+        self.ins = ins;
     }
 
     /// Gives the (emptied) buffer back for the next drain.

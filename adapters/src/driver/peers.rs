@@ -300,6 +300,33 @@ impl Peers {
 impl<R: Runtime> Driver<R> {
     /// A connection event; the node hears what it needs to.
     pub(super) fn on_net(&mut self, e: NetEvent) {
+        if let Some(input) = self.net_input(e) {
+            self.input(input);
+        }
+    }
+
+    /// Events that came in together (one connection's read, and what its
+    /// channel held before it). The messages among them go to the node in
+    /// one call, so its housekeeping runs once for a read of many frames,
+    /// not once a frame; a connection coming up or going down is taken on
+    /// its own, in its place, after the messages before it.
+    pub(super) fn on_net_all(&mut self, events: impl IntoIterator<Item = NetEvent>) {
+        let mut msgs = self.core.take_inputs();
+        for e in events {
+            if !matches!(e, NetEvent::Msg { .. }) {
+                self.input_all(&mut msgs);
+            }
+            if let Some(input) = self.net_input(e) {
+                msgs.push(input);
+            }
+        }
+        self.input_all(&mut msgs);
+        self.core.keep_inputs(msgs);
+    }
+
+    /// What the node is to be told of `e`, once the connection books have
+    /// taken it.
+    fn net_input(&mut self, e: NetEvent) -> Option<Input> {
         // Members' frames come first on the transport's frame budget: an
         // inbound connection of a peer already in the view is marked now,
         // the others when their peer joins (`Peers::mark_member`).
@@ -311,8 +338,6 @@ impl<R: Runtime> Driver<R> {
             } => self.core.node().view().contains(peer),
             _ => false,
         };
-        if let Some(input) = self.peers.on_net(&self.rt, e, member) {
-            self.input(input);
-        }
+        self.peers.on_net(&self.rt, e, member)
     }
 }

@@ -151,6 +151,38 @@ impl Node {
     /// Feeds one input. Drain [`Node::poll`] afterwards.
     pub fn handle(&mut self, now: Now, input: Input) {
         let now = self.observe(now);
+        self.take(&now, input);
+        self.step(&now);
+    }
+
+    /// Feeds several inputs that came in together (the frames of one
+    /// read, say), all at `now`: the same as [`Node::handle`] for each in
+    /// turn, except that the node's housekeeping (timers, the lease,
+    /// sending what is due) runs once, after the last, instead of after
+    /// each. Nothing is lost by that: every input is already handled
+    /// before the housekeeping of its own call, so each one here meets a
+    /// state [`Node::handle`] could have shown it. Drain [`Node::poll`]
+    /// afterwards.
+    ///
+    /// ```
+    /// use hedgerow_core::*;
+    /// let me = Identity { id: NodeId::new("a").unwrap(), addr: "127.0.0.1:7000".into(), incarnation: 1 };
+    /// let mut node = Node::new(Config::local("demo"), me, 42).unwrap();
+    /// let now = Now { mono: MonoTime::from_nanos(0), clock: ClockReading::synchronized(1_700_000_000_000_000_000, 1_000_000) };
+    /// let peer = NodeId::new("b").unwrap();
+    /// node.handle_all(now, [Input::PeerLost { peer: peer.clone() }, Input::PeerLost { peer }]);
+    /// while let Some(_out) = node.poll() {}
+    /// ```
+    pub fn handle_all(&mut self, now: Now, inputs: impl IntoIterator<Item = Input>) {
+        let now = self.observe(now);
+        for input in inputs {
+            self.take(&now, input);
+        }
+        self.step(&now);
+    }
+
+    /// One input, before the step that follows it.
+    fn take(&mut self, now: &Now, input: Input) {
         match input {
             Input::Tick => {}
             // Our own id from outside is a misconfigured or hostile peer
@@ -158,13 +190,12 @@ impl Node {
             Input::Message { from, .. } if from == self.me.id => {}
             Input::Message { from, msg } => {
                 self.stats.messages_received += 1;
-                self.on_message(&now, from, msg);
+                self.on_message(now, from, msg);
             }
-            Input::Lease { op, result } => self.on_lease_result(&now, op, result),
+            Input::Lease { op, result } => self.on_lease_result(now, op, result),
             Input::PeerLost { peer } => self.on_peer_lost(&peer),
-            Input::Coord { op, result } => self.on_coord_result(&now, op, result),
+            Input::Coord { op, result } => self.on_coord_result(now, op, result),
         }
-        self.step(&now);
     }
 
     /// The next output, until `None`.
@@ -356,6 +387,22 @@ impl Node {
     pub fn reply(&mut self, now: Now, handle: RequestHandle, result: Result<Payload, String>) {
         let now = self.observe(now);
         self.answer_request(handle, result);
+        self.step(&now);
+    }
+
+    /// Answers several requests at `now`: the same as [`Node::reply`] for
+    /// each in turn, with the housekeeping once after the last (see
+    /// [`Node::handle_all`]). For a driver whose handlers answered a
+    /// read's worth of requests at once.
+    pub fn reply_all(
+        &mut self,
+        now: Now,
+        answers: impl IntoIterator<Item = (RequestHandle, Result<Payload, String>)>,
+    ) {
+        let now = self.observe(now);
+        for (handle, result) in answers {
+            self.answer_request(handle, result);
+        }
         self.step(&now);
     }
 
