@@ -40,7 +40,12 @@ pub const MAGIC: [u8; 4] = *b"HGRW";
 /// it and a version-3 heartbeat decodes with it `false`; a leader relays
 /// only while every member it knows said `relays`, so during an upgrade
 /// it pushes to each member as before.
-pub const PROTOCOL_VERSION: u16 = 4;
+///
+/// Version 5 added [`Message::Broadcast`]'s `to_incarnation`, last in its
+/// frame: a version-4 peer gets the broadcast without it, and a version-4
+/// broadcast decodes with it 0 ("not said"), which every member accepts,
+/// as before.
+pub const PROTOCOL_VERSION: u16 = 5;
 /// The oldest protocol version this build still speaks (N-1 interop).
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 /// Bytes a stream sender may send before the receiver's first credit.
@@ -364,6 +369,11 @@ pub enum Message {
         incarnation: u64,
         /// The application's bytes.
         payload: Payload,
+        /// The incarnation of the member this copy is for, as the sender's
+        /// view knows it; 0 when the sender does not say (a version-4
+        /// sender). A member of another incarnation (the process
+        /// restarted since) refuses the copy instead of handling it.
+        to_incarnation: u64,
     },
     /// Member → broadcaster.
     BroadcastReply {
@@ -780,10 +790,14 @@ pub fn peek_frame_len(buf: &[u8], max_len: u32) -> Result<Option<usize>, DecodeE
 pub fn decode_body(body: &[u8]) -> Result<Frame, DecodeError> {
     let (frame, rest) = match postcard::take_from_bytes::<Frame>(body) {
         Ok(x) => x,
-        // An older peer's request or heartbeat: without the last field a
-        // later version added (`settled_below` read as 0, `relays` as
-        // false).
-        Err(_) if body.starts_with(&REQUEST_TAG) || body.starts_with(&HEARTBEAT_TAG) => {
+        // An older peer's request, heartbeat or broadcast: without the
+        // last field a later version added (`settled_below` read as 0,
+        // `relays` as false, `to_incarnation` as 0).
+        Err(_)
+            if body.starts_with(&REQUEST_TAG)
+                || body.starts_with(&HEARTBEAT_TAG)
+                || body.starts_with(&BROADCAST_TAG) =>
+        {
             let mut v2 = Vec::with_capacity(body.len() + 1);
             v2.extend_from_slice(body);
             v2.push(0);
@@ -822,11 +836,15 @@ const STREAM_DATA_TAG: [u8; 2] = [2, 11];
 const REQUEST_TAG: [u8; 2] = [2, 6];
 /// Likewise for `Frame::Msg(Message::Heartbeat { .. })`.
 const HEARTBEAT_TAG: [u8; 2] = [2, 0];
+/// Likewise for `Frame::Msg(Message::Broadcast { .. })`.
+const BROADCAST_TAG: [u8; 2] = [2, 8];
 
 /// As [`encode_message_split`], for a peer that negotiated `version`: a
 /// version-1 peer gets [`Message::Request`] without `settled_below` (the
 /// one field version 2 added), a peer below version 4 gets
-/// [`Message::Heartbeat`] without `relays`; everything else is the same.
+/// [`Message::Heartbeat`] without `relays`, a peer below version 5 gets
+/// [`Message::Broadcast`] without `to_incarnation`; everything else is the
+/// same.
 pub fn encode_message_for_version(
     msg: Message,
     version: u16,
@@ -863,6 +881,22 @@ pub fn encode_message_for_version(
                 incarnation,
                 payload,
                 settled_below: 0,
+            };
+            append_without_last_zero(&Frame::Msg(msg), max_len, out).map(|()| None)
+        }
+        Message::Broadcast {
+            id,
+            incarnation,
+            payload,
+            ..
+        } if version < 5 => {
+            // `to_incarnation` 0 is the frame's last byte: dropping it
+            // leaves the version-4 frame.
+            let msg = Message::Broadcast {
+                id,
+                incarnation,
+                payload,
+                to_incarnation: 0,
             };
             append_without_last_zero(&Frame::Msg(msg), max_len, out).map(|()| None)
         }

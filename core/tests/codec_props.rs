@@ -211,13 +211,14 @@ fn message() -> impl Strategy<Value = Message> {
             }
         ),
         (any::<u64>(), reply_body()).prop_map(|(id, body)| Message::Reply { id, body }),
-        (any::<u64>(), any::<u64>(), payload()).prop_map(|(id, incarnation, payload)| {
-            Message::Broadcast {
+        (any::<u64>(), any::<u64>(), payload(), any::<u64>()).prop_map(
+            |(id, incarnation, payload, to_incarnation)| Message::Broadcast {
                 id,
                 incarnation,
                 payload,
+                to_incarnation,
             }
-        }),
+        ),
         (
             any::<u64>(),
             prop_oneof![payload().prop_map(Ok), text().prop_map(Err)]
@@ -343,9 +344,46 @@ proptest! {
             }
             // Below version 4 a heartbeat goes without `relays`.
             Message::Heartbeat(hb) => Message::Heartbeat(Heartbeat { relays: false, ..hb }),
+            // Below version 5 a broadcast goes without `to_incarnation`.
+            Message::Broadcast { id, incarnation, payload, .. } => {
+                Message::Broadcast { id, incarnation, payload, to_incarnation: 0 }
+            }
             other => other,
         };
         prop_assert_eq!(decoded, Frame::Msg(expected));
+    }
+
+    /// A broadcast for a version-4 peer is the version-5 frame of the same
+    /// broadcast naming no process, without its last byte, and decodes
+    /// naming none; everything else is encoded as for version 5.
+    #[test]
+    fn version_4_peers_get_broadcasts_without_to_incarnation(msg in message()) {
+        let mut v4 = Vec::new();
+        let split = hedgerow_core::wire::encode_message_for_version(msg.clone(), 4, 1 << 24, &mut v4);
+        prop_assume!(split.is_ok());
+        if let Ok(Some(body)) = split {
+            v4.extend_from_slice(&body);
+        }
+        let decoded = decode_frame(&v4, 1 << 24).unwrap().unwrap().0;
+        match msg {
+            Message::Broadcast { id, incarnation, payload, .. } => {
+                let unnamed = Message::Broadcast { id, incarnation, payload, to_incarnation: 0 };
+                let mut v5 = Vec::new();
+                encode_frame(&Frame::Msg(unnamed.clone()), 1 << 24, &mut v5).unwrap();
+                prop_assert_eq!(v4.len() + 1, v5.len());
+                prop_assert_eq!(&v4[LEN_PREFIX..], &v5[LEN_PREFIX..v5.len() - 1]);
+                prop_assert_eq!(decoded, Frame::Msg(unnamed));
+            }
+            other => {
+                let mut v5 = Vec::new();
+                let split5 = encode_message_split(other.clone(), 1 << 24, &mut v5).unwrap();
+                if let Some(body) = split5 {
+                    v5.extend_from_slice(&body);
+                }
+                prop_assert_eq!(&v4, &v5);
+                prop_assert_eq!(decoded, Frame::Msg(other));
+            }
+        }
     }
 
     /// A heartbeat for a version-3 peer is the version-4 frame without its

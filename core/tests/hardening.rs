@@ -219,12 +219,11 @@ fn an_oversize_length_prefix_is_refused_from_the_prefix_alone() {
 
 #[test]
 fn a_truncated_frame_waits_for_more_bytes_and_a_truncated_body_is_malformed() {
-    // (Not a request: a request without its last byte is a version-1
-    // peer's request, which decodes.)
-    let msg = Message::Broadcast {
+    // (Not a request nor a broadcast: without its last byte either is an
+    // older peer's, which decodes.)
+    let msg = Message::BroadcastReply {
         id: 7,
-        incarnation: 1,
-        payload: Payload::from("hello"),
+        result: Ok(Payload::from("hello")),
     };
     let mut buf = Vec::new();
     encode_frame(&Frame::Msg(msg), 1024, &mut buf).unwrap();
@@ -552,10 +551,25 @@ fn broadcast_to(
     Vec<hedgerow_core::BroadcastHandle>,
     Vec<Result<Payload, String>>,
 ) {
+    broadcast_for(a, now, store, (id, 0))
+}
+
+/// As [`broadcast_to`], for the process `to_incarnation` of `a` (0: the
+/// sender does not say).
+fn broadcast_for(
+    a: &mut Node,
+    now: Now,
+    store: &mut Option<LeaseRow>,
+    (id, to_incarnation): (u64, u64),
+) -> (
+    Vec<hedgerow_core::BroadcastHandle>,
+    Vec<Result<Payload, String>>,
+) {
     let msg = Message::Broadcast {
         id,
         incarnation: 1,
         payload: Payload::from("x"),
+        to_incarnation,
     };
     let mut delivered = Vec::new();
     let mut replies = Vec::new();
@@ -678,4 +692,51 @@ fn inputs_handled_together_come_out_as_when_handled_one_by_one() {
     let replies_all = drive(&mut all, at(111), &mut store2, true);
     assert_eq!(replies_all.len(), 4, "{replies_all:?}");
     assert_eq!(replies_all, replies_one);
+}
+
+#[test]
+fn a_broadcast_for_another_process_of_this_member_is_neither_handled_nor_answered() {
+    // `a` is incarnation 1. The sender's view still shows the process
+    // before a restart (7 here), which may have handled this broadcast
+    // already: this process must not handle it again, nor answer for the
+    // process it was for (the sender's part ends when the restart reaches
+    // its view).
+    let (mut a, mut store) = leader(Config::lan("c"));
+    let (delivered, replies) = broadcast_for(&mut a, at(110), &mut store, (1, 7));
+    assert!(delivered.is_empty(), "handled by a process it was not for");
+    assert!(
+        replies.is_empty(),
+        "answered for another process: {replies:?}"
+    );
+    // For this process, or from a sender that does not say: handled.
+    assert_eq!(
+        broadcast_for(&mut a, at(120), &mut store, (2, 1)).0.len(),
+        1
+    );
+    assert_eq!(
+        broadcast_for(&mut a, at(130), &mut store, (3, 0)).0.len(),
+        1
+    );
+}
+
+#[test]
+fn a_broadcast_names_the_process_of_each_member_it_is_for() {
+    let (mut a, mut store) = leader(Config::lan("c"));
+    let term = a.term();
+    from_s(&mut a, at(110), &mut store, hb(5, None, term));
+    run(&mut a, 110, 1_000, &mut store);
+    assert!(a.view().contains(&id("s")), "s joined");
+    a.broadcast(at(1_000), Payload::from("x"));
+    let named: Vec<u64> = drive(&mut a, at(1_000), &mut store, true)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Transmit {
+                to,
+                msg: Message::Broadcast { to_incarnation, .. },
+                ..
+            } if to == id("s") => Some(to_incarnation),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(named, vec![5], "the copy names the process the view holds");
 }

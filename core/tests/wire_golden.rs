@@ -11,7 +11,10 @@
 //! the `Arc` is transparent on the wire. Protocol version 4 added
 //! `Heartbeat::relays` (one byte at the end of the two heartbeats) and the
 //! relay messages; `heartbeat_v3` is the old heartbeat's bytes, which a
-//! version-3 peer is still sent. `HEDGEROW_PRINT_WIRE=1 cargo test
+//! version-3 peer is still sent. Protocol version 5 added
+//! `Broadcast::to_incarnation` (one varint at the end of the broadcast);
+//! `broadcast_v4` is the old broadcast's bytes, which a version-4 peer is
+//! still sent. `HEDGEROW_PRINT_WIRE=1 cargo test
 //! -p hedgerow-core --test wire_golden -- --nocapture` prints the table
 //! this build produces.
 
@@ -215,6 +218,7 @@ fn frames() -> Vec<(&'static str, Frame)> {
                 id: 5,
                 incarnation: 77,
                 payload: Payload::from(&b"all"[..]),
+                to_incarnation: 9,
             },
         ),
         msg(
@@ -341,7 +345,7 @@ const PINNED: &[(&str, &str)] = &[
     ("reply_ok", "0000000b0207e807000704706f6e67"),
     ("reply_not_leader", "0000001f0207e9070101086c65616465722d310d31302e302e302e393a37303030ac02"),
     ("reply_failed", "000000110207ea0702070a6f7665726c6f61646564"),
-    ("broadcast", "000000080208054d03616c6c"),
+    ("broadcast", "000000090208054d03616c6c09"),
     ("broadcast_reply_ok", "0000000702090500026f6b"),
     ("broadcast_reply_err", "00000013020905010e68616e646c6572206661696c6564"),
     ("stream_open", "00000005020a030007"),
@@ -357,6 +361,7 @@ const PINNED: &[(&str, &str)] = &[
     ("snapshot_from", "0000001702150705706f642d390d31302e302e302e393a37303030"),
     ("request_v1", "0000000a0206e8074d0470696e67"),
     ("heartbeat_v3", "000000230200078080808080200d31302e302e302e323a373030300201067a6f6e653d61078101"),
+    ("broadcast_v4", "000000080208054d03616c6c"),
 ];
 
 fn hex(bytes: &[u8]) -> String {
@@ -397,11 +402,15 @@ fn every_frame_is_the_pinned_bytes_and_decodes_back() {
             "    (\"heartbeat_v3\", \"{}\"),",
             hex(&for_version("heartbeat", 3))
         );
+        println!(
+            "    (\"broadcast_v4\", \"{}\"),",
+            hex(&for_version("broadcast", 4))
+        );
     }
     assert_eq!(
-        frames.len() + 2,
+        frames.len() + 3,
         PINNED.len(),
-        "one pinned encoding per sample, the v1 request and the v3 heartbeat"
+        "one pinned encoding per sample, the v1 request, the v3 heartbeat and the v4 broadcast"
     );
     for (name, frame) in &frames {
         let bytes = encoded(frame);
@@ -462,4 +471,31 @@ fn a_version_3_heartbeat_is_the_bytes_version_3_sent_and_does_not_relay() {
             encode_message_for_version(msg, 3, MAX, &mut Vec::new()).expect_err("not in version 3");
         assert!(err.to_string().contains("version 4"), "{err}");
     }
+}
+
+#[test]
+fn a_version_4_broadcast_is_the_bytes_version_4_sent_and_names_no_process() {
+    let pinned = PINNED
+        .iter()
+        .find(|(k, _)| *k == "broadcast_v4")
+        .map(|(_, h)| *h)
+        .expect("pinned");
+    // The bytes a version-4 build pinned for this broadcast, unchanged.
+    let bytes = for_version("broadcast", 4);
+    assert_eq!(hex(&bytes), pinned);
+    let Some((
+        Frame::Msg(Message::Broadcast {
+            id,
+            to_incarnation,
+            payload,
+            ..
+        }),
+        used,
+    )) = decode_frame(&bytes, MAX).expect("decodes")
+    else {
+        panic!("not a broadcast");
+    };
+    assert_eq!(used, bytes.len());
+    assert_eq!((id, to_incarnation), (5, 0), "0: the sender does not say");
+    assert_eq!(payload, Payload::from(&b"all"[..]));
 }

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::{converged, leader, term_of};
-use hedgerow_core::{ClockStatus, Config, SendError, StreamTarget, Term};
+use hedgerow_core::{BroadcastError, ClockStatus, Config, SendError, StreamTarget, Term};
 use hedgerow_sim::{Cluster, ClusterConfig, NetConfig, SimClock};
 
 const MS: u64 = 1_000_000;
@@ -705,5 +705,52 @@ fn broadcasts_over_a_lossy_network_are_all_answered_once() {
         }
         assert_eq!(c.broadcast_deliveries() - before, 200, "seed {seed}");
         c.assert_no_violations();
+    }
+}
+
+#[test]
+fn a_retry_reaching_a_restarted_member_is_not_handled_again_and_its_part_ends_left() {
+    // The member handles the broadcast, its answer is lost, and it
+    // restarts before the sender's view shows that. The sender's retry
+    // reaches the new process, which must not handle the broadcast again
+    // (the old one may have acted on it already) nor answer for it.
+    for seed in 0..6 {
+        let mut c = Cluster::with_nodes(ClusterConfig::new(seed), 5);
+        converged(&mut c, 10);
+        let (from, to) = sender_and_target(&c);
+        let to_id = c.node(to).node.identity().id.clone();
+        let before = c.broadcast_deliveries();
+        c.partition_one_way(to, from);
+        let id = c.broadcast(from, b"hello");
+        c.run_for(Duration::from_millis(100));
+        assert_eq!(c.broadcast_deliveries() - before, 5, "seed {seed}");
+        // The restart, with the views the leader sends the sender held
+        // up (a slow link) while the retries go on; the new process can
+        // answer the sender.
+        let l = leader(&c);
+        c.partition_one_way(l, from);
+        c.restart(to);
+        c.heal_node(to);
+        c.run_for(Duration::from_millis(400));
+        c.heal();
+        let done = c.run_until_true(Duration::from_secs(8), Duration::from_millis(5), |c| {
+            c.node(from).app.broadcasts_done.contains(&id)
+        });
+        assert!(done.is_some(), "seed {seed}: broadcast never ended");
+        c.assert_no_violations();
+        assert_eq!(
+            c.broadcast_deliveries() - before,
+            5,
+            "seed {seed}: the restarted member handled the broadcast again"
+        );
+        let part = c.node(from).app.broadcasts[&id]
+            .iter()
+            .find(|(w, _)| *w == to_id)
+            .map(|(_, r)| r.clone());
+        // Its process is gone: the part ends as for any member that left.
+        assert!(
+            matches!(part, Some(Err(BroadcastError::Left))),
+            "seed {seed}: {part:?}"
+        );
     }
 }

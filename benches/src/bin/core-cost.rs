@@ -103,6 +103,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         id: 1,
         incarnation: 7,
         payload: Payload::from(&[7u8; 64][..]),
+        to_incarnation: 0,
     });
     msgs.push(Message::BroadcastReply {
         id: 1,

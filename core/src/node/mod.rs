@@ -716,7 +716,8 @@ impl Node {
                 id,
                 incarnation,
                 payload,
-            } => self.on_broadcast(now, from, (id, incarnation), payload),
+                to_incarnation,
+            } => self.on_broadcast(now, from, (id, incarnation, to_incarnation), payload),
             Message::BroadcastReply { id, result } => self.on_broadcast_reply(from, id, result),
             Message::StreamOpen { sid, kind, term } => {
                 self.on_stream_open(now, from, sid, (kind, term))

@@ -133,11 +133,19 @@ impl Node {
         for to in to {
             let addr = self.addr_of(&to);
             let incarnation = self.me.incarnation;
+            // The process the view knows (a retry must not reach its
+            // successor unnoticed); this node itself, or 0 if unknown.
+            let to_incarnation = if to == self.me.id {
+                incarnation
+            } else {
+                self.view.get(&to).map_or(0, |m| m.incarnation)
+            };
             let payload = payload.clone();
             let msg = Message::Broadcast {
                 id,
                 incarnation,
                 payload,
+                to_incarnation,
             };
             self.transmit(to, addr, msg);
         }
@@ -305,9 +313,18 @@ impl Node {
         &mut self,
         now: &Now,
         from: NodeId,
-        (id, incarnation): (u64, u64),
+        (id, incarnation, to_incarnation): (u64, u64, u64),
         payload: Payload,
     ) {
+        // A copy for an earlier process of this member (it restarted,
+        // and the sender's view does not show that yet): that process may
+        // have handled it, so this one must not. It is not this process's
+        // to answer either: the sender's part ends with `Left` once the
+        // restart reaches its view (or times out), as for any member gone
+        // before it answered.
+        if to_incarnation != 0 && to_incarnation != self.me.incarnation {
+            return;
+        }
         let key = (from.clone(), incarnation, id);
         let window = self.cfg.broadcast_timeout * 2;
         let result = match self

@@ -244,6 +244,7 @@ pub fn message(u: &mut Unstructured, p: &Pools) -> Message {
             id: num(u, p),
             incarnation: u.below(4),
             payload: payload(u, 256),
+            to_incarnation: u.below(4),
         },
         9 => Message::BroadcastReply {
             id: num(u, p),
