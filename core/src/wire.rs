@@ -372,7 +372,7 @@ pub enum Message {
         /// The incarnation of the member this copy is for, as the sender's
         /// view knows it; 0 when the sender does not say (a version-4
         /// sender). A member of another incarnation (the process
-        /// restarted since) refuses the copy instead of handling it.
+        /// restarted since) neither handles nor answers the copy.
         to_incarnation: u64,
     },
     /// Member → broadcaster.
@@ -858,50 +858,42 @@ pub fn encode_message_for_version(
             needs: msg.min_version(),
         });
     }
-    match msg {
-        Message::Heartbeat(hb) if version < 4 => {
-            // `relays` false is the frame's last byte, 0: dropping it
-            // leaves the version-3 frame.
-            let msg = Message::Heartbeat(Heartbeat {
-                relays: false,
-                ..hb
-            });
-            append_without_last_zero(&Frame::Msg(msg), max_len, out).map(|()| None)
-        }
+    // Each field a later version added is the last of its frame; at its
+    // zero value it is one byte, 0, and the frame without that byte is
+    // the older version's.
+    let older = match msg {
+        // Version 4 added `relays`.
+        Message::Heartbeat(hb) if version < 4 => Message::Heartbeat(Heartbeat {
+            relays: false,
+            ..hb
+        }),
+        // Version 2 added `settled_below`.
         Message::Request {
             id,
             incarnation,
             payload,
             ..
-        } if version < 2 => {
-            // With `settled_below` 0 the frame ends in that field's one
-            // byte, 0: dropping it leaves the version-1 frame.
-            let msg = Message::Request {
-                id,
-                incarnation,
-                payload,
-                settled_below: 0,
-            };
-            append_without_last_zero(&Frame::Msg(msg), max_len, out).map(|()| None)
-        }
+        } if version < 2 => Message::Request {
+            id,
+            incarnation,
+            payload,
+            settled_below: 0,
+        },
+        // Version 5 added `to_incarnation`.
         Message::Broadcast {
             id,
             incarnation,
             payload,
             ..
-        } if version < 5 => {
-            // `to_incarnation` 0 is the frame's last byte: dropping it
-            // leaves the version-4 frame.
-            let msg = Message::Broadcast {
-                id,
-                incarnation,
-                payload,
-                to_incarnation: 0,
-            };
-            append_without_last_zero(&Frame::Msg(msg), max_len, out).map(|()| None)
-        }
-        other => encode_message_split(other, max_len, out),
-    }
+        } if version < 5 => Message::Broadcast {
+            id,
+            incarnation,
+            payload,
+            to_incarnation: 0,
+        },
+        other => return encode_message_split(other, max_len, out),
+    };
+    append_without_last_zero(&Frame::Msg(older), max_len, out).map(|()| None)
 }
 
 /// Appends `frame` minus its last byte, which must be a 0 (a field a later

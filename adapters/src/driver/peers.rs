@@ -300,16 +300,15 @@ impl Peers {
 impl<R: Runtime> Driver<R> {
     /// A connection event; the node hears what it needs to.
     pub(super) fn on_net(&mut self, e: NetEvent) {
-        if let Some(input) = self.net_input(e) {
-            self.input(input);
-        }
+        self.on_net_all(std::iter::once(e));
     }
 
     /// Events that came in together (one connection's read, and what its
     /// channel held before it). The messages among them go to the node in
     /// one call, so its housekeeping runs once for a read of many frames,
-    /// not once a frame; a connection coming up or going down is taken on
-    /// its own, in its place, after the messages before it.
+    /// not once a frame. A connection coming up or going down is taken in
+    /// its place: the node has the messages before it (and their outputs
+    /// are carried out) before the connection books take it.
     pub(super) fn on_net_all(&mut self, events: impl IntoIterator<Item = NetEvent>) {
         let mut msgs = self.core.take_inputs();
         for e in events {

@@ -150,9 +150,7 @@ impl Node {
 
     /// Feeds one input. Drain [`Node::poll`] afterwards.
     pub fn handle(&mut self, now: Now, input: Input) {
-        let now = self.observe(now);
-        self.take(&now, input);
-        self.step(&now);
+        self.handle_all(now, core::iter::once(input));
     }
 
     /// Feeds several inputs that came in together (the frames of one
@@ -385,9 +383,7 @@ impl Node {
 
     /// Answers a request delivered by [`Event::Request`].
     pub fn reply(&mut self, now: Now, handle: RequestHandle, result: Result<Payload, String>) {
-        let now = self.observe(now);
-        self.answer_request(handle, result);
-        self.step(&now);
+        self.reply_all(now, core::iter::once((handle, result)));
     }
 
     /// Answers several requests at `now`: the same as [`Node::reply`] for
