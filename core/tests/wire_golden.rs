@@ -364,6 +364,15 @@ const PINNED: &[(&str, &str)] = &[
     ("broadcast_v4", "000000080208054d03616c6c"),
 ];
 
+/// The bytes pinned for `name`, as lowercase hex.
+fn pinned(name: &str) -> &'static str {
+    PINNED
+        .iter()
+        .find(|(k, _)| *k == name)
+        .map(|(_, h)| *h)
+        .unwrap_or_else(|| panic!("no pinned bytes for {name}"))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -414,11 +423,7 @@ fn every_frame_is_the_pinned_bytes_and_decodes_back() {
     );
     for (name, frame) in &frames {
         let bytes = encoded(frame);
-        let pinned = PINNED
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, h)| *h)
-            .unwrap_or_else(|| panic!("no pinned bytes for {name}"));
+        let pinned = pinned(name);
         assert_eq!(hex(&bytes), pinned, "{name}: the encoding changed");
         let (back, used) = decode_frame(&bytes, MAX)
             .expect("decodes")
@@ -430,11 +435,7 @@ fn every_frame_is_the_pinned_bytes_and_decodes_back() {
 
 #[test]
 fn a_version_1_request_is_the_pinned_bytes() {
-    let pinned = PINNED
-        .iter()
-        .find(|(k, _)| *k == "request_v1")
-        .map(|(_, h)| *h)
-        .expect("pinned");
+    let pinned = pinned("request_v1");
     let bytes = v1_request();
     assert_eq!(hex(&bytes), pinned);
     // A v1 frame decodes here as the request with nothing settled.
@@ -448,11 +449,7 @@ fn a_version_1_request_is_the_pinned_bytes() {
 
 #[test]
 fn a_version_3_heartbeat_is_the_bytes_version_3_sent_and_does_not_relay() {
-    let pinned = PINNED
-        .iter()
-        .find(|(k, _)| *k == "heartbeat_v3")
-        .map(|(_, h)| *h)
-        .expect("pinned");
+    let pinned = pinned("heartbeat_v3");
     // The bytes a version-3 build pinned for this heartbeat, unchanged.
     let bytes = for_version("heartbeat", 3);
     assert_eq!(hex(&bytes), pinned);
@@ -475,11 +472,7 @@ fn a_version_3_heartbeat_is_the_bytes_version_3_sent_and_does_not_relay() {
 
 #[test]
 fn a_version_4_broadcast_is_the_bytes_version_4_sent_and_names_no_process() {
-    let pinned = PINNED
-        .iter()
-        .find(|(k, _)| *k == "broadcast_v4")
-        .map(|(_, h)| *h)
-        .expect("pinned");
+    let pinned = pinned("broadcast_v4");
     // The bytes a version-4 build pinned for this broadcast, unchanged.
     let bytes = for_version("broadcast", 4);
     assert_eq!(hex(&bytes), pinned);

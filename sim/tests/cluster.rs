@@ -9,8 +9,10 @@ mod common;
 use std::time::Duration;
 
 use common::{converged, leader, term_of};
-use hedgerow_core::{BroadcastError, ClockStatus, Config, SendError, StreamTarget, Term};
-use hedgerow_sim::{Cluster, ClusterConfig, NetConfig, SimClock};
+use hedgerow_core::{
+    BroadcastError, BroadcastId, ClockStatus, Config, NodeId, SendError, StreamTarget, Term,
+};
+use hedgerow_sim::{BroadcastResult, Cluster, ClusterConfig, NetConfig, SimClock};
 
 const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000_000_000;
@@ -622,6 +624,26 @@ fn sender_and_target(c: &Cluster) -> (usize, usize) {
     (others.next().unwrap(), others.next().unwrap())
 }
 
+/// Runs until broadcast `id` of `from` ends (within `within`), checks the
+/// invariants, and gives `to`'s part of it.
+fn part_once_done(
+    c: &mut Cluster,
+    (from, id): (usize, BroadcastId),
+    to: &NodeId,
+    within: Duration,
+    seed: u64,
+) -> Option<BroadcastResult> {
+    let done = c.run_until_true(within, Duration::from_millis(5), |c| {
+        c.node(from).app.broadcasts_done.contains(&id)
+    });
+    assert!(done.is_some(), "seed {seed}: broadcast never ended");
+    c.assert_no_violations();
+    c.node(from).app.broadcasts[&id]
+        .iter()
+        .find(|(w, _)| w == to)
+        .map(|(_, r)| r.clone())
+}
+
 /// Runs a broadcast from `from` with the link cut one way (`cut`) for
 /// 300 ms, then healed, on seeds 0..6; the cut-off member's part must be
 /// answered and every member's handler run once.
@@ -639,15 +661,7 @@ fn broadcast_across_a_brief_cut(
         let id = c.broadcast(from, b"hello");
         c.run_for(Duration::from_millis(300));
         c.heal();
-        let done = c.run_until_true(Duration::from_secs(3), Duration::from_millis(5), |c| {
-            c.node(from).app.broadcasts_done.contains(&id)
-        });
-        assert!(done.is_some(), "seed {seed}: broadcast never ended");
-        c.assert_no_violations();
-        let part = c.node(from).app.broadcasts[&id]
-            .iter()
-            .find(|(w, _)| *w == to_id)
-            .map(|(_, r)| r.clone());
+        let part = part_once_done(&mut c, (from, id), &to_id, Duration::from_secs(3), seed);
         assert!(matches!(part, Some(Ok(_))), "seed {seed}: {part:?}");
         let handled = c.broadcast_deliveries() - before;
         assert_eq!(handled, 5, "seed {seed}: one handler per member");
@@ -733,20 +747,12 @@ fn a_retry_reaching_a_restarted_member_is_not_handled_again_and_its_part_ends_le
         c.heal_node(to);
         c.run_for(Duration::from_millis(400));
         c.heal();
-        let done = c.run_until_true(Duration::from_secs(8), Duration::from_millis(5), |c| {
-            c.node(from).app.broadcasts_done.contains(&id)
-        });
-        assert!(done.is_some(), "seed {seed}: broadcast never ended");
-        c.assert_no_violations();
+        let part = part_once_done(&mut c, (from, id), &to_id, Duration::from_secs(8), seed);
         assert_eq!(
             c.broadcast_deliveries() - before,
             5,
             "seed {seed}: the restarted member handled the broadcast again"
         );
-        let part = c.node(from).app.broadcasts[&id]
-            .iter()
-            .find(|(w, _)| *w == to_id)
-            .map(|(_, r)| r.clone());
         // Its process is gone: the part ends as for any member that left.
         assert!(
             matches!(part, Some(Err(BroadcastError::Left))),
